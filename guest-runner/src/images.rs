@@ -1,0 +1,114 @@
+//! Where `make images` put the guest kernels and the initramfs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Errors finding the images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    /// `make -s image-paths` could not be run or failed.
+    #[error("`make -s image-paths` in {dir}: {reason}")]
+    Make {
+        /// Repository root.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A path is known but the file is not there.
+    #[error("{key}={} does not exist: run `make images` first", path.display())]
+    Missing {
+        /// The KEY of the missing path.
+        key: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// `make -s image-paths` did not print that key.
+    #[error("`make -s image-paths` printed no {0}=")]
+    NoKey(String),
+}
+
+/// The `KEY=PATH` lines of `make -s image-paths`.
+#[derive(Debug, Clone)]
+pub struct ImagePaths {
+    paths: HashMap<String, PathBuf>,
+}
+
+/// The repository root (this crate lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+impl ImagePaths {
+    /// Takes each path from the environment variable of the same name where set (as
+    /// `make test` does), else from `make -s image-paths`.
+    pub fn discover() -> Result<Self, ImagesError> {
+        let dir = repo_root();
+        let out = Command::new("make")
+            .args(["-s", "--no-print-directory", "image-paths"])
+            .current_dir(&dir)
+            .output()
+            .map_err(|e| ImagesError::Make {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let reason = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Err(ImagesError::Make { dir, reason });
+        }
+        let mut paths = Self::parse(&String::from_utf8_lossy(&out.stdout)).paths;
+        for (key, path) in paths.iter_mut() {
+            if let Some(value) = std::env::var_os(key) {
+                *path = PathBuf::from(value);
+            }
+        }
+        Ok(Self { paths })
+    }
+
+    /// Parses `KEY=PATH` lines; other lines are ignored.
+    pub fn parse(text: &str) -> Self {
+        let paths = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), PathBuf::from(v.trim())))
+            .collect();
+        Self { paths }
+    }
+
+    /// The path under `key`, which must exist.
+    pub fn get(&self, key: &str) -> Result<&Path, ImagesError> {
+        let path = self
+            .paths
+            .get(key)
+            .ok_or_else(|| ImagesError::NoKey(key.to_owned()))?;
+        if !path.exists() {
+            return Err(ImagesError::Missing {
+                key: key.to_owned(),
+                path: path.clone(),
+            });
+        }
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_key_path_lines() {
+        let paths = ImagePaths::parse("VMLINUX=/\nnoise\nKDIR = /nonexistent/kdir\n");
+        assert_eq!(paths.get("VMLINUX").unwrap(), Path::new("/"));
+        let missing = paths.get("KDIR").unwrap_err().to_string();
+        assert_eq!(
+            missing,
+            "KDIR=/nonexistent/kdir does not exist: run `make images` first"
+        );
+        assert_eq!(
+            paths.get("BZIMAGE").unwrap_err().to_string(),
+            "`make -s image-paths` printed no BZIMAGE="
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Test plumbing for the mshare-vmm guest.
+//!
+//! - [`console`]: what a guest console says: the `/init` result line, kernel warnings,
+//!   oopses and panics (any of which fails a run);
+//! - [`ktap`]: KTAP (KUnit) results printed on the console;
+//! - [`images`]: where `make images` put the kernels and the initramfs;
+//! - [`qemu`]: boot a guest under QEMU TCG with a command and a timeout.
+//!
+//! The same console and KTAP checks serve boots under `mshare-vmm`.
+
+pub mod console;
+pub mod images;
+pub mod ktap;
+pub mod qemu;

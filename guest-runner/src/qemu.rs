@@ -1,0 +1,413 @@
+//! Booting the guest under QEMU TCG: the fast path for guest-side tests on hosts whose KVM
+//! cannot run guest kernel code quickly (see the design's test plan).
+//!
+//! The guest is a `microvm` with ACPI off (QEMU then writes an MP table, so an SMP guest
+//! sees all its CPUs), the ELF vmlinux entered through PVH, the serial console on a pipe,
+//! and `-no-reboot` so that the guest's `reboot -f` (with `reboot=t`) ends QEMU.
+
+use crate::console::{self, GuestResult, ModuleState, Problem};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The QEMU binary (`QEMU` overrides it).
+pub fn qemu_binary() -> String {
+    std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_owned())
+}
+
+/// Kernel command line every boot gets: serial console, reboot by triple fault (no ACPI),
+/// reboot at once on panic so a dead guest ends QEMU.
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
+
+/// Lines of console kept in error messages.
+const TAIL_LINES: usize = 40;
+
+/// What went wrong booting or running a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// QEMU could not be started.
+    #[error("cannot start {binary}: {source} (install qemu-system-x86 with `make toolchain`)")]
+    Spawn {
+        /// The binary tried.
+        binary: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A guest command word cannot be put on a kernel command line.
+    #[error("guest command word {0:?} contains a double quote or a newline, which the kernel command line cannot carry")]
+    BadWord(String),
+    /// The guest did not end in time.
+    #[error("the guest did not finish within {seconds} s; last console lines:\n{tail}")]
+    Timeout {
+        /// The time limit.
+        seconds: u64,
+        /// Last console lines.
+        tail: String,
+    },
+    /// QEMU ended without the guest's result line.
+    #[error("QEMU exited ({status}) without the guest's MSHARE-RESULT line; last console lines:\n{tail}")]
+    NoResult {
+        /// QEMU's exit status.
+        status: String,
+        /// Last console lines (and QEMU's stderr).
+        tail: String,
+    },
+    /// The kernel printed warnings, BUGs, oopses or panics.
+    #[error("the guest kernel reported problems:\n{}\nconsole log: {}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"), log.display())]
+    KernelProblems {
+        /// The offending lines.
+        problems: Vec<Problem>,
+        /// Where the whole console was written.
+        log: PathBuf,
+    },
+    /// The console log could not be written.
+    #[error("writing console log {}: {source}", path.display())]
+    Log {
+        /// The log path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// One guest boot: kernel, initramfs, command line, resources, time limit.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// ELF vmlinux (PVH entry) or bzImage.
+    pub kernel: PathBuf,
+    /// Uncompressed cpio initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command-line words added after [`BASE_CMDLINE`].
+    pub cmdline: Vec<String>,
+    /// Words passed to `/init` after `--`.
+    pub command: Vec<String>,
+    /// vCPUs (at least 2 so page-table sharing meets TLB shootdowns).
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Where to write the console as it arrives.
+    pub console_log: Option<PathBuf>,
+    /// Echo the console to stderr as it arrives.
+    pub echo: bool,
+}
+
+/// What a boot printed and how QEMU ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Everything the guest wrote to its serial console, then QEMU's stderr.
+    pub console: String,
+    /// QEMU's exit status.
+    pub status: ExitStatus,
+    /// Wall-clock time from QEMU's start to its end.
+    pub elapsed: Duration,
+    /// Where the console was written, if it was.
+    pub console_log: Option<PathBuf>,
+}
+
+/// A guest command that ran to its result line on a clean console.
+#[derive(Debug, Clone)]
+pub struct CommandRun {
+    /// The `/init` result line.
+    pub result: GuestResult,
+    /// The boot itself.
+    pub output: Output,
+}
+
+impl Boot {
+    /// A boot of `kernel` with the defaults: 2 vCPUs, 512 MiB, 120 s.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: Vec::new(),
+            command: Vec::new(),
+            cpus: 2,
+            memory_mib: 512,
+            timeout: Duration::from_secs(120),
+            console_log: None,
+            echo: false,
+        }
+    }
+
+    /// The kernel command line: base words, extra words, then `-- command`.
+    pub fn kernel_cmdline(&self) -> Result<String, QemuError> {
+        let mut line = String::from(BASE_CMDLINE);
+        for word in &self.cmdline {
+            line.push(' ');
+            line.push_str(word);
+        }
+        if !self.command.is_empty() {
+            line.push_str(" --");
+            for word in &self.command {
+                if word.contains(['"', '\n']) {
+                    return Err(QemuError::BadWord(word.clone()));
+                }
+                line.push(' ');
+                if word.is_empty() || word.contains(char::is_whitespace) {
+                    line.push('"');
+                    line.push_str(word);
+                    line.push('"');
+                } else {
+                    line.push_str(word);
+                }
+            }
+        }
+        Ok(line)
+    }
+
+    /// The QEMU argument list.
+    pub fn qemu_args(&self) -> Result<Vec<String>, QemuError> {
+        let mut args: Vec<String> = [
+            "-M",
+            "microvm,acpi=off",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend([
+            "-smp".to_owned(),
+            self.cpus.to_string(),
+            "-m".to_owned(),
+            format!("{}M", self.memory_mib),
+        ]);
+        args.extend(["-kernel".to_owned(), self.kernel.display().to_string()]);
+        if let Some(initrd) = &self.initrd {
+            args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
+        }
+        args.extend(["-append".to_owned(), self.kernel_cmdline()?]);
+        Ok(args)
+    }
+
+    /// Boots and waits for QEMU to end, at most [`Boot::timeout`].
+    pub fn run(&self) -> Result<Output, QemuError> {
+        let binary = qemu_binary();
+        let args = self.qemu_args()?;
+        let mut log = match &self.console_log {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| QemuError::Log {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                let mut file = File::create(path).map_err(|source| QemuError::Log {
+                    path: path.clone(),
+                    source,
+                })?;
+                writeln!(file, "# {binary} {}", args.join(" ")).map_err(|source| {
+                    QemuError::Log {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Some(file)
+            }
+            None => None,
+        };
+        let start = Instant::now();
+        let mut child = Command::new(&binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| QemuError::Spawn {
+                binary: binary.clone(),
+                source,
+            })?;
+
+        let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let stdout = child.stdout.take().map(|out| {
+            let console = Arc::clone(&console);
+            let echo = self.echo;
+            let log = log.as_ref().and_then(|f| f.try_clone().ok());
+            thread::spawn(move || pump(out, &console, log, echo))
+        });
+        let mut stderr = child.stderr.take();
+        let finished = wait_until(&mut child, start + self.timeout);
+        if let Some(handle) = stdout {
+            let _ = handle.join();
+        }
+        let mut console = console
+            .lock()
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .unwrap_or_default();
+        let mut qemu_stderr = String::new();
+        if let Some(err) = stderr.as_mut() {
+            let _ = err.read_to_string(&mut qemu_stderr);
+        }
+        if !qemu_stderr.is_empty() {
+            console.push_str("\n[qemu stderr]\n");
+            console.push_str(&qemu_stderr);
+            if let Some(file) = log.as_mut() {
+                let _ = write!(file, "\n[qemu stderr]\n{qemu_stderr}");
+            }
+        }
+        match finished {
+            Some(status) => Ok(Output {
+                console,
+                status,
+                elapsed: start.elapsed(),
+                console_log: self.console_log.clone(),
+            }),
+            None => Err(QemuError::Timeout {
+                seconds: self.timeout.as_secs(),
+                tail: tail(&console),
+            }),
+        }
+    }
+
+    /// Boots, runs the guest command and returns its result line. Fails when the guest
+    /// never printed one, or when the kernel warned, oopsed or panicked on the way.
+    pub fn run_command(&self) -> Result<CommandRun, QemuError> {
+        let output = self.run()?;
+        output.check_clean()?;
+        let result = console::guest_result(&output.console).ok_or_else(|| QemuError::NoResult {
+            status: output.status.to_string(),
+            tail: tail(&output.console),
+        })?;
+        Ok(CommandRun { result, output })
+    }
+}
+
+impl Output {
+    /// Fails when the console shows a kernel warning, BUG, oops or panic.
+    pub fn check_clean(&self) -> Result<(), QemuError> {
+        let problems = console::kernel_problems(&self.console);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(QemuError::KernelProblems {
+            problems,
+            log: self
+                .console_log
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(not written)")),
+        })
+    }
+}
+
+impl CommandRun {
+    /// Whether `/init` loaded mshare.ko.
+    pub fn module_loaded(&self) -> bool {
+        self.result.module == ModuleState::Loaded
+    }
+}
+
+/// Copies QEMU's stdout into the console buffer, the log and (if asked) stderr.
+fn pump(mut out: impl Read, console: &Mutex<Vec<u8>>, mut log: Option<File>, echo: bool) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Ok(mut c) = console.lock() {
+                    c.extend_from_slice(&buf[..n]);
+                }
+                if let Some(file) = log.as_mut() {
+                    let _ = file.write_all(&buf[..n]);
+                }
+                if echo {
+                    let _ = std::io::stderr().write_all(&buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the child until `deadline`; kills it and returns `None` past it.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// The last lines of a console, for error messages.
+pub fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// A console log path under `target/guest-logs/` for a test or a run.
+pub fn log_path(name: &str) -> PathBuf {
+    crate::images::repo_root()
+        .join("target")
+        .join("guest-logs")
+        .join(format!("{name}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_follows_double_dash_and_words_with_spaces_are_quoted() {
+        let mut boot = Boot::new("/vmlinux");
+        boot.cmdline = vec!["mshare_exit=reboot".into()];
+        boot.command = vec!["sh".into(), "-c".into(), "modcheck && exit 3".into()];
+        assert_eq!(
+            boot.kernel_cmdline().unwrap(),
+            "console=ttyS0 reboot=t panic=-1 mshare_exit=reboot -- sh -c \"modcheck && exit 3\""
+        );
+    }
+
+    #[test]
+    fn no_command_no_double_dash() {
+        assert_eq!(
+            Boot::new("/vmlinux").kernel_cmdline().unwrap(),
+            BASE_CMDLINE
+        );
+    }
+
+    #[test]
+    fn a_word_with_a_quote_is_refused() {
+        let mut boot = Boot::new("/vmlinux");
+        boot.command = vec!["echo".into(), "say \"hi\"".into()];
+        assert!(matches!(boot.kernel_cmdline(), Err(QemuError::BadWord(w)) if w == "say \"hi\""));
+    }
+
+    #[test]
+    fn qemu_args_boot_microvm_without_acpi_and_never_reboot() {
+        let mut boot = Boot::new("/k/vmlinux");
+        boot.initrd = Some("/k/initramfs.cpio".into());
+        let args = boot.qemu_args().unwrap();
+        let joined = args.join(" ");
+        assert!(joined.contains("-M microvm,acpi=off -accel tcg"));
+        assert!(joined.contains("-no-reboot"));
+        assert!(
+            joined.contains("-smp 2 -m 512M -kernel /k/vmlinux -initrd /k/initramfs.cpio -append")
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let console: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = tail(&console);
+        assert!(t.starts_with("line 60\n") && t.ends_with("line 99"));
+    }
+}

@@ -1,0 +1,42 @@
+//! Shared helpers for the guest programs (they run inside the mshare-vmm guest, statically
+//! linked, with nothing but busybox beside them).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Reads a sysfs attribute and trims the trailing newline.
+pub fn read_attr(path: impl AsRef<Path>) -> io::Result<String> {
+    let path = path.as_ref();
+    fs::read_to_string(path)
+        .map(|s| s.trim_end().to_owned())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Parses a number written in decimal or, with a `0x` prefix, in hexadecimal.
+pub fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_decimal_and_hex() {
+        assert_eq!(parse_number("7"), Some(7));
+        assert_eq!(parse_number("0xf4"), Some(0xf4));
+        assert_eq!(parse_number("0XF4"), Some(0xf4));
+        assert_eq!(parse_number("f4"), None);
+        assert_eq!(parse_number(""), None);
+    }
+
+    #[test]
+    fn read_attr_names_the_missing_file() {
+        let err = read_attr("/nonexistent/attr").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/attr"));
+    }
+}

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Build the guest images into a cache outside the repository, each output keyed by a
+# hash of its inputs, so that a rebuild with nothing changed costs seconds.
+#
+#   build.sh all        toolchain, kernel, module, test kernel, guest programs, initramfs
+#   build.sh paths      print KEY=PATH lines for what `all` builds (builds nothing)
+#   build.sh kernel | module | ktest | programs | initramfs   one step (and what it needs)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+IMAGES="$REPO_ROOT/images"
+KMOD_SRC="$REPO_ROOT/guest-kmod"
+JOBS=${JOBS:-$(nproc)}
+KMAKE=(make ARCH=x86_64 LLVM=-19)
+# Files of guest-kmod/ that make up the module (sources, Kbuild, Makefile).
+kmod_files() { (cd "$KMOD_SRC" && git ls-files --cached --others --exclude-standard -- . 2>/dev/null || find . -type f) | LC_ALL=C sort; }
+
+hash_of() { sha256sum | cut -c1-16; }
+
+toolchain_id() {
+    {
+        clang-19 --version 2>/dev/null | head -n1
+        rustc --version
+        bindgen --version 2>/dev/null
+    } | tr '\n' ';'
+}
+
+# Kernel: source version, config fragment, patches, toolchain, the make recipe.
+kernel_key() {
+    {
+        echo "source=$(bash "$IMAGES/scripts/fetch-source.sh" --version)"
+        echo "recipe=${KMAKE[*]} tinyconfig+guest.config vmlinux bzImage modules"
+        echo "toolchain=$(toolchain_id)"
+        cat "$IMAGES/kernel/guest.config"
+        for p in "$IMAGES"/kernel/patches/*.patch; do [ -e "$p" ] && { echo "patch=$(basename "$p")"; cat "$p"; }; done
+    } | hash_of
+}
+kmod_key() {
+    { echo "kernel=$1"; kmod_files | while read -r f; do echo "file=$f"; cat "$KMOD_SRC/$f"; done; } | hash_of
+}
+
+compute_keys() {
+    KERNEL_KEY=$(kernel_key)
+    KERNEL_DIR="$CACHE_ROOT/kernel/$KERNEL_KEY"
+    KDIR="$KERNEL_DIR/linux"
+    KMOD_KEY=$(kmod_key "$KERNEL_KEY")
+    MODULE_DIR="$CACHE_ROOT/module/$KMOD_KEY"
+    KTEST_DIR="$CACHE_ROOT/ktest/$KMOD_KEY"
+    PROGRAMS_DIR="$REPO_ROOT/target/guest/x86_64-unknown-linux-gnu/release"
+}
+
+# Every line of the fragment must survive olddefconfig; a dropped one means unmet dependencies.
+check_config() {
+    local config=$1 fragment=$2 bad=()
+    local line name value
+    while IFS= read -r line; do
+        case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+        name=${line%%=*} value=${line#*=}
+        if [ "$value" = n ]; then
+            grep -q "^$name=" "$config" && bad+=("$line (got $(grep "^$name=" "$config"))")
+        else
+            grep -qxF "$line" "$config" || bad+=("$line (got: $(grep -E "^(# )?$name[= ]" "$config" || echo unset))")
+        fi
+    done <"$fragment"
+    if [ ${#bad[@]} -gt 0 ]; then
+        printf '  %s\n' "${bad[@]}" >&2
+        die "$fragment: the options above did not survive olddefconfig (unmet Kconfig dependencies); fix the fragment"
+    fi
+}
+
+build_kernel() {
+    if [ -f "$KERNEL_DIR/.built" ]; then
+        log "kernel $KERNEL_KEY: cached"
+        return
+    fi
+    local src
+    src=$(bash "$IMAGES/scripts/fetch-source.sh")
+    log "kernel $KERNEL_KEY: preparing the tree in $KERNEL_DIR"
+    rm -rf "$KERNEL_DIR" && mkdir -p "$KERNEL_DIR"
+    cp -a "$src" "$KDIR"
+    local p
+    for p in "$IMAGES"/kernel/patches/*.patch; do
+        [ -e "$p" ] || continue
+        log "applying $(basename "$p")"
+        patch -d "$KDIR" -p1 --batch --forward --quiet <"$p" >"$KERNEL_DIR/patch.log" 2>&1 ||
+            { cat "$KERNEL_DIR/patch.log" >&2; die "$(basename "$p") does not apply to $(basename "$src") source"; }
+    done
+    local log_file="$KERNEL_DIR/build.log"
+    (
+        cd "$KDIR"
+        "${KMAKE[@]}" rustavailable >"$KERNEL_DIR/rustavailable.log" 2>&1 ||
+            { cat "$KERNEL_DIR/rustavailable.log" >&2; die "the Rust toolchain cannot build this kernel (see above); rerun 'make toolchain'"; }
+        run_logged "make tinyconfig" "$log_file" "${KMAKE[@]}" tinyconfig
+        run_logged "merging guest.config" "$log_file" scripts/kconfig/merge_config.sh -m .config "$IMAGES/kernel/guest.config"
+        run_logged "make olddefconfig" "$log_file" "${KMAKE[@]}" olddefconfig
+        check_config .config "$IMAGES/kernel/guest.config"
+        log "kernel $KERNEL_KEY: building (about 8 minutes cold; log: $log_file)"
+        run_logged "the kernel build" "$log_file" "${KMAKE[@]}" -j"$JOBS" vmlinux bzImage modules
+    )
+    touch "$KERNEL_DIR/.built"
+}
+
+# Refuse a kernel tree the module cannot be built against, with the reason.
+check_kdir() {
+    local kdir=$1 want have
+    [ -f "$kdir/Module.symvers" ] && [ -f "$kdir/rust/libkernel.rmeta" ] ||
+        die "$kdir is not a built Rust-enabled kernel tree (no Module.symvers or rust/libkernel.rmeta); run 'make images'"
+    want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"/\1/p' "$kdir/.config")
+    have=$(rustc --version)
+    [ "$want" = "$have" ] ||
+        die "$kdir was built with '$want' but rustc here is '$have': rebuild the kernel with 'make images'"
+}
+
+build_module() {
+    if [ -f "$MODULE_DIR/mshare.ko" ]; then
+        log "module $KMOD_KEY: cached"
+        return
+    fi
+    check_kdir "$KDIR"
+    log "module $KMOD_KEY: building mshare.ko"
+    rm -rf "$MODULE_DIR" && mkdir -p "$MODULE_DIR/src"
+    kmod_files | while read -r f; do mkdir -p "$MODULE_DIR/src/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$MODULE_DIR/src/$f"; done
+    run_logged "building mshare.ko" "$MODULE_DIR/build.log" make -C "$MODULE_DIR/src" KDIR="$KDIR"
+    cp "$MODULE_DIR/src/mshare.ko" "$MODULE_DIR/mshare.ko"
+}
+
+# The test kernel: a copy of the built guest tree with the module linked in. Kbuild only
+# rebuilds what the module adds, so this costs a relink, not a second kernel build.
+build_ktest() {
+    if [ -f "$KTEST_DIR/.built" ]; then
+        log "test kernel $KMOD_KEY: cached"
+        return
+    fi
+    log "test kernel $KMOD_KEY: copying the guest kernel tree"
+    rm -rf "$KTEST_DIR" && mkdir -p "$KTEST_DIR"
+    cp -a "$KDIR" "$KTEST_DIR/linux"
+    local tree="$KTEST_DIR/linux"
+    mkdir -p "$tree/drivers/mshare"
+    kmod_files | while read -r f; do mkdir -p "$tree/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$tree/drivers/mshare/$f"; done
+    echo 'obj-y += mshare/' >>"$tree/drivers/Makefile"
+    log "test kernel $KMOD_KEY: linking the module in (log: $KTEST_DIR/build.log)"
+    (cd "$tree" && run_logged "the test kernel build" "$KTEST_DIR/build.log" "${KMAKE[@]}" -j"$JOBS" vmlinux)
+    grep -q ' mshare_' "$tree/System.map" || die "the test kernel has no mshare symbols: drivers/mshare was not linked in (see $KTEST_DIR/build.log)"
+    touch "$KTEST_DIR/.built"
+}
+
+build_programs() {
+    log "guest programs: cargo build (static, x86_64)"
+    (
+        cd "$REPO_ROOT"
+        RUSTFLAGS="-C target-feature=+crt-static" run_logged "building the guest programs" "$CACHE_ROOT/logs/programs.log" \
+            cargo build --release --locked -p guest-tests --target x86_64-unknown-linux-gnu --target-dir target/guest
+    )
+}
+
+guest_programs() { find "$PROGRAMS_DIR" -maxdepth 1 -type f -executable | LC_ALL=C sort; }
+
+initramfs_key() {
+    {
+        echo "module=$KMOD_KEY"
+        sha256sum "$IMAGES/initramfs/init" /bin/busybox
+        guest_programs | xargs -r sha256sum
+    } | hash_of
+}
+
+build_initramfs() {
+    local key dir list
+    key=$(initramfs_key)
+    dir="$CACHE_ROOT/initramfs/$key"
+    INITRAMFS="$dir/initramfs.cpio"
+    if [ -f "$INITRAMFS" ]; then
+        log "initramfs $key: cached"
+        return
+    fi
+    local release vermagic
+    release=$(cat "$KDIR/include/config/kernel.release")
+    vermagic=$(modinfo -F vermagic "$MODULE_DIR/mshare.ko" | awk '{print $1}')
+    [ "$vermagic" = "$release" ] ||
+        die "mshare.ko was built for kernel $vermagic, the guest kernel is $release: rebuild with 'make images'"
+    log "initramfs $key: assembling"
+    rm -rf "$dir" && mkdir -p "$dir"
+    list="$dir/files.txt"
+    {
+        local d
+        for d in bin sbin dev proc sys tmp run etc lib lib/modules usr usr/bin root sys/fs; do echo "dir /$d 0755 0 0"; done
+        echo "nod /dev/console 0600 0 0 c 5 1"
+        echo "nod /dev/null 0666 0 0 c 1 3"
+        echo "file /bin/busybox /bin/busybox 0755 0 0"
+        echo "slink /bin/sh busybox 0777 0 0"
+        echo "file /init $IMAGES/initramfs/init 0755 0 0"
+        echo "file /lib/modules/mshare.ko $MODULE_DIR/mshare.ko 0644 0 0"
+        local prog
+        guest_programs | while read -r prog; do echo "file /usr/bin/$(basename "$prog") $prog 0755 0 0"; done
+    } >"$list"
+    "$KDIR/usr/gen_init_cpio" "$list" >"$INITRAMFS.tmp" || die "gen_init_cpio failed on $list"
+    mv "$INITRAMFS.tmp" "$INITRAMFS"
+}
+
+print_paths() {
+    local initramfs_dir
+    initramfs_dir="$CACHE_ROOT/initramfs/$(initramfs_key 2>/dev/null || echo missing)"
+    cat <<EOF
+VMLINUX=$KDIR/vmlinux
+BZIMAGE=$KDIR/arch/x86/boot/bzImage
+SYSTEM_MAP=$KDIR/System.map
+INITRAMFS=$initramfs_dir/initramfs.cpio
+KDIR=$KDIR
+MODULE=$MODULE_DIR/mshare.ko
+VMLINUX_KTEST=$KTEST_DIR/linux/vmlinux
+SYSTEM_MAP_KTEST=$KTEST_DIR/linux/System.map
+EOF
+}
+
+step=${1:-all}
+compute_keys
+case "$step" in
+    paths) print_paths ;;
+    kernel) build_kernel ;;
+    module) build_kernel; build_module ;;
+    ktest) build_kernel; build_ktest ;;
+    programs) build_programs ;;
+    initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
+    all)
+        bash "$IMAGES/scripts/toolchain.sh"
+        build_kernel
+        build_module
+        build_ktest
+        build_programs
+        build_initramfs
+        log "images ready:"
+        print_paths >&2
+        ;;
+    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs)" ;;
+esac
