@@ -62,10 +62,12 @@ fn module_runs_its_kunit_suite_at_load_and_unloads_cleanly() {
     );
     assert!(run.output.console.contains("mshare 0.1.0 unloaded"));
     let report = ktap::parse(&run.output.console);
-    let totals = report
-        .verdict()
-        .unwrap_or_else(|e| panic!("KUnit at module load: {e}"));
-    assert_eq!(totals.passed, 2);
+    report.verdict().unwrap_or_else(|e| panic!("KUnit: {e}"));
+    let suite = report
+        .suite("mshare_granule")
+        .expect("mshare_granule did not run at module load");
+    assert_eq!(suite.outcome, Some(Outcome::Pass));
+    assert_eq!(suite.subtests.len(), 2);
 }
 
 #[test]

@@ -29,7 +29,7 @@ toolchain_id() {
 kernel_key() {
     {
         echo "source=$(bash "$IMAGES/scripts/fetch-source.sh" --version)"
-        echo "recipe=${KMAKE[*]} tinyconfig+guest.config vmlinux bzImage modules"
+        echo "recipe=${KMAKE[*]} tinyconfig+guest.config vmlinux bzImage modules, built at $WORK_TREE"
         echo "toolchain=$(toolchain_id)"
         cat "$IMAGES/kernel/guest.config"
         for p in "$IMAGES"/kernel/patches/*.patch; do [ -e "$p" ] && { echo "patch=$(basename "$p")"; cat "$p"; }; done
@@ -68,35 +68,55 @@ check_config() {
     fi
 }
 
+# Kernel trees are always configured and built at one path, $WORK_TREE, then moved into the
+# cache: Kbuild and the tools it builds (objtool) record absolute paths, and a tree built
+# elsewhere would rebuild from scratch when the test kernel is made from a copy of it.
+WORK_TREE="$CACHE_ROOT/work/linux"
+
+# Runs "$@" with the work tree to itself (one kernel build at a time on this machine).
+with_work_tree() {
+    mkdir -p "$CACHE_ROOT/work"
+    exec 9>"$CACHE_ROOT/work/lock"
+    flock 9 || die "cannot lock $CACHE_ROOT/work/lock"
+    rm -rf "$WORK_TREE"
+    "$@"
+    flock -u 9
+}
+
 build_kernel() {
     if [ -f "$KERNEL_DIR/.built" ]; then
         log "kernel $KERNEL_KEY: cached"
         return
     fi
+    with_work_tree build_kernel_in_work_tree
+}
+
+build_kernel_in_work_tree() {
     local src
     src=$(bash "$IMAGES/scripts/fetch-source.sh")
-    log "kernel $KERNEL_KEY: preparing the tree in $KERNEL_DIR"
+    log "kernel $KERNEL_KEY: preparing the tree"
     rm -rf "$KERNEL_DIR" && mkdir -p "$KERNEL_DIR"
-    cp -a "$src" "$KDIR"
+    cp -a "$src" "$WORK_TREE"
     local p
     for p in "$IMAGES"/kernel/patches/*.patch; do
         [ -e "$p" ] || continue
         log "applying $(basename "$p")"
-        patch -d "$KDIR" -p1 --batch --forward --quiet <"$p" >"$KERNEL_DIR/patch.log" 2>&1 ||
+        patch -d "$WORK_TREE" -p1 --batch --forward --quiet <"$p" >"$KERNEL_DIR/patch.log" 2>&1 ||
             { cat "$KERNEL_DIR/patch.log" >&2; die "$(basename "$p") does not apply to $(basename "$src") source"; }
     done
     local log_file="$KERNEL_DIR/build.log"
     (
-        cd "$KDIR"
+        cd "$WORK_TREE"
         "${KMAKE[@]}" rustavailable >"$KERNEL_DIR/rustavailable.log" 2>&1 ||
             { cat "$KERNEL_DIR/rustavailable.log" >&2; die "the Rust toolchain cannot build this kernel (see above); rerun 'make toolchain'"; }
         run_logged "make tinyconfig" "$log_file" "${KMAKE[@]}" tinyconfig
         run_logged "merging guest.config" "$log_file" scripts/kconfig/merge_config.sh -m .config "$IMAGES/kernel/guest.config"
         run_logged "make olddefconfig" "$log_file" "${KMAKE[@]}" olddefconfig
         check_config .config "$IMAGES/kernel/guest.config"
-        log "kernel $KERNEL_KEY: building (about 8 minutes cold; log: $log_file)"
+        log "kernel $KERNEL_KEY: building (about 5 minutes on 2 cores; log: $log_file)"
         run_logged "the kernel build" "$log_file" "${KMAKE[@]}" -j"$JOBS" vmlinux bzImage modules
     )
+    mv "$WORK_TREE" "$KDIR"
     touch "$KERNEL_DIR/.built"
 }
 
@@ -124,23 +144,29 @@ build_module() {
     cp "$MODULE_DIR/src/mshare.ko" "$MODULE_DIR/mshare.ko"
 }
 
-# The test kernel: a copy of the built guest tree with the module linked in. Kbuild only
-# rebuilds what the module adds, so this costs a relink, not a second kernel build.
+# The test kernel: a copy of the built guest tree with the module linked in. Built at the
+# same path as the guest tree was, Kbuild only rebuilds what the module adds: a relink,
+# not a second kernel build.
 build_ktest() {
     if [ -f "$KTEST_DIR/.built" ]; then
         log "test kernel $KMOD_KEY: cached"
         return
     fi
+    with_work_tree build_ktest_in_work_tree
+}
+
+build_ktest_in_work_tree() {
     log "test kernel $KMOD_KEY: copying the guest kernel tree"
     rm -rf "$KTEST_DIR" && mkdir -p "$KTEST_DIR"
-    cp -a "$KDIR" "$KTEST_DIR/linux"
-    local tree="$KTEST_DIR/linux"
-    mkdir -p "$tree/drivers/mshare"
-    kmod_files | while read -r f; do mkdir -p "$tree/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$tree/drivers/mshare/$f"; done
-    echo 'obj-y += mshare/' >>"$tree/drivers/Makefile"
+    cp -a "$KDIR" "$WORK_TREE"
+    mkdir -p "$WORK_TREE/drivers/mshare"
+    kmod_files | while read -r f; do mkdir -p "$WORK_TREE/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$WORK_TREE/drivers/mshare/$f"; done
+    echo 'obj-y += mshare/' >>"$WORK_TREE/drivers/Makefile"
     log "test kernel $KMOD_KEY: linking the module in (log: $KTEST_DIR/build.log)"
-    (cd "$tree" && run_logged "the test kernel build" "$KTEST_DIR/build.log" "${KMAKE[@]}" -j"$JOBS" vmlinux)
-    grep -q ' mshare_' "$tree/System.map" || die "the test kernel has no mshare symbols: drivers/mshare was not linked in (see $KTEST_DIR/build.log)"
+    (cd "$WORK_TREE" && run_logged "the test kernel build" "$KTEST_DIR/build.log" "${KMAKE[@]}" -j"$JOBS" vmlinux)
+    grep -q ' __mshare_exit$' "$WORK_TREE/System.map" ||
+        die "the test kernel has no mshare symbols: drivers/mshare was not linked in (see $KTEST_DIR/build.log)"
+    mv "$WORK_TREE" "$KTEST_DIR/linux"
     touch "$KTEST_DIR/.built"
 }
 
