@@ -6,8 +6,9 @@ BUILD := bash images/scripts/build.sh
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo         boot the guest under QEMU TCG and show mshare.ko at work (installs and builds what it needs)"
-	@echo "make test         the whole test suite: images, unit tests, guest boots (what CI runs)"
+	@echo "make demo         boot the guest: user space under QEMU TCG, then the test kernel under mshare-vmm/KVM"
+	@echo "make test         the whole test suite: images, unit tests, tiny KVM guests, guest boots (what CI runs)"
+	@echo "make test-kvm     also the guest user-space boots under mshare-vmm (hosts with hardware virtualization)"
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
 	@echo "make image-paths  print KEY=PATH lines for the built images (use with -s)"
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
@@ -35,12 +36,19 @@ test: images
 	cargo test --workspace --locked
 
 demo: images
-	@eval "$$($(BUILD) paths)"; \
-	echo "== booting the guest under QEMU TCG (the mshare-vmm VMM demo arrives with the VMM)"; \
+	@eval "$$($(BUILD) paths)"; set -e; \
+	echo "== 1. guest user space under QEMU TCG: mshare.ko loads, a guest program checks it, it unloads"; \
 	cargo run -q --locked -p guest-runner --bin qemu-run -- --initrd "$$INITRAMFS" "$$VMLINUX" -- \
-	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && rmmod mshare && echo demo: done"
+	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && rmmod mshare && echo demo: done"; \
+	echo "== 2. the test kernel under mshare-vmm on this host's KVM (about a minute where KVM emulates guest kernel code)"; \
+	cargo run -q --locked --release -p vmm --bin mshare-vmm -- run --cpus 2 --memory 256M --timeout 600 \
+	    --cmdline kunit_shutdown=reboot --kernel "$$VMLINUX_KTEST"
+
+# Guest user space under mshare-vmm: only on hosts whose KVM runs guest kernels in hardware.
+test-kvm: images
+	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: help toolchain images image-paths lint test demo clean-cache
+.PHONY: help toolchain images image-paths lint test test-kvm demo clean-cache

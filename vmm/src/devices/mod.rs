@@ -1,0 +1,157 @@
+//! Emulated devices and the port-I/O bus that dispatches guest `in`/`out` to them.
+//!
+//! Every port access is a VM exit (under a software hypervisor, a costly one), so the
+//! devices are the few Linux needs: the 16550 UART ([`serial`]), the keyboard controller's
+//! reset line ([`i8042`]) and the VMM's exit device ([`exit`]). Ports nobody claims read as
+//! all ones and ignore writes, as on a bus with nothing behind it.
+
+pub mod exit;
+pub mod i8042;
+pub mod serial;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A device on the port-I/O bus; offsets are relative to the device's base port.
+pub trait PioDevice: Send {
+    /// Guest `in` of `data.len()` bytes at `offset`.
+    fn read(&mut self, offset: u16, data: &mut [u8]);
+    /// Guest `out` of `data` at `offset`.
+    fn write(&mut self, offset: u16, data: &[u8]);
+}
+
+/// Error adding a device to the bus.
+#[derive(Debug, thiserror::Error)]
+#[error("ports {base:#x}..{end:#x} overlap a device already on the bus")]
+pub struct BusOverlap {
+    /// First port of the refused range.
+    pub base: u16,
+    /// One past its last port.
+    pub end: u32,
+}
+
+struct Range {
+    base: u16,
+    len: u16,
+    device: Arc<Mutex<dyn PioDevice>>,
+}
+
+/// The port-I/O bus of one VM.
+#[derive(Default)]
+pub struct PioBus {
+    ranges: Vec<Range>,
+    /// Accesses to ports no device claims.
+    pub unclaimed: AtomicU64,
+}
+
+impl PioBus {
+    /// Puts `device` at ports `base..base + len`.
+    pub fn insert(
+        &mut self,
+        base: u16,
+        len: u16,
+        device: Arc<Mutex<dyn PioDevice>>,
+    ) -> Result<(), BusOverlap> {
+        let end = u32::from(base) + u32::from(len);
+        let overlaps = self.ranges.iter().any(|r| {
+            u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end
+        });
+        if overlaps || len == 0 || end > 0x1_0000 {
+            return Err(BusOverlap { base, end });
+        }
+        self.ranges.push(Range { base, len, device });
+        Ok(())
+    }
+
+    fn find(&self, port: u16) -> Option<(&Range, u16)> {
+        self.ranges
+            .iter()
+            .find(|r| port >= r.base && port - r.base < r.len)
+            .map(|r| (r, port - r.base))
+    }
+
+    /// Dispatches a guest `in`; unclaimed ports read as all ones.
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        match self.find(port) {
+            Some((range, offset)) => match range.device.lock() {
+                Ok(mut device) => device.read(offset, data),
+                Err(poisoned) => poisoned.into_inner().read(offset, data),
+            },
+            None => {
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
+                data.fill(0xff);
+            }
+        }
+    }
+
+    /// Dispatches a guest `out`; writes to unclaimed ports are dropped.
+    pub fn write(&self, port: u16, data: &[u8]) {
+        match self.find(port) {
+            Some((range, offset)) => match range.device.lock() {
+                Ok(mut device) => device.write(offset, data),
+                Err(poisoned) => poisoned.into_inner().write(offset, data),
+            },
+            None => {
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(u16, Vec<u8>)>,
+    }
+
+    impl PioDevice for Recorder {
+        fn read(&mut self, offset: u16, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u16, data: &[u8]) {
+            self.writes.push((offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn accesses_reach_the_device_at_their_offset() {
+        let recorder = Arc::new(Mutex::new(Recorder::default()));
+        let mut bus = PioBus::default();
+        bus.insert(0x3f8, 8, recorder.clone()).unwrap();
+        bus.write(0x3fb, &[0x80]);
+        let mut data = [0u8; 1];
+        bus.read(0x3fd, &mut data);
+        assert_eq!(data, [5]);
+        assert_eq!(recorder.lock().unwrap().writes, vec![(3, vec![0x80])]);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones_and_are_counted() {
+        let bus = PioBus::default();
+        let mut data = [0u8; 4];
+        bus.read(0xcfc, &mut data);
+        bus.write(0x80, &[1]);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(bus.unclaimed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused() {
+        let mut bus = PioBus::default();
+        bus.insert(0x60, 5, Arc::new(Mutex::new(Recorder::default())))
+            .unwrap();
+        let err = bus
+            .insert(0x64, 1, Arc::new(Mutex::new(Recorder::default())))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ports 0x64..0x65 overlap a device already on the bus"
+        );
+        assert!(bus
+            .insert(0xffff, 2, Arc::new(Mutex::new(Recorder::default())))
+            .is_err());
+    }
+}

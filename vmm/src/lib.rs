@@ -1,0 +1,19 @@
+//! mshare-vmm: a KVM virtual machine monitor on the rust-vmm crates that boots a Linux
+//! guest (ELF vmlinux through the 64-bit entry, or bzImage) and, in later layers, shares
+//! host memory regions across VMs.
+//!
+//! One concept per module: [`config`] (what a VM is), [`memory`] (guest RAM and its layout),
+//! [`boot`] (kernel, initrd, zero page, MP table, long-mode tables), [`vcpu`] (CPU state and
+//! the run loop), [`devices`] (UART, i8042 reset, exit device), [`stop`] (why a VM ended),
+//! [`host`] (what kind of KVM this is), [`vmm`] (one VM from start to stop).
+
+pub mod boot;
+pub mod config;
+pub mod devices;
+pub mod host;
+pub mod logger;
+pub mod memory;
+pub mod stop;
+pub mod symbols;
+pub mod vcpu;
+pub mod vmm;

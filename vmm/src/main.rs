@@ -1,0 +1,119 @@
+//! `mshare-vmm`: the command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use vmm::config::{parse_size, SerialTarget, VmConfig};
+use vmm::host::SoftwareHypervisor;
+
+/// Exit status for bad arguments or a VM that could not start.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "mshare-vmm",
+    version,
+    about = "A KVM VMM that shares host memory regions across VMs"
+)]
+struct Cli {
+    /// More output (-v: exits and devices as they happen).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot one VM; exit with the guest command's status.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kernel: an ELF vmlinux (entered at its 64-bit entry) or a bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs (uncompressed cpio is fastest).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Extra kernel command-line words.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// vCPUs (1 to 32).
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Guest memory, e.g. 512M or 2G.
+    #[arg(long, default_value = "512M", value_parser = size_arg)]
+    memory: u64,
+    /// Console: stdout, or a file to write it to.
+    #[arg(long, default_value = "stdout")]
+    serial: SerialTarget,
+    /// Stop the VM after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Treat the host as a software hypervisor (kvm_pvm): auto, yes or no.
+    #[arg(long, default_value = "auto", value_name = "auto|yes|no")]
+    software_hypervisor: SoftwareHypervisor,
+    /// System.map for naming kernel functions in error reports (default: beside --kernel).
+    #[arg(long)]
+    system_map: Option<PathBuf>,
+    /// The guest command: passed to the guest's /init after `--` on the kernel command line.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+fn vm_config(args: RunArgs) -> VmConfig {
+    let mut config = VmConfig::new(args.kernel);
+    config.initrd = args.initrd;
+    config.cmdline = args.cmdline;
+    config.cpus = args.cpus;
+    config.memory = args.memory;
+    config.serial = args.serial;
+    config.timeout = args.timeout.map(Duration::from_secs);
+    config.software_hypervisor = args.software_hypervisor;
+    config.system_map = args.system_map;
+    config.command = args.command;
+    config
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    vmm::logger::init(level);
+    let Command::Run(args) = cli.command;
+    match vmm::vmm::run(&vm_config(args)) {
+        Ok(outcome) => {
+            let reason = &outcome.reason;
+            if reason.is_failure() {
+                log::error!("{reason}");
+            } else {
+                log::info!("{reason}");
+            }
+            log::info!(
+                "ran {:.1} s (first KVM_RUN after {:.1} ms); exits: {}; unclaimed port accesses {}",
+                outcome.elapsed.as_secs_f64(),
+                outcome.first_run.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                outcome.counters,
+                outcome.unclaimed_ports
+            );
+            ExitCode::from(reason.exit_status())
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

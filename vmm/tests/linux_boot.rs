@@ -1,0 +1,112 @@
+//! The real guest under `mshare-vmm`: the test kernel boots under KVM, runs its KUnit
+//! suites (the module built in) and resets the machine; the console is parsed as KTAP.
+//! On this project's machines KVM emulates guest kernel code, so the boot takes about a
+//! minute; on a host with hardware virtualization it takes well under a second.
+//!
+//! These need `make images` (which `make test` runs first).
+
+use guest_runner::images::ImagePaths;
+use guest_runner::{console, ktap};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn images() -> ImagePaths {
+    ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))
+}
+
+fn console_path(name: &str) -> PathBuf {
+    let dir = guest_runner::images::repo_root()
+        .join("target")
+        .join("guest-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.log"))
+}
+
+#[test]
+fn test_kernel_runs_kunit_under_kvm() {
+    let images = images();
+    let kernel = images
+        .get("VMLINUX_KTEST")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = console_path("ktest-kvm");
+    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
+        .args(["run", "--cpus", "2", "--memory", "256M", "--timeout", "900"])
+        .args(["--cmdline", "kunit_shutdown=reboot", "--serial"])
+        .arg(&log)
+        .arg("--kernel")
+        .arg(kernel)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "mshare-vmm: {stderr}\nconsole: {}",
+        log.display()
+    );
+    assert!(stderr.contains("the guest reset the machine"), "{stderr}");
+    let problems = console::kernel_problems(&console_text);
+    assert!(
+        problems.is_empty(),
+        "kernel problems on the console ({}): {problems:?}",
+        log.display()
+    );
+    let report = ktap::parse(&console_text);
+    report
+        .verdict()
+        .unwrap_or_else(|e| panic!("KUnit under KVM: {e} (console: {})", log.display()));
+    let suite = report
+        .suite("mshare_granule")
+        .expect("mshare_granule did not run");
+    assert_eq!(suite.outcome, Some(ktap::Outcome::Pass));
+    assert!(console_text.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
+    assert!(
+        console_text.contains("smpboot: Total of 2 processors activated")
+            || console_text.contains("Brought up 1 node, 2 CPUs"),
+        "the second vCPU did not come up"
+    );
+}
+
+/// The guest image with its initramfs runs a guest command under `mshare-vmm` and the
+/// command's status becomes the VMM's. Guest user space cannot run under this machine's
+/// KVM (kvm_pvm breaks SYSCALL from user mode): `make test-kvm` runs this on hosts with
+/// hardware virtualization.
+#[test]
+#[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
+fn guest_command_status_becomes_the_vmm_status() {
+    let images = images();
+    let log = console_path("initramfs-kvm");
+    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
+        .args([
+            "run",
+            "--cpus",
+            "2",
+            "--memory",
+            "512M",
+            "--timeout",
+            "120",
+            "--serial",
+        ])
+        .arg(&log)
+        .arg("--kernel")
+        .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
+        .arg("--initrd")
+        .arg(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")))
+        .args(["--", "sh", "-c", "modcheck && exit 7"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let console_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}\nconsole: {}",
+        String::from_utf8_lossy(&out.stderr),
+        log.display()
+    );
+    let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
+    assert_eq!(result.module, console::ModuleState::Loaded);
+    assert!(console::kernel_problems(&console_text).is_empty());
+}
