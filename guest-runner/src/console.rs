@@ -43,10 +43,7 @@ pub fn kernel_problems(console: &str) -> Vec<Problem> {
         .lines()
         .enumerate()
         .filter(|(_, line)| PROBLEM_MARKERS.iter().any(|m| line.contains(m)))
-        .map(|(i, line)| Problem {
-            line_number: i + 1,
-            line: line.trim_end_matches('\r').to_owned(),
-        })
+        .map(|(i, line)| Problem { line_number: i + 1, line: line.trim_end_matches('\r').to_owned() })
         .collect()
 }
 
@@ -74,9 +71,7 @@ pub struct GuestResult {
 
 /// Guest uptime in seconds when `/init` started (its `MSHARE-INIT` line).
 pub fn init_uptime(console: &str) -> Option<f64> {
-    console
-        .lines()
-        .find_map(|l| l.split("MSHARE-INIT uptime=").nth(1)?.trim().parse().ok())
+    console.lines().find_map(|l| l.split("MSHARE-INIT uptime=").nth(1)?.trim().parse().ok())
 }
 
 /// The last `MSHARE-RESULT` line of the console, if `/init` got that far.
@@ -96,11 +91,7 @@ pub fn guest_result(console: &str) -> Option<GuestResult> {
                 _ => {}
             }
         }
-        Some(GuestResult {
-            status: status?,
-            module: module?,
-            uptime: uptime?,
-        })
+        Some(GuestResult { status: status?, module: module?, uptime: uptime? })
     })
 }
 
@@ -119,9 +110,7 @@ mod tests {
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].line_number, 3);
         assert!(problems[0].line.ends_with("zap_pte_range+0x10/0x20"));
-        assert!(problems[1]
-            .to_string()
-            .starts_with("console line 5: Kernel panic"));
+        assert!(problems[1].to_string().starts_with("console line 5: Kernel panic"));
     }
 
     #[test]
@@ -136,24 +125,14 @@ mod tests {
             MSHARE-RESULT status=3 module=loaded uptime=2.75\n\
             reboot: Restarting system\n";
         let result = guest_result(console).unwrap();
-        assert_eq!(
-            result,
-            GuestResult {
-                status: 3,
-                module: ModuleState::Loaded,
-                uptime: 2.75
-            }
-        );
+        assert_eq!(result, GuestResult { status: 3, module: ModuleState::Loaded, uptime: 2.75 });
         assert_eq!(init_uptime(console), Some(1.25));
     }
 
     #[test]
     fn a_truncated_result_line_is_no_result() {
         assert_eq!(guest_result("MSHARE-RESULT status=0 modu"), None);
-        assert_eq!(
-            guest_result("MSHARE-RESULT status=x module=loaded uptime=1"),
-            None
-        );
+        assert_eq!(guest_result("MSHARE-RESULT status=x module=loaded uptime=1"), None);
         assert_eq!(guest_result(""), None);
     }
 }

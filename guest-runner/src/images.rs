@@ -36,9 +36,7 @@ pub struct ImagePaths {
 
 /// The repository root (this crate lives one level below it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 impl ImagePaths {
@@ -50,10 +48,7 @@ impl ImagePaths {
             .args(["-s", "--no-print-directory", "image-paths"])
             .current_dir(&dir)
             .output()
-            .map_err(|e| ImagesError::Make {
-                dir: dir.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ImagesError::Make { dir: dir.clone(), reason: e.to_string() })?;
         if !out.status.success() {
             let reason = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             return Err(ImagesError::Make { dir, reason });
@@ -79,15 +74,9 @@ impl ImagePaths {
 
     /// The path under `key`, which must exist.
     pub fn get(&self, key: &str) -> Result<&Path, ImagesError> {
-        let path = self
-            .paths
-            .get(key)
-            .ok_or_else(|| ImagesError::NoKey(key.to_owned()))?;
+        let path = self.paths.get(key).ok_or_else(|| ImagesError::NoKey(key.to_owned()))?;
         if !path.exists() {
-            return Err(ImagesError::Missing {
-                key: key.to_owned(),
-                path: path.clone(),
-            });
+            return Err(ImagesError::Missing { key: key.to_owned(), path: path.clone() });
         }
         Ok(path)
     }
@@ -102,13 +91,7 @@ mod tests {
         let paths = ImagePaths::parse("VMLINUX=/\nnoise\nKDIR = /nonexistent/kdir\n");
         assert_eq!(paths.get("VMLINUX").unwrap(), Path::new("/"));
         let missing = paths.get("KDIR").unwrap_err().to_string();
-        assert_eq!(
-            missing,
-            "KDIR=/nonexistent/kdir does not exist: run `make images` first"
-        );
-        assert_eq!(
-            paths.get("BZIMAGE").unwrap_err().to_string(),
-            "`make -s image-paths` printed no BZIMAGE="
-        );
+        assert_eq!(missing, "KDIR=/nonexistent/kdir does not exist: run `make images` first");
+        assert_eq!(paths.get("BZIMAGE").unwrap_err().to_string(), "`make -s image-paths` printed no BZIMAGE=");
     }
 }

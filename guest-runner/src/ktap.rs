@@ -44,11 +44,7 @@ pub struct Totals {
 
 impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} passed, {} failed, {} skipped",
-            self.passed, self.failed, self.skipped
-        )
+        write!(f, "{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
     }
 }
 
@@ -79,17 +75,8 @@ impl Test {
     }
 
     fn failures(&self, path: &str, out: &mut Vec<String>) {
-        let path = if path.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{path}.{}", self.name)
-        };
-        if self.outcome == Some(Outcome::Fail)
-            && self
-                .subtests
-                .iter()
-                .all(|t| t.outcome != Some(Outcome::Fail))
-        {
+        let path = if path.is_empty() { self.name.clone() } else { format!("{path}.{}", self.name) };
+        if self.outcome == Some(Outcome::Fail) && self.subtests.iter().all(|t| t.outcome != Some(Outcome::Fail)) {
             out.push(path.clone());
         }
         for t in &self.subtests {
@@ -166,15 +153,9 @@ fn parse_result(content: &str) -> Option<(Outcome, String)> {
     };
     let (number, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     number.parse::<usize>().ok()?;
-    let (name, directive) = rest
-        .split_once(" # ")
-        .or_else(|| rest.strip_prefix("# ").map(|d| ("", d)))
-        .unwrap_or((rest, ""));
-    let outcome = if directive
-        .trim_start()
-        .to_ascii_uppercase()
-        .starts_with("SKIP")
-    {
+    let (name, directive) =
+        rest.split_once(" # ").or_else(|| rest.strip_prefix("# ").map(|d| ("", d))).unwrap_or((rest, ""));
+    let outcome = if directive.trim_start().to_ascii_uppercase().starts_with("SKIP") {
         Outcome::Skip
     } else if ok {
         Outcome::Pass
@@ -222,15 +203,9 @@ pub fn parse(console: &str) -> Report {
         // own subtests; anything deeper was cut off.
         while open.len() > depth + 2 {
             let cut = open.pop().unwrap_or_default();
-            report
-                .incomplete
-                .push(format!("test '{}' never printed its result", cut.name));
+            report.incomplete.push(format!("test '{}' never printed its result", cut.name));
         }
-        let mut test = if open.len() == depth + 2 {
-            open.pop().unwrap_or_default()
-        } else {
-            Test::default()
-        };
+        let mut test = if open.len() == depth + 2 { open.pop().unwrap_or_default() } else { Test::default() };
         test.name = name;
         test.outcome = Some(outcome);
         if let Some(plan) = test.plan {
@@ -246,14 +221,8 @@ pub fn parse(console: &str) -> Report {
     }
     while open.len() > 1 {
         let cut = open.pop().unwrap_or_default();
-        let name = if cut.name.is_empty() {
-            "(unnamed)".to_owned()
-        } else {
-            cut.name
-        };
-        report.incomplete.push(format!(
-            "test '{name}' never printed its result (run cut off?)"
-        ));
+        let name = if cut.name.is_empty() { "(unnamed)".to_owned() } else { cut.name };
+        report.incomplete.push(format!("test '{name}' never printed its result (run cut off?)"));
     }
     report.suites = open.pop().map(|root| root.subtests).unwrap_or_default();
     report
@@ -280,20 +249,10 @@ mod tests {
     #[test]
     fn passing_run() {
         let report = parse(PASSING);
-        assert_eq!(
-            report.verdict(),
-            Ok(Totals {
-                passed: 2,
-                failed: 0,
-                skipped: 0
-            })
-        );
+        assert_eq!(report.verdict(), Ok(Totals { passed: 2, failed: 0, skipped: 0 }));
         let suite = report.suite("mshare_granule").unwrap();
         assert_eq!(suite.plan, Some(2));
-        assert_eq!(
-            suite.subtests[1].name,
-            "rejects_empty_and_overflowing_sizes"
-        );
+        assert_eq!(suite.subtests[1].name, "rejects_empty_and_overflowing_sizes");
     }
 
     #[test]
@@ -302,66 +261,36 @@ mod tests {
             .replace("    ok 2 rejects", "    not ok 2 rejects")
             .replace("ok 1 mshare_granule", "not ok 1 mshare_granule");
         let report = parse(&console);
-        assert_eq!(
-            report.totals(),
-            Totals {
-                passed: 1,
-                failed: 1,
-                skipped: 0
-            }
-        );
-        assert_eq!(
-            report.failures(),
-            vec!["mshare_granule.rejects_empty_and_overflowing_sizes"]
-        );
-        assert!(report
-            .verdict()
-            .unwrap_err()
-            .contains("failed: mshare_granule.rejects"));
+        assert_eq!(report.totals(), Totals { passed: 1, failed: 1, skipped: 0 });
+        assert_eq!(report.failures(), vec!["mshare_granule.rejects_empty_and_overflowing_sizes"]);
+        assert!(report.verdict().unwrap_err().contains("failed: mshare_granule.rejects"));
     }
 
     #[test]
     fn skips_are_counted_but_do_not_fail() {
-        let console = "KTAP version 1\n1..1\n    # Subtest: s\n    1..2\n    ok 1 a\n    ok 2 b # SKIP no hugepages\nok 1 s\n";
-        assert_eq!(
-            parse(console).verdict(),
-            Ok(Totals {
-                passed: 1,
-                failed: 0,
-                skipped: 1
-            })
-        );
+        let console =
+            "KTAP version 1\n1..1\n    # Subtest: s\n    1..2\n    ok 1 a\n    ok 2 b # SKIP no hugepages\nok 1 s\n";
+        assert_eq!(parse(console).verdict(), Ok(Totals { passed: 1, failed: 0, skipped: 1 }));
     }
 
     #[test]
     fn a_run_cut_off_mid_suite_fails() {
         let cut = PASSING.lines().take(7).collect::<Vec<_>>().join("\n");
         let verdict = parse(&cut).verdict().unwrap_err();
-        assert!(
-            verdict.contains("mshare_granule' never printed its result"),
-            "{verdict}"
-        );
+        assert!(verdict.contains("mshare_granule' never printed its result"), "{verdict}");
     }
 
     #[test]
     fn a_suite_short_of_its_plan_fails() {
-        let short = PASSING.replace(
-            "[    0.500007]     ok 2 rejects_empty_and_overflowing_sizes\n",
-            "",
-        );
+        let short = PASSING.replace("[    0.500007]     ok 2 rejects_empty_and_overflowing_sizes\n", "");
         let verdict = parse(&short).verdict().unwrap_err();
-        assert!(
-            verdict.contains("planned 2 subtests but reported 1"),
-            "{verdict}"
-        );
+        assert!(verdict.contains("planned 2 subtests but reported 1"), "{verdict}");
     }
 
     #[test]
     fn no_ktap_at_all_fails() {
         assert_eq!(
-            parse("Linux version 7.3\nreboot: Restarting system\n")
-                .verdict()
-                .unwrap_err(),
+            parse("Linux version 7.3\nreboot: Restarting system\n").verdict().unwrap_err(),
             "0 passed, 0 failed, 0 skipped; no KTAP output on the console"
         );
     }
@@ -370,14 +299,7 @@ mod tests {
     fn parameterised_cases_count_as_leaves() {
         let console = "KTAP version 1\n1..1\n    # Subtest: s\n    1..1\n        KTAP version 1\n        # Subtest: p\n        ok 1 p=1\n        not ok 2 p=2\n    not ok 1 p\nnot ok 1 s\n";
         let report = parse(console);
-        assert_eq!(
-            report.totals(),
-            Totals {
-                passed: 1,
-                failed: 1,
-                skipped: 0
-            }
-        );
+        assert_eq!(report.totals(), Totals { passed: 1, failed: 1, skipped: 0 });
         assert_eq!(report.failures(), vec!["s.p.p=2"]);
     }
 }

@@ -38,7 +38,9 @@ pub enum QemuError {
         source: std::io::Error,
     },
     /// A guest command word cannot be put on a kernel command line.
-    #[error("guest command word {0:?} contains a double quote or a newline, which the kernel command line cannot carry")]
+    #[error(
+        "guest command word {0:?} contains a double quote or a newline, which the kernel command line cannot carry"
+    )]
     BadWord(String),
     /// The guest did not end in time.
     #[error("the guest did not finish within {seconds} s; last console lines:\n{tail}")]
@@ -181,12 +183,7 @@ impl Boot {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        args.extend([
-            "-smp".to_owned(),
-            self.cpus.to_string(),
-            "-m".to_owned(),
-            format!("{}M", self.memory_mib),
-        ]);
+        args.extend(["-smp".to_owned(), self.cpus.to_string(), "-m".to_owned(), format!("{}M", self.memory_mib)]);
         args.extend(["-kernel".to_owned(), self.kernel.display().to_string()]);
         if let Some(initrd) = &self.initrd {
             args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
@@ -202,21 +199,11 @@ impl Boot {
         let mut log = match &self.console_log {
             Some(path) => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| QemuError::Log {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    std::fs::create_dir_all(dir).map_err(|source| QemuError::Log { path: path.clone(), source })?;
                 }
-                let mut file = File::create(path).map_err(|source| QemuError::Log {
-                    path: path.clone(),
-                    source,
-                })?;
-                writeln!(file, "# {binary} {}", args.join(" ")).map_err(|source| {
-                    QemuError::Log {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
+                let mut file = File::create(path).map_err(|source| QemuError::Log { path: path.clone(), source })?;
+                writeln!(file, "# {binary} {}", args.join(" "))
+                    .map_err(|source| QemuError::Log { path: path.clone(), source })?;
                 Some(file)
             }
             None => None,
@@ -228,10 +215,7 @@ impl Boot {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| QemuError::Spawn {
-                binary: binary.clone(),
-                source,
-            })?;
+            .map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
 
         let console = Arc::new(Mutex::new(Vec::<u8>::new()));
         let stdout = child.stdout.take().map(|out| {
@@ -245,10 +229,7 @@ impl Boot {
         if let Some(handle) = stdout {
             let _ = handle.join();
         }
-        let mut console = console
-            .lock()
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
-            .unwrap_or_default();
+        let mut console = console.lock().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_default();
         let mut qemu_stderr = String::new();
         if let Some(err) = stderr.as_mut() {
             let _ = err.read_to_string(&mut qemu_stderr);
@@ -261,16 +242,10 @@ impl Boot {
             }
         }
         match finished {
-            Some(status) => Ok(Output {
-                console,
-                status,
-                elapsed: start.elapsed(),
-                console_log: self.console_log.clone(),
-            }),
-            None => Err(QemuError::Timeout {
-                seconds: self.timeout.as_secs(),
-                tail: tail(&console),
-            }),
+            Some(status) => {
+                Ok(Output { console, status, elapsed: start.elapsed(), console_log: self.console_log.clone() })
+            }
+            None => Err(QemuError::Timeout { seconds: self.timeout.as_secs(), tail: tail(&console) }),
         }
     }
 
@@ -279,10 +254,8 @@ impl Boot {
     pub fn run_command(&self) -> Result<CommandRun, QemuError> {
         let output = self.run()?;
         output.check_clean()?;
-        let result = console::guest_result(&output.console).ok_or_else(|| QemuError::NoResult {
-            status: output.status.to_string(),
-            tail: tail(&output.console),
-        })?;
+        let result = console::guest_result(&output.console)
+            .ok_or_else(|| QemuError::NoResult { status: output.status.to_string(), tail: tail(&output.console) })?;
         Ok(CommandRun { result, output })
     }
 }
@@ -296,10 +269,7 @@ impl Output {
         }
         Err(QemuError::KernelProblems {
             problems,
-            log: self
-                .console_log
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("(not written)")),
+            log: self.console_log.clone().unwrap_or_else(|| PathBuf::from("(not written)")),
         })
     }
 }
@@ -355,10 +325,7 @@ pub fn tail(console: &str) -> String {
 
 /// A console log path under `target/guest-logs/` for a test or a run.
 pub fn log_path(name: &str) -> PathBuf {
-    crate::images::repo_root()
-        .join("target")
-        .join("guest-logs")
-        .join(format!("{name}.log"))
+    crate::images::repo_root().join("target").join("guest-logs").join(format!("{name}.log"))
 }
 
 #[cfg(test)]
@@ -378,10 +345,7 @@ mod tests {
 
     #[test]
     fn no_command_no_double_dash() {
-        assert_eq!(
-            Boot::new("/vmlinux").kernel_cmdline().unwrap(),
-            BASE_CMDLINE
-        );
+        assert_eq!(Boot::new("/vmlinux").kernel_cmdline().unwrap(), BASE_CMDLINE);
     }
 
     #[test]
@@ -399,9 +363,7 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.contains("-M microvm,acpi=off -accel tcg"));
         assert!(joined.contains("-no-reboot"));
-        assert!(
-            joined.contains("-smp 2 -m 512M -kernel /k/vmlinux -initrd /k/initramfs.cpio -append")
-        );
+        assert!(joined.contains("-smp 2 -m 512M -kernel /k/vmlinux -initrd /k/initramfs.cpio -append"));
     }
 
     #[test]

@@ -15,12 +15,7 @@ fn images() -> ImagePaths {
 fn guest_boot(name: &str, command: &[&str]) -> Boot {
     let images = images();
     let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));
-    boot.initrd = Some(
-        images
-            .get("INITRAMFS")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .to_path_buf(),
-    );
+    boot.initrd = Some(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")).to_path_buf());
     boot.command = command.iter().map(|s| (*s).to_owned()).collect();
     boot.console_log = Some(log_path(name));
     boot
@@ -28,44 +23,25 @@ fn guest_boot(name: &str, command: &[&str]) -> Boot {
 
 #[test]
 fn guest_command_status_becomes_the_runs_status() {
-    let run = guest_boot("boot-status", &["sh", "-c", "modcheck && exit 3"])
-        .run_command()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        run.result.module,
-        ModuleState::Loaded,
-        "mshare.ko did not load"
-    );
-    assert_eq!(
-        run.result.status, 3,
-        "modcheck failed, or the status was lost on the way out"
-    );
-    assert!(run
-        .output
-        .console
-        .contains("mshare 0.1.0 loaded (granule 2048 KiB, module)"));
+    let run =
+        guest_boot("boot-status", &["sh", "-c", "modcheck && exit 3"]).run_command().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.result.module, ModuleState::Loaded, "mshare.ko did not load");
+    assert_eq!(run.result.status, 3, "modcheck failed, or the status was lost on the way out");
+    assert!(run.output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, module)"));
     assert!(run.output.console.contains("modcheck: mshare is live"));
 }
 
 #[test]
 fn module_runs_its_kunit_suite_at_load_and_unloads_cleanly() {
-    let run = guest_boot(
-        "boot-unload",
-        &["sh", "-c", "rmmod mshare && test ! -e /sys/module/mshare"],
-    )
-    .run_command()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let run = guest_boot("boot-unload", &["sh", "-c", "rmmod mshare && test ! -e /sys/module/mshare"])
+        .run_command()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(run.module_loaded());
-    assert_eq!(
-        run.result.status, 0,
-        "rmmod failed or left /sys/module/mshare behind"
-    );
+    assert_eq!(run.result.status, 0, "rmmod failed or left /sys/module/mshare behind");
     assert!(run.output.console.contains("mshare 0.1.0 unloaded"));
     let report = ktap::parse(&run.output.console);
     report.verdict().unwrap_or_else(|e| panic!("KUnit: {e}"));
-    let suite = report
-        .suite("mshare_granule")
-        .expect("mshare_granule did not run at module load");
+    let suite = report.suite("mshare_granule").expect("mshare_granule did not run at module load");
     assert_eq!(suite.outcome, Some(Outcome::Pass));
     assert_eq!(suite.subtests.len(), 2);
 }
@@ -82,23 +58,15 @@ fn a_module_that_is_not_loaded_fails_the_check() {
 #[test]
 fn test_kernel_runs_kunit_at_boot_and_shuts_down() {
     let images = images();
-    let mut boot = Boot::new(
-        images
-            .get("VMLINUX_KTEST")
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let mut boot = Boot::new(images.get("VMLINUX_KTEST").unwrap_or_else(|e| panic!("{e}")));
     boot.cmdline.push("kunit_shutdown=reboot".to_owned());
     boot.console_log = Some(log_path("ktest-tcg"));
     let output = boot.run().unwrap_or_else(|e| panic!("{e}"));
     output.check_clean().unwrap_or_else(|e| panic!("{e}"));
     let report = ktap::parse(&output.console);
     report.verdict().unwrap_or_else(|e| panic!("KUnit: {e}"));
-    let suite = report
-        .suite("mshare_granule")
-        .expect("the mshare_granule suite did not run");
+    let suite = report.suite("mshare_granule").expect("the mshare_granule suite did not run");
     assert_eq!(suite.outcome, Some(Outcome::Pass));
     assert_eq!(suite.subtests.len(), 2);
-    assert!(output
-        .console
-        .contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
+    assert!(output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
 }

@@ -238,6 +238,8 @@ EOF
 }
 
 step=${1:-all}
+# The toolchain's versions are part of the kernel's key: install it before computing keys.
+[ "$step" = paths ] || bash "$IMAGES/scripts/toolchain.sh"
 compute_keys
 case "$step" in
     paths) print_paths ;;
@@ -247,7 +249,6 @@ case "$step" in
     programs) build_programs ;;
     initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
     all)
-        bash "$IMAGES/scripts/toolchain.sh"
         build_kernel
         build_module
         build_ktest

@@ -2,6 +2,7 @@
 
 use crate::boot::mptable::MAX_CPUS;
 use crate::host::SoftwareHypervisor;
+use crate::regions::{Attachment, RegionSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct VmConfig {
     pub software_hypervisor: SoftwareHypervisor,
     /// System.map for messages (default: beside the kernel).
     pub system_map: Option<PathBuf>,
+    /// Shared regions this VM attaches (each becomes an ivshmem device).
+    pub regions: Vec<(RegionSpec, Attachment)>,
     /// In-kernel interrupt controller and PIT. Always on for Linux; tiny test guests turn it
     /// off so that HLT exits to the VMM.
     pub irqchip: bool,
@@ -104,6 +107,7 @@ impl VmConfig {
             command: Vec::new(),
             software_hypervisor: SoftwareHypervisor::Auto,
             system_map: None,
+            regions: Vec::new(),
             irqchip: true,
         }
     }
@@ -123,10 +127,7 @@ impl VmConfig {
         for (what, path) in files {
             if let Some(path) = path {
                 if !path.is_file() {
-                    return Err(ConfigError::Missing {
-                        what,
-                        path: path.clone(),
-                    });
+                    return Err(ConfigError::Missing { what, path: path.clone() });
                 }
             }
         }
@@ -154,17 +155,10 @@ mod tests {
         let mut config = VmConfig::new("/proc/self/exe");
         assert_eq!(config.validate(), Ok(()));
         config.cpus = 0;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "--cpus 0: expected 1 to 32"
-        );
+        assert_eq!(config.validate().unwrap_err().to_string(), "--cpus 0: expected 1 to 32");
         config.cpus = 2;
         config.memory = 1 << 20;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("too small"));
+        assert!(config.validate().unwrap_err().to_string().contains("too small"));
         config.memory = 64 << 20;
         config.initrd = Some("/nonexistent/initramfs.cpio".into());
         assert!(config
@@ -177,10 +171,7 @@ mod tests {
     #[test]
     fn serial_target() {
         assert_eq!("stdout".parse::<SerialTarget>(), Ok(SerialTarget::Stdout));
-        assert_eq!(
-            "/tmp/console".parse::<SerialTarget>(),
-            Ok(SerialTarget::File("/tmp/console".into()))
-        );
+        assert_eq!("/tmp/console".parse::<SerialTarget>(), Ok(SerialTarget::File("/tmp/console".into())));
         assert!("".parse::<SerialTarget>().is_err());
     }
 }

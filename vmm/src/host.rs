@@ -54,19 +54,10 @@ mod tests {
 
     #[test]
     fn parses_and_overrides() {
-        assert_eq!(
-            "yes".parse::<SoftwareHypervisor>().unwrap(),
-            SoftwareHypervisor::Yes
-        );
-        assert!("maybe"
-            .parse::<SoftwareHypervisor>()
-            .unwrap_err()
-            .contains("auto, yes or no"));
+        assert_eq!("yes".parse::<SoftwareHypervisor>().unwrap(), SoftwareHypervisor::Yes);
+        assert!("maybe".parse::<SoftwareHypervisor>().unwrap_err().contains("auto, yes or no"));
         assert!(SoftwareHypervisor::Yes.resolve());
         assert!(!SoftwareHypervisor::No.resolve());
-        assert_eq!(
-            SoftwareHypervisor::Auto.resolve(),
-            Path::new(KVM_PVM_MODULE).exists()
-        );
+        assert_eq!(SoftwareHypervisor::Auto.resolve(), Path::new(KVM_PVM_MODULE).exists());
     }
 }

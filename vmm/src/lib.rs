@@ -5,7 +5,8 @@
 //! One concept per module: [`config`] (what a VM is), [`memory`] (guest RAM and its layout),
 //! [`boot`] (kernel, initrd, zero page, MP table, long-mode tables), [`vcpu`] (CPU state and
 //! the run loop), [`devices`] (UART, i8042 reset, exit device), [`stop`] (why a VM ended),
-//! [`host`] (what kind of KVM this is), [`vmm`] (one VM from start to stop).
+//! [`host`] (what kind of KVM this is), [`regions`] (host memory shared with guests),
+//! [`vmm`] (one VM from start to stop).
 
 pub mod boot;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod devices;
 pub mod host;
 pub mod logger;
 pub mod memory;
+pub mod regions;
 pub mod stop;
 pub mod symbols;
 pub mod vcpu;

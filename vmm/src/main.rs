@@ -6,16 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vmm::config::{parse_size, SerialTarget, VmConfig};
 use vmm::host::SoftwareHypervisor;
+use vmm::regions::{Attachment, RegionSpec};
 
 /// Exit status for bad arguments or a VM that could not start.
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(
-    name = "mshare-vmm",
-    version,
-    about = "A KVM VMM that shares host memory regions across VMs"
-)]
+#[command(name = "mshare-vmm", version, about = "A KVM VMM that shares host memory regions across VMs")]
 struct Cli {
     /// More output (-v: exits and devices as they happen).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -62,9 +59,17 @@ struct RunArgs {
     /// System.map for naming kernel functions in error reports (default: beside --kernel).
     #[arg(long)]
     system_map: Option<PathBuf>,
+    /// A shared region to attach, as an ivshmem PCI device (repeatable):
+    /// name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE][,ro]
+    #[arg(long = "region", value_name = "SPEC", value_parser = region_arg)]
+    regions: Vec<(RegionSpec, Attachment)>,
     /// The guest command: passed to the guest's /init after `--` on the kernel command line.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+fn region_arg(text: &str) -> Result<(RegionSpec, Attachment), String> {
+    RegionSpec::parse_flag(text).map_err(|e| e.to_string())
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -82,6 +87,7 @@ fn vm_config(args: RunArgs) -> VmConfig {
     config.software_hypervisor = args.software_hypervisor;
     config.system_map = args.system_map;
     config.command = args.command;
+    config.regions = args.regions;
     config
 }
 

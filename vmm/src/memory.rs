@@ -100,31 +100,37 @@ pub struct E820Entry {
 /// BIOS area reserved, RAM from 1 MiB to the gap, and RAM above 4 GiB.
 pub fn e820_map(size: u64) -> Vec<E820Entry> {
     let mut map = vec![
-        E820Entry {
-            addr: 0,
-            size: EBDA_START.0,
-            kind: E820_RAM,
-        },
-        E820Entry {
-            addr: EBDA_START.0,
-            size: HIGH_RAM_START.0 - EBDA_START.0,
-            kind: E820_RESERVED,
-        },
+        E820Entry { addr: 0, size: EBDA_START.0, kind: E820_RAM },
+        E820Entry { addr: EBDA_START.0, size: HIGH_RAM_START.0 - EBDA_START.0, kind: E820_RESERVED },
     ];
     let low_end = size.min(MMIO_GAP_START);
-    map.push(E820Entry {
-        addr: HIGH_RAM_START.0,
-        size: low_end - HIGH_RAM_START.0,
-        kind: E820_RAM,
-    });
+    map.push(E820Entry { addr: HIGH_RAM_START.0, size: low_end - HIGH_RAM_START.0, kind: E820_RAM });
     if size > MMIO_GAP_START {
-        map.push(E820Entry {
-            addr: MMIO_GAP_END,
-            size: size - MMIO_GAP_START,
-            kind: E820_RAM,
-        });
+        map.push(E820Entry { addr: MMIO_GAP_END, size: size - MMIO_GAP_START, kind: E820_RAM });
     }
     map
+}
+
+/// Where the registers (BAR0) of PCI device `index` go: 4 KiB apart at the start of the gap.
+pub fn pci_registers_address(index: usize) -> u32 {
+    (MMIO_GAP_START as u32) + (index as u32) * 0x1000
+}
+
+/// Addresses for the 64-bit BARs of `sizes` (powers of two), in order: just above guest RAM,
+/// each aligned to its size, never inside the MMIO gap below 4 GiB.
+pub fn pci_bar64_addresses(memory: u64, sizes: &[u64]) -> Vec<u64> {
+    let mut cursor = if memory <= MMIO_GAP_START { memory } else { MMIO_GAP_END + (memory - MMIO_GAP_START) };
+    sizes
+        .iter()
+        .map(|&size| {
+            let mut base = cursor.next_multiple_of(size);
+            if base < MMIO_GAP_END && base + size > MMIO_GAP_START {
+                base = MMIO_GAP_END.next_multiple_of(size);
+            }
+            cursor = base + size;
+            base
+        })
+        .collect()
 }
 
 /// End of the RAM below the MMIO gap (exclusive): the initrd goes just under it.
@@ -139,22 +145,13 @@ mod tests {
 
     #[test]
     fn small_memory_is_one_range() {
-        assert_eq!(
-            ram_ranges(256 << 20).unwrap(),
-            vec![(GuestAddress(0), 256 << 20)]
-        );
+        assert_eq!(ram_ranges(256 << 20).unwrap(), vec![(GuestAddress(0), 256 << 20)]);
     }
 
     #[test]
     fn memory_past_the_gap_is_split_around_it() {
         let ranges = ram_ranges(4 << 30).unwrap();
-        assert_eq!(
-            ranges,
-            vec![
-                (GuestAddress(0), 0xc000_0000),
-                (GuestAddress(1 << 32), 1 << 30)
-            ]
-        );
+        assert_eq!(ranges, vec![(GuestAddress(0), 0xc000_0000), (GuestAddress(1 << 32), 1 << 30)]);
     }
 
     #[test]
@@ -163,10 +160,7 @@ mod tests {
             ram_ranges(16 << 20).unwrap_err().to_string(),
             "guest memory of 16777216 bytes is too small: at least 32 MiB is needed"
         );
-        assert!(matches!(
-            ram_ranges((64 << 20) + 1),
-            Err(MemoryError::Unaligned(_))
-        ));
+        assert!(matches!(ram_ranges((64 << 20) + 1), Err(MemoryError::Unaligned(_))));
     }
 
     #[test]
@@ -175,40 +169,23 @@ mod tests {
         assert_eq!(
             map,
             vec![
-                E820Entry {
-                    addr: 0,
-                    size: 0x9fc00,
-                    kind: E820_RAM
-                },
-                E820Entry {
-                    addr: 0x9fc00,
-                    size: 0x100000 - 0x9fc00,
-                    kind: E820_RESERVED
-                },
-                E820Entry {
-                    addr: 0x100000,
-                    size: (512 << 20) - 0x100000,
-                    kind: E820_RAM
-                },
+                E820Entry { addr: 0, size: 0x9fc00, kind: E820_RAM },
+                E820Entry { addr: 0x9fc00, size: 0x100000 - 0x9fc00, kind: E820_RESERVED },
+                E820Entry { addr: 0x100000, size: (512 << 20) - 0x100000, kind: E820_RAM },
             ]
         );
         let big = e820_map(5 << 30);
-        assert_eq!(
-            big[2],
-            E820Entry {
-                addr: 0x100000,
-                size: 0xc000_0000 - 0x100000,
-                kind: E820_RAM
-            }
-        );
-        assert_eq!(
-            big[3],
-            E820Entry {
-                addr: 1 << 32,
-                size: 2 << 30,
-                kind: E820_RAM
-            }
-        );
+        assert_eq!(big[2], E820Entry { addr: 0x100000, size: 0xc000_0000 - 0x100000, kind: E820_RAM });
+        assert_eq!(big[3], E820Entry { addr: 1 << 32, size: 2 << 30, kind: E820_RAM });
+    }
+
+    #[test]
+    fn region_bars_go_above_ram_aligned_and_around_the_gap() {
+        assert_eq!(pci_bar64_addresses(64 << 20, &[64 << 20, 4 << 20]), vec![64 << 20, 128 << 20]);
+        assert_eq!(pci_bar64_addresses(512 << 20, &[1 << 30]), vec![1 << 30]);
+        assert_eq!(pci_bar64_addresses(2 << 30, &[1 << 30, 1 << 30]), vec![2 << 30, 1 << 32]);
+        assert_eq!(pci_bar64_addresses(4 << 30, &[1 << 30]), vec![5 << 30]);
+        assert_eq!(pci_registers_address(2), 0xc000_2000);
     }
 
     #[test]

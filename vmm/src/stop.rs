@@ -74,14 +74,10 @@ impl std::fmt::Display for StopReason {
             Self::Reset => write!(f, "the guest reset the machine"),
             Self::PowerOff => write!(f, "the guest powered off"),
             Self::GuestPanic(line) => write!(f, "the guest kernel panicked: {line}"),
-            Self::Halted(vcpu) => write!(
-                f,
-                "vCPU {vcpu} halted with interrupts off and no interrupt controller"
-            ),
-            Self::TripleFault { vcpu, registers } => write!(
-                f,
-                "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN)\n{registers}"
-            ),
+            Self::Halted(vcpu) => write!(f, "vCPU {vcpu} halted with interrupts off and no interrupt controller"),
+            Self::TripleFault { vcpu, registers } => {
+                write!(f, "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN)\n{registers}")
+            }
             Self::InternalError { vcpu, detail } => {
                 write!(f, "KVM internal error on vCPU {vcpu}: {detail}")
             }
@@ -103,10 +99,7 @@ pub struct StopSignal {
 impl StopSignal {
     /// A signal not yet raised.
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            reason: Mutex::new(None),
-            event: EventFd::new(libc::EFD_NONBLOCK)?,
-        })
+        Ok(Self { reason: Mutex::new(None), event: EventFd::new(libc::EFD_NONBLOCK)? })
     }
 
     /// Records `reason` unless one was recorded already, and wakes the main loop.
@@ -121,10 +114,7 @@ impl StopSignal {
 
     /// The recorded reason, if any.
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the VM is stopping.
@@ -158,14 +148,7 @@ mod tests {
         assert_eq!(StopReason::Reset.exit_status(), 0);
         assert_eq!(StopReason::Timeout(5).exit_status(), 124);
         assert_eq!(StopReason::Signal(libc::SIGTERM).exit_status(), 143);
-        assert_eq!(
-            StopReason::TripleFault {
-                vcpu: 0,
-                registers: String::new()
-            }
-            .exit_status(),
-            125
-        );
+        assert_eq!(StopReason::TripleFault { vcpu: 0, registers: String::new() }.exit_status(), 125);
         assert!(StopReason::Timeout(1).is_failure());
         assert!(!StopReason::GuestExit(3).is_failure());
     }

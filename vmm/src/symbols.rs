@@ -38,10 +38,7 @@ impl Symbols {
 
     /// `name+0xoffset` for an address inside a known symbol's range.
     pub fn describe(&self, addr: u64) -> Option<String> {
-        let i = self
-            .symbols
-            .partition_point(|(a, _)| *a <= addr)
-            .checked_sub(1)?;
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr).checked_sub(1)?;
         let (start, name) = &self.symbols[i];
         // Past the last symbol there is no telling where it ends.
         self.symbols.get(i + 1)?;
@@ -58,14 +55,8 @@ mod tests {
     #[test]
     fn names_the_enclosing_function() {
         let symbols = Symbols::parse(MAP);
-        assert_eq!(
-            symbols.describe(0xffff_ffff_8100_0105).as_deref(),
-            Some("fpu__drop+0x5")
-        );
-        assert_eq!(
-            symbols.describe(0xffff_ffff_8100_0200).as_deref(),
-            Some("next_fn+0x0")
-        );
+        assert_eq!(symbols.describe(0xffff_ffff_8100_0105).as_deref(), Some("fpu__drop+0x5"));
+        assert_eq!(symbols.describe(0xffff_ffff_8100_0200).as_deref(), Some("next_fn+0x0"));
         assert_eq!(symbols.describe(0x1000), None);
         assert_eq!(symbols.describe(0xffff_ffff_8200_0000), None);
     }

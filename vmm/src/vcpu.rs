@@ -6,6 +6,7 @@
 //! it is emulated, so the VMM side is never the bottleneck.
 
 use crate::boot::long_mode;
+use crate::devices::pci::PciBus;
 use crate::devices::PioBus;
 use crate::memory::{BOOT_STACK_POINTER, ZERO_PAGE_START};
 use crate::stop::{StopReason, StopSignal};
@@ -43,9 +44,9 @@ pub struct ExitCounters {
     pub io_in: AtomicU64,
     /// Port writes.
     pub io_out: AtomicU64,
-    /// MMIO reads (no MMIO device yet: they read all ones).
+    /// MMIO reads no device decodes (they read all ones).
     pub mmio_read: AtomicU64,
-    /// MMIO writes (dropped).
+    /// MMIO writes no device decodes (dropped).
     pub mmio_write: AtomicU64,
     /// Instructions the host's emulator gave up on that the VMM completed (`fwait`).
     pub completed_instructions: AtomicU64,
@@ -87,8 +88,7 @@ pub fn guest_cpuid(supported: &CpuId, id: u8, cpus: u8) -> CpuId {
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             LEAF_FEATURES => {
-                entry.ebx =
-                    (entry.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(cpus) << 16);
+                entry.ebx = (entry.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(cpus) << 16);
                 entry.ecx |= ECX_HYPERVISOR;
                 if cpus > 1 {
                     entry.edx |= EDX_HTT;
@@ -133,9 +133,7 @@ pub fn guest_cpuid(supported: &CpuId, id: u8, cpus: u8) -> CpuId {
 
 /// The host's supported CPUID.
 pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, VcpuError> {
-    kvm_fd
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))
+    kvm_fd.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm("KVM_GET_SUPPORTED_CPUID"))
 }
 
 const MSR_IA32_TSC: u32 = 0x10;
@@ -169,11 +167,7 @@ pub fn boot_msrs() -> Vec<kvm_msr_entry> {
         (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK),
     ]
     .iter()
-    .map(|&(index, data)| kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    })
+    .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
     .collect()
 }
 
@@ -204,15 +198,8 @@ pub struct BootState {
 
 /// Puts vCPU `id` in its boot state. The boot vCPU starts at `boot.entry` in 64-bit mode
 /// with RSI at the zero page; the others wait for the guest to start them.
-pub fn configure(
-    vcpu: &VcpuFd,
-    supported: &CpuId,
-    id: u8,
-    cpus: u8,
-    boot: BootState,
-) -> Result<(), VcpuError> {
-    vcpu.set_cpuid2(&guest_cpuid(supported, id, cpus))
-        .map_err(kvm("KVM_SET_CPUID2"))?;
+pub fn configure(vcpu: &VcpuFd, supported: &CpuId, id: u8, cpus: u8, boot: BootState) -> Result<(), VcpuError> {
+    vcpu.set_cpuid2(&guest_cpuid(supported, id, cpus)).map_err(kvm("KVM_SET_CPUID2"))?;
     let entries = boot_msrs();
     let msrs = Msrs::from_entries(&entries).map_err(VcpuError::Msrs)?;
     let written = vcpu.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;
@@ -223,11 +210,7 @@ pub fn configure(
             entries[written].index
         );
     }
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
+    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm("KVM_SET_FPU"))?;
     if boot.irqchip {
         let mut lapic = vcpu.get_lapic().map_err(kvm("KVM_GET_LAPIC"))?;
@@ -257,10 +240,7 @@ pub fn register_dump(vcpu: &VcpuFd, symbols: Option<&Symbols>) -> String {
     let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
         return "  (registers unavailable)".to_owned();
     };
-    let symbol = symbols
-        .and_then(|s| s.describe(regs.rip))
-        .map(|s| format!(" <{s}>"))
-        .unwrap_or_default();
+    let symbol = symbols.and_then(|s| s.describe(regs.rip)).map(|s| format!(" <{s}>")).unwrap_or_default();
     format!(
         "  rip {:#018x}{symbol}\n  rsp {:#018x} rbp {:#018x} rflags {:#x}\n  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n  rsi {:#018x} rdi {:#018x}\n  cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x} (cpl {})",
         regs.rip, regs.rsp, regs.rbp, regs.rflags, regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi,
@@ -302,10 +282,7 @@ fn instruction_bytes(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Option<(u64, Vec<u
     let mut bytes = vec![0u8; 15];
     // The instruction may end at a page boundary followed by an unmapped page: keep what reads.
     let readable = (0..bytes.len())
-        .take_while(|i| {
-            mem.read_slice(&mut bytes[*i..*i + 1], GuestAddress(phys + *i as u64))
-                .is_ok()
-        })
+        .take_while(|i| mem.read_slice(&mut bytes[*i..*i + 1], GuestAddress(phys + *i as u64)).is_ok())
         .count();
     bytes.truncate(readable);
     Some((regs.rip, bytes))
@@ -323,6 +300,8 @@ pub struct VcpuRunner {
     pub id: u8,
     /// Port-I/O bus.
     pub bus: Arc<PioBus>,
+    /// PCI devices, for MMIO to their BARs.
+    pub pci: Arc<PciBus>,
     /// Guest memory, to read instructions on emulation failures.
     pub mem: GuestMemoryMmap,
     /// Where stop reasons go.
@@ -357,31 +336,46 @@ impl VcpuRunner {
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                if self.pci.mmio_read(addr, data) {
+                    return None;
+                }
                 if self.counters.mmio_read.fetch_add(1, Ordering::Relaxed) < 10 {
-                    log::debug!("vCPU {id}: MMIO read of {} bytes at {addr:#x}: no device, reads as all ones", data.len());
+                    log::debug!(
+                        "vCPU {id}: MMIO read of {} bytes at {addr:#x}: no device, reads as all ones",
+                        data.len()
+                    );
                 }
                 data.fill(0xff);
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if self.pci.mmio_write(addr, data) {
+                    return None;
+                }
                 if self.counters.mmio_write.fetch_add(1, Ordering::Relaxed) < 10 {
                     log::debug!("vCPU {id}: MMIO write of {} bytes at {addr:#x}: no device, dropped", data.len());
                 }
                 None
             }
             Ok(VcpuExit::Hlt) => Some(StopReason::Halted(id)),
-            Ok(VcpuExit::Shutdown) => {
-                Some(StopReason::TripleFault { vcpu: id, registers: register_dump(&self.vcpu, self.symbols.as_deref()) })
-            }
+            Ok(VcpuExit::Shutdown) => Some(StopReason::TripleFault {
+                vcpu: id,
+                registers: register_dump(&self.vcpu, self.symbols.as_deref()),
+            }),
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::Reset,
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => StopReason::PowerOff,
-                other => StopReason::VcpuFailure { vcpu: id, detail: format!("KVM system event {other} (guest crash)") },
+                other => {
+                    StopReason::VcpuFailure { vcpu: id, detail: format!("KVM system event {other} (guest crash)") }
+                }
             }),
             Ok(VcpuExit::InternalError) => self.internal_error(),
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(StopReason::VcpuFailure {
                 vcpu: id,
-                detail: format!("KVM could not enter the guest (hardware reason {reason:#x}, host CPU {cpu})\n{}", register_dump(&self.vcpu, self.symbols.as_deref())),
+                detail: format!(
+                    "KVM could not enter the guest (hardware reason {reason:#x}, host CPU {cpu})\n{}",
+                    register_dump(&self.vcpu, self.symbols.as_deref())
+                ),
             }),
             Ok(VcpuExit::Intr) => None,
             Ok(other) => Some(StopReason::VcpuFailure { vcpu: id, detail: format!("unexpected exit {other:?}") }),
@@ -405,13 +399,11 @@ impl VcpuRunner {
                     if let Ok(mut regs) = self.vcpu.get_regs() {
                         regs.rip = rip + 1;
                         if self.vcpu.set_regs(&regs).is_ok() {
-                            if self
-                                .counters
-                                .completed_instructions
-                                .fetch_add(1, Ordering::Relaxed)
-                                == 0
-                            {
-                                log::info!("vCPU {}: the host emulator cannot run fwait; stepping over it (counted)", self.id);
+                            if self.counters.completed_instructions.fetch_add(1, Ordering::Relaxed) == 0 {
+                                log::info!(
+                                    "vCPU {}: the host emulator cannot run fwait; stepping over it (counted)",
+                                    self.id
+                                );
                             }
                             return None;
                         }
@@ -421,21 +413,15 @@ impl VcpuRunner {
         }
         let kind = match suberror {
             kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "the host's instruction emulator gave up",
-            kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => {
-                "an exception while delivering an exception"
-            }
+            kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "an exception while delivering an exception",
             kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "an event could not be delivered",
             _ => "unexpected exit reason inside KVM",
         };
         let instruction = match insn {
             Some((rip, bytes)) => {
                 let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                let symbol = self
-                    .symbols
-                    .as_ref()
-                    .and_then(|s| s.describe(rip))
-                    .map(|s| format!(" in {s}"))
-                    .unwrap_or_default();
+                let symbol =
+                    self.symbols.as_ref().and_then(|s| s.describe(rip)).map(|s| format!(" in {s}")).unwrap_or_default();
                 format!("instruction at {rip:#x}{symbol}: {}", hex.join(" "))
             }
             None => "instruction bytes unreadable".to_owned(),
@@ -462,27 +448,10 @@ mod tests {
     #[test]
     fn cpuid_carries_apic_id_topology_and_hypervisor_bit() {
         let supported = cpuid_with(&[
-            kvm_cpuid_entry2 {
-                function: 1,
-                ebx: 0xffff_0800,
-                edx: 0,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xb,
-                index: 0,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xb,
-                index: 1,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xa,
-                eax: 0x0703_0802,
-                ..Default::default()
-            },
+            kvm_cpuid_entry2 { function: 1, ebx: 0xffff_0800, edx: 0, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xb, index: 0, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xb, index: 1, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xa, eax: 0x0703_0802, ..Default::default() },
         ]);
         let cpuid = guest_cpuid(&supported, 2, 4);
         let e = cpuid.as_slice();
@@ -509,10 +478,7 @@ mod tests {
         let msrs = boot_msrs();
         let def_type = msrs.iter().find(|m| m.index == MSR_MTRR_DEF_TYPE).unwrap();
         assert_eq!(def_type.data, (1 << 11) | 6);
-        assert!(
-            msrs.iter().all(|m| m.index != 0x10a),
-            "IA32_ARCH_CAPABILITIES is refused by KVM here"
-        );
+        assert!(msrs.iter().all(|m| m.index != 0x10a), "IA32_ARCH_CAPABILITIES is refused by KVM here");
     }
 
     #[test]
@@ -521,14 +487,7 @@ mod tests {
         regs[APIC_LVT0] = 0x30;
         regs[APIC_LVT0 + 2] = 0x01;
         set_lvt_mode(&mut regs, APIC_LVT0, APIC_MODE_EXTINT);
-        assert_eq!(
-            (
-                regs[APIC_LVT0] as u8,
-                regs[APIC_LVT0 + 1] as u8,
-                regs[APIC_LVT0 + 2] as u8
-            ),
-            (0x30, 0x07, 0x01)
-        );
+        assert_eq!((regs[APIC_LVT0] as u8, regs[APIC_LVT0 + 1] as u8, regs[APIC_LVT0 + 2] as u8), (0x30, 0x07, 0x01));
     }
 
     #[test]
@@ -536,24 +495,12 @@ mod tests {
         let mem = crate::memory::create_guest_memory(64 << 20).unwrap();
         long_mode::write_tables(&mem).unwrap();
         let cr0 = 1 << 31;
-        assert_eq!(
-            translate(&mem, cr0, 0x9000, 0, 0x0123_4567),
-            Some(0x0123_4567)
-        );
-        assert_eq!(
-            translate(&mem, cr0, 0x9000, 0, 0x4000_0000),
-            None,
-            "only the first GiB is mapped"
-        );
+        assert_eq!(translate(&mem, cr0, 0x9000, 0, 0x0123_4567), Some(0x0123_4567));
+        assert_eq!(translate(&mem, cr0, 0x9000, 0, 0x4000_0000), None, "only the first GiB is mapped");
         assert_eq!(translate(&mem, 0, 0, 0, 0xdead), Some(0xdead), "paging off");
         // A 4 KiB mapping: PD entry 1 -> a page table mapping page 3 to 0x30_0000.
-        mem.write_obj(0xc000u64 | 3, GuestAddress(0xb000 + 8))
-            .unwrap();
-        mem.write_obj(0x30_0000u64 | 3, GuestAddress(0xc000 + 3 * 8))
-            .unwrap();
-        assert_eq!(
-            translate(&mem, cr0, 0x9000, 0, (1 << 21) + 3 * 4096 + 0x10),
-            Some(0x30_0010)
-        );
+        mem.write_obj(0xc000u64 | 3, GuestAddress(0xb000 + 8)).unwrap();
+        mem.write_obj(0x30_0000u64 | 3, GuestAddress(0xc000 + 3 * 8)).unwrap();
+        assert_eq!(translate(&mem, cr0, 0x9000, 0, (1 << 21) + 3 * 4096 + 0x10), Some(0x30_0010));
     }
 }

@@ -6,9 +6,12 @@ use crate::boot::{self, cmdline, long_mode};
 use crate::config::{SerialTarget, VmConfig};
 use crate::devices::exit::{self as exit_device, ExitDevice, EXIT_PORT};
 use crate::devices::i8042::{self, I8042};
+use crate::devices::ivshmem::{Ivshmem, IvshmemCounters, MemslotError};
+use crate::devices::pci::{self, PciBus, PciConfigIo};
 use crate::devices::serial::{self, ConsoleOutput, SerialDevice};
 use crate::devices::{BusOverlap, PioBus};
 use crate::memory;
+use crate::regions::{RegionError, RegionSpec, SharedRegion};
 use crate::stop::{StopReason, StopSignal};
 use crate::symbols::Symbols;
 use crate::vcpu::{self, BootState, ExitCounters, VcpuRunner};
@@ -36,7 +39,9 @@ pub enum VmmError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// /dev/kvm missing.
-    #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization)")]
+    #[error(
+        "/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization)"
+    )]
     NoKvm,
     /// /dev/kvm not accessible.
     #[error("/dev/kvm: permission denied (run as root or add your user to the kvm group)")]
@@ -70,6 +75,15 @@ pub enum VmmError {
     /// Devices.
     #[error(transparent)]
     Bus(#[from] BusOverlap),
+    /// Shared regions.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// A region's memslot.
+    #[error(transparent)]
+    Memslot(#[from] MemslotError),
+    /// Too many devices.
+    #[error("{0} regions attached: the PCI bus has room for {max}", max = pci::SLOTS - 1)]
+    TooManyRegions(usize),
     /// Host resources (files, eventfds, threads, epoll).
     #[error("{what}: {source}")]
     Io {
@@ -107,45 +121,53 @@ pub struct Outcome {
     pub unclaimed_ports: u64,
     /// Whether the software-hypervisor options were used.
     pub software_hypervisor: bool,
+    /// Per attached region: name, where BAR2 was at the end, counters.
+    pub regions: Vec<RegionUse>,
+}
+
+/// One region as one VM used it.
+#[derive(Debug)]
+pub struct RegionUse {
+    /// The region's name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Whether the VM attached it read-only.
+    pub read_only: bool,
+    /// BAR2's guest-physical address at the end (None if the guest turned decoding off).
+    pub guest_address: Option<u64>,
+    /// The device's counters.
+    pub counters: Arc<IvshmemCounters>,
+}
+
+/// Maps every region the configuration names (once each).
+pub fn map_regions(specs: &[RegionSpec]) -> Result<Vec<Arc<SharedRegion>>, VmmError> {
+    Ok(specs.iter().map(SharedRegion::map).collect::<Result<Vec<_>, _>>()?.into_iter().map(Arc::new).collect())
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new().map_err(|e| match e.errno() {
         libc::ENOENT => VmmError::NoKvm,
         libc::EACCES | libc::EPERM => VmmError::KvmPermission,
-        _ => VmmError::Kvm {
-            what: "opening /dev/kvm",
-            source: e,
-        },
+        _ => VmmError::Kvm { what: "opening /dev/kvm", source: e },
     })
 }
 
-fn create_vm(
-    kvm: &Kvm,
-    config: &VmConfig,
-    mem: &vm_memory::GuestMemoryMmap,
-) -> Result<VmFd, VmmError> {
+fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &vm_memory::GuestMemoryMmap) -> Result<VmFd, VmmError> {
     for cap in [Cap::UserMemory, Cap::Irqchip, Cap::Irqfd, Cap::Pit2] {
         if !kvm.check_extension(cap) {
             return Err(VmmError::MissingCap(cap));
         }
     }
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    vm.set_tss_address(KVM_TSS_ADDRESS)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     if config.irqchip {
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
+        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
     }
     for (slot, region) in mem.iter().enumerate() {
-        let host = mem
-            .get_host_address(region.start_addr())
-            .map_err(VmmError::Tables)?;
+        let host = mem.get_host_address(region.start_addr()).map_err(VmmError::Tables)?;
         let memslot = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
@@ -155,8 +177,7 @@ fn create_vm(
         };
         // SAFETY: the host range is guest RAM mapped by `mem`, which outlives the VM (the
         // vCPU threads are joined before `mem` is dropped), and slots do not overlap.
-        unsafe { vm.set_user_memory_region(memslot) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        unsafe { vm.set_user_memory_region(memslot) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(vm)
 }
@@ -219,10 +240,7 @@ fn signal_fd() -> Result<OwnedFd, VmmError> {
         libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
     };
     if fd < 0 {
-        return Err(VmmError::Io {
-            what: "signalfd".into(),
-            source: io::Error::last_os_error(),
-        });
+        return Err(VmmError::Io { what: "signalfd".into(), source: io::Error::last_os_error() });
     }
     // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -254,9 +272,7 @@ impl MutEventSubscriber for Control {
             let _ = self.stop.event().read();
         } else if fd == self.signals.as_raw_fd() {
             let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            if let Ok(n) =
-                File::from(self.signals.try_clone().expect("dup signalfd")).read(&mut info)
-            {
+            if let Ok(n) = File::from(self.signals.try_clone().expect("dup signalfd")).read(&mut info) {
                 if n == info.len() {
                     let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
                     self.stop.stop(StopReason::Signal(signo as i32));
@@ -272,10 +288,7 @@ impl MutEventSubscriber for Control {
 
     fn init(&mut self, ops: &mut EventOps) {
         let watch = |ops: &mut EventOps, fd: RawFd| {
-            if let Err(e) = ops.add(event_manager::Events::new_raw(
-                fd,
-                event_manager::EventSet::IN,
-            )) {
+            if let Err(e) = ops.add(event_manager::Events::new_raw(fd, event_manager::EventSet::IN)) {
                 log::error!("event loop: cannot watch fd {fd}: {e:?}");
             }
         };
@@ -308,10 +321,7 @@ impl MutEventSubscriber for ConsoleInput {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let _ = ops.add(event_manager::Events::new_raw(
-            libc::STDIN_FILENO,
-            event_manager::EventSet::IN,
-        ));
+        let _ = ops.add(event_manager::Events::new_raw(libc::STDIN_FILENO, event_manager::EventSet::IN));
     }
 }
 
@@ -322,14 +332,27 @@ fn kick_signal() -> i32 {
 
 extern "C" fn noop_signal_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// Boots the VM described by `config` and runs it until it stops.
+/// Boots the VM described by `config`, mapping the regions it names, and runs it until it
+/// stops.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
+    config.validate()?;
+    for (spec, _) in &config.regions {
+        spec.validate()?;
+    }
+    let specs: Vec<RegionSpec> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
+    let shared = map_regions(&specs)?;
+    run_with_regions(config, &shared)
+}
+
+/// Boots the VM described by `config` with its regions already mapped (`shared`, found by
+/// name: one mapping serves every VM of the process), and runs it until it stops.
+pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     config.validate()?;
     let software_hypervisor = config.software_hypervisor.resolve();
     let kvm = open_kvm()?;
     let mem = memory::create_guest_memory(config.memory)?;
-    let vm = create_vm(&kvm, config, &mem)?;
+    let vm = Arc::new(create_vm(&kvm, config, &mem)?);
 
     let kernel = boot::load_kernel(&mem, &config.kernel)?;
     let initrd = match &config.initrd {
@@ -343,27 +366,17 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         command: &config.command,
     };
     let kernel_cmdline = cmdline::build(&parts)?;
-    boot::configure_system(
-        &mem,
-        &kernel,
-        &kernel_cmdline,
-        initrd,
-        config.memory,
-        config.cpus,
-    )?;
+    boot::configure_system(&mem, &kernel, &kernel_cmdline, initrd, config.memory, config.cpus)?;
     long_mode::write_tables(&mem).map_err(VmmError::Tables)?;
     let symbols = match &config.system_map {
-        Some(path) => Some(Arc::new(
-            Symbols::load(path).map_err(io_err(format!("System.map {}", path.display())))?,
-        )),
+        Some(path) => Some(Arc::new(Symbols::load(path).map_err(io_err(format!("System.map {}", path.display())))?)),
         None => Symbols::beside(&config.kernel).map(Arc::new),
     };
 
     let stop = Arc::new(StopSignal::new().map_err(io_err("eventfd"))?);
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     if config.irqchip {
-        vm.register_irqfd(&serial_irq, serial::COM1_IRQ)
-            .map_err(kvm_err("KVM_IRQFD (serial)"))?;
+        vm.register_irqfd(&serial_irq, serial::COM1_IRQ).map_err(kvm_err("KVM_IRQFD (serial)"))?;
     }
     let serial_device = Arc::new(Mutex::new(SerialDevice::new(
         serial_irq,
@@ -371,25 +384,18 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     )));
     let mut bus = PioBus::default();
     bus.insert(serial::COM1_BASE, serial::COM1_LEN, serial_device.clone())?;
-    bus.insert(
-        i8042::DATA_PORT,
-        i8042::PORTS_LEN,
-        Arc::new(Mutex::new(I8042::new(stop.clone()))),
-    )?;
-    bus.insert(
-        EXIT_PORT,
-        1,
-        Arc::new(Mutex::new(ExitDevice::new(stop.clone()))),
-    )?;
+    bus.insert(i8042::DATA_PORT, i8042::PORTS_LEN, Arc::new(Mutex::new(I8042::new(stop.clone()))))?;
+    bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitDevice::new(stop.clone()))))?;
+    let (pci_bus, regions) = attach_regions(config, shared, &vm)?;
+    let pci_bus = Arc::new(pci_bus);
+    bus.insert(pci::CONFIG_PORT, pci::CONFIG_PORTS_LEN, Arc::new(Mutex::new(PciConfigIo::new(pci_bus.clone()))))?;
     let bus = Arc::new(bus);
 
     let signals = signal_fd()?;
-    vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler).map_err(
-        |e| VmmError::Io {
-            what: "registering the vCPU kick signal".into(),
-            source: io::Error::from_raw_os_error(e.errno()),
-        },
-    )?;
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler).map_err(|e| VmmError::Io {
+        what: "registering the vCPU kick signal".into(),
+        source: io::Error::from_raw_os_error(e.errno()),
+    })?;
     let timer = match config.timeout {
         Some(limit) => {
             let mut timer = TimerFd::new().map_err(|e| VmmError::Io {
@@ -410,23 +416,13 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let first_run = Arc::new(std::sync::OnceLock::new());
     let mut runners = Vec::new();
     for id in 0..config.cpus {
-        let fd = vm
-            .create_vcpu(u64::from(id))
-            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        vcpu::configure(
-            &fd,
-            &supported,
-            id,
-            config.cpus,
-            BootState {
-                entry: kernel.entry,
-                irqchip: config.irqchip,
-            },
-        )?;
+        let fd = vm.create_vcpu(u64::from(id)).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        vcpu::configure(&fd, &supported, id, config.cpus, BootState { entry: kernel.entry, irqchip: config.irqchip })?;
         runners.push(VcpuRunner {
             vcpu: fd,
             id,
             bus: bus.clone(),
+            pci: pci_bus.clone(),
             mem: mem.clone(),
             stop: stop.clone(),
             counters: counters.clone(),
@@ -440,20 +436,12 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
             cmdline::SOFTWARE_HYPERVISOR
         );
     }
-    let _terminal = (config.serial == SerialTarget::Stdout)
-        .then(TerminalGuard::new)
-        .flatten();
+    let _terminal = (config.serial == SerialTarget::Stdout).then(TerminalGuard::new).flatten();
     let mut events: EventManager<Box<dyn MutEventSubscriber + Send>> =
         EventManager::new().map_err(VmmError::EventManager)?;
-    events.add_subscriber(Box::new(Control {
-        stop: stop.clone(),
-        signals,
-        timer,
-    }));
+    events.add_subscriber(Box::new(Control { stop: stop.clone(), signals, timer }));
     if config.serial == SerialTarget::Stdout && _terminal.is_some() {
-        events.add_subscriber(Box::new(ConsoleInput {
-            serial: serial_device.clone(),
-        }));
+        events.add_subscriber(Box::new(ConsoleInput { serial: serial_device.clone() }));
     }
 
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -472,9 +460,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
 
     while !stop.is_stopping() {
-        events
-            .run_with_timeout(500)
-            .map_err(VmmError::EventManager)?;
+        events.run_with_timeout(500).map_err(VmmError::EventManager)?;
     }
     let elapsed = start.elapsed();
     stop_vcpus(threads);
@@ -490,8 +476,60 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         counters,
         unclaimed_ports: bus.unclaimed.load(std::sync::atomic::Ordering::Relaxed),
         software_hypervisor,
+        regions,
     })
 }
+
+/// One ivshmem device per attached region on a fresh PCI bus, BARs above guest RAM.
+fn attach_regions(
+    config: &VmConfig,
+    shared: &[Arc<SharedRegion>],
+    vm: &Arc<VmFd>,
+) -> Result<(PciBus, Vec<RegionUse>), VmmError> {
+    if config.regions.len() >= pci::SLOTS {
+        return Err(VmmError::TooManyRegions(config.regions.len()));
+    }
+    let mut pci_bus = PciBus::new();
+    let mut uses = Vec::new();
+    let regions: Vec<(Arc<SharedRegion>, bool)> = config
+        .regions
+        .iter()
+        .map(|(spec, attach)| {
+            let region = shared.iter().find(|r| r.spec.name == attach.region).cloned();
+            region.map(|r| (r, attach.read_only)).ok_or_else(|| RegionError::Invalid {
+                name: spec.name.clone(),
+                problem: "attached but not mapped".into(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let sizes: Vec<u64> = regions.iter().map(|(r, _)| r.size()).collect();
+    let addresses = memory::pci_bar64_addresses(config.memory, &sizes);
+    for (i, ((region, read_only), addr)) in regions.into_iter().zip(addresses).enumerate() {
+        let slot = REGION_FIRST_SLOT + i as u32;
+        let device =
+            Ivshmem::new(region.clone(), read_only, vm.clone(), slot, memory::pci_registers_address(i + 1), addr)?;
+        log::info!(
+            "region '{}' ({} MiB{}) at {addr:#x} as PCI 00:{:02x}.0",
+            region.spec.name,
+            region.size() >> 20,
+            if read_only { ", read-only" } else { "" },
+            i + 1
+        );
+        let counters = device.counters.clone();
+        pci_bus.add(Arc::new(Mutex::new(device))).ok_or(VmmError::TooManyRegions(config.regions.len()))?;
+        uses.push(RegionUse {
+            name: region.spec.name.clone(),
+            size: region.size(),
+            read_only,
+            guest_address: Some(addr),
+            counters,
+        });
+    }
+    Ok((pci_bus, uses))
+}
+
+/// Memslots of regions come after the (at most two) RAM slots.
+const REGION_FIRST_SLOT: u32 = 2;
 
 /// Kicks every vCPU thread out of KVM_RUN until it has seen the stop and ended.
 fn stop_vcpus(threads: Vec<JoinHandle<()>>) {

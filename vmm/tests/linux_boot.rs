@@ -15,9 +15,7 @@ fn images() -> ImagePaths {
 }
 
 fn console_path(name: &str) -> PathBuf {
-    let dir = guest_runner::images::repo_root()
-        .join("target")
-        .join("guest-logs");
+    let dir = guest_runner::images::repo_root().join("target").join("guest-logs");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{name}.log"))
 }
@@ -25,9 +23,7 @@ fn console_path(name: &str) -> PathBuf {
 #[test]
 fn test_kernel_runs_kunit_under_kvm() {
     let images = images();
-    let kernel = images
-        .get("VMLINUX_KTEST")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let kernel = images.get("VMLINUX_KTEST").unwrap_or_else(|e| panic!("{e}"));
     let log = console_path("ktest-kvm");
     let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
         .args(["run", "--cpus", "2", "--memory", "256M", "--timeout", "900"])
@@ -40,26 +36,13 @@ fn test_kernel_runs_kunit_under_kvm() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "mshare-vmm: {stderr}\nconsole: {}",
-        log.display()
-    );
+    assert_eq!(out.status.code(), Some(0), "mshare-vmm: {stderr}\nconsole: {}", log.display());
     assert!(stderr.contains("the guest reset the machine"), "{stderr}");
     let problems = console::kernel_problems(&console_text);
-    assert!(
-        problems.is_empty(),
-        "kernel problems on the console ({}): {problems:?}",
-        log.display()
-    );
+    assert!(problems.is_empty(), "kernel problems on the console ({}): {problems:?}", log.display());
     let report = ktap::parse(&console_text);
-    report
-        .verdict()
-        .unwrap_or_else(|e| panic!("KUnit under KVM: {e} (console: {})", log.display()));
-    let suite = report
-        .suite("mshare_granule")
-        .expect("mshare_granule did not run");
+    report.verdict().unwrap_or_else(|e| panic!("KUnit under KVM: {e} (console: {})", log.display()));
+    let suite = report.suite("mshare_granule").expect("mshare_granule did not run");
     assert_eq!(suite.outcome, Some(ktap::Outcome::Pass));
     assert!(console_text.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
     assert!(
@@ -79,16 +62,7 @@ fn guest_command_status_becomes_the_vmm_status() {
     let images = images();
     let log = console_path("initramfs-kvm");
     let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
-        .args([
-            "run",
-            "--cpus",
-            "2",
-            "--memory",
-            "512M",
-            "--timeout",
-            "120",
-            "--serial",
-        ])
+        .args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
         .arg(&log)
         .arg("--kernel")
         .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
@@ -99,13 +73,7 @@ fn guest_command_status_becomes_the_vmm_status() {
         .output()
         .unwrap();
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}\nconsole: {}",
-        String::from_utf8_lossy(&out.stderr),
-        log.display()
-    );
+    assert_eq!(out.status.code(), Some(7), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
     let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
     assert_eq!(result.module, console::ModuleState::Loaded);
     assert!(console::kernel_problems(&console_text).is_empty());

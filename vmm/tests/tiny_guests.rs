@@ -2,116 +2,14 @@
 //! a minimal ELF, booted by the `mshare-vmm` binary exactly as a kernel would be (64-bit
 //! entry, identity page tables, zero page in RSI). Each exercises one VMM mechanism.
 
-use std::io::Write;
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vmm::config::{SerialTarget, VmConfig};
 use vmm::stop::StopReason;
-
-/// Where the tiny guests' code is loaded and entered.
-const LOAD_ADDR: u64 = 0x10_0000;
-
-/// A minimal ELF64 executable with one PT_LOAD segment holding `code` at [`LOAD_ADDR`].
-fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    const EHDR: usize = 64;
-    const PHDR: usize = 56;
-    let mut elf = Vec::new();
-    elf.extend(b"\x7fELF\x02\x01\x01");
-    elf.resize(16, 0);
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(0x3eu16.to_le_bytes()); // x86-64
-    elf.extend(1u32.to_le_bytes());
-    elf.extend(LOAD_ADDR.to_le_bytes()); // entry
-    elf.extend((EHDR as u64).to_le_bytes()); // phoff
-    elf.extend(0u64.to_le_bytes()); // shoff
-    elf.extend(0u32.to_le_bytes()); // flags
-    elf.extend((EHDR as u16).to_le_bytes());
-    elf.extend((PHDR as u16).to_le_bytes());
-    elf.extend(1u16.to_le_bytes()); // phnum
-    elf.extend([0u8; 6]); // shentsize, shnum, shstrndx
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // R+X
-    elf.extend(((EHDR + PHDR) as u64).to_le_bytes()); // offset
-    elf.extend(LOAD_ADDR.to_le_bytes()); // vaddr
-    elf.extend(LOAD_ADDR.to_le_bytes()); // paddr
-    elf.extend((code.len() as u64).to_le_bytes());
-    elf.extend((code.len() as u64).to_le_bytes());
-    elf.extend(0x1000u64.to_le_bytes());
-    elf.extend(code);
-    elf
-}
-
-/// `mov dx, port`
-fn mov_dx(port: u16) -> Vec<u8> {
-    let mut v = vec![0x66, 0xba];
-    v.extend(port.to_le_bytes());
-    v
-}
-
-/// Writes `status` to the exit device, then spins.
-fn exit_with(status: u8) -> Vec<u8> {
-    let mut v = mov_dx(0xf4);
-    v.extend([0xb0, status, 0xee, 0xeb, 0xfe]); // mov al, status; out dx, al; jmp $
-    v
-}
-
-/// `out dx, al` of `al` to the exit device (status from a register, not an immediate).
-fn exit_with_al() -> Vec<u8> {
-    let mut v = mov_dx(0xf4);
-    v.extend([0xee, 0xeb, 0xfe]);
-    v
-}
-
-/// `mov rax, addr`
-fn mov_rax(addr: u64) -> Vec<u8> {
-    let mut v = vec![0x48, 0xb8];
-    v.extend(addr.to_le_bytes());
-    v
-}
-
-struct Guest {
-    _dir: vmm_sys_util::tempdir::TempDir,
-    kernel: PathBuf,
-    console: PathBuf,
-}
-
-fn guest(code: &[u8]) -> Guest {
-    let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-vmm-tiny-").unwrap();
-    let kernel = dir.as_path().join("tiny.elf");
-    std::fs::File::create(&kernel)
-        .unwrap()
-        .write_all(&tiny_elf(code))
-        .unwrap();
-    let console = dir.as_path().join("console");
-    Guest {
-        kernel,
-        console,
-        _dir: dir,
-    }
-}
-
-fn vmm_command(guest: &Guest, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"));
-    cmd.args(["run", "--memory", "64M", "--kernel"])
-        .arg(&guest.kernel);
-    cmd.args(["--serial"])
-        .arg(&guest.console)
-        .args(extra)
-        .stdin(Stdio::null());
-    if !extra.contains(&"--timeout") {
-        cmd.args(["--timeout", "30"]);
-    }
-    cmd
-}
-
-fn run_vmm(guest: &Guest, extra: &[&str]) -> Output {
-    vmm_command(guest, extra).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn exit_device_status_becomes_the_vmm_status() {
@@ -141,10 +39,7 @@ fn serial_line_reaches_the_console_file() {
     let g = guest(&code);
     let out = run_vmm(&g, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        std::fs::read_to_string(&g.console).unwrap(),
-        "hello from a tiny guest\n"
-    );
+    assert_eq!(std::fs::read_to_string(&g.console).unwrap(), "hello from a tiny guest\n");
 }
 
 #[test]
@@ -155,17 +50,8 @@ fn mmio_outside_memory_exits_to_the_vmm() {
     code.extend([0x8a, 0x00]); // mov al, [rax]
     code.extend(exit_with_al());
     let out = run_vmm(&guest(&code), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0xff),
-        "unbacked MMIO reads as all ones: {}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("mmio-read 1, mmio-write 1"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0xff), "unbacked MMIO reads as all ones: {}", stderr(&out));
+    assert!(stderr(&out).contains("mmio-read 1, mmio-write 1"), "{}", stderr(&out));
 }
 
 #[test]
@@ -174,10 +60,7 @@ fn triple_fault_is_reported_with_registers() {
     let out = run_vmm(&guest(&[0x0f, 0x0b]), &[]);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(
-        err.contains("triple-faulted") || err.contains("KVM internal error"),
-        "{err}"
-    );
+    assert!(err.contains("triple-faulted") || err.contains("KVM internal error"), "{err}");
     assert!(err.contains("rip 0x0000000000100000"), "{err}");
 }
 
@@ -193,10 +76,7 @@ fn timeout_stops_a_spinning_guest() {
 #[test]
 fn one_thread_per_vcpu_and_sigterm_stops_them_all() {
     let g = guest(&[0xeb, 0xfe]);
-    let child = vmm_command(&g, &["--cpus", "3"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = vmm_command(&g, &["--cpus", "3"]).stderr(Stdio::piped()).spawn().unwrap();
     let task_dir = PathBuf::from(format!("/proc/{}/task", child.id()));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut vcpus = Vec::new();
@@ -234,11 +114,7 @@ fn garbage_kernel_is_a_one_line_error_with_status_2() {
     let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-vmm-tiny-").unwrap();
     let kernel = dir.as_path().join("garbage");
     std::fs::write(&kernel, b"certainly not a kernel image").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
-        .args(["run", "--kernel"])
-        .arg(&kernel)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm")).args(["run", "--kernel"]).arg(&kernel).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -43,8 +43,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--cpus" => boot.cpus = number(&value("--cpus")?, "--cpus", 1, 8)?,
             "--memory" => boot.memory_mib = number(&value("--memory")?, "--memory", 64, 16384)?,
             "--timeout" => {
-                boot.timeout =
-                    Duration::from_secs(number(&value("--timeout")?, "--timeout", 1, 86400)?.into())
+                boot.timeout = Duration::from_secs(number(&value("--timeout")?, "--timeout", 1, 86400)?.into())
             }
             "--log" => boot.console_log = Some(PathBuf::from(value("--log")?)),
             "--ktap" => ktap = true,
@@ -55,11 +54,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if kernel.is_none() => kernel = Some(PathBuf::from(s)),
-            s => {
-                return Err(format!(
-                    "unexpected argument {s} (the guest command goes after --)"
-                ))
-            }
+            s => return Err(format!("unexpected argument {s} (the guest command goes after --)")),
         }
     }
     let kernel = kernel.ok_or("no KERNEL given")?;
@@ -81,19 +76,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
 fn number(text: &str, name: &str, min: u32, max: u32) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{name} {text}: expected a whole number from {min} to {max}"
-        )),
+        _ => Err(format!("{name} {text}: expected a whole number from {min} to {max}")),
     }
 }
 
 fn fail(error: &QemuError) -> ExitCode {
     eprintln!("qemu-run: {error}");
-    ExitCode::from(if matches!(error, QemuError::Timeout { .. }) {
-        124
-    } else {
-        125
-    })
+    ExitCode::from(if matches!(error, QemuError::Timeout { .. }) { 124 } else { 125 })
 }
 
 fn main() -> ExitCode {
@@ -115,10 +104,7 @@ fn main() -> ExitCode {
         }
         return match verdict {
             Ok(totals) => {
-                eprintln!(
-                    "qemu-run: KUnit: {totals} ({:.1} s)",
-                    output.elapsed.as_secs_f64()
-                );
+                eprintln!("qemu-run: KUnit: {totals} ({:.1} s)", output.elapsed.as_secs_f64());
                 ExitCode::SUCCESS
             }
             Err(why) => {
@@ -155,18 +141,7 @@ mod tests {
 
     #[test]
     fn reads_options_kernel_and_command() {
-        let o = args(&[
-            "--cpus",
-            "4",
-            "--append",
-            "quiet",
-            "/proc/self/exe",
-            "--",
-            "sh",
-            "-c",
-            "exit 3",
-        ])
-        .unwrap();
+        let o = args(&["--cpus", "4", "--append", "quiet", "/proc/self/exe", "--", "sh", "-c", "exit 3"]).unwrap();
         assert_eq!(o.boot.cpus, 4);
         assert_eq!(o.boot.cmdline, vec!["quiet"]);
         assert_eq!(o.boot.command, vec!["sh", "-c", "exit 3"]);
@@ -175,15 +150,9 @@ mod tests {
     #[test]
     fn bad_arguments_are_named() {
         assert_eq!(args(&[]).err().unwrap(), "no KERNEL given");
-        assert_eq!(
-            args(&["--cpus", "0", "k"]).err().unwrap(),
-            "--cpus 0: expected a whole number from 1 to 8"
-        );
+        assert_eq!(args(&["--cpus", "0", "k"]).err().unwrap(), "--cpus 0: expected a whole number from 1 to 8");
         assert_eq!(args(&["--bogus"]).err().unwrap(), "unknown option --bogus");
-        assert!(args(&["/nonexistent/vmlinux"])
-            .err()
-            .unwrap()
-            .contains("is not a file"));
+        assert!(args(&["/nonexistent/vmlinux"]).err().unwrap().contains("is not a file"));
         assert_eq!(args(&["--log"]).err().unwrap(), "--log needs a value");
     }
 }

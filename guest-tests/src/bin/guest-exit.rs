@@ -7,7 +7,9 @@ use guest_tests::parse_number;
 use std::process::ExitCode;
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("guest-exit: {problem}\nusage: guest-exit PORT STATUS   (PORT decimal or 0x-hex below 0x10000, STATUS 0..=255)");
+    eprintln!(
+        "guest-exit: {problem}\nusage: guest-exit PORT STATUS   (PORT decimal or 0x-hex below 0x10000, STATUS 0..=255)"
+    );
     ExitCode::from(2)
 }
 
@@ -24,17 +26,12 @@ fn main() -> ExitCode {
     };
     // SAFETY: ioperm only changes this process's I/O permission bitmap.
     if unsafe { libc::ioperm(u64::from(port), 1, 1) } != 0 {
-        eprintln!(
-            "guest-exit: ioperm({port:#x}): {}",
-            std::io::Error::last_os_error()
-        );
+        eprintln!("guest-exit: ioperm({port:#x}): {}", std::io::Error::last_os_error());
         return ExitCode::FAILURE;
     }
     // SAFETY: the port was granted above; writing one byte to it has no effect on this
     // process's memory. On the VMM's exit device it ends the VM.
-    unsafe {
-        std::arch::asm!("out dx, al", in("dx") port, in("al") status, options(nomem, nostack))
-    };
+    unsafe { std::arch::asm!("out dx, al", in("dx") port, in("al") status, options(nomem, nostack)) };
     // Only reached where no exit device listens on that port.
     eprintln!("guest-exit: the write to port {port:#x} did not end the VM");
     ExitCode::FAILURE

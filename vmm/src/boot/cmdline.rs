@@ -48,20 +48,13 @@ fn quote(word: &str) -> Result<String, CmdlineError> {
     if word.contains('"') {
         return Err(CmdlineError::Quote(word.to_owned()));
     }
-    Ok(if word.is_empty() || word.contains(char::is_whitespace) {
-        format!("\"{word}\"")
-    } else {
-        word.to_owned()
-    })
+    Ok(if word.is_empty() || word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word.to_owned() })
 }
 
 /// Builds the command line: [`BASE`], host options, user options, device options, `-- command`.
 pub fn build(parts: &CmdlineParts<'_>) -> Result<Cmdline, CmdlineError> {
     fn invalid(piece: &str) -> impl FnOnce(linux_loader::cmdline::Error) -> CmdlineError + '_ {
-        move |source| CmdlineError::Invalid {
-            piece: piece.to_owned(),
-            source,
-        }
+        move |source| CmdlineError::Invalid { piece: piece.to_owned(), source }
     }
     let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(invalid("(capacity)"))?;
     cmdline.insert_str(BASE).map_err(invalid(BASE))?;
@@ -74,12 +67,7 @@ pub fn build(parts: &CmdlineParts<'_>) -> Result<Cmdline, CmdlineError> {
         cmdline.insert_str(piece).map_err(invalid(piece))?;
     }
     if !parts.command.is_empty() {
-        let words = parts
-            .command
-            .iter()
-            .map(|w| quote(w))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(" ");
+        let words = parts.command.iter().map(|w| quote(w)).collect::<Result<Vec<_>, _>>()?.join(" ");
         cmdline.insert_init_args(&words).map_err(invalid(&words))?;
     }
     Ok(cmdline)
@@ -110,28 +98,18 @@ mod tests {
 
     #[test]
     fn an_empty_user_cmdline_adds_nothing() {
-        let parts = CmdlineParts {
-            user: Some("  "),
-            ..Default::default()
-        };
+        let parts = CmdlineParts { user: Some("  "), ..Default::default() };
         assert_eq!(text(&build(&parts).unwrap()), BASE);
     }
 
     #[test]
     fn too_long_or_unquotable_input_is_refused() {
         let long = "x".repeat(CMDLINE_MAX_SIZE);
-        let err = build(&CmdlineParts {
-            user: Some(&long),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = build(&CmdlineParts { user: Some(&long), ..Default::default() }).unwrap_err();
         assert!(matches!(err, CmdlineError::Invalid { .. }), "{err}");
         let command = vec!["echo".to_owned(), "\"hi\"".to_owned()];
         assert!(matches!(
-            build(&CmdlineParts {
-                command: &command,
-                ..Default::default()
-            }),
+            build(&CmdlineParts { command: &command, ..Default::default() }),
             Err(CmdlineError::Quote(_))
         ));
     }

@@ -53,11 +53,7 @@ pub fn segment_from_entry(entry: u64, selector: u16) -> kvm_segment {
     let raw_limit = ((entry >> 32) & 0x000f_0000) | (entry & 0xffff);
     kvm_segment {
         base: ((entry >> 32) & 0xff00_0000) | ((entry >> 16) & 0x00ff_ffff),
-        limit: if granular {
-            ((raw_limit << 12) | 0xfff) as u32
-        } else {
-            raw_limit as u32
-        },
+        limit: if granular { ((raw_limit << 12) | 0xfff) as u32 } else { raw_limit as u32 },
         selector,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -83,10 +79,7 @@ pub fn write_tables(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryE
     mem.write_obj(pdpt | PTE_PRESENT_RW, PML4_START)?;
     mem.write_obj(pd | PTE_PRESENT_RW, GuestAddress(pdpt))?;
     for i in 0..512u64 {
-        mem.write_obj(
-            (i << 21) | PDE_LARGE | PTE_PRESENT_RW,
-            GuestAddress(pd + i * 8),
-        )?;
+        mem.write_obj((i << 21) | PDE_LARGE | PTE_PRESENT_RW, GuestAddress(pd + i * 8))?;
     }
     Ok(())
 }
@@ -121,10 +114,7 @@ mod tests {
     #[test]
     fn descriptors_decode_to_the_intended_segments() {
         let code = segment_from_entry(GDT[2], BOOT_CS);
-        assert_eq!(
-            (code.type_, code.present, code.l, code.db, code.g, code.s),
-            (0xb, 1, 1, 0, 1, 1)
-        );
+        assert_eq!((code.type_, code.present, code.l, code.db, code.g, code.s), (0xb, 1, 1, 0, 1, 1));
         assert_eq!((code.base, code.limit), (0, 0xffff_ffff));
         let data = segment_from_entry(GDT[3], BOOT_DS);
         assert_eq!((data.type_, data.l, data.db, data.s), (0x3, 0, 1, 1));

@@ -115,14 +115,8 @@ pub struct LoadedInitrd {
 /// Identifies a kernel image by its first bytes.
 pub fn kernel_kind(path: &Path) -> Result<KernelKind, BootError> {
     let mut head = [0u8; 0x206];
-    let mut file = File::open(path).map_err(|source| BootError::KernelFile {
-        path: path.into(),
-        source,
-    })?;
-    let n = read_up_to(&mut file, &mut head).map_err(|source| BootError::KernelFile {
-        path: path.into(),
-        source,
-    })?;
+    let mut file = File::open(path).map_err(|source| BootError::KernelFile { path: path.into(), source })?;
+    let n = read_up_to(&mut file, &mut head).map_err(|source| BootError::KernelFile { path: path.into(), source })?;
     if n >= 4 && head[..4] == *b"\x7fELF" {
         Ok(KernelKind::Elf)
     } else if n >= 0x206 && head[0x202..0x206] == *b"HdrS" {
@@ -146,28 +140,15 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Loads the kernel image at `path` into `mem`.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BootError> {
     let kind = kernel_kind(path)?;
-    let mut file = File::open(path).map_err(|source| BootError::KernelFile {
-        path: path.into(),
-        source,
-    })?;
-    let load_error = |source| BootError::KernelLoad {
-        path: path.into(),
-        source,
-    };
+    let mut file = File::open(path).map_err(|source| BootError::KernelFile { path: path.into(), source })?;
+    let load_error = |source| BootError::KernelLoad { path: path.into(), source };
     match kind {
         KernelKind::Elf => {
-            let result = Elf::load(mem, None, &mut file, Some(memory::HIGH_RAM_START))
-                .map_err(load_error)?;
-            Ok(LoadedKernel {
-                kind,
-                entry: result.kernel_load,
-                end: result.kernel_end,
-                setup_header: None,
-            })
+            let result = Elf::load(mem, None, &mut file, Some(memory::HIGH_RAM_START)).map_err(load_error)?;
+            Ok(LoadedKernel { kind, entry: result.kernel_load, end: result.kernel_end, setup_header: None })
         }
         KernelKind::BzImage => {
-            let result = BzImage::load(mem, None, &mut file, Some(memory::HIGH_RAM_START))
-                .map_err(load_error)?;
+            let result = BzImage::load(mem, None, &mut file, Some(memory::HIGH_RAM_START)).map_err(load_error)?;
             Ok(LoadedKernel {
                 kind,
                 entry: GuestAddress(result.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET),
@@ -185,38 +166,17 @@ pub fn load_initrd(
     mem_size: u64,
     kernel_end: u64,
 ) -> Result<LoadedInitrd, BootError> {
-    let mut file = File::open(path).map_err(|source| BootError::InitrdFile {
-        path: path.into(),
-        source,
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|source| BootError::InitrdFile {
-            path: path.into(),
-            source,
-        })?
-        .len();
+    let mut file = File::open(path).map_err(|source| BootError::InitrdFile { path: path.into(), source })?;
+    let size = file.metadata().map_err(|source| BootError::InitrdFile { path: path.into(), source })?.len();
     let top = memory::low_ram_end(mem_size);
-    let addr = top
-        .checked_sub(size)
-        .map(|a| a & !0xfff)
-        .filter(|&a| a >= kernel_end);
+    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|&a| a >= kernel_end);
     let Some(addr) = addr else {
-        return Err(BootError::InitrdTooBig {
-            path: path.into(),
-            size,
-        });
+        return Err(BootError::InitrdTooBig { path: path.into(), size });
     };
-    let count = usize::try_from(size).map_err(|_| BootError::InitrdTooBig {
-        path: path.into(),
-        size,
-    })?;
+    let count = usize::try_from(size).map_err(|_| BootError::InitrdTooBig { path: path.into(), size })?;
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, count)
         .map_err(|source| BootError::GuestMemory { addr, source })?;
-    Ok(LoadedInitrd {
-        addr: GuestAddress(addr),
-        size,
-    })
+    Ok(LoadedInitrd { addr: GuestAddress(addr), size })
 }
 
 /// Fills the zero page: the setup header (the bzImage's, or a fabricated one for an ELF
@@ -245,11 +205,7 @@ pub fn boot_params_for(
         params.hdr.ramdisk_size = initrd.size as u32;
     }
     for (slot, entry) in params.e820_table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry {
-            addr: entry.addr,
-            size: entry.size,
-            r#type: entry.kind,
-        };
+        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.kind };
     }
     params.e820_entries = e820.len().min(params.e820_table.len()) as u8;
     params
@@ -264,23 +220,11 @@ pub fn configure_system(
     mem_size: u64,
     cpus: u8,
 ) -> Result<(), BootError> {
-    linux_loader::loader::load_cmdline(mem, memory::CMDLINE_START, cmdline)
-        .map_err(BootError::Cmdline)?;
-    let cmdline_size = cmdline
-        .as_cstring()
-        .map(|c| c.as_bytes().len())
-        .unwrap_or(0);
-    let params = boot_params_for(
-        kernel.setup_header,
-        cmdline_size,
-        initrd,
-        &memory::e820_map(mem_size),
-    );
-    LinuxBootConfigurator::write_bootparams(
-        &BootParams::new(&params, memory::ZERO_PAGE_START),
-        mem,
-    )
-    .map_err(BootError::BootParams)?;
+    linux_loader::loader::load_cmdline(mem, memory::CMDLINE_START, cmdline).map_err(BootError::Cmdline)?;
+    let cmdline_size = cmdline.as_cstring().map(|c| c.as_bytes().len()).unwrap_or(0);
+    let params = boot_params_for(kernel.setup_header, cmdline_size, initrd, &memory::e820_map(mem_size));
+    LinuxBootConfigurator::write_bootparams(&BootParams::new(&params, memory::ZERO_PAGE_START), mem)
+        .map_err(BootError::BootParams)?;
     mptable::write(mem, cpus)?;
     Ok(())
 }
@@ -307,29 +251,20 @@ mod tests {
         let garbage = temp_file(b"this is not a kernel");
         let err = kernel_kind(garbage.as_path()).unwrap_err().to_string();
         assert!(err.contains("not an ELF vmlinux nor a bzImage"), "{err}");
-        assert!(matches!(
-            kernel_kind(Path::new("/nonexistent/vmlinux")),
-            Err(BootError::KernelFile { .. })
-        ));
+        assert!(matches!(kernel_kind(Path::new("/nonexistent/vmlinux")), Err(BootError::KernelFile { .. })));
     }
 
     #[test]
     fn a_truncated_elf_is_a_load_error() {
         let mem = memory::create_guest_memory(64 << 20).unwrap();
         let elf = temp_file(b"\x7fELF\x02\x01\x01\x00");
-        assert!(matches!(
-            load_kernel(&mem, elf.as_path()),
-            Err(BootError::KernelLoad { .. })
-        ));
+        assert!(matches!(load_kernel(&mem, elf.as_path()), Err(BootError::KernelLoad { .. })));
     }
 
     #[test]
     fn zero_page_carries_cmdline_initrd_and_e820() {
         let e820 = memory::e820_map(128 << 20);
-        let initrd = LoadedInitrd {
-            addr: GuestAddress(0x700_0000),
-            size: 0x1234,
-        };
+        let initrd = LoadedInitrd { addr: GuestAddress(0x700_0000), size: 0x1234 };
         let params = boot_params_for(None, 42, Some(initrd), &e820);
         assert_eq!({ params.hdr.boot_flag }, 0xaa55);
         assert_eq!({ params.hdr.header }, 0x5372_6448);
@@ -337,10 +272,7 @@ mod tests {
         assert_eq!({ params.hdr.kernel_alignment }, 0x100_0000);
         assert_eq!({ params.hdr.cmd_line_ptr }, 0x20000);
         assert_eq!({ params.hdr.cmdline_size }, 42);
-        assert_eq!(
-            (params.hdr.ramdisk_image, params.hdr.ramdisk_size),
-            (0x700_0000, 0x1234)
-        );
+        assert_eq!((params.hdr.ramdisk_image, params.hdr.ramdisk_size), (0x700_0000, 0x1234));
         assert_eq!({ params.e820_entries }, 3);
         assert_eq!({ params.e820_table[2].addr }, 0x100000);
         assert_eq!({ params.e820_table[2].size }, (128 << 20) - 0x100000);
@@ -349,11 +281,7 @@ mod tests {
 
     #[test]
     fn bzimage_header_is_kept_and_completed() {
-        let header = setup_header {
-            kernel_alignment: 0x20_0000,
-            version: 0x020f,
-            ..Default::default()
-        };
+        let header = setup_header { kernel_alignment: 0x20_0000, version: 0x020f, ..Default::default() };
         let params = boot_params_for(Some(header), 10, None, &memory::e820_map(64 << 20));
         assert_eq!({ params.hdr.kernel_alignment }, 0x20_0000);
         assert_eq!({ params.hdr.version }, 0x020f);
@@ -365,13 +293,7 @@ mod tests {
         let mem = memory::create_guest_memory(64 << 20).unwrap();
         let initrd = temp_file(&[0xab; 5000]);
         let loaded = load_initrd(&mem, initrd.as_path(), 64 << 20, 0x200_0000).unwrap();
-        assert_eq!(
-            loaded,
-            LoadedInitrd {
-                addr: GuestAddress(((64 << 20) - 5000) & !0xfff),
-                size: 5000
-            }
-        );
+        assert_eq!(loaded, LoadedInitrd { addr: GuestAddress(((64 << 20) - 5000) & !0xfff), size: 5000 });
         let byte: u8 = mem.read_obj(GuestAddress(loaded.addr.0 + 4999)).unwrap();
         assert_eq!(byte, 0xab);
         let err = load_initrd(&mem, initrd.as_path(), 64 << 20, (64 << 20) - 4096).unwrap_err();

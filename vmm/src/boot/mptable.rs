@@ -40,10 +40,7 @@ pub enum MpTableError {
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes
-        .iter()
-        .fold(0u8, |sum, b| sum.wrapping_add(*b))
-        .wrapping_neg()
+    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)).wrapping_neg()
 }
 
 /// The IOAPIC's id: the first one after the CPUs' local APIC ids.
@@ -127,10 +124,7 @@ mod tests {
         let table = config_table(4);
         assert_eq!(&table[..4], b"PCMP");
         assert_eq!(sum(&table), 0);
-        assert_eq!(
-            u16::from_le_bytes([table[4], table[5]]) as usize,
-            table.len()
-        );
+        assert_eq!(u16::from_le_bytes([table[4], table[5]]) as usize, table.len());
         assert_eq!(u16::from_le_bytes([table[34], table[35]]), 4 + 2 + 24 + 2);
         assert_eq!(table.len(), 44 + 4 * 20 + 8 + 8 + 24 * 8 + 2 * 8);
     }
@@ -140,10 +134,7 @@ mod tests {
         let table = config_table(2);
         let cpu0 = &table[44..64];
         let cpu1 = &table[64..84];
-        assert_eq!(
-            (cpu0[0], cpu0[1], cpu0[3]),
-            (ENTRY_CPU, 0, CPU_ENABLED | CPU_BOOTPROCESSOR)
-        );
+        assert_eq!((cpu0[0], cpu0[1], cpu0[3]), (ENTRY_CPU, 0, CPU_ENABLED | CPU_BOOTPROCESSOR));
         assert_eq!((cpu1[0], cpu1[1], cpu1[3]), (ENTRY_CPU, 1, CPU_ENABLED));
     }
 
@@ -157,8 +148,7 @@ mod tests {
         assert_eq!(sum(&mpf), 0);
         let addr = u32::from_le_bytes([mpf[4], mpf[5], mpf[6], mpf[7]]);
         let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(u64::from(addr)))
-            .unwrap();
+        mem.read_slice(&mut sig, GuestAddress(u64::from(addr))).unwrap();
         assert_eq!(&sig, b"PCMP");
         // The whole table stays inside the EBDA page below 640 KiB.
         assert!(u64::from(addr) + config_table(MAX_CPUS).len() as u64 <= 0xa0000);
@@ -168,9 +158,6 @@ mod tests {
     fn cpu_count_is_bounded() {
         let mem = create_guest_memory(64 << 20).unwrap();
         assert!(matches!(write(&mem, 0), Err(MpTableError::TooManyCpus(0))));
-        assert_eq!(
-            write(&mem, 33).unwrap_err().to_string(),
-            "33 vCPUs: the MP table supports 1 to 32"
-        );
+        assert_eq!(write(&mem, 33).unwrap_err().to_string(), "33 vCPUs: the MP table supports 1 to 32");
     }
 }

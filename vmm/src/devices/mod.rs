@@ -2,11 +2,14 @@
 //!
 //! Every port access is a VM exit (under a software hypervisor, a costly one), so the
 //! devices are the few Linux needs: the 16550 UART ([`serial`]), the keyboard controller's
-//! reset line ([`i8042`]) and the VMM's exit device ([`exit`]). Ports nobody claims read as
-//! all ones and ignore writes, as on a bus with nothing behind it.
+//! reset line ([`i8042`]), the VMM's exit device ([`exit`]), and PCI configuration space
+//! ([`pci`]) with one ivshmem-compatible device per shared region ([`ivshmem`]). Ports
+//! nobody claims read as all ones and ignore writes, as on a bus with nothing behind it.
 
 pub mod exit;
 pub mod i8042;
+pub mod ivshmem;
+pub mod pci;
 pub mod serial;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,16 +49,12 @@ pub struct PioBus {
 
 impl PioBus {
     /// Puts `device` at ports `base..base + len`.
-    pub fn insert(
-        &mut self,
-        base: u16,
-        len: u16,
-        device: Arc<Mutex<dyn PioDevice>>,
-    ) -> Result<(), BusOverlap> {
+    pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) -> Result<(), BusOverlap> {
         let end = u32::from(base) + u32::from(len);
-        let overlaps = self.ranges.iter().any(|r| {
-            u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end
-        });
+        let overlaps = self
+            .ranges
+            .iter()
+            .any(|r| u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end);
         if overlaps || len == 0 || end > 0x1_0000 {
             return Err(BusOverlap { base, end });
         }
@@ -64,10 +63,7 @@ impl PioBus {
     }
 
     fn find(&self, port: u16) -> Option<(&Range, u16)> {
-        self.ranges
-            .iter()
-            .find(|r| port >= r.base && port - r.base < r.len)
-            .map(|r| (r, port - r.base))
+        self.ranges.iter().find(|r| port >= r.base && port - r.base < r.len).map(|r| (r, port - r.base))
     }
 
     /// Dispatches a guest `in`; unclaimed ports read as all ones.
@@ -141,17 +137,9 @@ mod tests {
     #[test]
     fn overlapping_ranges_are_refused() {
         let mut bus = PioBus::default();
-        bus.insert(0x60, 5, Arc::new(Mutex::new(Recorder::default())))
-            .unwrap();
-        let err = bus
-            .insert(0x64, 1, Arc::new(Mutex::new(Recorder::default())))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "ports 0x64..0x65 overlap a device already on the bus"
-        );
-        assert!(bus
-            .insert(0xffff, 2, Arc::new(Mutex::new(Recorder::default())))
-            .is_err());
+        bus.insert(0x60, 5, Arc::new(Mutex::new(Recorder::default()))).unwrap();
+        let err = bus.insert(0x64, 1, Arc::new(Mutex::new(Recorder::default()))).unwrap_err();
+        assert_eq!(err.to_string(), "ports 0x64..0x65 overlap a device already on the bus");
+        assert!(bus.insert(0xffff, 2, Arc::new(Mutex::new(Recorder::default()))).is_err());
     }
 }

@@ -40,11 +40,7 @@ pub struct ConsoleOutput {
 impl ConsoleOutput {
     /// Console bytes to `out`; a panic line stops the VM through `stop`.
     pub fn new(out: Box<dyn Write + Send>, stop: Arc<StopSignal>) -> Self {
-        Self {
-            out,
-            line: Vec::new(),
-            stop,
-        }
+        Self { out, line: Vec::new(), stop }
     }
 
     fn watch(&mut self, bytes: &[u8]) {
@@ -52,8 +48,7 @@ impl ConsoleOutput {
             if b == b'\n' {
                 let line = String::from_utf8_lossy(&self.line);
                 if line.contains(PANIC_MARKER) {
-                    self.stop
-                        .stop(StopReason::GuestPanic(line.trim_end().to_owned()));
+                    self.stop.stop(StopReason::GuestPanic(line.trim_end().to_owned()));
                 }
                 self.line.clear();
             } else if self.line.len() < 4096 {
@@ -83,9 +78,7 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART raising `irq` and writing to `out`.
     pub fn new(irq: EventFd, out: ConsoleOutput) -> Self {
-        Self {
-            uart: Serial::new(IrqfdTrigger(irq), out),
-        }
+        Self { uart: Serial::new(IrqfdTrigger(irq), out) }
     }
 
     /// Flushes console output (at the end of a run).
@@ -96,9 +89,7 @@ impl SerialDevice {
     /// Queues input from the host for the guest; returns how many bytes fit.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let room = self.uart.fifo_capacity();
-        self.uart
-            .enqueue_raw_bytes(&bytes[..bytes.len().min(room)])
-            .map_err(|e| io::Error::other(format!("{e:?}")))
+        self.uart.enqueue_raw_bytes(&bytes[..bytes.len().min(room)]).map_err(|e| io::Error::other(format!("{e:?}")))
     }
 }
 
@@ -141,10 +132,8 @@ mod tests {
         let stop = Arc::new(StopSignal::new().unwrap());
         let sink = Shared::default();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let device = SerialDevice::new(
-            irq.try_clone().unwrap(),
-            ConsoleOutput::new(Box::new(sink.clone()), stop.clone()),
-        );
+        let device =
+            SerialDevice::new(irq.try_clone().unwrap(), ConsoleOutput::new(Box::new(sink.clone()), stop.clone()));
         (device, sink, stop, irq)
     }
 

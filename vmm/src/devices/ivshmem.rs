@@ -1,0 +1,212 @@
+//! An ivshmem-plain compatible PCI device (QEMU's `ivshmem-plain`, vendor 0x1af4, device
+//! 0x1110, revision 1, class 0x0500): BAR0 holds the 256-byte register block (no doorbell:
+//! reads are zero), BAR2 is the shared region, 64-bit prefetchable, backed by a KVM memslot
+//! that points at the VMM's one mapping of the region, so guest accesses never exit.
+//!
+//! The region's name reaches the guest in a vendor-specific capability (ID 0x09):
+//! `[0x09, next, length, 'M', 'S', version 1, flags, name bytes..., 0]`, flags bit 0 set
+//! when the VM attached the region read-only. QEMU's devices have no such capability, and
+//! guest drivers treat its absence as "unnamed".
+//!
+//! The memslot follows the BAR: when the guest turns memory decoding off, sizes the BAR or
+//! moves it, the slot is removed or re-registered at the new address.
+
+use crate::devices::pci::{ConfigSpace, PciDevice};
+use crate::regions::SharedRegion;
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_ioctls::VmFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// QEMU's ivshmem vendor ID (Red Hat / Qumranet).
+pub const VENDOR_ID: u16 = 0x1af4;
+/// ivshmem device ID.
+pub const DEVICE_ID: u16 = 0x1110;
+/// Size of the BAR0 register block.
+pub const REGISTERS_SIZE: u32 = 0x100;
+/// Vendor-specific capability ID.
+const CAP_VENDOR: u8 = 0x09;
+/// Capability flag: attached read-only.
+pub const CAP_FLAG_READ_ONLY: u8 = 1;
+
+/// Counters of one device, shared with the VMM's stats.
+#[derive(Debug, Default)]
+pub struct IvshmemCounters {
+    /// Guest writes to a read-only region (dropped).
+    pub read_only_writes: AtomicU64,
+    /// Times the memslot was (re)registered.
+    pub memslot_maps: AtomicU64,
+}
+
+/// Errors registering BAR2's memslot.
+#[derive(Debug, thiserror::Error)]
+#[error("region '{region}': registering memslot {slot} at {addr:#x}: {source}")]
+pub struct MemslotError {
+    region: String,
+    slot: u32,
+    addr: u64,
+    source: kvm_ioctls::Error,
+}
+
+/// The ivshmem device of one region in one VM.
+pub struct Ivshmem {
+    config: ConfigSpace,
+    region: Arc<SharedRegion>,
+    read_only: bool,
+    vm: Arc<VmFd>,
+    slot: u32,
+    mapped_at: Option<u64>,
+    /// Counters.
+    pub counters: Arc<IvshmemCounters>,
+}
+
+/// The vendor capability body (after ID and next pointer).
+pub fn name_capability(name: &str, read_only: bool) -> Vec<u8> {
+    let mut body = vec![0u8, b'M', b'S', 1, if read_only { CAP_FLAG_READ_ONLY } else { 0 }];
+    body.extend(name.as_bytes());
+    body.push(0);
+    body[0] = (2 + body.len()) as u8;
+    body
+}
+
+impl Ivshmem {
+    /// The device for `region`, with BAR0 at `registers_addr` and BAR2 at `region_addr`
+    /// (as firmware would program them), its memslot `slot` registered in `vm`.
+    pub fn new(
+        region: Arc<SharedRegion>,
+        read_only: bool,
+        vm: Arc<VmFd>,
+        slot: u32,
+        registers_addr: u32,
+        region_addr: u64,
+    ) -> Result<Self, MemslotError> {
+        let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, 0x05, 0x00, 1);
+        config.add_bar32(0, REGISTERS_SIZE);
+        config.add_bar64(2, region.size(), true);
+        config.set_bar_address(0, u64::from(registers_addr));
+        config.set_bar_address(2, region_addr);
+        config.add_capability(CAP_VENDOR, &name_capability(&region.spec.name, read_only));
+        config.enable_memory();
+        let mut device = Self {
+            config,
+            region,
+            read_only,
+            vm,
+            slot,
+            mapped_at: None,
+            counters: Arc::new(IvshmemCounters::default()),
+        };
+        device.sync_memslot()?;
+        Ok(device)
+    }
+
+    /// Where BAR2's memslot is now, if decoding.
+    pub fn mapped_at(&self) -> Option<u64> {
+        self.mapped_at
+    }
+
+    fn set_memslot(&self, addr: u64, size: u64) -> Result<(), MemslotError> {
+        let memslot = kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: if self.read_only && size != 0 { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: addr,
+            memory_size: size,
+            userspace_addr: self.region.host_address() as u64,
+        };
+        // SAFETY: the host range is the region's mapping, which the device holds (Arc) for
+        // as long as the slot can exist: the slot is removed in Drop. A size of 0 deletes it.
+        unsafe { self.vm.set_user_memory_region(memslot) }.map_err(|source| MemslotError {
+            region: self.region.spec.name.clone(),
+            slot: self.slot,
+            addr,
+            source,
+        })
+    }
+
+    /// Registers, moves or removes BAR2's memslot to match what the guest programmed.
+    pub fn sync_memslot(&mut self) -> Result<(), MemslotError> {
+        let want = (self.config.memory_enabled() && !self.config.bar_probing(2)).then(|| self.config.bar_address(2));
+        if want == self.mapped_at {
+            return Ok(());
+        }
+        if let Some(old) = self.mapped_at.take() {
+            self.set_memslot(old, 0)?;
+        }
+        if let Some(addr) = want {
+            self.set_memslot(addr, self.region.size())?;
+            self.counters.memslot_maps.fetch_add(1, Ordering::Relaxed);
+            self.mapped_at = Some(addr);
+        }
+        Ok(())
+    }
+
+    fn in_bar(&self, index: usize, addr: u64) -> bool {
+        let (Some(bar), true) = (self.config.bar(index), self.config.memory_enabled()) else { return false };
+        let base = self.config.bar_address(index);
+        addr >= base && addr - base < bar.size
+    }
+}
+
+impl PciDevice for Ivshmem {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn config_written(&mut self, _reg: usize) {
+        if let Err(e) = self.sync_memslot() {
+            log::error!("{e}");
+        }
+    }
+
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        if self.in_bar(0, addr) {
+            // IntrMask, IntrStatus, IVPosition: zero for ivshmem-plain.
+            data.fill(0);
+            return true;
+        }
+        false
+    }
+
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        if self.in_bar(0, addr) {
+            return true;
+        }
+        if self.read_only && self.in_bar(2, addr) {
+            let n = self.counters.read_only_writes.fetch_add(1, Ordering::Relaxed);
+            if n < 10 || n.is_power_of_two() {
+                log::warn!(
+                    "region '{}' is read-only in this VM: dropped a {}-byte guest write at offset {:#x} ({} so far)",
+                    self.region.spec.name,
+                    data.len(),
+                    addr - self.config.bar_address(2),
+                    n + 1
+                );
+            }
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for Ivshmem {
+    fn drop(&mut self) {
+        if let Some(addr) = self.mapped_at.take() {
+            let _ = self.set_memslot(addr, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_carries_name_and_flags() {
+        let body = name_capability("db", true);
+        assert_eq!(body, vec![10, b'M', b'S', 1, CAP_FLAG_READ_ONLY, b'd', b'b', 0]);
+    }
+}

@@ -1,0 +1,314 @@
+//! Shared memory regions: host memory mapped once into the VMM and exposed to guests as the
+//! BAR2 of an ivshmem-compatible PCI device, in every VM that attaches it.
+//!
+//! A region is backed by a memfd (lives as long as the VMM), a hugetlb memfd (2 MiB or
+//! 1 GiB pages; no mount needed), or a file at a path (any mmap-able file; the contents
+//! outlive the VMs). The mapping is `MAP_SHARED`, so every memslot pointing at it, in any VM
+//! of this process, sees the same host pages through the same host page tables.
+
+use crate::config::parse_size;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use vm_memory::mmap::MmapRegion;
+use vm_memory::FileOffset;
+
+/// Smallest region: one page (a PCI BAR is at least that in practice).
+pub const MIN_REGION_SIZE: u64 = 4096;
+
+/// What holds a region's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// An anonymous memfd.
+    Memfd,
+    /// A hugetlb memfd with pages of this size (2 MiB or 1 GiB).
+    Hugetlbfs {
+        /// Huge page size in bytes.
+        page_size: u64,
+    },
+    /// A file (created if missing, extended to the region's size).
+    Path(PathBuf),
+}
+
+/// A region as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSpec {
+    /// Name, shown to guests through the device's vendor capability.
+    pub name: String,
+    /// Size in bytes: a power of two, as a PCI BAR must be.
+    pub size: u64,
+    /// Where the memory comes from.
+    pub backing: Backing,
+}
+
+/// A VM's attachment of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The region's name.
+    pub region: String,
+    /// Map it read-only (KVM_MEM_READONLY): guest writes never reach the region.
+    pub read_only: bool,
+}
+
+/// Errors describing or mapping a region.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegionError {
+    /// A `--region` spec that does not parse.
+    #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE][,ro])")]
+    Spec {
+        /// The spec.
+        spec: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An invalid region.
+    #[error("region '{name}': {problem}")]
+    Invalid {
+        /// The region.
+        name: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// Host resources.
+    #[error("region '{name}': {what}: {error}")]
+    Host {
+        /// The region.
+        name: String,
+        /// What was being done.
+        what: String,
+        /// The OS error text.
+        error: String,
+    },
+}
+
+/// Free huge pages of `page_size` on this host, if the host has that pool at all.
+pub fn free_huge_pages(page_size: u64) -> Option<u64> {
+    let path = format!("/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages", page_size >> 10);
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl RegionSpec {
+    /// Checks size and backing against what a BAR and the host allow.
+    pub fn validate(&self) -> Result<(), RegionError> {
+        let invalid = |problem: String| Err(RegionError::Invalid { name: self.name.clone(), problem });
+        if self.name.is_empty()
+            || self.name.len() > 32
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid("names are 1 to 32 characters of letters, digits, '-', '_' and '.'".into());
+        }
+        if self.size < MIN_REGION_SIZE || !self.size.is_power_of_two() {
+            return invalid(format!(
+                "size {} is not a power of two of at least 4K: a PCI BAR must be (e.g. 64M, 256M, 1G)",
+                self.size
+            ));
+        }
+        if let Backing::Hugetlbfs { page_size } = self.backing {
+            if page_size != 2 << 20 && page_size != 1 << 30 {
+                return invalid(format!("huge page size {page_size}: use pagesize=2M or pagesize=1G"));
+            }
+            if !self.size.is_multiple_of(page_size) {
+                return invalid(format!("size {} is not a multiple of its huge page size {page_size}", self.size));
+            }
+            let needed = self.size / page_size;
+            match free_huge_pages(page_size) {
+                None => return invalid(format!("this host has no {} KiB huge page pool", page_size >> 10)),
+                Some(free) if free < needed => {
+                    return invalid(format!(
+                        "needs {needed} free {} KiB huge pages, the host has {free}: echo {needed} > /sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages",
+                        page_size >> 10,
+                        page_size >> 10
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses `name=db,size=256M[,backing=memfd|hugetlbfs][,pagesize=2M][,path=FILE][,ro]`
+    /// into a region and this VM's attachment of it.
+    pub fn parse_flag(spec: &str) -> Result<(RegionSpec, Attachment), RegionError> {
+        let err = |problem: String| RegionError::Spec { spec: spec.to_owned(), problem };
+        let (mut name, mut size, mut backing, mut page_size, mut path, mut read_only) =
+            (None, None, None, None, None, false);
+        for item in spec.split(',') {
+            match item.split_once('=') {
+                Some(("name", v)) => name = Some(v.to_owned()),
+                Some(("size", v)) => size = Some(parse_size(v).map_err(|e| err(e.to_string()))?),
+                Some(("backing", v)) => backing = Some(v.to_owned()),
+                Some(("pagesize", v)) => page_size = Some(parse_size(v).map_err(|e| err(e.to_string()))?),
+                Some(("path", v)) => path = Some(PathBuf::from(v)),
+                None if item == "ro" => read_only = true,
+                None if item == "rw" => read_only = false,
+                _ => return Err(err(format!("unknown item '{item}'"))),
+            }
+        }
+        let name = name.ok_or_else(|| err("no name=".into()))?;
+        let size = size.ok_or_else(|| err("no size=".into()))?;
+        let backing = backing_from(backing.as_deref(), page_size, path).map_err(err)?;
+        let region = RegionSpec { name: name.clone(), size, backing };
+        Ok((region, Attachment { region: name, read_only }))
+    }
+}
+
+/// The backing named by `backing=`, `pagesize=` and `path=`.
+pub fn backing_from(kind: Option<&str>, page_size: Option<u64>, path: Option<PathBuf>) -> Result<Backing, String> {
+    match (kind, path) {
+        (None | Some("path"), Some(path)) => Ok(Backing::Path(path)),
+        (Some("path"), None) => Err("backing=path needs path=FILE".into()),
+        (None | Some("memfd"), None) => Ok(Backing::Memfd),
+        (Some("hugetlbfs"), None) => Ok(Backing::Hugetlbfs { page_size: page_size.unwrap_or(2 << 20) }),
+        (Some(other), None) if !["memfd", "hugetlbfs", "path"].contains(&other) => {
+            Err(format!("unknown backing '{other}' (memfd, hugetlbfs, path)"))
+        }
+        (Some(other), Some(_)) => Err(format!("path= goes with backing=path, not backing={other}")),
+        _ => Err("unusable backing".into()),
+    }
+}
+
+/// A region mapped into the VMM.
+#[derive(Debug)]
+pub struct SharedRegion {
+    /// Its description.
+    pub spec: RegionSpec,
+    mapping: MmapRegion,
+}
+
+fn os_error(name: &str, what: &str, e: impl std::fmt::Display) -> RegionError {
+    RegionError::Host { name: name.to_owned(), what: what.to_owned(), error: e.to_string() }
+}
+
+fn memfd(name: &str, flags: libc::c_uint) -> Result<File, RegionError> {
+    let cname = CString::new(format!("mshare-{name}")).map_err(|e| os_error(name, "memfd name", e))?;
+    // SAFETY: memfd_create with a valid C string; the returned fd is checked and then owned.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(os_error(name, "memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+impl SharedRegion {
+    /// Creates or opens the backing and maps it shared, read-write, into this process.
+    pub fn map(spec: &RegionSpec) -> Result<Self, RegionError> {
+        spec.validate()?;
+        let name = spec.name.as_str();
+        let file = match &spec.backing {
+            Backing::Memfd => memfd(name, 0)?,
+            Backing::Hugetlbfs { page_size } => {
+                let size_flag = if *page_size == 1 << 30 { libc::MFD_HUGE_1GB } else { libc::MFD_HUGE_2MB };
+                memfd(name, libc::MFD_HUGETLB | size_flag)?
+            }
+            Backing::Path(path) => open_backing_file(name, path, spec.size)?,
+        };
+        if !matches!(spec.backing, Backing::Path(_)) {
+            file.set_len(spec.size).map_err(|e| os_error(name, "sizing the memfd", e))?;
+        }
+        let size = usize::try_from(spec.size).map_err(|e| os_error(name, "size", e))?;
+        let mapping = MmapRegion::from_file(FileOffset::new(file, 0), size).map_err(|e| os_error(name, "mmap", e))?;
+        Ok(Self { spec: spec.clone(), mapping })
+    }
+
+    /// Host address of the mapping.
+    pub fn host_address(&self) -> *mut u8 {
+        self.mapping.as_ptr()
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.spec.size
+    }
+
+    /// The region's bytes, for the host side (tests, stats).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Option<()> {
+        let end = offset.checked_add(buf.len())?;
+        if end > self.mapping.size() {
+            return None;
+        }
+        // SAFETY: the range is inside the live mapping; guests may write concurrently, which
+        // for plain bytes only means the copy may mix old and new values.
+        unsafe { std::ptr::copy_nonoverlapping(self.mapping.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        Some(())
+    }
+}
+
+fn open_backing_file(name: &str, path: &Path, size: u64) -> Result<File, RegionError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| os_error(name, &format!("opening {}", path.display()), e))?;
+    let len = file.metadata().map_err(|e| os_error(name, "stat", e))?.len();
+    if len < size {
+        file.set_len(size).map_err(|e| os_error(name, &format!("extending {} to {size} bytes", path.display()), e))?;
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_region_flags() {
+        let (region, attach) = RegionSpec::parse_flag("name=db,size=256M,ro").unwrap();
+        assert_eq!(region, RegionSpec { name: "db".into(), size: 256 << 20, backing: Backing::Memfd });
+        assert!(attach.read_only);
+        let (region, _) = RegionSpec::parse_flag("name=h,size=1G,backing=hugetlbfs,pagesize=1G").unwrap();
+        assert_eq!(region.backing, Backing::Hugetlbfs { page_size: 1 << 30 });
+        let (region, attach) = RegionSpec::parse_flag("name=f,size=4M,path=/dev/shm/f,rw").unwrap();
+        assert_eq!(region.backing, Backing::Path("/dev/shm/f".into()));
+        assert!(!attach.read_only);
+    }
+
+    #[test]
+    fn bad_region_flags_say_what_is_wrong() {
+        let msg = |s: &str| RegionSpec::parse_flag(s).unwrap_err().to_string();
+        assert!(msg("size=4M").contains("no name="));
+        assert!(msg("name=a").contains("no size="));
+        assert!(msg("name=a,size=4M,colour=red").contains("unknown item 'colour=red'"));
+        assert!(msg("name=a,size=4M,backing=tmpfs").contains("unknown backing 'tmpfs'"));
+        assert!(msg("name=a,size=lots").contains("size 'lots'"));
+    }
+
+    #[test]
+    fn sizes_must_be_bar_compatible() {
+        let spec = RegionSpec { name: "db".into(), size: 3 << 20, backing: Backing::Memfd };
+        assert!(spec.validate().unwrap_err().to_string().contains("not a power of two"));
+        let spec = RegionSpec { name: "bad name".into(), size: 4 << 20, backing: Backing::Memfd };
+        assert!(spec.validate().is_err());
+        let spec = RegionSpec { name: "h".into(), size: 4 << 20, backing: Backing::Hugetlbfs { page_size: 4096 } };
+        assert!(spec.validate().unwrap_err().to_string().contains("pagesize=2M or pagesize=1G"));
+    }
+
+    #[test]
+    fn memfd_region_is_shared_memory() {
+        let region =
+            SharedRegion::map(&RegionSpec { name: "t".into(), size: 1 << 20, backing: Backing::Memfd }).unwrap();
+        // SAFETY: writing inside the 1 MiB mapping.
+        unsafe { *region.host_address().add(4096) = 0x5a };
+        let mut byte = [0u8];
+        region.read(4096, &mut byte).unwrap();
+        assert_eq!(byte, [0x5a]);
+        assert!(region.read((1 << 20) - 1, &mut [0u8; 2]).is_none());
+    }
+
+    #[test]
+    fn file_region_contents_land_in_the_file() {
+        let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-region-").unwrap();
+        let path = dir.as_path().join("backing");
+        let spec = RegionSpec { name: "f".into(), size: 64 << 10, backing: Backing::Path(path.clone()) };
+        {
+            let region = SharedRegion::map(&spec).unwrap();
+            // SAFETY: writing inside the 64 KiB mapping.
+            unsafe { *region.host_address().add(100) = 7 };
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes.len(), bytes[100]), (64 << 10, 7));
+    }
+}

@@ -1,0 +1,180 @@
+//! Shared regions seen by tiny guests: the ivshmem device in PCI configuration space, its
+//! BAR2 backed by the region (memfd, hugetlb, file), read-only attach, and persistence of a
+//! file-backed region after the VMM exits. The guests are a few bytes of 64-bit code in a
+//! minimal ELF (see tiny_guests.rs for the format).
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+/// `mov dx, 0xcf8; mov eax, addr; out dx, eax; mov dx, 0xcfc; in eax, dx` for 00:slot.0 `reg`.
+fn config_read(slot: u32, reg: u32) -> Vec<u8> {
+    let mut v = mov_dx(0xcf8);
+    v.push(0xb8);
+    v.extend((0x8000_0000u32 | slot << 11 | reg << 2).to_le_bytes());
+    v.push(0xef);
+    v.extend(mov_dx(0xcfc));
+    v.push(0xed);
+    v
+}
+
+/// Writes `value` to register `reg` of 00:slot.0.
+fn config_write(slot: u32, reg: u32, value: u32) -> Vec<u8> {
+    let mut v = mov_dx(0xcf8);
+    v.push(0xb8);
+    v.extend((0x8000_0000u32 | slot << 11 | reg << 2).to_le_bytes());
+    v.push(0xef);
+    v.extend(mov_dx(0xcfc));
+    v.push(0xb8);
+    v.extend(value.to_le_bytes());
+    v.push(0xef);
+    v
+}
+
+/// rbx = the address in BAR2 of 00:01.0, read from its configuration space.
+fn bar2_address_into_rbx() -> Vec<u8> {
+    let mut v = config_read(1, 6);
+    v.extend([0x25, 0xf0, 0xff, 0xff, 0xff]); // and eax, 0xfffffff0
+    v.extend([0x89, 0xc3]); // mov ebx, eax
+    v.extend(config_read(1, 7));
+    v.extend([0x48, 0xc1, 0xe0, 0x20]); // shl rax, 32
+    v.extend([0x48, 0x09, 0xd8]); // or rax, rbx
+    v.extend([0x48, 0x89, 0xc3]); // mov rbx, rax
+    v
+}
+
+#[test]
+fn guest_finds_the_device_and_its_writes_reach_the_backing_file() {
+    // The guest reads its vendor/device ID and writes it at the start of BAR2.
+    let mut code = bar2_address_into_rbx();
+    code.extend(config_read(1, 0));
+    code.extend([0x89, 0x03]); // mov [rbx], eax
+    code.extend(exit_with(0));
+    let g = guest(&code);
+    let file = g.dir.as_path().join("region");
+    let region = format!("name=db,size=4M,path={}", file.display());
+    let out = run_vmm(&g, &["--region", &region]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("region 'db' (4 MiB) at 0x4000000 as PCI 00:01.0"), "{}", stderr(&out));
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 4 << 20);
+    assert_eq!(&bytes[..4], &[0xf4, 0x1a, 0x10, 0x11], "1af4:1110 written through BAR2, present after exit");
+}
+
+#[test]
+fn class_revision_and_name_capability_are_in_config_space() {
+    // Exit with a byte of config space chosen by the test: class code, capability pointer,
+    // then the capability's first name byte.
+    let cases: [(u32, u32, u8); 4] = [
+        (2, 24, 0x05),        // class: memory controller
+        (2, 0, 0x01),         // revision 1
+        (13, 0, 0x40),        // capability pointer
+        (0x44 / 4, 24, b'z'), // 0x40: [0x09, next, len, 'M'], 0x44: ['S', 1, flags, 'z'], ...
+    ];
+    for (reg, shift, want) in cases {
+        let mut code = config_read(1, reg);
+        if shift > 0 {
+            code.extend([0xc1, 0xe8, shift as u8]); // shr eax, shift
+        }
+        code.extend(exit_with_al());
+        let out = run_vmm(&guest(&code), &["--region", "name=zeta,size=1M"]);
+        assert_eq!(out.status.code(), Some(i32::from(want)), "register {reg} >> {shift}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn moving_bar2_moves_the_memslot() {
+    // Sizing probe and relocation as a guest kernel does them: decode off, all ones, new
+    // address, decode on; then a write at the new address must land in the region.
+    let new_base: u32 = 0x0800_0000;
+    let mut code = config_write(1, 1, 0); // command: memory decode off
+    code.extend(config_write(1, 6, 0xffff_ffff));
+    code.extend(config_write(1, 7, 0xffff_ffff));
+    code.extend(config_write(1, 6, new_base));
+    code.extend(config_write(1, 7, 0));
+    code.extend(config_write(1, 1, 2)); // memory decode on
+    code.extend(bar2_address_into_rbx());
+    code.extend([0xc6, 0x43, 0x08, 0x5d]); // mov byte [rbx+8], 0x5d
+    code.extend(exit_with(0));
+    let g = guest(&code);
+    let file = g.dir.as_path().join("region");
+    let out = run_vmm(&g, &["--region", &format!("name=mv,size=1M,path={}", file.display())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap()[8], 0x5d, "the write at the moved BAR reached the region");
+}
+
+#[test]
+fn read_only_attach_drops_guest_writes_and_the_vm_goes_on() {
+    // Write 0x99 to BAR2[0], read it back, exit with what was read.
+    let mut code = bar2_address_into_rbx();
+    code.extend([0xc6, 0x03, 0x99]); // mov byte [rbx], 0x99
+    code.extend([0x8a, 0x03]); // mov al, [rbx]
+    code.extend(exit_with_al());
+    let g = guest(&code);
+    let file = g.dir.as_path().join("region");
+    let mut initial = vec![0u8; 1 << 20];
+    initial[0] = 0x42;
+    std::fs::write(&file, &initial).unwrap();
+    let out = run_vmm(&g, &["--region", &format!("name=ro,size=1M,path={},ro", file.display())]);
+    assert_eq!(out.status.code(), Some(0x42), "the guest must read the old byte: {}", stderr(&out));
+    assert!(stderr(&out).contains("region 'ro' is read-only in this VM: dropped a 1-byte guest write at offset 0x0"));
+    assert_eq!(std::fs::read(&file).unwrap()[0], 0x42, "the region is unchanged");
+}
+
+#[test]
+fn memfd_region_is_readable_and_writable() {
+    let mut code = bar2_address_into_rbx();
+    code.extend([0xc6, 0x43, 0x10, 0x77]); // mov byte [rbx+16], 0x77
+    code.extend([0x8a, 0x43, 0x10]); // mov al, [rbx+16]
+    code.extend(exit_with_al());
+    let out = run_vmm(&guest(&code), &["--region", "name=m,size=2M"]);
+    assert_eq!(out.status.code(), Some(0x77), "{}", stderr(&out));
+}
+
+#[test]
+fn hugetlb_region_is_readable_and_writable() {
+    const PAGES: u64 = 2;
+    if !reserve_huge_pages(PAGES) {
+        eprintln!("SKIPPED: this host has no free 2 MiB huge pages and they cannot be reserved (not root?)");
+        return;
+    }
+    let mut code = bar2_address_into_rbx();
+    code.extend([0xc6, 0x43, 0x20, 0x66]); // mov byte [rbx+32], 0x66
+    code.extend([0x8a, 0x43, 0x20]); // mov al, [rbx+32]
+    code.extend(exit_with_al());
+    let out = run_vmm(&guest(&code), &["--region", "name=h,size=4M,backing=hugetlbfs,pagesize=2M"]);
+    assert_eq!(out.status.code(), Some(0x66), "{}", stderr(&out));
+}
+
+/// Makes sure `pages` 2 MiB huge pages are free, reserving more as root if needed.
+fn reserve_huge_pages(pages: u64) -> bool {
+    let dir = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let (Some(total), Some(free)) = (read("nr_hugepages"), read("free_hugepages")) else { return false };
+    if free >= pages {
+        return true;
+    }
+    let _ = std::fs::write(format!("{dir}/nr_hugepages"), (total + pages - free).to_string());
+    read("free_hugepages").is_some_and(|f| f >= pages)
+}
+
+#[test]
+fn bad_region_specs_exit_2_before_anything_starts() {
+    let g = guest(&exit_with(0));
+    for (spec, message) in [
+        ("name=db,size=3M", "not a power of two"),
+        ("name=db", "no size="),
+        ("name=db,size=4M,backing=hugetlbfs,pagesize=4K", "pagesize=2M or pagesize=1G"),
+        ("name=db,size=4M,shape=round", "unknown item 'shape=round'"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
+            .args(["run", "--memory", "64M", "--kernel"])
+            .arg(&g.kernel)
+            .args(["--region", spec])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{spec}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{spec}: {}", stderr(&out));
+    }
+}
