@@ -30,6 +30,8 @@ impl std::str::FromStr for SerialTarget {
 /// One VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The VM's name in a fleet (prefixes its console lines on stdout).
+    pub name: Option<String>,
     /// ELF vmlinux or bzImage.
     pub kernel: PathBuf,
     /// Initramfs.
@@ -97,6 +99,7 @@ impl VmConfig {
     /// A VM booting `kernel` with the defaults: 1 vCPU, 512 MiB, console on stdout.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
+            name: None,
             kernel: kernel.into(),
             initrd: None,
             cmdline: None,

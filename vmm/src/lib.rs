@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod config;
 pub mod devices;
+pub mod fleet;
 pub mod host;
 pub mod logger;
 pub mod memory;

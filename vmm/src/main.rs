@@ -28,6 +28,15 @@ struct Cli {
 enum Command {
     /// Boot one VM; exit with the guest command's status.
     Run(RunArgs),
+    /// Launch the VMs and shared regions of a fleet file; exit 0 when every VM's status is 0,
+    /// else with the first non-zero status in file order.
+    Launch(LaunchArgs),
+}
+
+#[derive(clap::Args)]
+struct LaunchArgs {
+    /// The fleet file (TOML).
+    fleet: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -99,27 +108,70 @@ fn main() -> ExitCode {
         (false, _) => log::LevelFilter::Debug,
     };
     vmm::logger::init(level);
-    let Command::Run(args) = cli.command;
-    match vmm::vmm::run(&vm_config(args)) {
-        Ok(outcome) => {
-            let reason = &outcome.reason;
-            if reason.is_failure() {
-                log::error!("{reason}");
-            } else {
-                log::info!("{reason}");
+    match cli.command {
+        Command::Run(args) => match vmm::vmm::run(&vm_config(args)) {
+            Ok(outcome) => {
+                report("", &outcome);
+                ExitCode::from(outcome.reason.exit_status())
             }
-            log::info!(
-                "ran {:.1} s (first KVM_RUN after {:.1} ms); exits: {}; unclaimed port accesses {}",
-                outcome.elapsed.as_secs_f64(),
-                outcome.first_run.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-                outcome.counters,
-                outcome.unclaimed_ports
-            );
-            ExitCode::from(reason.exit_status())
-        }
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Launch(args) => launch(&args),
+    }
+}
+
+/// Logs how a VM ended (`who` names it in a fleet).
+fn report(who: &str, outcome: &vmm::vmm::Outcome) {
+    let reason = &outcome.reason;
+    if reason.is_failure() {
+        log::error!("{who}{reason}");
+    } else {
+        log::info!("{who}{reason}");
+    }
+    log::info!(
+        "{who}ran {:.1} s (first KVM_RUN after {:.1} ms); exits: {}; unclaimed port accesses {}",
+        outcome.elapsed.as_secs_f64(),
+        outcome.first_run.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        outcome.counters,
+        outcome.unclaimed_ports
+    );
+}
+
+fn launch(args: &LaunchArgs) -> ExitCode {
+    let fleet = match vmm::fleet::Fleet::load(&args.fleet) {
+        Ok(fleet) => fleet,
         Err(e) => {
             log::error!("{e}");
-            ExitCode::from(EXIT_USAGE)
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let results = match vmm::fleet::launch(&fleet) {
+        Ok(results) => results,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut status = 0u8;
+    for (name, result) in &results {
+        let who = format!("vm '{name}': ");
+        match result {
+            Ok(outcome) => {
+                report(&who, outcome);
+                if status == 0 {
+                    status = outcome.reason.exit_status();
+                }
+            }
+            Err(e) => {
+                log::error!("{who}{e}");
+                if status == 0 {
+                    status = EXIT_USAGE;
+                }
+            }
         }
     }
+    ExitCode::from(status)
 }

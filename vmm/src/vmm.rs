@@ -182,14 +182,42 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &vm_memory::GuestMemoryMmap) -> 
     Ok(vm)
 }
 
-/// Console output sink for the configured target.
-fn console_sink(target: &SerialTarget) -> Result<Box<dyn Write + Send>, VmmError> {
+/// Console output sink for the configured target; on stdout, lines of a named VM (in a
+/// fleet) start with `[name] `.
+fn console_sink(target: &SerialTarget, name: Option<&str>) -> Result<Box<dyn Write + Send>, VmmError> {
     Ok(match target {
-        SerialTarget::Stdout => Box::new(io::stdout()),
+        SerialTarget::Stdout => match name {
+            Some(name) => Box::new(LinePrefix { prefix: format!("[{name}] "), at_line_start: true, out: io::stdout() }),
+            None => Box::new(io::stdout()),
+        },
         SerialTarget::File(path) => {
             Box::new(File::create(path).map_err(io_err(format!("--serial {}", path.display())))?)
         }
     })
+}
+
+/// Writes `prefix` at the start of every line.
+struct LinePrefix<W: Write> {
+    prefix: String,
+    at_line_start: bool,
+    out: W,
+}
+
+impl<W: Write> Write for LinePrefix<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            if self.at_line_start {
+                self.out.write_all(self.prefix.as_bytes())?;
+            }
+            self.out.write_all(line)?;
+            self.at_line_start = line.ends_with(b"\n");
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Puts a terminal stdin in non-canonical, no-echo mode (keys reach the guest as typed;
@@ -228,7 +256,7 @@ impl Drop for TerminalGuard {
 
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) and returns a
 /// signalfd that receives them.
-fn signal_fd() -> Result<OwnedFd, VmmError> {
+pub fn signal_fd() -> Result<OwnedFd, VmmError> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t; these calls only edit it and this thread's mask.
@@ -246,8 +274,15 @@ fn signal_fd() -> Result<OwnedFd, VmmError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Reads one signal number from a signalfd.
+pub fn read_signal(signals: &OwnedFd) -> Option<i32> {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    let n = File::from(signals.try_clone().ok()?).read(&mut info).ok()?;
+    (n == info.len()).then(|| u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32)
+}
+
 /// Unblocks SIGINT/SIGTERM again (after the VM is done).
-fn unblock_signals() {
+pub fn unblock_signals() {
     // SAFETY: as in `signal_fd`, on a local sigset_t.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -261,7 +296,7 @@ fn unblock_signals() {
 /// The main loop's events: stop requests, SIGINT/SIGTERM, the timeout.
 struct Control {
     stop: Arc<StopSignal>,
-    signals: OwnedFd,
+    signals: Option<OwnedFd>,
     timer: Option<(TimerFd, u64)>,
 }
 
@@ -270,13 +305,9 @@ impl MutEventSubscriber for Control {
         let fd = events.fd();
         if fd == self.stop.event().as_raw_fd() {
             let _ = self.stop.event().read();
-        } else if fd == self.signals.as_raw_fd() {
-            let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            if let Ok(n) = File::from(self.signals.try_clone().expect("dup signalfd")).read(&mut info) {
-                if n == info.len() {
-                    let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                    self.stop.stop(StopReason::Signal(signo as i32));
-                }
+        } else if let Some(signals) = self.signals.as_ref().filter(|s| s.as_raw_fd() == fd) {
+            if let Some(signo) = read_signal(signals) {
+                self.stop.stop(StopReason::Signal(signo));
             }
         } else if let Some((timer, seconds)) = self.timer.as_mut() {
             if fd == timer.as_raw_fd() {
@@ -293,7 +324,9 @@ impl MutEventSubscriber for Control {
             }
         };
         watch(ops, self.stop.event().as_raw_fd());
-        watch(ops, self.signals.as_raw_fd());
+        if let Some(signals) = &self.signals {
+            watch(ops, signals.as_raw_fd());
+        }
         if let Some((timer, _)) = &self.timer {
             watch(ops, timer.as_raw_fd());
         }
@@ -341,12 +374,20 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
     let specs: Vec<RegionSpec> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
     let shared = map_regions(&specs)?;
-    run_with_regions(config, &shared)
+    let stop = Arc::new(StopSignal::new().map_err(io_err("eventfd"))?);
+    run_with_regions(config, &shared, stop, true)
 }
 
 /// Boots the VM described by `config` with its regions already mapped (`shared`, found by
-/// name: one mapping serves every VM of the process), and runs it until it stops.
-pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Result<Outcome, VmmError> {
+/// name: one mapping serves every VM of the process), and runs it until it stops, or until
+/// someone else raises `stop`. With `own_signals`, SIGINT and SIGTERM stop it; otherwise
+/// the caller handles them (and must have blocked them in this thread).
+pub fn run_with_regions(
+    config: &VmConfig,
+    shared: &[Arc<SharedRegion>],
+    stop: Arc<StopSignal>,
+    own_signals: bool,
+) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     config.validate()?;
     let software_hypervisor = config.software_hypervisor.resolve();
@@ -373,14 +414,13 @@ pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Resu
         None => Symbols::beside(&config.kernel).map(Arc::new),
     };
 
-    let stop = Arc::new(StopSignal::new().map_err(io_err("eventfd"))?);
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     if config.irqchip {
         vm.register_irqfd(&serial_irq, serial::COM1_IRQ).map_err(kvm_err("KVM_IRQFD (serial)"))?;
     }
     let serial_device = Arc::new(Mutex::new(SerialDevice::new(
         serial_irq,
-        ConsoleOutput::new(console_sink(&config.serial)?, stop.clone()),
+        ConsoleOutput::new(console_sink(&config.serial, config.name.as_deref())?, stop.clone()),
     )));
     let mut bus = PioBus::default();
     bus.insert(serial::COM1_BASE, serial::COM1_LEN, serial_device.clone())?;
@@ -391,7 +431,7 @@ pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Resu
     bus.insert(pci::CONFIG_PORT, pci::CONFIG_PORTS_LEN, Arc::new(Mutex::new(PciConfigIo::new(pci_bus.clone()))))?;
     let bus = Arc::new(bus);
 
-    let signals = signal_fd()?;
+    let signals = if own_signals { Some(signal_fd()?) } else { None };
     vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler).map_err(|e| VmmError::Io {
         what: "registering the vCPU kick signal".into(),
         source: io::Error::from_raw_os_error(e.errno()),
@@ -436,7 +476,7 @@ pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Resu
             cmdline::SOFTWARE_HYPERVISOR
         );
     }
-    let _terminal = (config.serial == SerialTarget::Stdout).then(TerminalGuard::new).flatten();
+    let _terminal = (own_signals && config.serial == SerialTarget::Stdout).then(TerminalGuard::new).flatten();
     let mut events: EventManager<Box<dyn MutEventSubscriber + Send>> =
         EventManager::new().map_err(VmmError::EventManager)?;
     events.add_subscriber(Box::new(Control { stop: stop.clone(), signals, timer }));
@@ -464,7 +504,9 @@ pub fn run_with_regions(config: &VmConfig, shared: &[Arc<SharedRegion>]) -> Resu
     }
     let elapsed = start.elapsed();
     stop_vcpus(threads);
-    unblock_signals();
+    if own_signals {
+        unblock_signals();
+    }
     if let Ok(mut serial) = serial_device.lock() {
         let _ = serial.flush_console();
     }

@@ -27,7 +27,8 @@ fn test_kernel_runs_kunit_under_kvm() {
     let log = console_path("ktest-kvm");
     let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
         .args(["run", "--cpus", "2", "--memory", "256M", "--timeout", "900"])
-        .args(["--cmdline", "kunit_shutdown=reboot", "--serial"])
+        .args(["--cmdline", "kunit_shutdown=reboot"])
+        .args(["--region", "name=db,size=16M", "--region", "name=ref,size=4M,ro", "--serial"])
         .arg(&log)
         .arg("--kernel")
         .arg(kernel)

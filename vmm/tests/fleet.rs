@@ -1,0 +1,92 @@
+//! Fleets of tiny guests in one VMM process sharing a region: what one VM writes another
+//! reads, a read-only VM's write reaches nobody, and bad fleet files stop everything.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output};
+
+/// rbx = BAR2 of 00:01.0 (as in regions.rs, condensed: the low half is enough below 4 GiB).
+fn bar2_into_rbx() -> Vec<u8> {
+    let mut v = mov_dx(0xcf8);
+    v.push(0xb8);
+    v.extend((0x8000_0000u32 | 1 << 11 | 6 << 2).to_le_bytes());
+    v.push(0xef);
+    v.extend(mov_dx(0xcfc));
+    v.push(0xed); // in eax, dx
+    v.extend([0x25, 0xf0, 0xff, 0xff, 0xff]); // and eax, ~0xf
+    v.extend([0x48, 0x89, 0xc3]); // mov rbx, rax
+    v
+}
+
+fn write_elf(dir: &std::path::Path, name: &str, code: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, tiny_elf(code)).unwrap();
+    path.display().to_string()
+}
+
+fn launch(fleet: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mshare-vmm")).arg("launch").arg(fleet).output().unwrap()
+}
+
+#[test]
+fn one_vm_writes_another_reads_a_read_only_vm_changes_nothing() {
+    let g = guest(&[]);
+    let dir = g.dir.as_path();
+    let mut writer = bar2_into_rbx();
+    writer.extend([0xc6, 0x03, 0xab]); // mov byte [rbx], 0xab
+    writer.extend([0xc6, 0x43, 0x08, 0x01]); // mov byte [rbx+8], 1: the data is there
+    writer.extend(exit_with(0));
+    let mut reader = bar2_into_rbx();
+    reader.extend([0x8a, 0x43, 0x08, 0x84, 0xc0, 0x74, 0xf9]); // wait until [rbx+8] != 0
+    reader.extend([0x8a, 0x03]); // mov al, [rbx]
+    reader.extend(exit_with_al());
+    let mut read_only = bar2_into_rbx();
+    read_only.extend([0xc6, 0x43, 0x10, 0xee]); // mov byte [rbx+16], 0xee
+    read_only.extend([0x8a, 0x43, 0x10]); // mov al, [rbx+16]
+    read_only.extend(exit_with_al());
+    let region_file = dir.join("shared");
+    let vm = |name: &str, kernel: String, access: &str| {
+        format!("[[vm]]\nname = \"{name}\"\nkernel = \"{kernel}\"\nmemory = \"64M\"\ntimeout = 30\nserial = \"{name}.console\"\nregions = [{{ name = \"db\", access = \"{access}\" }}]\n\n")
+    };
+    let fleet = format!(
+        "[[region]]\nname = \"db\"\nsize = \"2M\"\nbacking = \"path\"\npath = \"{}\"\n\n{}{}{}",
+        region_file.display(),
+        vm("reader", write_elf(dir, "reader.elf", &reader), "rw"),
+        vm("writer", write_elf(dir, "writer.elf", &writer), "rw"),
+        vm("viewer", write_elf(dir, "viewer.elf", &read_only), "ro"),
+    );
+    let fleet_path = dir.join("fleet.toml");
+    std::fs::write(&fleet_path, fleet).unwrap();
+    let out = launch(&fleet_path);
+    let err = stderr(&out);
+    assert!(err.contains("vm 'reader': the guest exited with status 171"), "reader must see 0xab: {err}");
+    assert!(err.contains("vm 'writer': the guest exited with status 0"), "{err}");
+    assert!(err.contains("vm 'viewer': the guest exited with status 0"), "the read-only VM reads back 0: {err}");
+    assert!(err.contains("region 'db' is read-only in this VM: dropped"), "{err}");
+    assert_eq!(out.status.code(), Some(171), "first non-zero status in file order: {err}");
+    let bytes = std::fs::read(&region_file).unwrap();
+    assert_eq!((bytes[0], bytes[8], bytes[16]), (0xab, 1, 0), "the read-only write never reached the region");
+}
+
+#[test]
+fn a_bad_fleet_file_starts_nothing_and_exits_2() {
+    let g = guest(&exit_with(0));
+    let fleet_path = g.dir.as_path().join("bad.toml");
+    let marker = g.dir.as_path().join("created-by-region");
+    std::fs::write(
+        &fleet_path,
+        format!(
+            "[[region]]\nname = \"db\"\nsize = \"2M\"\npath = \"{}\"\n\n[[vm]]\nname = \"a\"\nkernel = \"{}\"\nregions = [{{ name = \"dbx\" }}]\n",
+            marker.display(),
+            g.kernel.display()
+        ),
+    )
+    .unwrap();
+    let out = launch(&fleet_path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("vm 'a': attaches region 'dbx', which no [[region]] defines (defined: db)"), "{err}");
+    assert!(!marker.exists(), "nothing may be created before the whole file is valid");
+}
