@@ -226,9 +226,12 @@ impl Fleet {
     }
 }
 
+/// How one VM of a fleet ended: its name and its outcome (or why it could not start).
+pub type VmResult = (String, Result<Outcome, VmmError>);
+
 /// Launches every VM of `fleet` in this process and waits for all of them. SIGINT and
 /// SIGTERM stop them all. Returns each VM's name and outcome, in file order.
-pub fn launch(fleet: &Fleet) -> Result<Vec<(String, Result<Outcome, VmmError>)>, VmmError> {
+pub fn launch(fleet: &Fleet) -> Result<Vec<VmResult>, VmmError> {
     let shared = vmm::map_regions(&fleet.regions)?;
     // Blocked here, inherited by every VM and vCPU thread: only this thread sees them.
     let signals = vmm::signal_fd()?;
