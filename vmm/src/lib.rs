@@ -16,6 +16,7 @@ pub mod host;
 pub mod logger;
 pub mod memory;
 pub mod regions;
+pub mod stats;
 pub mod stop;
 pub mod symbols;
 pub mod vcpu;

@@ -37,6 +37,9 @@ enum Command {
 struct LaunchArgs {
     /// The fleet file (TOML).
     fleet: PathBuf,
+    /// Write the run's statistics (per VM and per region) as JSON here.
+    #[arg(long, value_name = "PATH")]
+    stats_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +71,9 @@ struct RunArgs {
     /// System.map for naming kernel functions in error reports (default: beside --kernel).
     #[arg(long)]
     system_map: Option<PathBuf>,
+    /// Write the run's statistics as JSON here.
+    #[arg(long, value_name = "PATH")]
+    stats_json: Option<PathBuf>,
     /// A shared region to attach, as an ivshmem PCI device (repeatable):
     /// name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE][,ro]
     #[arg(long = "region", value_name = "SPEC", value_parser = region_arg)]
@@ -109,16 +115,25 @@ fn main() -> ExitCode {
     };
     vmm::logger::init(level);
     match cli.command {
-        Command::Run(args) => match vmm::vmm::run(&vm_config(args)) {
-            Ok(outcome) => {
-                report("", &outcome);
-                ExitCode::from(outcome.reason.exit_status())
+        Command::Run(args) => {
+            let stats_json = args.stats_json.clone();
+            let config = vm_config(args);
+            match vmm::vmm::run(&config) {
+                Ok(outcome) => {
+                    report("", &outcome);
+                    let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
+                    if let Err(e) = write_stats(stats_json.as_deref(), &[("vm", &outcome)], &regions) {
+                        log::error!("{e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                    ExitCode::from(outcome.reason.exit_status())
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
             }
-            Err(e) => {
-                log::error!("{e}");
-                ExitCode::from(EXIT_USAGE)
-            }
-        },
+        }
         Command::Launch(args) => launch(&args),
     }
 }
@@ -138,6 +153,19 @@ fn report(who: &str, outcome: &vmm::vmm::Outcome) {
         outcome.counters,
         outcome.unclaimed_ports
     );
+    log::info!("{who}{}", vmm::stats::summary_line(outcome));
+}
+
+/// Writes the JSON statistics if asked to.
+fn write_stats(
+    path: Option<&std::path::Path>,
+    vms: &[(&str, &vmm::vmm::Outcome)],
+    regions: &[vmm::regions::RegionSpec],
+) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let json = vmm::stats::report_json(vms, regions);
+    let text = serde_json::to_string_pretty(&json).map_err(|e| format!("--stats-json: {e}"))?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("--stats-json {}: {e}", path.display()))
 }
 
 fn launch(args: &LaunchArgs) -> ExitCode {
@@ -172,6 +200,12 @@ fn launch(args: &LaunchArgs) -> ExitCode {
                 }
             }
         }
+    }
+    let finished: Vec<(&str, &vmm::vmm::Outcome)> =
+        results.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| (name.as_str(), o))).collect();
+    if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions) {
+        log::error!("{e}");
+        return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::from(status)
 }

@@ -123,6 +123,14 @@ pub struct Outcome {
     pub software_hypervisor: bool,
     /// Per attached region: name, where BAR2 was at the end, counters.
     pub regions: Vec<RegionUse>,
+    /// KVM's binary statistics of the VM at its stop (None: the host has no stats fd).
+    pub kvm_stats: Option<std::collections::BTreeMap<String, u64>>,
+    /// The VMM process's smaps_rollup (KiB) when this VM stopped, guest RAM still mapped.
+    pub host_memory: std::collections::BTreeMap<String, u64>,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// vCPUs.
+    pub cpus: u8,
 }
 
 /// One region as one VM used it.
@@ -187,7 +195,7 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &vm_memory::GuestMemoryMmap) -> 
 fn console_sink(target: &SerialTarget, name: Option<&str>) -> Result<Box<dyn Write + Send>, VmmError> {
     Ok(match target {
         SerialTarget::Stdout => match name {
-            Some(name) => Box::new(LinePrefix { prefix: format!("[{name}] "), at_line_start: true, out: io::stdout() }),
+            Some(name) => Box::new(LinePrefix { prefix: format!("[{name}] "), line: Vec::new(), out: io::stdout() }),
             None => Box::new(io::stdout()),
         },
         SerialTarget::File(path) => {
@@ -196,26 +204,39 @@ fn console_sink(target: &SerialTarget, name: Option<&str>) -> Result<Box<dyn Wri
     })
 }
 
-/// Writes `prefix` at the start of every line.
+/// Writes whole lines, each starting with `prefix`, so that the consoles of several VMs
+/// sharing stdout interleave by line, not by byte.
 struct LinePrefix<W: Write> {
     prefix: String,
-    at_line_start: bool,
+    line: Vec<u8>,
     out: W,
+}
+
+impl<W: Write> LinePrefix<W> {
+    fn emit(&mut self) -> io::Result<()> {
+        let mut whole = Vec::with_capacity(self.prefix.len() + self.line.len());
+        whole.extend_from_slice(self.prefix.as_bytes());
+        whole.append(&mut self.line);
+        self.out.write_all(&whole)
+    }
 }
 
 impl<W: Write> Write for LinePrefix<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for line in buf.split_inclusive(|b| *b == b'\n') {
-            if self.at_line_start {
-                self.out.write_all(self.prefix.as_bytes())?;
+        for &b in buf {
+            self.line.push(b);
+            if b == b'\n' {
+                self.emit()?;
             }
-            self.out.write_all(line)?;
-            self.at_line_start = line.ends_with(b"\n");
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if !self.line.is_empty() {
+            self.line.push(b'\n');
+            self.emit()?;
+        }
         self.out.flush()
     }
 }
@@ -504,6 +525,8 @@ pub fn run_with_regions(
     }
     let elapsed = start.elapsed();
     stop_vcpus(threads);
+    let kvm_stats = crate::stats::kvm_binary_stats(vm.as_ref());
+    let host_memory = crate::stats::process_memory();
     if own_signals {
         unblock_signals();
     }
@@ -519,6 +542,10 @@ pub fn run_with_regions(
         unclaimed_ports: bus.unclaimed.load(std::sync::atomic::Ordering::Relaxed),
         software_hypervisor,
         regions,
+        kvm_stats,
+        host_memory,
+        memory: config.memory,
+        cpus: config.cpus,
     })
 }
 
@@ -571,7 +598,7 @@ fn attach_regions(
 }
 
 /// Memslots of regions come after the (at most two) RAM slots.
-const REGION_FIRST_SLOT: u32 = 2;
+pub const REGION_FIRST_SLOT: u32 = 2;
 
 /// Kicks every vCPU thread out of KVM_RUN until it has seen the stop and ended.
 fn stop_vcpus(threads: Vec<JoinHandle<()>>) {
@@ -588,5 +615,20 @@ fn stop_vcpus(threads: Vec<JoinHandle<()>>) {
         } else {
             log::warn!("a vCPU thread did not stop within 5 s; leaving it");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_console_writes_whole_lines() {
+        let mut console = LinePrefix { prefix: "[a] ".into(), line: Vec::new(), out: Vec::new() };
+        console.write_all(b"hel").unwrap();
+        assert!(console.out.is_empty(), "nothing before the line is complete");
+        console.write_all(b"lo\nwor").unwrap();
+        console.flush().unwrap();
+        assert_eq!(String::from_utf8(console.out).unwrap(), "[a] hello\n[a] wor\n");
     }
 }

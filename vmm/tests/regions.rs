@@ -178,3 +178,28 @@ fn bad_region_specs_exit_2_before_anything_starts() {
         assert!(stderr(&out).contains(message), "{spec}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn stats_json_lists_memslots_regions_and_kvm_statistics() {
+    let g = guest(&exit_with(0));
+    let json_path = g.dir.as_path().join("stats.json");
+    let out = run_vmm(
+        &g,
+        &["--region", "name=db,size=4M", "--region", "name=r,size=1M,ro", "--stats-json", json_path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let vm = &stats["vms"][0];
+    let slots: Vec<(u64, &str)> = vm["memslots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["guest_address"].as_u64().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(slots, vec![(0, "ram"), (0x400_0000, "region"), (0x440_0000, "region")]);
+    assert_eq!(vm["regions"][1]["read_only"], true);
+    assert!(vm["host_memory_kib_at_stop"]["Rss"].as_u64().unwrap() > 0);
+    assert!(vm["kvm_stats"].is_object(), "this host's KVM has KVM_GET_STATS_FD");
+    assert_eq!(stats["regions"][0]["attached_by"][0], "vm");
+    assert!(stderr(&out).contains("host memory at stop: RSS"), "{}", stderr(&out));
+}
