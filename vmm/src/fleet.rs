@@ -229,9 +229,19 @@ impl Fleet {
 /// How one VM of a fleet ended: its name and its outcome (or why it could not start).
 pub type VmResult = (String, Result<Outcome, VmmError>);
 
+/// How a fleet ended.
+#[derive(Debug)]
+pub struct FleetOutcome {
+    /// Each VM's name and outcome, in file order.
+    pub vms: Vec<VmResult>,
+    /// The process's smaps_rollup (KiB) after every VM stopped, regions still mapped: the
+    /// VMM's own memory plus one copy of each region, whatever the number of VMs.
+    pub host_memory_after: std::collections::BTreeMap<String, u64>,
+}
+
 /// Launches every VM of `fleet` in this process and waits for all of them. SIGINT and
-/// SIGTERM stop them all. Returns each VM's name and outcome, in file order.
-pub fn launch(fleet: &Fleet) -> Result<Vec<VmResult>, VmmError> {
+/// SIGTERM stop them all.
+pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
     let shared = vmm::map_regions(&fleet.regions)?;
     // Blocked here, inherited by every VM and vCPU thread: only this thread sees them.
     let signals = vmm::signal_fd()?;
@@ -265,7 +275,7 @@ pub fn launch(fleet: &Fleet) -> Result<Vec<VmResult>, VmmError> {
         }
     }
     vmm::unblock_signals();
-    Ok(threads
+    let vms = threads
         .into_iter()
         .map(|(name, t)| {
             (
@@ -275,7 +285,10 @@ pub fn launch(fleet: &Fleet) -> Result<Vec<VmResult>, VmmError> {
                 }),
             )
         })
-        .collect())
+        .collect();
+    let host_memory_after = crate::stats::process_memory();
+    drop(shared);
+    Ok(FleetOutcome { vms, host_memory_after })
 }
 
 #[cfg(test)]

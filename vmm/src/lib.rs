@@ -19,5 +19,6 @@ pub mod regions;
 pub mod stats;
 pub mod stop;
 pub mod symbols;
+pub mod tiny;
 pub mod vcpu;
 pub mod vmm;

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
                 Ok(outcome) => {
                     report("", &outcome);
                     let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
-                    if let Err(e) = write_stats(stats_json.as_deref(), &[("vm", &outcome)], &regions) {
+                    if let Err(e) = write_stats(stats_json.as_deref(), &[("vm", &outcome)], &regions, None) {
                         log::error!("{e}");
                         return ExitCode::from(EXIT_USAGE);
                     }
@@ -161,9 +161,10 @@ fn write_stats(
     path: Option<&std::path::Path>,
     vms: &[(&str, &vmm::vmm::Outcome)],
     regions: &[vmm::regions::RegionSpec],
+    host_memory_after: Option<&std::collections::BTreeMap<String, u64>>,
 ) -> Result<(), String> {
     let Some(path) = path else { return Ok(()) };
-    let json = vmm::stats::report_json(vms, regions);
+    let json = vmm::stats::report_json(vms, regions, host_memory_after);
     let text = serde_json::to_string_pretty(&json).map_err(|e| format!("--stats-json: {e}"))?;
     std::fs::write(path, text + "\n").map_err(|e| format!("--stats-json {}: {e}", path.display()))
 }
@@ -184,7 +185,7 @@ fn launch(args: &LaunchArgs) -> ExitCode {
         }
     };
     let mut status = 0u8;
-    for (name, result) in &results {
+    for (name, result) in &results.vms {
         let who = format!("vm '{name}': ");
         match result {
             Ok(outcome) => {
@@ -202,8 +203,15 @@ fn launch(args: &LaunchArgs) -> ExitCode {
         }
     }
     let finished: Vec<(&str, &vmm::vmm::Outcome)> =
-        results.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| (name.as_str(), o))).collect();
-    if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions) {
+        results.vms.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| (name.as_str(), o))).collect();
+    let after = &results.host_memory_after;
+    let kib = |k: &str| after.get(k).copied().unwrap_or(0);
+    log::info!(
+        "fleet: host memory after every VM stopped, regions still mapped: RSS {} MiB, PSS {} MiB",
+        kib("Rss") >> 10,
+        kib("Pss") >> 10
+    );
+    if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions, Some(after)) {
         log::error!("{e}");
         return ExitCode::from(EXIT_USAGE);
     }

@@ -3,10 +3,11 @@
 //! ```text
 //! 0x0000_0000  real-mode IVT/BDA (RAM)
 //! 0x0000_0500  GDT                        0x0000_7000  boot_params (zero page)
-//! 0x0000_8ff0  boot stack (grows down)    0x0000_9000  identity page tables (PML4, PDPT, PD)
+//! 0x0000_8ff0  boot stack (grows down)    0x0000_9000  identity page tables (PML4, PDPT, 4 PDs)
 //! 0x0002_0000  kernel command line        0x0009_fc00  MP table (EBDA), reserved to 1 MiB
 //! 0x0010_0000  RAM: kernel (bzImage at 1 MiB, vmlinux at its physical address), initrd at the top
-//! 0xc000_0000  MMIO gap (1 GiB below 4 GiB): IOAPIC, LAPIC, PCI BARs later
+//! 0xc000_0000  MMIO gap (1 GiB below 4 GiB): PCI BAR0s, IOAPIC, LAPIC
+//! RAM top      region BARs (64-bit, prefetchable), each aligned to its size, skipping the gap
 //! 0x1_0000_0000  RAM above the gap, if any
 //! ```
 

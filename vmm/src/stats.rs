@@ -84,8 +84,13 @@ pub fn missing_stage2(stats: Option<&BTreeMap<String, u64>>) -> Vec<&'static str
 }
 
 /// The JSON report of a run: one entry per VM (memslots, exits, regions, KVM statistics,
-/// host memory at its stop) and one per region (size, backing, who attached it).
-pub fn report_json(vms: &[(&str, &crate::vmm::Outcome)], regions: &[crate::regions::RegionSpec]) -> serde_json::Value {
+/// host memory at its stop), one per region (size, backing, who attached it), and for a
+/// fleet the process's memory once every VM stopped.
+pub fn report_json(
+    vms: &[(&str, &crate::vmm::Outcome)],
+    regions: &[crate::regions::RegionSpec],
+    host_memory_after: Option<&BTreeMap<String, u64>>,
+) -> serde_json::Value {
     use serde_json::json;
     use std::sync::atomic::Ordering::Relaxed;
     let vm_entries: Vec<_> = vms
@@ -138,7 +143,7 @@ pub fn report_json(vms: &[(&str, &crate::vmm::Outcome)], regions: &[crate::regio
             json!({"name": r.name, "size": r.size, "backing": format!("{:?}", r.backing), "attached_by": attached})
         })
         .collect();
-    json!({"vms": vm_entries, "regions": region_entries})
+    json!({"vms": vm_entries, "regions": region_entries, "host_memory_kib_after_all_vms": host_memory_after})
 }
 
 /// One line per VM for the log: host memory and the stage-2 counts (or what is missing).

@@ -496,7 +496,7 @@ mod tests {
         long_mode::write_tables(&mem).unwrap();
         let cr0 = 1 << 31;
         assert_eq!(translate(&mem, cr0, 0x9000, 0, 0x0123_4567), Some(0x0123_4567));
-        assert_eq!(translate(&mem, cr0, 0x9000, 0, 0x4000_0000), None, "only the first GiB is mapped");
+        assert_eq!(translate(&mem, cr0, 0x9000, 0, 0x1_0000_0000), None, "only the first 4 GiB are mapped");
         assert_eq!(translate(&mem, 0, 0, 0, 0xdead), Some(0xdead), "paging off");
         // A 4 KiB mapping: PD entry 1 -> a page table mapping page 3 to 0x30_0000.
         mem.write_obj(0xc000u64 | 3, GuestAddress(0xb000 + 8)).unwrap();

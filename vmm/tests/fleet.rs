@@ -6,19 +6,6 @@ mod common;
 use common::*;
 use std::process::{Command, Output};
 
-/// rbx = BAR2 of 00:01.0 (as in regions.rs, condensed: the low half is enough below 4 GiB).
-fn bar2_into_rbx() -> Vec<u8> {
-    let mut v = mov_dx(0xcf8);
-    v.push(0xb8);
-    v.extend((0x8000_0000u32 | 1 << 11 | 6 << 2).to_le_bytes());
-    v.push(0xef);
-    v.extend(mov_dx(0xcfc));
-    v.push(0xed); // in eax, dx
-    v.extend([0x25, 0xf0, 0xff, 0xff, 0xff]); // and eax, ~0xf
-    v.extend([0x48, 0x89, 0xc3]); // mov rbx, rax
-    v
-}
-
 fn write_elf(dir: &std::path::Path, name: &str, code: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, tiny_elf(code)).unwrap();
@@ -33,15 +20,15 @@ fn launch(fleet: &std::path::Path) -> Output {
 fn one_vm_writes_another_reads_a_read_only_vm_changes_nothing() {
     let g = guest(&[]);
     let dir = g.dir.as_path();
-    let mut writer = bar2_into_rbx();
+    let mut writer = bar2_address_into_rbx();
     writer.extend([0xc6, 0x03, 0xab]); // mov byte [rbx], 0xab
     writer.extend([0xc6, 0x43, 0x08, 0x01]); // mov byte [rbx+8], 1: the data is there
     writer.extend(exit_with(0));
-    let mut reader = bar2_into_rbx();
+    let mut reader = bar2_address_into_rbx();
     reader.extend([0x8a, 0x43, 0x08, 0x84, 0xc0, 0x74, 0xf9]); // wait until [rbx+8] != 0
     reader.extend([0x8a, 0x03]); // mov al, [rbx]
     reader.extend(exit_with_al());
-    let mut read_only = bar2_into_rbx();
+    let mut read_only = bar2_address_into_rbx();
     read_only.extend([0xc6, 0x43, 0x10, 0xee]); // mov byte [rbx+16], 0xee
     read_only.extend([0x8a, 0x43, 0x10]); // mov al, [rbx+16]
     read_only.extend(exit_with_al());

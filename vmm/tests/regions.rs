@@ -8,42 +8,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// `mov dx, 0xcf8; mov eax, addr; out dx, eax; mov dx, 0xcfc; in eax, dx` for 00:slot.0 `reg`.
-fn config_read(slot: u32, reg: u32) -> Vec<u8> {
-    let mut v = mov_dx(0xcf8);
-    v.push(0xb8);
-    v.extend((0x8000_0000u32 | slot << 11 | reg << 2).to_le_bytes());
-    v.push(0xef);
-    v.extend(mov_dx(0xcfc));
-    v.push(0xed);
-    v
-}
-
-/// Writes `value` to register `reg` of 00:slot.0.
-fn config_write(slot: u32, reg: u32, value: u32) -> Vec<u8> {
-    let mut v = mov_dx(0xcf8);
-    v.push(0xb8);
-    v.extend((0x8000_0000u32 | slot << 11 | reg << 2).to_le_bytes());
-    v.push(0xef);
-    v.extend(mov_dx(0xcfc));
-    v.push(0xb8);
-    v.extend(value.to_le_bytes());
-    v.push(0xef);
-    v
-}
-
-/// rbx = the address in BAR2 of 00:01.0, read from its configuration space.
-fn bar2_address_into_rbx() -> Vec<u8> {
-    let mut v = config_read(1, 6);
-    v.extend([0x25, 0xf0, 0xff, 0xff, 0xff]); // and eax, 0xfffffff0
-    v.extend([0x89, 0xc3]); // mov ebx, eax
-    v.extend(config_read(1, 7));
-    v.extend([0x48, 0xc1, 0xe0, 0x20]); // shl rax, 32
-    v.extend([0x48, 0x09, 0xd8]); // or rax, rbx
-    v.extend([0x48, 0x89, 0xc3]); // mov rbx, rax
-    v
-}
-
 #[test]
 fn guest_finds_the_device_and_its_writes_reach_the_backing_file() {
     // The guest reads its vendor/device ID and writes it at the start of BAR2.

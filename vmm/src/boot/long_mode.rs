@@ -1,7 +1,9 @@
 //! What a vCPU needs to enter a kernel in 64-bit mode: a GDT with the boot code and data
 //! segments Linux expects (`__BOOT_CS` = 0x10, `__BOOT_DS` = 0x18), an empty IDT, and
-//! identity page tables for the first GiB (2 MiB pages), then the special registers that
-//! point at them.
+//! identity page tables for the first 4 GiB (2 MiB pages: RAM below the MMIO gap, the gap,
+//! and region BARs placed just above small guests' RAM), then the special registers that
+//! point at them. Linux replaces these tables at once; they matter for its first
+//! instructions and for tiny test guests.
 
 use crate::memory::{GDT_START, IDT_START, PML4_START};
 use kvm_bindings::{kvm_segment, kvm_sregs};
@@ -68,6 +70,9 @@ pub fn segment_from_entry(entry: u64, selector: u16) -> kvm_segment {
     }
 }
 
+/// GiB identity-mapped at entry: one page directory each, after the PML4 and the PDPT.
+const IDENTITY_MAPPED_GIB: u64 = 4;
+
 /// Writes the GDT, an empty IDT and the identity page tables into guest memory.
 pub fn write_tables(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryError> {
     for (i, entry) in GDT.iter().enumerate() {
@@ -75,11 +80,14 @@ pub fn write_tables(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryE
     }
     mem.write_obj(0u64, IDT_START)?;
     let pdpt = PML4_START.0 + 0x1000;
-    let pd = PML4_START.0 + 0x2000;
     mem.write_obj(pdpt | PTE_PRESENT_RW, PML4_START)?;
-    mem.write_obj(pd | PTE_PRESENT_RW, GuestAddress(pdpt))?;
-    for i in 0..512u64 {
-        mem.write_obj((i << 21) | PDE_LARGE | PTE_PRESENT_RW, GuestAddress(pd + i * 8))?;
+    for gib in 0..IDENTITY_MAPPED_GIB {
+        let pd = PML4_START.0 + 0x2000 + gib * 0x1000;
+        mem.write_obj(pd | PTE_PRESENT_RW, GuestAddress(pdpt + gib * 8))?;
+        for i in 0..512u64 {
+            let addr = (gib << 30) | (i << 21);
+            mem.write_obj(addr | PDE_LARGE | PTE_PRESENT_RW, GuestAddress(pd + i * 8))?;
+        }
     }
     Ok(())
 }
@@ -130,13 +138,17 @@ mod tests {
     }
 
     #[test]
-    fn identity_tables_map_the_first_gib_with_2mib_pages() {
+    fn identity_tables_map_4gib_with_2mib_pages() {
         let mem = create_guest_memory(64 << 20).unwrap();
         write_tables(&mem).unwrap();
         let pml4: u64 = mem.read_obj(PML4_START).unwrap();
         assert_eq!(pml4, 0xa003);
         let pde_last: u64 = mem.read_obj(GuestAddress(0xb000 + 511 * 8)).unwrap();
         assert_eq!(pde_last, (511 << 21) | 0x83);
+        let pdpt3: u64 = mem.read_obj(GuestAddress(0xa000 + 3 * 8)).unwrap();
+        assert_eq!(pdpt3, 0xe003);
+        let top: u64 = mem.read_obj(GuestAddress(0xe000 + 511 * 8)).unwrap();
+        assert_eq!(top, (3 << 30) | (511 << 21) | 0x83);
         let gdt2: u64 = mem.read_obj(GuestAddress(0x510)).unwrap();
         assert_eq!(gdt2, GDT[2]);
     }

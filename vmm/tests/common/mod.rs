@@ -5,67 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-
-/// Where the tiny guests' code is loaded and entered.
-const LOAD_ADDR: u64 = 0x10_0000;
-
-/// A minimal ELF64 executable with one PT_LOAD segment holding `code` at [`LOAD_ADDR`].
-pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    const EHDR: usize = 64;
-    const PHDR: usize = 56;
-    let mut elf = Vec::new();
-    elf.extend(b"\x7fELF\x02\x01\x01");
-    elf.resize(16, 0);
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(0x3eu16.to_le_bytes()); // x86-64
-    elf.extend(1u32.to_le_bytes());
-    elf.extend(LOAD_ADDR.to_le_bytes()); // entry
-    elf.extend((EHDR as u64).to_le_bytes()); // phoff
-    elf.extend(0u64.to_le_bytes()); // shoff
-    elf.extend(0u32.to_le_bytes()); // flags
-    elf.extend((EHDR as u16).to_le_bytes());
-    elf.extend((PHDR as u16).to_le_bytes());
-    elf.extend(1u16.to_le_bytes()); // phnum
-    elf.extend([0u8; 6]); // shentsize, shnum, shstrndx
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // R+X
-    elf.extend(((EHDR + PHDR) as u64).to_le_bytes()); // offset
-    elf.extend(LOAD_ADDR.to_le_bytes()); // vaddr
-    elf.extend(LOAD_ADDR.to_le_bytes()); // paddr
-    elf.extend((code.len() as u64).to_le_bytes());
-    elf.extend((code.len() as u64).to_le_bytes());
-    elf.extend(0x1000u64.to_le_bytes());
-    elf.extend(code);
-    elf
-}
-
-/// `mov dx, port`
-pub fn mov_dx(port: u16) -> Vec<u8> {
-    let mut v = vec![0x66, 0xba];
-    v.extend(port.to_le_bytes());
-    v
-}
-
-/// Writes `status` to the exit device, then spins.
-pub fn exit_with(status: u8) -> Vec<u8> {
-    let mut v = mov_dx(0xf4);
-    v.extend([0xb0, status, 0xee, 0xeb, 0xfe]); // mov al, status; out dx, al; jmp $
-    v
-}
-
-/// `out dx, al` of `al` to the exit device (status from a register, not an immediate).
-pub fn exit_with_al() -> Vec<u8> {
-    let mut v = mov_dx(0xf4);
-    v.extend([0xee, 0xeb, 0xfe]);
-    v
-}
-
-/// `mov rax, addr`
-pub fn mov_rax(addr: u64) -> Vec<u8> {
-    let mut v = vec![0x48, 0xb8];
-    v.extend(addr.to_le_bytes());
-    v
-}
+pub use vmm::tiny::*;
 
 /// A tiny guest kernel and its console file, in a temporary directory.
 pub struct Guest {
