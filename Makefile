@@ -12,8 +12,9 @@ help:
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
 	@echo "make image-paths  print KEY=PATH lines for the built images (use with -s)"
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
-	@echo "make bench        benchmarks (today: make bench-boot), report in target/bench/"
+	@echo "make bench        every benchmark below; reports in target/bench/"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
+	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
 
@@ -50,12 +51,15 @@ demo: images
 test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
-bench: bench-boot
+bench: bench-regions bench-boot
 
 bench-boot: images
 	cargo bench --locked -p vmm --bench boot
 
+bench-regions:
+	cargo bench --locked -p vmm --bench regions
+
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: help toolchain images image-paths lint test test-kvm demo bench bench-boot clean-cache
+.PHONY: help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions clean-cache
