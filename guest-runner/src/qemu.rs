@@ -97,6 +97,9 @@ pub struct Boot {
     pub console_log: Option<PathBuf>,
     /// Echo the console to stderr as it arrives.
     pub echo: bool,
+    /// Shared-memory files given to the guest as ivshmem-plain devices (path, size).
+    /// QEMU's microvm has no PCI without ACPI, so a boot with these uses the `pc` machine.
+    pub ivshmem: Vec<(PathBuf, u64)>,
 }
 
 /// What a boot printed and how QEMU ended.
@@ -134,6 +137,7 @@ impl Boot {
             timeout: Duration::from_secs(120),
             console_log: None,
             echo: false,
+            ivshmem: Vec::new(),
         }
     }
 
@@ -165,24 +169,18 @@ impl Boot {
 
     /// The QEMU argument list.
     pub fn qemu_args(&self) -> Result<Vec<String>, QemuError> {
-        let mut args: Vec<String> = [
-            "-M",
-            "microvm,acpi=off",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let machine = if self.ivshmem.is_empty() { "microvm,acpi=off" } else { "pc" };
+        let mut args: Vec<String> = ["-M", machine, "-accel", "tcg", "-cpu", "max", "-nodefaults", "-no-user-config"]
+            .iter()
+            .chain(&["-display", "none", "-serial", "stdio", "-no-reboot"])
+            .map(|s| (*s).to_owned())
+            .collect();
+        for (i, (path, size)) in self.ivshmem.iter().enumerate() {
+            args.push("-object".to_owned());
+            args.push(format!("memory-backend-file,id=ivshmem{i},mem-path={},size={size},share=on", path.display()));
+            args.push("-device".to_owned());
+            args.push(format!("ivshmem-plain,memdev=ivshmem{i}"));
+        }
         args.extend(["-smp".to_owned(), self.cpus.to_string(), "-m".to_owned(), format!("{}M", self.memory_mib)]);
         args.extend(["-kernel".to_owned(), self.kernel.display().to_string()]);
         if let Some(initrd) = &self.initrd {
@@ -364,6 +362,16 @@ mod tests {
         assert!(joined.contains("-M microvm,acpi=off -accel tcg"));
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("-smp 2 -m 512M -kernel /k/vmlinux -initrd /k/initramfs.cpio -append"));
+    }
+
+    #[test]
+    fn ivshmem_needs_the_pc_machine_and_a_shared_backend() {
+        let mut boot = Boot::new("/k/vmlinux");
+        boot.ivshmem = vec![("/dev/shm/db".into(), 4 << 20)];
+        let joined = boot.qemu_args().unwrap().join(" ");
+        assert!(joined.starts_with("-M pc -accel tcg"), "{joined}");
+        assert!(joined.contains("-object memory-backend-file,id=ivshmem0,mem-path=/dev/shm/db,size=4194304,share=on"));
+        assert!(joined.contains("-device ivshmem-plain,memdev=ivshmem0"));
     }
 
     #[test]

@@ -70,3 +70,30 @@ fn test_kernel_runs_kunit_at_boot_and_shuts_down() {
     assert_eq!(suite.subtests.len(), 2);
     assert!(output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
 }
+
+#[test]
+fn ivshmem_plain_device_is_found_read_and_written_under_qemu() {
+    let dir = std::env::temp_dir().join(format!("mshare-ivshmem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backing = dir.join("region");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..19].copy_from_slice(b"hello from the host");
+    std::fs::write(&backing, &bytes).unwrap();
+    let mut boot = guest_boot(
+        "boot-ivshmem",
+        &[
+            "sh",
+            "-c",
+            "ivshmem-probe list && ivshmem-probe read 0 0 19 && ivshmem-probe write 0 4096 'hello from the guest'",
+        ],
+    );
+    boot.ivshmem = vec![(backing.clone(), 4 << 20)];
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert_eq!(run.result.status, 0, "ivshmem-probe failed; console: {console}");
+    assert!(console.lines().any(|l| l.ends_with(" 4194304 - rw")), "QEMU's device has no name capability: {console}");
+    assert!(console.contains("hello from the host"), "{console}");
+    let after = std::fs::read(&backing).unwrap();
+    assert_eq!(&after[4096..4096 + 20], b"hello from the guest");
+    let _ = std::fs::remove_dir_all(&dir);
+}

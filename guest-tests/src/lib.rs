@@ -1,6 +1,8 @@
 //! Shared helpers for the guest programs (they run inside the mshare-vmm guest, statically
 //! linked, with nothing but busybox beside them).
 
+pub mod ivshmem;
+
 use std::fs;
 use std::io;
 use std::path::Path;
