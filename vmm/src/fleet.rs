@@ -291,6 +291,122 @@ pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
     Ok(FleetOutcome { vms, host_memory_after })
 }
 
+/// How one VM process of a `--process-per-vm` fleet ended.
+#[derive(Debug)]
+pub struct VmProcess {
+    /// The VM's name.
+    pub name: String,
+    /// The process's exit status (`None` when a signal ended it).
+    pub status: Option<i32>,
+    /// The statistics it wrote (its `--stats-json`), if any.
+    pub stats: Option<serde_json::Value>,
+}
+
+/// The `mshare-vmm run` arguments of one fleet VM in its own process; regions are passed as
+/// inherited descriptors.
+fn run_args(config: &VmConfig, regions: &[(String, i32)], stats: &Path) -> Vec<String> {
+    let mut args = vec!["run".to_owned(), "--kernel".to_owned(), config.kernel.display().to_string()];
+    if let Some(name) = &config.name {
+        args.extend(["--name".to_owned(), name.clone()]);
+    }
+    if let Some(initrd) = &config.initrd {
+        args.extend(["--initrd".to_owned(), initrd.display().to_string()]);
+    }
+    if let Some(cmdline) = &config.cmdline {
+        args.extend(["--cmdline".to_owned(), cmdline.clone()]);
+    }
+    args.extend(["--cpus".to_owned(), config.cpus.to_string(), "--memory".to_owned(), config.memory.to_string()]);
+    args.extend([
+        "--serial".to_owned(),
+        match &config.serial {
+            SerialTarget::Stdout => "stdout".to_owned(),
+            SerialTarget::File(path) => path.display().to_string(),
+        },
+    ]);
+    if let Some(timeout) = config.timeout {
+        args.extend(["--timeout".to_owned(), timeout.as_secs().to_string()]);
+    }
+    for (spec, attach) in &config.regions {
+        let fd = regions.iter().find(|(name, _)| *name == spec.name).map_or(-1, |(_, fd)| *fd);
+        let ro = if attach.read_only { ",ro" } else { "" };
+        args.extend(["--region".to_owned(), format!("name={},size={},fd={fd}{ro}", spec.name, spec.size)]);
+    }
+    args.extend(["--stats-json".to_owned(), stats.display().to_string()]);
+    if !config.command.is_empty() {
+        args.push("--".to_owned());
+        args.extend(config.command.iter().cloned());
+    }
+    args
+}
+
+/// Launches every VM of `fleet` in a process of its own (this binary's `run`), the regions
+/// created here and handed down as inherited descriptors, so that a crashing or killed VM
+/// process takes nothing else with it. SIGINT and SIGTERM are passed on to every VM process.
+pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProcess>, VmmError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| VmmError::Io { what: what.clone(), source }
+    };
+    let shared = vmm::map_regions(&fleet.regions)?;
+    let mut fds = Vec::new();
+    for region in &shared {
+        let fd = region.backing_fd().ok_or_else(|| VmmError::Io {
+            what: format!("region '{}' has no descriptor to hand down", region.spec.name),
+            source: std::io::Error::other("no fd"),
+        })?;
+        // SAFETY: clears close-on-exec on a descriptor this process owns (the region's).
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(VmmError::Io { what: "fcntl(F_SETFD)".into(), source: std::io::Error::last_os_error() });
+        }
+        fds.push((region.spec.name.clone(), fd));
+    }
+    let exe = std::env::current_exe().map_err(io("finding this executable"))?;
+    let signals = vmm::signal_fd()?;
+    let mut children = Vec::new();
+    for config in &fleet.vms {
+        let name = config.name.clone().unwrap_or_default();
+        let stats = scratch.join(format!("{name}.json"));
+        let child = std::process::Command::new(&exe)
+            .args(run_args(config, &fds, &stats))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(io(&format!("starting the process of vm '{name}'")))?;
+        log::info!("vm '{name}': process {}", child.id());
+        children.push((name, child, stats));
+    }
+    let mut statuses: Vec<Option<Option<i32>>> = vec![None; children.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (i, (_, child, _)) in children.iter_mut().enumerate() {
+            if statuses[i].is_none() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    statuses[i] = Some(status.code());
+                }
+            }
+        }
+        let mut poll = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&signals), events: libc::POLLIN, revents: 0 };
+        // SAFETY: polls one valid fd for 50 ms.
+        if unsafe { libc::poll(&mut poll, 1, 50) } > 0 {
+            if let Some(signo) = vmm::read_signal(&signals) {
+                log::info!("signal {signo}: passing it to every VM process");
+                for (_, child, _) in &children {
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(child.id() as i32, signo) };
+                }
+            }
+        }
+    }
+    vmm::unblock_signals();
+    Ok(children
+        .into_iter()
+        .zip(statuses)
+        .map(|((name, _, stats), status)| VmProcess {
+            name,
+            status: status.flatten(),
+            stats: std::fs::read_to_string(&stats).ok().and_then(|t| serde_json::from_str(&t).ok()),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

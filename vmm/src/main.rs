@@ -40,10 +40,17 @@ struct LaunchArgs {
     /// Write the run's statistics (per VM and per region) as JSON here.
     #[arg(long, value_name = "PATH")]
     stats_json: Option<PathBuf>,
+    /// Run each VM in a process of its own (regions handed down as descriptors), so that a
+    /// VM process that dies takes nothing else with it. The guests see the same devices.
+    #[arg(long)]
+    process_per_vm: bool,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// A name for the VM: its console lines on stdout start with [NAME].
+    #[arg(long)]
+    name: Option<String>,
     /// Kernel: an ELF vmlinux (entered at its 64-bit entry) or a bzImage.
     #[arg(long)]
     kernel: PathBuf,
@@ -103,6 +110,7 @@ fn vm_config(args: RunArgs) -> VmConfig {
     config.system_map = args.system_map;
     config.command = args.command;
     config.regions = args.regions;
+    config.name = args.name;
     config
 }
 
@@ -120,7 +128,8 @@ fn main() -> ExitCode {
             let config = vm_config(args);
             match vmm::vmm::run(&config) {
                 Ok(outcome) => {
-                    report("", &outcome);
+                    let who = config.name.as_ref().map(|n| format!("vm '{n}': ")).unwrap_or_default();
+                    report(&who, &outcome);
                     let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
                     if let Err(e) = write_stats(stats_json.as_deref(), &[("vm", &outcome)], &regions, None) {
                         log::error!("{e}");
@@ -177,6 +186,9 @@ fn launch(args: &LaunchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.process_per_vm {
+        return launch_process_per_vm(&fleet, args.stats_json.as_deref());
+    }
     let results = match vmm::fleet::launch(&fleet) {
         Ok(results) => results,
         Err(e) => {
@@ -214,6 +226,54 @@ fn launch(args: &LaunchArgs) -> ExitCode {
     if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions, Some(after)) {
         log::error!("{e}");
         return ExitCode::from(EXIT_USAGE);
+    }
+    ExitCode::from(status)
+}
+
+fn launch_process_per_vm(fleet: &vmm::fleet::Fleet, stats_json: Option<&std::path::Path>) -> ExitCode {
+    let scratch = match vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-vmm-fleet-") {
+        Ok(dir) => dir,
+        Err(e) => {
+            log::error!("creating a scratch directory: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let processes = match vmm::fleet::launch_process_per_vm(fleet, scratch.as_path()) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut status = 0u8;
+    let mut vms = Vec::new();
+    for p in &processes {
+        match p.status {
+            Some(code) => log::info!("vm '{}': its process exited with status {code}", p.name),
+            None => log::error!("vm '{}': its process was killed by a signal", p.name),
+        }
+        let code = p.status.map_or(125, |c| u8::try_from(c).unwrap_or(125));
+        if status == 0 {
+            status = code;
+        }
+        if let Some(vm) = p.stats.as_ref().and_then(|s| s["vms"].get(0)) {
+            let mut vm = vm.clone();
+            vm["name"] = serde_json::Value::from(p.name.clone());
+            vms.push(vm);
+        }
+    }
+    if let Some(path) = stats_json {
+        let regions: Vec<_> = fleet
+            .regions
+            .iter()
+            .map(|r| serde_json::json!({"name": r.name, "size": r.size, "backing": format!("{:?}", r.backing)}))
+            .collect();
+        let json = serde_json::json!({"process_per_vm": true, "vms": vms, "regions": regions});
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            log::error!("--stats-json {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
     ExitCode::from(status)
 }

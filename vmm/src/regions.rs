@@ -29,6 +29,9 @@ pub enum Backing {
     },
     /// A file (created if missing, extended to the region's size).
     Path(PathBuf),
+    /// A descriptor inherited from the process that launched this one (`--process-per-vm`),
+    /// already sized: a memfd, hugetlb memfd or file opened there.
+    InheritedFd(i32),
 }
 
 /// A region as configured.
@@ -55,7 +58,7 @@ pub struct Attachment {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegionError {
     /// A `--region` spec that does not parse.
-    #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE][,ro])")]
+    #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE|,fd=N][,ro])")]
     Spec {
         /// The spec.
         spec: String,
@@ -131,6 +134,7 @@ impl RegionSpec {
     /// into a region and this VM's attachment of it.
     pub fn parse_flag(spec: &str) -> Result<(RegionSpec, Attachment), RegionError> {
         let err = |problem: String| RegionError::Spec { spec: spec.to_owned(), problem };
+        let mut fd = None;
         let (mut name, mut size, mut backing, mut page_size, mut path, mut read_only) =
             (None, None, None, None, None, false);
         for item in spec.split(',') {
@@ -140,6 +144,7 @@ impl RegionSpec {
                 Some(("backing", v)) => backing = Some(v.to_owned()),
                 Some(("pagesize", v)) => page_size = Some(parse_size(v).map_err(|e| err(e.to_string()))?),
                 Some(("path", v)) => path = Some(PathBuf::from(v)),
+                Some(("fd", v)) => fd = Some(v.parse::<i32>().map_err(|_| err(format!("fd '{v}' is not a number")))?),
                 None if item == "ro" => read_only = true,
                 None if item == "rw" => read_only = false,
                 _ => return Err(err(format!("unknown item '{item}'"))),
@@ -147,7 +152,11 @@ impl RegionSpec {
         }
         let name = name.ok_or_else(|| err("no name=".into()))?;
         let size = size.ok_or_else(|| err("no size=".into()))?;
-        let backing = backing_from(backing.as_deref(), page_size, path).map_err(err)?;
+        let backing = match fd {
+            Some(fd) if backing.is_none() && path.is_none() => Backing::InheritedFd(fd),
+            Some(_) => return Err(err("fd= stands alone: no backing= or path= with it".into())),
+            None => backing_from(backing.as_deref(), page_size, path).map_err(err)?,
+        };
         let region = RegionSpec { name: name.clone(), size, backing };
         Ok((region, Attachment { region: name, read_only }))
     }
@@ -203,8 +212,17 @@ impl SharedRegion {
                 memfd(name, libc::MFD_HUGETLB | size_flag)?
             }
             Backing::Path(path) => open_backing_file(name, path, spec.size)?,
+            Backing::InheritedFd(fd) => {
+                // SAFETY: dup of a descriptor number; the result is checked and then owned.
+                let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if copy < 0 {
+                    return Err(os_error(name, &format!("inherited fd {fd}"), std::io::Error::last_os_error()));
+                }
+                // SAFETY: `copy` is a fresh descriptor nothing else owns.
+                unsafe { File::from_raw_fd(copy) }
+            }
         };
-        if !matches!(spec.backing, Backing::Path(_)) {
+        if matches!(spec.backing, Backing::Memfd | Backing::Hugetlbfs { .. }) {
             file.set_len(spec.size).map_err(|e| os_error(name, "sizing the memfd", e))?;
         }
         let size = usize::try_from(spec.size).map_err(|e| os_error(name, "size", e))?;
@@ -215,6 +233,11 @@ impl SharedRegion {
     /// Host address of the mapping.
     pub fn host_address(&self) -> *mut u8 {
         self.mapping.as_ptr()
+    }
+
+    /// The backing's descriptor (memfd or file), for handing to another process.
+    pub fn backing_fd(&self) -> Option<i32> {
+        self.mapping.file_offset().map(|f| std::os::fd::AsRawFd::as_raw_fd(f.file()))
     }
 
     /// Size in bytes.
@@ -264,6 +287,22 @@ mod tests {
         let (region, attach) = RegionSpec::parse_flag("name=f,size=4M,path=/dev/shm/f,rw").unwrap();
         assert_eq!(region.backing, Backing::Path("/dev/shm/f".into()));
         assert!(!attach.read_only);
+    }
+
+    #[test]
+    fn inherited_descriptors_map_the_same_memory() {
+        let first =
+            SharedRegion::map(&RegionSpec { name: "p".into(), size: 64 << 10, backing: Backing::Memfd }).unwrap();
+        let fd = first.backing_fd().unwrap();
+        let (spec, _) = RegionSpec::parse_flag(&format!("name=p,size=64K,fd={fd}")).unwrap();
+        assert_eq!(spec.backing, Backing::InheritedFd(fd));
+        let second = SharedRegion::map(&spec).unwrap();
+        // SAFETY: writing inside the first 64 KiB mapping.
+        unsafe { *first.host_address().add(10) = 0x3c };
+        let mut byte = [0u8];
+        second.read(10, &mut byte).unwrap();
+        assert_eq!(byte, [0x3c]);
+        assert!(RegionSpec::parse_flag("name=p,size=64K,fd=3,path=/x").is_err());
     }
 
     #[test]

@@ -12,12 +12,32 @@ fn write_elf(dir: &std::path::Path, name: &str, code: &[u8]) -> String {
     path.display().to_string()
 }
 
-fn launch(fleet: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mshare-vmm")).arg("launch").arg(fleet).output().unwrap()
+fn launch(fleet: &std::path::Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mshare-vmm")).arg("launch").arg(fleet).args(extra).output().unwrap()
 }
 
 #[test]
 fn one_vm_writes_another_reads_a_read_only_vm_changes_nothing() {
+    share_through_a_region(&[], true);
+}
+
+#[test]
+fn the_same_with_a_memfd_region() {
+    share_through_a_region(&[], false);
+}
+
+#[test]
+fn the_same_with_a_process_per_vm() {
+    share_through_a_region(&["--process-per-vm"], false);
+    let out = share_through_a_region(&["--process-per-vm"], true);
+    let err = stderr(&out);
+    let pids: Vec<&str> = err.lines().filter(|l| l.contains(": process ")).collect();
+    assert_eq!(pids.len(), 3, "one process per VM: {err}");
+}
+
+/// Writer, reader and read-only viewer in one fleet; with `file`, the region is a file
+/// checked after the VMM exits, else a memfd.
+fn share_through_a_region(extra: &[&str], file: bool) -> Output {
     let g = guest(&[]);
     let dir = g.dir.as_path();
     let mut writer = bar2_address_into_rbx();
@@ -36,24 +56,31 @@ fn one_vm_writes_another_reads_a_read_only_vm_changes_nothing() {
     let vm = |name: &str, kernel: String, access: &str| {
         format!("[[vm]]\nname = \"{name}\"\nkernel = \"{kernel}\"\nmemory = \"64M\"\ntimeout = 30\nserial = \"{name}.console\"\nregions = [{{ name = \"db\", access = \"{access}\" }}]\n\n")
     };
+    let backing = if file {
+        format!("backing = \"path\"\npath = \"{}\"", region_file.display())
+    } else {
+        "backing = \"memfd\"".into()
+    };
     let fleet = format!(
-        "[[region]]\nname = \"db\"\nsize = \"2M\"\nbacking = \"path\"\npath = \"{}\"\n\n{}{}{}",
-        region_file.display(),
+        "[[region]]\nname = \"db\"\nsize = \"2M\"\n{backing}\n\n{}{}{}",
         vm("reader", write_elf(dir, "reader.elf", &reader), "rw"),
         vm("writer", write_elf(dir, "writer.elf", &writer), "rw"),
         vm("viewer", write_elf(dir, "viewer.elf", &read_only), "ro"),
     );
     let fleet_path = dir.join("fleet.toml");
     std::fs::write(&fleet_path, fleet).unwrap();
-    let out = launch(&fleet_path);
+    let out = launch(&fleet_path, extra);
     let err = stderr(&out);
     assert!(err.contains("vm 'reader': the guest exited with status 171"), "reader must see 0xab: {err}");
     assert!(err.contains("vm 'writer': the guest exited with status 0"), "{err}");
     assert!(err.contains("vm 'viewer': the guest exited with status 0"), "the read-only VM reads back 0: {err}");
     assert!(err.contains("region 'db' is read-only in this VM: dropped"), "{err}");
     assert_eq!(out.status.code(), Some(171), "first non-zero status in file order: {err}");
-    let bytes = std::fs::read(&region_file).unwrap();
-    assert_eq!((bytes[0], bytes[8], bytes[16]), (0xab, 1, 0), "the read-only write never reached the region");
+    if file {
+        let bytes = std::fs::read(&region_file).unwrap();
+        assert_eq!((bytes[0], bytes[8], bytes[16]), (0xab, 1, 0), "the read-only write never reached the region");
+    }
+    out
 }
 
 #[test]
@@ -70,7 +97,7 @@ fn a_bad_fleet_file_starts_nothing_and_exits_2() {
         ),
     )
     .unwrap();
-    let out = launch(&fleet_path);
+    let out = launch(&fleet_path, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
