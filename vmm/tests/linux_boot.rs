@@ -79,3 +79,39 @@ fn guest_command_status_becomes_the_vmm_status() {
     assert_eq!(result.module, console::ModuleState::Loaded);
     assert!(console::kernel_problems(&console_text).is_empty());
 }
+
+/// ivshmem-probe under mshare-vmm: the guest finds the region by name, reads what the host
+/// put there and writes back. Guest user space: `make test-kvm` (hardware virtualization).
+#[test]
+#[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
+fn guest_program_reads_and_writes_a_named_region() {
+    let images = images();
+    let log = console_path("ivshmem-kvm");
+    let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-ivshmem-kvm-").unwrap();
+    let backing = dir.as_path().join("region");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..19].copy_from_slice(b"hello from the host");
+    std::fs::write(&backing, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
+        .args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
+        .arg(&log)
+        .arg("--kernel")
+        .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
+        .arg("--initrd")
+        .arg(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")))
+        .args(["--region", &format!("name=db,size=4M,path={}", backing.display())])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "ivshmem-probe list && ivshmem-probe read db 0 19 && ivshmem-probe write db 4096 'hello from the guest'",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let console_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
+    assert!(console_text.contains(" 4194304 db rw"), "the device carries its name");
+    assert!(console_text.contains("hello from the host"));
+    assert_eq!(&std::fs::read(&backing).unwrap()[4096..4116], b"hello from the guest");
+}
