@@ -107,7 +107,7 @@ fn main() {
     for rep in 0..reps {
         eprintln!("boot bench: repetition {}/{reps}: mshare-vmm", rep + 1);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"));
-        cmd.args(["-q", "run", "--cpus", "1", "--memory", &format!("{MEMORY_MIB}M"), "--kernel"])
+        cmd.args(["run", "--cpus", "1", "--memory", &format!("{MEMORY_MIB}M"), "--kernel"])
             .arg(&kernel)
             .arg("--initrd")
             .arg(&initrd);
