@@ -104,7 +104,7 @@ pub fn report_json(
                 .map(|(slot, (addr, size))| json!({"slot": slot, "kind": "ram", "guest_address": addr.0, "size": size}))
                 .collect();
             memslots.extend(o.regions.iter().enumerate().filter_map(|(i, r)| {
-                let addr = r.guest_address?;
+                let addr = r.guest_address()?;
                 Some(json!({"slot": crate::vmm::REGION_FIRST_SLOT as usize + i, "kind": "region", "region": r.name,
                             "guest_address": addr, "size": r.size, "read_only": r.read_only}))
             }));
@@ -125,7 +125,7 @@ pub fn report_json(
                     "unclaimed_ports": o.unclaimed_ports,
                 },
                 "regions": o.regions.iter().map(|r| json!({
-                    "name": r.name, "size": r.size, "read_only": r.read_only, "guest_address": r.guest_address,
+                    "name": r.name, "size": r.size, "read_only": r.read_only, "guest_address": r.guest_address(),
                     "read_only_writes_dropped": r.counters.read_only_writes.load(Relaxed),
                     "memslot_maps": r.counters.memslot_maps.load(Relaxed),
                 })).collect::<Vec<_>>(),

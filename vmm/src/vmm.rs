@@ -142,10 +142,16 @@ pub struct RegionUse {
     pub size: u64,
     /// Whether the VM attached it read-only.
     pub read_only: bool,
-    /// BAR2's guest-physical address at the end (None if the guest turned decoding off).
-    pub guest_address: Option<u64>,
-    /// The device's counters.
+    /// The device's counters, BAR2's address among them.
     pub counters: Arc<IvshmemCounters>,
+}
+
+impl RegionUse {
+    /// BAR2's guest-physical address now (at the end of a run: where the guest left it),
+    /// `None` while the guest has decoding off.
+    pub fn guest_address(&self) -> Option<u64> {
+        self.counters.mapped_at()
+    }
 }
 
 /// Maps every region the configuration names (once each).
@@ -586,13 +592,7 @@ fn attach_regions(
         );
         let counters = device.counters.clone();
         pci_bus.add(Arc::new(Mutex::new(device))).ok_or(VmmError::TooManyRegions(config.regions.len()))?;
-        uses.push(RegionUse {
-            name: region.spec.name.clone(),
-            size: region.size(),
-            read_only,
-            guest_address: Some(addr),
-            counters,
-        });
+        uses.push(RegionUse { name: region.spec.name.clone(), size: region.size(), read_only, counters });
     }
     Ok((pci_bus, uses))
 }

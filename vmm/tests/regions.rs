@@ -63,9 +63,15 @@ fn moving_bar2_moves_the_memslot() {
     code.extend(exit_with(0));
     let g = guest(&code);
     let file = g.dir.as_path().join("region");
-    let out = run_vmm(&g, &["--region", &format!("name=mv,size=1M,path={}", file.display())]);
+    let json = g.dir.as_path().join("stats.json");
+    let region = format!("name=mv,size=1M,path={}", file.display());
+    let out = run_vmm(&g, &["--region", &region, "--stats-json", json.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(&file).unwrap()[8], 0x5d, "the write at the moved BAR reached the region");
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let used = &stats["vms"][0]["regions"][0];
+    assert_eq!(used["guest_address"], u64::from(new_base), "the statistics follow the BAR");
+    assert_eq!(used["memslot_maps"], 2, "mapped at start, then at the new address");
 }
 
 #[test]

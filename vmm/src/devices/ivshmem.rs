@@ -30,12 +30,34 @@ const CAP_VENDOR: u8 = 0x09;
 pub const CAP_FLAG_READ_ONLY: u8 = 1;
 
 /// Counters of one device, shared with the VMM's stats.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IvshmemCounters {
     /// Guest writes to a read-only region (dropped).
     pub read_only_writes: AtomicU64,
     /// Times the memslot was (re)registered.
     pub memslot_maps: AtomicU64,
+    /// Where BAR2's memslot is now ([`NOT_MAPPED`] while decoding is off).
+    pub guest_address: AtomicU64,
+}
+
+/// [`IvshmemCounters::guest_address`] when BAR2 is not mapped.
+pub const NOT_MAPPED: u64 = u64::MAX;
+
+impl Default for IvshmemCounters {
+    fn default() -> Self {
+        Self {
+            read_only_writes: AtomicU64::new(0),
+            memslot_maps: AtomicU64::new(0),
+            guest_address: AtomicU64::new(NOT_MAPPED),
+        }
+    }
+}
+
+impl IvshmemCounters {
+    /// BAR2's current guest-physical address, if mapped.
+    pub fn mapped_at(&self) -> Option<u64> {
+        Some(self.guest_address.load(Ordering::Relaxed)).filter(|a| *a != NOT_MAPPED)
+    }
 }
 
 /// Errors registering BAR2's memslot.
@@ -131,10 +153,12 @@ impl Ivshmem {
         }
         if let Some(old) = self.mapped_at.take() {
             self.set_memslot(old, 0)?;
+            self.counters.guest_address.store(NOT_MAPPED, Ordering::Relaxed);
         }
         if let Some(addr) = want {
             self.set_memslot(addr, self.region.size())?;
             self.counters.memslot_maps.fetch_add(1, Ordering::Relaxed);
+            self.counters.guest_address.store(addr, Ordering::Relaxed);
             self.mapped_at = Some(addr);
         }
         Ok(())
