@@ -53,6 +53,21 @@ fn test_kernel_runs_kunit_under_kvm() {
     );
 }
 
+/// `mshare-vmm run` of the guest image and its initramfs (2 vCPUs, 512 MiB), console to
+/// `log`; the caller adds regions and the guest command.
+fn guest_image_boot(log: &std::path::Path) -> Command {
+    let images = images();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"));
+    cmd.args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
+        .arg(log)
+        .arg("--kernel")
+        .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
+        .arg("--initrd")
+        .arg(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")))
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// The guest image with its initramfs runs a guest command under `mshare-vmm` and the
 /// command's status becomes the VMM's. Guest user space cannot run under this machine's
 /// KVM (kvm_pvm breaks SYSCALL from user mode): `make test-kvm` runs this on hosts with
@@ -60,19 +75,8 @@ fn test_kernel_runs_kunit_under_kvm() {
 #[test]
 #[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
 fn guest_command_status_becomes_the_vmm_status() {
-    let images = images();
     let log = console_path("initramfs-kvm");
-    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
-        .args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
-        .arg(&log)
-        .arg("--kernel")
-        .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
-        .arg("--initrd")
-        .arg(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")))
-        .args(["--", "sh", "-c", "modcheck && exit 7"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = guest_image_boot(&log).args(["--", "sh", "-c", "modcheck && exit 7"]).output().unwrap();
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(out.status.code(), Some(7), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
     let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
@@ -85,20 +89,13 @@ fn guest_command_status_becomes_the_vmm_status() {
 #[test]
 #[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
 fn guest_program_reads_and_writes_a_named_region() {
-    let images = images();
     let log = console_path("ivshmem-kvm");
     let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-ivshmem-kvm-").unwrap();
     let backing = dir.as_path().join("region");
     let mut bytes = vec![0u8; 4 << 20];
     bytes[..19].copy_from_slice(b"hello from the host");
     std::fs::write(&backing, &bytes).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
-        .args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
-        .arg(&log)
-        .arg("--kernel")
-        .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
-        .arg("--initrd")
-        .arg(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")))
+    let out = guest_image_boot(&log)
         .args(["--region", &format!("name=db,size=4M,path={}", backing.display())])
         .args([
             "--",
@@ -106,7 +103,6 @@ fn guest_program_reads_and_writes_a_named_region() {
             "-c",
             "ivshmem-probe list && ivshmem-probe read db 0 19 && ivshmem-probe write db 4096 'hello from the guest'",
         ])
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
