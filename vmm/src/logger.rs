@@ -13,11 +13,14 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        match record.level() {
-            Level::Error => eprintln!("mshare-vmm: error: {}", record.args()),
-            Level::Warn => eprintln!("mshare-vmm: warning: {}", record.args()),
-            _ => eprintln!("mshare-vmm: {}", record.args()),
-        }
+        let line = match record.level() {
+            Level::Error => format!("mshare-vmm: error: {}\n", record.args()),
+            Level::Warn => format!("mshare-vmm: warning: {}\n", record.args()),
+            _ => format!("mshare-vmm: {}\n", record.args()),
+        };
+        // One write per line: the VM processes of a fleet share stderr, and a line written
+        // in pieces would interleave with theirs.
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 
     fn flush(&self) {}
