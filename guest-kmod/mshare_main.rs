@@ -2,10 +2,12 @@
 
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
-//! This is the module's skeleton: it loads, reports its version and the region granule,
-//! and unloads. msharefs, /dev/mshare and the shared page tables build on it.
+//! Today: the region granule, and a PCI driver for the VMM's ivshmem devices
+//! ([`ivshmem`]). msharefs, /dev/mshare and the shared page tables build on it.
 
-use kernel::prelude::*;
+mod ivshmem;
+
+use kernel::{driver, pci, prelude::*};
 
 module! {
     type: Mshare,
@@ -13,6 +15,16 @@ module! {
     authors: ["mshare-vmm developers"],
     description: "Memory regions with page tables shared between processes",
     license: "GPL",
+    params: {
+        selftest_write: u64 {
+            default: 0,
+            description: "Write this non-zero pattern at offset 0 of each writable ivshmem region at probe",
+        },
+        selftest_expect: u64 {
+            default: 0,
+            description: "At probe, wait until offset 0 of each ivshmem region holds this non-zero pattern",
+        },
+    },
 }
 
 /// Version reported at load time and, later, in `mshare_info`.
@@ -38,22 +50,27 @@ fn granule_align(size: u64) -> Result<u64> {
         .ok_or(EINVAL)
 }
 
-struct Mshare;
+#[pin_data(PinnedDrop)]
+struct Mshare {
+    #[pin]
+    ivshmem: driver::Registration<pci::Adapter<ivshmem::IvshmemDriver>>,
+}
 
-impl kernel::Module for Mshare {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+impl kernel::InPlaceModule for Mshare {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         pr_info!(
             "mshare {} loaded (granule {} KiB, {})\n",
             VERSION,
             GRANULE_SIZE >> 10,
             if cfg!(MODULE) { "module" } else { "built-in" }
         );
-        Ok(Mshare)
+        try_pin_init!(Self { ivshmem <- driver::Registration::new(c"mshare-ivshmem", module) })
     }
 }
 
-impl Drop for Mshare {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for Mshare {
+    fn drop(self: Pin<&mut Self>) {
         pr_info!("mshare {} unloaded\n", VERSION);
     }
 }
