@@ -45,7 +45,7 @@ demo: images
 	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && rmmod mshare && echo demo: done"; \
 	echo "== 2. the test kernel under mshare-vmm on this host's KVM (about a minute where KVM emulates guest kernel code)"; \
 	cargo run -q --locked --release -p vmm --bin mshare-vmm -- run --cpus 2 --memory 256M --timeout 600 \
-	    --cmdline kunit_shutdown=reboot --kernel "$$VMLINUX_KTEST"
+	    --kernel "$$VMLINUX_KTEST"
 
 # Guest user space under mshare-vmm: only on hosts whose KVM runs guest kernels in hardware.
 test-kvm: images

@@ -59,7 +59,6 @@ fn a_module_that_is_not_loaded_fails_the_check() {
 fn test_kernel_runs_kunit_at_boot_and_shuts_down() {
     let images = images();
     let mut boot = Boot::new(images.get("VMLINUX_KTEST").unwrap_or_else(|e| panic!("{e}")));
-    boot.cmdline.push("kunit_shutdown=reboot".to_owned());
     boot.console_log = Some(log_path("ktest-tcg"));
     let output = boot.run().unwrap_or_else(|e| panic!("{e}"));
     output.check_clean().unwrap_or_else(|e| panic!("{e}"));

@@ -12,6 +12,9 @@ IMAGES="$REPO_ROOT/images"
 KMOD_SRC="$REPO_ROOT/guest-kmod"
 JOBS=${JOBS:-$(nproc)}
 KMAKE=(make ARCH=x86_64 LLVM=-19)
+# Built into the test kernel's command line: after its KUnit run it resets the machine, so
+# any VMM (QEMU with -no-reboot, mshare-vmm) ends when the tests are done.
+KTEST_CMDLINE="kunit_shutdown=reboot"
 # Files of guest-kmod/ that make up the module (sources, Kbuild, Makefile).
 kmod_files() { (cd "$KMOD_SRC" && git ls-files --cached --others --exclude-standard -- . 2>/dev/null || find . -type f) | LC_ALL=C sort; }
 
@@ -45,7 +48,7 @@ compute_keys() {
     KDIR="$KERNEL_DIR/linux"
     KMOD_KEY=$(kmod_key "$KERNEL_KEY")
     MODULE_DIR="$CACHE_ROOT/module/$KMOD_KEY"
-    KTEST_DIR="$CACHE_ROOT/ktest/$KMOD_KEY"
+    KTEST_DIR="$CACHE_ROOT/ktest/$(printf '%s\n' "$KMOD_KEY" "$KTEST_CMDLINE" | hash_of)"
     PROGRAMS_DIR="$REPO_ROOT/target/guest/x86_64-unknown-linux-gnu/release"
 }
 
@@ -162,6 +165,12 @@ build_ktest_in_work_tree() {
     mkdir -p "$WORK_TREE/drivers/mshare"
     kmod_files | while read -r f; do mkdir -p "$WORK_TREE/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$WORK_TREE/drivers/mshare/$f"; done
     echo 'obj-y += mshare/' >>"$WORK_TREE/drivers/Makefile"
+    (
+        cd "$WORK_TREE"
+        scripts/config --file .config --enable CMDLINE_BOOL --set-str CMDLINE "$KTEST_CMDLINE"
+        run_logged "configuring the test kernel" "$KTEST_DIR/build.log" "${KMAKE[@]}" olddefconfig
+        grep -qxF "CONFIG_CMDLINE=\"$KTEST_CMDLINE\"" .config || die "the test kernel's built-in command line did not stick"
+    )
     log "test kernel $KMOD_KEY: linking the module in (log: $KTEST_DIR/build.log)"
     (cd "$WORK_TREE" && run_logged "the test kernel build" "$KTEST_DIR/build.log" "${KMAKE[@]}" -j"$JOBS" vmlinux)
     grep -q ' __mshare_exit$' "$WORK_TREE/System.map" ||

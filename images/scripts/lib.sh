@@ -9,11 +9,11 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE_ROOT=${MSHARE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mshare-vmm}
 export REPO_ROOT CACHE_ROOT
 
-# Run a long command with its output in LOGFILE; on failure show the tail and point at the log.
+# Run a long command with its output appended to LOGFILE; on failure show the tail and point at the log.
 run_logged() {
     local what=$1 logfile=$2; shift 2
     mkdir -p "$(dirname "$logfile")"
-    if ! "$@" >"$logfile" 2>&1; then
+    if ! "$@" >>"$logfile" 2>&1; then
         tail -n 30 "$logfile" >&2
         die "$what failed; full log: $logfile"
     fi

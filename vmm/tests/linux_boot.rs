@@ -27,7 +27,6 @@ fn test_kernel_runs_kunit_under_kvm() {
     let log = console_path("ktest-kvm");
     let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
         .args(["run", "--cpus", "2", "--memory", "256M", "--timeout", "900"])
-        .args(["--cmdline", "kunit_shutdown=reboot"])
         .args(["--region", "name=db,size=16M", "--region", "name=ref,size=4M,ro", "--serial"])
         .arg(&log)
         .arg("--kernel")
@@ -124,7 +123,7 @@ fn two_linux_vms_exchange_data_through_a_region() {
     let (writer_log, reader_log) = (console_path("xchg-writer"), console_path("xchg-reader"));
     let vm = |name: &str, param: &str, log: &std::path::Path, access: &str| {
         format!(
-            "[[vm]]\nname = \"{name}\"\nkernel = \"{}\"\ncmdline = \"kunit_shutdown=reboot mshare.{param}={PATTERN}\"\n\
+            "[[vm]]\nname = \"{name}\"\nkernel = \"{}\"\ncmdline = \"mshare.{param}={PATTERN}\"\n\
              memory = \"256M\"\ntimeout = 900\nserial = \"{}\"\nregions = [{{ name = \"xchg\", access = \"{access}\" }}]\n\n",
             kernel.display(),
             log.display()
