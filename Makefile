@@ -42,7 +42,7 @@ demo: images
 	@eval "$$($(BUILD) paths)"; set -e; \
 	echo "== 1. guest user space under QEMU TCG: mshare.ko loads, a guest program checks it, it unloads"; \
 	cargo run -q --locked -p guest-runner --bin qemu-run -- --initrd "$$INITRAMFS" "$$VMLINUX" -- \
-	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && rmmod mshare && echo demo: done"; \
+	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && umount /sys/fs/mshare && rmmod mshare && echo demo: done"; \
 	echo "== 2. the test kernel under mshare-vmm on this host's KVM (about a minute where KVM emulates guest kernel code)"; \
 	cargo run -q --locked --release -p vmm --bin mshare-vmm -- run --cpus 2 --memory 256M --timeout 600 \
 	    --kernel "$$VMLINUX_KTEST"

@@ -2,10 +2,12 @@
 
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
-//! Today: the region granule, and a PCI driver for the VMM's ivshmem devices
-//! ([`ivshmem`]). msharefs, /dev/mshare and the shared page tables build on it.
+//! Today: msharefs regions with their sizes ([`msharefs`], with `msharefs_glue.c`), and a
+//! PCI driver for the VMM's ivshmem devices ([`ivshmem`]). Mapping regions, /dev/mshare
+//! and the shared page tables build on them.
 
 mod ivshmem;
+mod msharefs;
 
 use kernel::{driver, pci, prelude::*};
 
@@ -32,16 +34,16 @@ const VERSION: &str = "0.1.0";
 
 /// Regions are sized and aligned in units of one PTE table's reach (512 x 4 KiB = 2 MiB
 /// on x86-64), so that each granule of a region maps through exactly one shared table.
-const GRANULE_SHIFT: u32 = 21;
+pub(crate) const GRANULE_SHIFT: u32 = 21;
 
 /// Size of the region granule in bytes.
-const GRANULE_SIZE: u64 = 1 << GRANULE_SHIFT;
+pub(crate) const GRANULE_SIZE: u64 = 1 << GRANULE_SHIFT;
 
 /// Rounds a requested region size up to whole granules.
 ///
 /// Fails with `EINVAL` for an empty region and for sizes whose rounding would overflow,
 /// as the size ioctls of the upstream series do.
-fn granule_align(size: u64) -> Result<u64> {
+pub(crate) fn granule_align(size: u64) -> Result<u64> {
     if size == 0 {
         return Err(EINVAL);
     }
@@ -52,6 +54,7 @@ fn granule_align(size: u64) -> Result<u64> {
 
 #[pin_data(PinnedDrop)]
 struct Mshare {
+    msharefs: msharefs::Registration,
     #[pin]
     ivshmem: driver::Registration<pci::Adapter<ivshmem::IvshmemDriver>>,
 }
@@ -64,7 +67,10 @@ impl kernel::InPlaceModule for Mshare {
             GRANULE_SIZE >> 10,
             if cfg!(MODULE) { "module" } else { "built-in" }
         );
-        try_pin_init!(Self { ivshmem <- driver::Registration::new(c"mshare-ivshmem", module) })
+        try_pin_init!(Self {
+            msharefs: msharefs::Registration::new()?,
+            ivshmem <- driver::Registration::new(c"mshare-ivshmem", module),
+        })
     }
 }
 

@@ -33,9 +33,12 @@ fn guest_command_status_becomes_the_runs_status() {
 
 #[test]
 fn module_runs_its_kunit_suite_at_load_and_unloads_cleanly() {
-    let run = guest_boot("boot-unload", &["sh", "-c", "rmmod mshare && test ! -e /sys/module/mshare"])
-        .run_command()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let run = guest_boot(
+        "boot-unload",
+        &["sh", "-c", "umount /sys/fs/mshare && rmmod mshare && test ! -e /sys/module/mshare"],
+    )
+    .run_command()
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(run.module_loaded());
     assert_eq!(run.result.status, 0, "rmmod failed or left /sys/module/mshare behind");
     assert!(run.output.console.contains("mshare 0.1.0 unloaded"));
@@ -95,4 +98,18 @@ fn ivshmem_plain_device_is_found_read_and_written_under_qemu() {
     let after = std::fs::read(&backing).unwrap();
     assert_eq!(&after[4096..4096 + 20], b"hello from the guest");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn msharefs_api_suite_passes() {
+    let run = guest_boot("boot-msharefs-api", &["mshare-api"]).run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert!(run.module_loaded());
+    assert_eq!(
+        run.result.status,
+        0,
+        "mshare-api failed: {}",
+        console.lines().filter(|l| l.contains("not ok")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(console.contains("mshare-api: 21 checks, 0 failed"), "{console}");
 }

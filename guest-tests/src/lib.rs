@@ -2,6 +2,7 @@
 //! linked, with nothing but busybox beside them).
 
 pub mod ivshmem;
+pub mod msharefs;
 
 use std::fs;
 use std::io;

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The calls between msharefs_glue.c and the Rust side of mshare (msharefs.rs).
+ * Inodes cross as opaque pointers; Rust only hands them back to the glue.
+ */
+#ifndef MSHARE_MSHAREFS_H
+#define MSHARE_MSHAREFS_H
+
+#include <linux/types.h>
+
+struct inode;
+
+/* Rust: a region per msharefs file. */
+void *mshare_region_new(void);
+void mshare_region_drop(void *region);
+long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned long arg);
+int mshare_region_truncate(void *region, void *inode, loff_t size);
+ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
+
+/* C glue, called from Rust. */
+int msharefs_register(void);
+void msharefs_unregister(void);
+void msharefs_inode_set_size(void *inode, loff_t size);
+
+#endif /* MSHARE_MSHAREFS_H */

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * msharefs: the VFS side of mshare regions, in C only because Rust cannot register a
+ * filesystem in 7.3 (struct fs_context is opaque to its bindings). Each function here is
+ * glue: regions, their sizes and their ioctls live in Rust (msharefs.rs).
+ *
+ * /sys/fs/mshare holds one file per region plus "mshare_info". The root directory is
+ * sticky and world-writable, like /tmp: anyone may create a region, its file mode decides
+ * who may open (attach) it, and only its owner may remove it.
+ */
+#include <linux/fs.h>
+#include <linux/fs_context.h>
+#include <linux/kobject.h>
+#include <linux/module.h>
+#include <linux/pagemap.h>
+#include <linux/sysfs.h>
+
+#include "msharefs.h"
+
+#define MSHAREFS_MAGIC 0x4d534852
+
+/* Called from Rust once a region's size is set. */
+void msharefs_inode_set_size(void *inode, loff_t size)
+{
+	i_size_write(inode, size);
+}
+
+static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_ioctl(inode->i_private, inode, cmd, arg);
+}
+
+static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
+{
+	struct inode *inode = d_inode(dentry);
+	int err = setattr_prepare(idmap, dentry, attr);
+
+	if (err)
+		return err;
+	if (attr->ia_valid & ATTR_SIZE) {
+		err = mshare_region_truncate(inode->i_private, inode, attr->ia_size);
+		if (err)
+			return err;
+	}
+	setattr_copy(idmap, inode, attr);
+	return 0;
+}
+
+static const struct file_operations msharefs_region_fops = {
+	.owner		= THIS_MODULE,
+	.open		= simple_open,
+	.unlocked_ioctl	= msharefs_ioctl,
+};
+
+static const struct inode_operations msharefs_region_iops = {
+	.setattr	= msharefs_setattr,
+	.getattr	= simple_getattr,
+};
+
+static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry,
+			   umode_t mode)
+{
+	struct inode *inode = new_inode(dir->i_sb);
+
+	if (!inode)
+		return -ENOMEM;
+	inode->i_private = mshare_region_new();
+	if (!inode->i_private) {
+		iput(inode);
+		return -ENOMEM;
+	}
+	inode->i_ino = get_next_ino();
+	inode_init_owner(&nop_mnt_idmap, inode, dir, S_IFREG | (mode & 0777));
+	simple_inode_init_ts(inode);
+	inode->i_op = &msharefs_region_iops;
+	inode->i_fop = &msharefs_region_fops;
+	d_make_persistent(dentry, inode);
+	inode_set_mtime_to_ts(dir, inode_set_ctime_current(dir));
+	return 0;
+}
+
+static const struct inode_operations msharefs_dir_iops = {
+	.create		= msharefs_create,
+	.lookup		= simple_lookup,
+	.unlink		= simple_unlink,
+};
+
+static ssize_t msharefs_info_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	return mshare_info_read(buf, len, pos);
+}
+
+static const struct file_operations msharefs_info_fops = {
+	.read		= msharefs_info_read,
+	.llseek		= default_llseek,
+};
+
+static void msharefs_evict_inode(struct inode *inode)
+{
+	truncate_inode_pages_final(&inode->i_data);
+	clear_inode(inode);
+	if (S_ISREG(inode->i_mode) && inode->i_fop == &msharefs_region_fops)
+		mshare_region_drop(inode->i_private);
+}
+
+static const struct super_operations msharefs_sops = {
+	.statfs		= simple_statfs,
+	.evict_inode	= msharefs_evict_inode,
+};
+
+static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
+{
+	static const struct tree_descr files[] = {
+		[2] = { "mshare_info", &msharefs_info_fops, 0444 },
+		{ "" },
+	};
+	int err = simple_fill_super(sb, MSHAREFS_MAGIC, files);
+
+	if (err)
+		return err;
+	sb->s_op = &msharefs_sops;
+	d_inode(sb->s_root)->i_mode = S_IFDIR | 01777;
+	d_inode(sb->s_root)->i_op = &msharefs_dir_iops;
+	return 0;
+}
+
+static int msharefs_get_tree(struct fs_context *fc)
+{
+	/* One instance: every mount shows the same regions. */
+	return get_tree_single(fc, msharefs_fill_super);
+}
+
+static const struct fs_context_operations msharefs_context_ops = {
+	.get_tree	= msharefs_get_tree,
+};
+
+static int msharefs_init_fs_context(struct fs_context *fc)
+{
+	fc->ops = &msharefs_context_ops;
+	return 0;
+}
+
+static struct file_system_type msharefs_type = {
+	.owner			= THIS_MODULE,
+	.name			= "msharefs",
+	.init_fs_context	= msharefs_init_fs_context,
+	.kill_sb		= kill_anon_super,
+};
+
+int msharefs_register(void)
+{
+	int err = sysfs_create_mount_point(fs_kobj, "mshare");
+
+	if (err)
+		return err;
+	err = register_filesystem(&msharefs_type);
+	if (err)
+		sysfs_remove_mount_point(fs_kobj, "mshare");
+	return err;
+}
+
+void msharefs_unregister(void)
+{
+	unregister_filesystem(&msharefs_type);
+	sysfs_remove_mount_point(fs_kobj, "mshare");
+}
