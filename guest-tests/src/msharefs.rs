@@ -27,10 +27,11 @@ pub const MSHAREFS_GET_SIZE: u64 = ioc(2, 0, 16);
 /// `_IOW('x', 1, struct mshare_info)`
 pub const MSHAREFS_SET_SIZE: u64 = ioc(1, 1, 16);
 
-/// `ioctl(fd, cmd, arg)` with errno as an `io::Error`.
-pub fn ioctl(file: &File, cmd: u64, arg: *mut libc::c_void) -> io::Result<()> {
-    // SAFETY: the kernel validates `arg` for the commands it knows; callers pass pointers to
-    // live `MshareInfo`s or deliberately bad values to test that validation.
+/// `ioctl(fd, cmd, arg)` with errno as an `io::Error`. `arg` is an address in this
+/// process; the kernel validates it (tests pass bad ones on purpose).
+pub fn ioctl(file: &File, cmd: u64, arg: usize) -> io::Result<()> {
+    // SAFETY: the kernel only accesses `arg` through its user-copy routines, which fail
+    // cleanly with EFAULT on a bad address; nothing here dereferences it.
     let ret = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::Ioctl, arg) };
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -42,14 +43,14 @@ pub fn ioctl(file: &File, cmd: u64, arg: *mut libc::c_void) -> io::Result<()> {
 /// `MSHAREFS_GET_SIZE`.
 pub fn get_size(file: &File) -> io::Result<MshareInfo> {
     let mut info = MshareInfo::default();
-    ioctl(file, MSHAREFS_GET_SIZE, (&mut info as *mut MshareInfo).cast())?;
+    ioctl(file, MSHAREFS_GET_SIZE, &mut info as *mut MshareInfo as usize)?;
     Ok(info)
 }
 
 /// `MSHAREFS_SET_SIZE`.
 pub fn set_size(file: &File, size: u64) -> io::Result<()> {
     let mut info = MshareInfo { start: 0, size };
-    ioctl(file, MSHAREFS_SET_SIZE, (&mut info as *mut MshareInfo).cast())
+    ioctl(file, MSHAREFS_SET_SIZE, &mut info as *mut MshareInfo as usize)
 }
 
 #[cfg(test)]
