@@ -16,10 +16,15 @@ void mshare_region_drop(void *region);
 long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned long arg);
 int mshare_region_truncate(void *region, void *inode, loff_t size);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
+int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
+			     unsigned long pgoff, bool shared);
+unsigned long mshare_region_pfn(void *region, unsigned long pgoff);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(void *inode, loff_t size);
+unsigned long msharefs_alloc_chunk(unsigned int order);
+void msharefs_free_chunk(unsigned long pfn, unsigned int order);
 
 #endif /* MSHARE_MSHAREFS_H */

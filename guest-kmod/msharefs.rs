@@ -2,11 +2,12 @@
 
 //! msharefs regions, the Rust side of `msharefs_glue.c`: a region per file of
 //! /sys/fs/mshare, its size (set once, in whole granules, by `MSHAREFS_SET_SIZE` or
-//! `ftruncate`), and the msharefs ioctls of the January 2025 series.
+//! `ftruncate`), its backing memory (one zeroed contiguous chunk per granule, allocated
+//! when the size is set), the msharefs ioctls of the January 2025 series, and the checks
+//! and page lookups behind `mmap` of a region.
 
 use crate::{granule_align, GRANULE_SIZE};
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
-use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings,
     error::to_result,
@@ -14,6 +15,7 @@ use kernel::{
     ioctl::{_IOR, _IOW},
     prelude::*,
     str::CString,
+    sync::SetOnce,
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -29,12 +31,70 @@ extern "C" {
     fn msharefs_register() -> c_int;
     fn msharefs_unregister();
     fn msharefs_inode_set_size(inode: *mut c_void, size: bindings::loff_t);
+    fn msharefs_alloc_chunk(order: c_uint) -> usize;
+    fn msharefs_free_chunk(pfn: usize, order: c_uint);
 }
 
-/// A region: for now its size; mappings and shared tables come next.
+/// Pages per granule, and the allocation order of one granule's chunk.
+const PAGE_SHIFT: u32 = 12;
+const GRANULE_PAGES: usize = 1 << (crate::GRANULE_SHIFT - PAGE_SHIFT);
+const CHUNK_ORDER: c_uint = crate::GRANULE_SHIFT - PAGE_SHIFT;
+
+/// A region's memory: one chunk per granule, freed with the region.
+struct Backing {
+    size: u64,
+    /// First page frame of each granule's chunk.
+    pfns: KVec<usize>,
+}
+
+impl Backing {
+    /// Allocates `size` bytes (whole granules) of zeroed, per-granule contiguous memory.
+    fn allocate(size: u64) -> Result<Self> {
+        let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
+        let mut backing = Backing { size, pfns: KVec::with_capacity(granules, GFP_KERNEL)? };
+        for _ in 0..granules {
+            // SAFETY: plain allocation call into the C glue.
+            let pfn = unsafe { msharefs_alloc_chunk(CHUNK_ORDER) };
+            if pfn == 0 {
+                return Err(ENOMEM);
+            }
+            backing.pfns.push(pfn, GFP_KERNEL)?;
+        }
+        Ok(backing)
+    }
+
+    /// The page frame at page `pgoff` of the region, if inside it.
+    fn pfn(&self, pgoff: usize) -> Option<usize> {
+        Some(self.pfns.get(pgoff / GRANULE_PAGES)? + pgoff % GRANULE_PAGES)
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        for &pfn in self.pfns.iter() {
+            // SAFETY: each pfn is a chunk of this order that `allocate` got and nobody else
+            // frees; no mapping outlives the region (a VMA holds the region's file).
+            unsafe { msharefs_free_chunk(pfn, CHUNK_ORDER) };
+        }
+    }
+}
+
+/// Checks an mmap of a region of `size` bytes: shared only, the window granule aligned in
+/// address and offset, and inside the region.
+pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared: bool) -> Result {
+    if !shared || size == 0 || start % GRANULE_SIZE != 0 || offset % GRANULE_SIZE != 0 || end <= start {
+        return Err(EINVAL);
+    }
+    let last = offset.checked_add(end - start).ok_or(EINVAL)?;
+    if last > size {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// A region: its size and memory, set once; shared page tables come next.
 pub(crate) struct Region {
-    /// Size in bytes, 0 until set.
-    size: AtomicU64,
+    backing: SetOnce<Backing>,
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
@@ -50,13 +110,19 @@ pub(crate) fn check_new_size(current: u64, requested: u64) -> Result<u64> {
 }
 
 impl Region {
+    fn size(&self) -> u64 {
+        self.backing.as_ref().map_or(0, |b| b.size)
+    }
+
     fn set_size(&self, inode: *mut c_void, requested: u64) -> Result {
-        let size = check_new_size(self.size.load(Ordering::Acquire), requested)?;
-        match self.size.compare_exchange(0, size, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {}
-            // Another caller set it meanwhile: fine only if to the same size.
-            Err(current) if current == size => {}
-            Err(_) => return Err(EINVAL),
+        let size = check_new_size(self.size(), requested)?;
+        if self.backing.as_ref().is_none() && !self.backing.populate(Backing::allocate(size)?) {
+            // Another caller got there first (its memory is freed with the region, ours now).
+            match self.backing.as_ref() {
+                Some(b) if b.size == size => {}
+                Some(_) => return Err(EINVAL),
+                None => return Err(EBUSY),
+            }
         }
         // SAFETY: `inode` is the live inode of this region, passed by the VFS callback.
         unsafe { msharefs_inode_set_size(inode, size as bindings::loff_t) };
@@ -68,7 +134,7 @@ impl Region {
         match cmd {
             MSHAREFS_GET_SIZE => {
                 let mut info = [0u8; MSHARE_INFO_SIZE];
-                info[8..].copy_from_slice(&self.size.load(Ordering::Acquire).to_ne_bytes());
+                info[8..].copy_from_slice(&self.size().to_ne_bytes());
                 user.writer().write_slice(&info)?;
                 Ok(0)
             }
@@ -106,7 +172,7 @@ impl Drop for Registration {
 
 #[no_mangle]
 extern "C" fn mshare_region_new() -> *mut c_void {
-    match KBox::new(Region { size: AtomicU64::new(0) }, GFP_KERNEL) {
+    match KBox::new(Region { backing: SetOnce::new() }, GFP_KERNEL) {
         Ok(region) => KBox::into_raw(region).cast(),
         Err(_) => core::ptr::null_mut(),
     }
@@ -152,6 +218,34 @@ unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_v
     }
 }
 
+/// mmap of a region: 0 or a negative errno.
+///
+/// # Safety
+///
+/// `region` is the live region of the file being mapped.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_mmap_check(region: *mut c_void, start: c_ulong, end: c_ulong, pgoff: c_ulong, shared: bool) -> c_int {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    let offset = (pgoff as u64).checked_mul(1 << PAGE_SHIFT).unwrap_or(u64::MAX);
+    match check_mapping(region.size(), start as u64, end as u64, offset, shared) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// The page frame behind page `pgoff` of a region, 0 outside it.
+///
+/// # Safety
+///
+/// `region` is the live region of the faulting mapping.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_pfn(region: *mut c_void, pgoff: c_ulong) -> c_ulong {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    region.backing.as_ref().and_then(|b| b.pfn(pgoff as usize)).unwrap_or(0) as c_ulong
+}
+
 /// `mshare_info`: the alignment and size granule of regions, in bytes.
 ///
 /// # Safety
@@ -169,7 +263,7 @@ unsafe extern "C" fn mshare_info_read(buf: *mut c_void, len: usize, pos: *mut bi
     }
 }
 
-#[kunit_tests(mshare_region_size)]
+#[kunit_tests(mshare_region)]
 mod tests {
     use super::*;
 
@@ -178,6 +272,25 @@ mod tests {
         assert_eq!(check_new_size(0, GRANULE_SIZE), Ok(GRANULE_SIZE));
         assert_eq!(check_new_size(0, 1 << 30), Ok(1 << 30));
         assert_eq!(check_new_size(4 << 20, 4 << 20), Ok(4 << 20));
+    }
+
+    #[test]
+    fn mappings_are_shared_aligned_and_inside() {
+        let g = GRANULE_SIZE;
+        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 2 * g, true), Ok(()));
+        // MAP_PRIVATE
+        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, false), Err(EINVAL));
+        // unaligned address
+        assert_eq!(check_mapping(4 * g, 8 * g + 4096, 12 * g, 0, true), Err(EINVAL));
+        // unaligned offset
+        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 4096, true), Err(EINVAL));
+        // past the end
+        assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
+        // no size yet
+        assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
+        // overflow
+        assert_eq!(check_mapping(4 * g, 8 * g, 9 * g, u64::MAX - 1, true), Err(EINVAL));
     }
 
     #[test]

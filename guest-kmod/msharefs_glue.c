@@ -10,6 +10,9 @@
  */
 #include <linux/fs.h>
 #include <linux/fs_context.h>
+#include <linux/gfp.h>
+#include <linux/huge_mm.h>
+#include <linux/mm.h>
 #include <linux/kobject.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
@@ -23,6 +26,77 @@
 void msharefs_inode_set_size(void *inode, loff_t size)
 {
 	i_size_write(inode, size);
+}
+
+/* Backing memory: one zeroed, physically contiguous chunk of 2^order pages; 0 if none. */
+unsigned long msharefs_alloc_chunk(unsigned int order)
+{
+	struct page *page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+
+	return page ? page_to_pfn(page) : 0;
+}
+
+void msharefs_free_chunk(unsigned long pfn, unsigned int order)
+{
+	__free_pages(pfn_to_page(pfn), order);
+}
+
+/*
+ * Mapping without the core-mm patch ("mode C"): each granule of the window is one PMD
+ * leaf pointing at its chunk, so a process pays no PTE table for it, but every process
+ * takes its own faults. The window's bounds and alignment are checked in Rust.
+ */
+static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	unsigned long pfn;
+
+	if (order != PMD_ORDER)
+		return VM_FAULT_FALLBACK;
+	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff & ~((1UL << PMD_ORDER) - 1));
+	if (!pfn)
+		return VM_FAULT_SIGBUS;
+	return vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
+}
+
+static vm_fault_t msharefs_fault(struct vm_fault *vmf)
+{
+	unsigned long pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
+
+	if (!pfn)
+		return VM_FAULT_SIGBUS;
+	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+}
+
+/* The window is all or nothing: partial munmap/mprotect and mremap are refused. */
+static int msharefs_may_split(struct vm_area_struct *vma, unsigned long addr)
+{
+	return -EINVAL;
+}
+
+static int msharefs_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
+static const struct vm_operations_struct msharefs_vm_ops = {
+	.fault		= msharefs_fault,
+	.huge_fault	= msharefs_huge_fault,
+	.may_split	= msharefs_may_split,
+	.mremap		= msharefs_mremap,
+};
+
+static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	void *region = file_inode(file)->i_private;
+	int err = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
+					   vma->vm_flags & VM_SHARED);
+
+	if (err)
+		return err;
+	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	vma->vm_ops = &msharefs_vm_ops;
+	vma->vm_private_data = region;
+	return 0;
 }
 
 static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -52,6 +126,8 @@ static const struct file_operations msharefs_region_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
 	.unlocked_ioctl	= msharefs_ioctl,
+	.mmap		= msharefs_mmap,
+	.get_unmapped_area = thp_get_unmapped_area,
 };
 
 static const struct inode_operations msharefs_region_iops = {

@@ -4,6 +4,7 @@
 use guest_tests::msharefs::{get_size, ioctl, set_size, MshareInfo, MOUNT};
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::ExitCode;
 
@@ -71,6 +72,156 @@ fn open_as_other_user(path: &str) -> Result<i32, String> {
     Ok(libc::WEXITSTATUS(status))
 }
 
+/// `mmap(NULL, len, RW, flags, fd, offset)`.
+fn map(file: &File, len: usize, flags: i32, offset: i64) -> io::Result<*mut u8> {
+    // SAFETY: a fresh mapping chosen by the kernel; checked for MAP_FAILED.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), offset)
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ptr.cast())
+    }
+}
+
+fn unmap(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: unmapping (part of) a mapping this program made.
+    if unsafe { libc::munmap(ptr.cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's page-table memory (`VmPTE`, KiB).
+fn vm_pte_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmPTE:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Writes one byte in every 4 KiB page of `len` bytes at `ptr`.
+fn touch(ptr: *mut u8, len: usize) {
+    for offset in (0..len).step_by(4096) {
+        // SAFETY: inside a live read-write mapping of `len` bytes.
+        unsafe { ptr.add(offset).write_volatile(1) };
+    }
+}
+
+fn mapping_checks(t: &mut Suite) {
+    const MAPPED: usize = 32 * GRANULE as usize;
+    let region = match create("api-map", 0o600) {
+        Ok(r) => r,
+        Err(e) => return t.check("create a region to map", Err(e.to_string())),
+    };
+    t.check(
+        "mmap before the size is set is EINVAL",
+        expect_errno(map(&region, GRANULE as usize, libc::MAP_SHARED, 0), libc::EINVAL),
+    );
+    t.check("set 64 MiB", set_size(&region, MAPPED as u64).map_err(|e| e.to_string()));
+    t.check("MAP_PRIVATE is EINVAL", expect_errno(map(&region, MAPPED, libc::MAP_PRIVATE, 0), libc::EINVAL));
+    t.check(
+        "a window past the end is EINVAL",
+        expect_errno(map(&region, MAPPED + GRANULE as usize, libc::MAP_SHARED, 0), libc::EINVAL),
+    );
+    t.check(
+        "an unaligned offset is EINVAL",
+        expect_errno(map(&region, GRANULE as usize, libc::MAP_SHARED, 4096), libc::EINVAL),
+    );
+    let before = vm_pte_kib();
+    let first = match map(&region, MAPPED, libc::MAP_SHARED, 0) {
+        Ok(p) => p,
+        Err(e) => return t.check("mmap the whole region", Err(e.to_string())),
+    };
+    t.check("the window is granule aligned", eq(first as u64 % GRANULE, 0));
+    touch(first, MAPPED);
+    let mshare_pte = vm_pte_kib().saturating_sub(before);
+    // SAFETY: inside the mapping.
+    unsafe { first.add(12345).write_volatile(0x5a) };
+    let again = File::options()
+        .read(true)
+        .write(true)
+        .open(format!("{MOUNT}/api-map"))
+        .and_then(|f| map(&f, MAPPED, libc::MAP_SHARED, 0));
+    t.check(
+        "a second mapping sees the same memory",
+        again.map_err(|e| e.to_string()).and_then(|p| {
+            // SAFETY: inside the second mapping.
+            let byte = unsafe { p.add(12345).read_volatile() };
+            let _ = unmap(p, MAPPED);
+            eq(byte, 0x5a)
+        }),
+    );
+    t.check(
+        "a granule-aligned part of the region maps at its offset",
+        map(&region, GRANULE as usize, libc::MAP_SHARED, GRANULE as i64).map_err(|e| e.to_string()).and_then(|p| {
+            // SAFETY: writing through the one-granule window, reading through the whole one.
+            let seen = unsafe {
+                p.add(7).write_volatile(0x77);
+                first.add(GRANULE as usize + 7).read_volatile()
+            };
+            let _ = unmap(p, GRANULE as usize);
+            eq(seen, 0x77)
+        }),
+    );
+    // SAFETY: fork in a single-threaded program; the child touches its inherited mapping.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child writes through the mapping it inherited, then exits.
+        unsafe {
+            let seen = first.add(12345).read_volatile();
+            first.add(54321).write_volatile(0xc4);
+            libc::_exit(i32::from(seen != 0x5a));
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: inside the mapping.
+    let reply = unsafe { first.add(54321).read_volatile() };
+    t.check("a forked child shares the window both ways", eq((libc::WEXITSTATUS(status), reply), (0, 0xc4)));
+    // SAFETY: the second granule of the window: a partial unmap the module refuses.
+    t.check(
+        "a partial munmap is EINVAL",
+        expect_errno(unmap(unsafe { first.add(GRANULE as usize) }, GRANULE as usize), libc::EINVAL),
+    );
+    // SAFETY: a partial mprotect of the window, which the module refuses.
+    let partial = unsafe { libc::mprotect(first.cast(), GRANULE as usize, libc::PROT_READ) };
+    t.check(
+        "a partial mprotect is EINVAL",
+        expect_errno(if partial == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }, libc::EINVAL),
+    );
+    t.check("the whole window unmaps", unmap(first, MAPPED).map_err(|e| e.to_string()));
+
+    // Baseline in the same run: a shared memfd of the same size, each page touched.
+    let memfd = {
+        // SAFETY: memfd_create with a valid C string.
+        let fd = unsafe { libc::memfd_create(c"baseline".as_ptr(), 0) };
+        // SAFETY: a fresh descriptor owned here.
+        unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    };
+    let before = vm_pte_kib();
+    let memfd_pte = memfd.set_len(MAPPED as u64).and_then(|()| map(&memfd, MAPPED, libc::MAP_SHARED, 0)).map(|p| {
+        touch(p, MAPPED);
+        let grown = vm_pte_kib().saturating_sub(before);
+        let _ = unmap(p, MAPPED);
+        grown
+    });
+    println!("mshare-api: page tables for 64 MiB touched: mshare {mshare_pte} KiB, memfd {memfd_pte:?} KiB");
+    t.check(
+        "mapping 64 MiB costs at most one page-table page",
+        if mshare_pte <= 4 { Ok(()) } else { Err(format!("VmPTE grew {mshare_pte} KiB")) },
+    );
+    t.check(
+        "a memfd of the same size costs its PTE tables",
+        memfd_pte
+            .map_err(|e| e.to_string())
+            .and_then(|kib| if kib >= 128 { Ok(()) } else { Err(format!("only {kib} KiB")) }),
+    );
+    let _ = fs::remove_file(format!("{MOUNT}/api-map"));
+}
+
 fn main() -> ExitCode {
     let mut t = Suite { count: 0, failed: 0 };
     t.check("mshare_info gives the granule", {
@@ -133,6 +284,7 @@ fn main() -> ExitCode {
         get_size(&region).map_err(|e| e.to_string()).and_then(|i| eq(i.size, 2 * GRANULE)),
     );
     t.check("an unlinked region cannot be opened", expect_errno(File::open(format!("{MOUNT}/api-a")), libc::ENOENT));
+    mapping_checks(&mut t);
     for name in ["api-b", "api-c"] {
         let _ = fs::remove_file(format!("{MOUNT}/{name}"));
     }
