@@ -8,6 +8,7 @@
 
 mod ivshmem;
 mod msharefs;
+mod region;
 
 use kernel::{driver, pci, prelude::*};
 

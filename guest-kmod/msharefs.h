@@ -18,7 +18,7 @@ int mshare_region_truncate(void *region, void *inode, loff_t size);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared);
-unsigned long mshare_region_pfn(void *region, unsigned long pgoff);
+long mshare_region_pfn(void *region, unsigned long pgoff);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);
@@ -26,5 +26,8 @@ void msharefs_unregister(void);
 void msharefs_inode_set_size(void *inode, loff_t size);
 unsigned long msharefs_alloc_chunk(unsigned int order);
 void msharefs_free_chunk(unsigned long pfn, unsigned int order);
+void msharefs_invalidate_lock(void *inode);
+void msharefs_invalidate_unlock(void *inode);
+void msharefs_zap(void *inode, loff_t offset, loff_t len);
 
 #endif /* MSHARE_MSHAREFS_H */

@@ -41,30 +41,64 @@ void msharefs_free_chunk(unsigned long pfn, unsigned int order)
 	__free_pages(pfn_to_page(pfn), order);
 }
 
+/* UNMAP: no fault may map a chunk of the range between its zap and its freeing. */
+void msharefs_invalidate_lock(void *inode)
+{
+	filemap_invalidate_lock(((struct inode *)inode)->i_mapping);
+}
+
+void msharefs_invalidate_unlock(void *inode)
+{
+	filemap_invalidate_unlock(((struct inode *)inode)->i_mapping);
+}
+
+/* Removes [offset, offset + len) of the region from every process that maps it. */
+void msharefs_zap(void *inode, loff_t offset, loff_t len)
+{
+	unmap_mapping_range(((struct inode *)inode)->i_mapping, offset, len, 1);
+}
+
 /*
  * Mapping without the core-mm patch ("mode C"): each granule of the window is one PMD
  * leaf pointing at its chunk, so a process pays no PTE table for it, but every process
  * takes its own faults. The window's bounds and alignment are checked in Rust.
  */
+static vm_fault_t msharefs_pfn_result(long pfn)
+{
+	/* A hole (no CREATE_MAPPING there, or UNMAPped) is SIGSEGV; past the end, SIGBUS. */
+	return pfn == 0 ? VM_FAULT_SIGSEGV : VM_FAULT_SIGBUS;
+}
+
+/*
+ * Faults look the page up and insert it under the invalidate lock (shared), so UNMAP
+ * (which holds it exclusively) cannot free the chunk in between.
+ */
 static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 {
-	unsigned long pfn;
+	struct address_space *mapping = vmf->vma->vm_file->f_mapping;
+	vm_fault_t ret;
+	long pfn;
 
 	if (order != PMD_ORDER)
 		return VM_FAULT_FALLBACK;
+	filemap_invalidate_lock_shared(mapping);
 	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff & ~((1UL << PMD_ORDER) - 1));
-	if (!pfn)
-		return VM_FAULT_SIGBUS;
-	return vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
+	ret = pfn > 0 ? vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE) : msharefs_pfn_result(pfn);
+	filemap_invalidate_unlock_shared(mapping);
+	return ret;
 }
 
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 {
-	unsigned long pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
+	struct address_space *mapping = vmf->vma->vm_file->f_mapping;
+	vm_fault_t ret;
+	long pfn;
 
-	if (!pfn)
-		return VM_FAULT_SIGBUS;
-	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+	filemap_invalidate_lock_shared(mapping);
+	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
+	ret = pfn > 0 ? vmf_insert_pfn(vmf->vma, vmf->address, pfn) : msharefs_pfn_result(pfn);
+	filemap_invalidate_unlock_shared(mapping);
+	return ret;
 }
 
 /* The window is all or nothing: partial munmap/mprotect and mremap are refused. */

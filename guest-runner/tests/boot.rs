@@ -111,5 +111,5 @@ fn msharefs_api_suite_passes() {
         "mshare-api failed: {}",
         console.lines().filter(|l| l.contains("not ok")).collect::<Vec<_>>().join("\n")
     );
-    assert!(console.contains("mshare-api: 35 checks, 0 failed"), "{console}");
+    assert!(console.contains("mshare-api: 49 checks, 0 failed"), "{console}");
 }

@@ -26,6 +26,54 @@ const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
 pub const MSHAREFS_GET_SIZE: u64 = ioc(2, 0, 16);
 /// `_IOW('x', 1, struct mshare_info)`
 pub const MSHAREFS_SET_SIZE: u64 = ioc(1, 1, 16);
+/// `_IOW('x', 2, struct mshare_create)` (40 bytes with padding)
+pub const MSHAREFS_CREATE_MAPPING: u64 = ioc(1, 2, 40);
+/// `_IOW('x', 3, struct mshare_unmap)`
+pub const MSHAREFS_UNMAP: u64 = ioc(1, 3, 16);
+
+/// `struct mshare_create`: `addr` is the offset of the mapping inside the region.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MshareCreate {
+    /// Offset inside the region (granule aligned).
+    pub addr: u64,
+    /// Length (whole granules).
+    pub size: u64,
+    /// Offset into `fd`'s file (0 for anonymous memory).
+    pub offset: u64,
+    /// `PROT_*`.
+    pub prot: u32,
+    /// `MAP_*`: MAP_SHARED | MAP_ANONYMOUS for anonymous shared memory.
+    pub flags: u32,
+    /// A file to map, or `u32::MAX` (-1) for anonymous memory.
+    pub fd: u32,
+}
+
+impl MshareCreate {
+    /// Anonymous shared read-write memory at `[addr, addr + size)` of the region.
+    pub fn anonymous(addr: u64, size: u64) -> Self {
+        Self {
+            addr,
+            size,
+            offset: 0,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            flags: (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32,
+            fd: u32::MAX,
+        }
+    }
+}
+
+/// `MSHAREFS_CREATE_MAPPING`.
+pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
+    let mut create = *create;
+    ioctl(file, MSHAREFS_CREATE_MAPPING, &mut create as *mut MshareCreate as usize)
+}
+
+/// `MSHAREFS_UNMAP` of `[addr, addr + size)` of the region.
+pub fn unmap(file: &File, addr: u64, size: u64) -> io::Result<()> {
+    let mut range = [addr, size];
+    ioctl(file, MSHAREFS_UNMAP, range.as_mut_ptr() as usize)
+}
 
 /// `ioctl(fd, cmd, arg)` with errno as an `io::Error`. `arg` is an address in this
 /// process; the kernel validates it (tests pass bad ones on purpose).
@@ -62,5 +110,8 @@ mod tests {
         // _IOR('x', 0, 16 bytes) and _IOW('x', 1, 16 bytes) as the uapi header computes them.
         assert_eq!(MSHAREFS_GET_SIZE, 0x8010_7800);
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
+        assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
+        assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
+        assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
     }
 }

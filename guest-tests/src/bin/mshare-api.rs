@@ -1,7 +1,9 @@
 //! mshare-api: the msharefs API suite, run inside the guest with mshare.ko loaded and
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
 
-use guest_tests::msharefs::{get_size, ioctl, set_size, MshareInfo, MOUNT};
+use guest_tests::msharefs::{
+    create_mapping, get_size, ioctl, set_size, unmap as unmap_range, MshareCreate, MshareInfo, MOUNT,
+};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -93,6 +95,23 @@ fn unmap(ptr: *mut u8, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal that killed it.
+fn read_in_child(ptr: *const u8) -> Option<i32> {
+    // SAFETY: fork in a single-threaded program; the child reads one byte and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the read may fault, which is what is being tested; nothing else runs.
+        unsafe {
+            ptr.read_volatile();
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}
+
 /// This process's page-table memory (`VmPTE`, KiB).
 fn vm_pte_kib() -> u64 {
     fs::read_to_string("/proc/self/status")
@@ -129,12 +148,47 @@ fn mapping_checks(t: &mut Suite) {
         "an unaligned offset is EINVAL",
         expect_errno(map(&region, GRANULE as usize, libc::MAP_SHARED, 4096), libc::EINVAL),
     );
-    let before = vm_pte_kib();
     let first = match map(&region, MAPPED, libc::MAP_SHARED, 0) {
         Ok(p) => p,
         Err(e) => return t.check("mmap the whole region", Err(e.to_string())),
     };
     t.check("the window is granule aligned", eq(first as u64 % GRANULE, 0));
+    t.check("touching a hole is SIGSEGV", eq(read_in_child(first), Some(libc::SIGSEGV)));
+    let g = GRANULE;
+    let bad = |f: fn(&mut MshareCreate)| {
+        let mut c = MshareCreate::anonymous(0, MAPPED as u64);
+        f(&mut c);
+        create_mapping(&region, &c)
+    };
+    t.check(
+        "CREATE_MAPPING read-only is EINVAL (for now)",
+        expect_errno(bad(|c| c.prot = libc::PROT_READ as u32), libc::EINVAL),
+    );
+    t.check(
+        "CREATE_MAPPING without MAP_SHARED is EINVAL",
+        expect_errno(bad(|c| c.flags = libc::MAP_ANONYMOUS as u32), libc::EINVAL),
+    );
+    t.check(
+        "CREATE_MAPPING of a file is EOPNOTSUPP (for now)",
+        expect_errno(
+            bad(|c| {
+                c.flags = libc::MAP_SHARED as u32;
+                c.fd = 0
+            }),
+            libc::EOPNOTSUPP,
+        ),
+    );
+    t.check("CREATE_MAPPING at an unaligned offset is EINVAL", expect_errno(bad(|c| c.addr = 4096), libc::EINVAL));
+    t.check("CREATE_MAPPING past the end is EINVAL", expect_errno(bad(|c| c.addr = GRANULE), libc::EINVAL));
+    t.check(
+        "CREATE_MAPPING of the region",
+        create_mapping(&region, &MshareCreate::anonymous(0, MAPPED as u64)).map_err(|e| e.to_string()),
+    );
+    t.check(
+        "CREATE_MAPPING over memory is EINVAL",
+        expect_errno(create_mapping(&region, &MshareCreate::anonymous(g, g)), libc::EINVAL),
+    );
+    let before = vm_pte_kib();
     touch(first, MAPPED);
     let mshare_pte = vm_pte_kib().saturating_sub(before);
     // SAFETY: inside the mapping.
@@ -192,6 +246,19 @@ fn mapping_checks(t: &mut Suite) {
         "a partial mprotect is EINVAL",
         expect_errno(if partial == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }, libc::EINVAL),
     );
+    // SAFETY: inside the window (granule 1, written above through the one-granule window).
+    let granule1 = unsafe { first.add(GRANULE as usize + 7) };
+    t.check("UNMAP of an unaligned range is EINVAL", expect_errno(unmap_range(&region, 4096, g), libc::EINVAL));
+    t.check("UNMAP of one granule", unmap_range(&region, g, g).map_err(|e| e.to_string()));
+    t.check("the unmapped granule is a hole in every mapping", eq(read_in_child(granule1), Some(libc::SIGSEGV)));
+    // SAFETY: inside the mapping, granule 0.
+    t.check("the other granules keep their data", eq(unsafe { first.add(12345).read_volatile() }, 0x5a));
+    t.check(
+        "CREATE_MAPPING fills the hole again",
+        create_mapping(&region, &MshareCreate::anonymous(g, g)).map_err(|e| e.to_string()),
+    );
+    // SAFETY: granule 1 has memory again.
+    t.check("with zeroed memory", eq(unsafe { granule1.read_volatile() }, 0));
     t.check("the whole window unmaps", unmap(first, MAPPED).map_err(|e| e.to_string()));
 
     // Baseline in the same run: a shared memfd of the same size, each page touched.
