@@ -19,6 +19,8 @@ ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared);
 long mshare_region_pfn(void *region, unsigned long pgoff);
+void mshare_region_window_opened(void *region);
+void mshare_region_window_closed(void *region);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);

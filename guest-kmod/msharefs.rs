@@ -26,6 +26,9 @@ pub(crate) const MSHAREFS_SET_SIZE: u32 = _IOW::<[u64; 2]>(b'x' as u32, 1);
 pub(crate) const MSHAREFS_CREATE_MAPPING: u32 = _IOW::<[u64; 5]>(b'x' as u32, 2);
 /// `MSHAREFS_UNMAP`: `_IOW('x', 3, struct mshare_unmap)`.
 pub(crate) const MSHAREFS_UNMAP: u32 = _IOW::<[u64; 2]>(b'x' as u32, 3);
+/// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
+/// (`{ u64 windows; u64 faults; u64 backed; }`), in msharefs' reserved range.
+pub(crate) const MSHAREFS_GET_STATS: u32 = _IOR::<[u64; 3]>(b'x' as u32, 0x10);
 
 const PROT_READ: u32 = 0x1;
 const PROT_WRITE: u32 = 0x2;
@@ -126,6 +129,14 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize) -> Result {
             unsafe { msharefs_invalidate_unlock(inode) };
             result?
         }
+        MSHAREFS_GET_STATS => {
+            let stats = region.stats();
+            let mut raw = [0u8; 24];
+            for (i, value) in [stats.windows, stats.faults, stats.backed].iter().enumerate() {
+                raw[i * 8..i * 8 + 8].copy_from_slice(&value.to_ne_bytes());
+            }
+            UserSlice::new(UserPtr::from_addr(arg), raw.len()).writer().write_slice(&raw)
+        }
         _ => Err(ENOTTY),
     }
 }
@@ -212,6 +223,28 @@ unsafe extern "C" fn mshare_region_mmap_check(region: *mut c_void, start: c_ulon
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
+}
+
+/// A window (VMA) of the region was created or copied.
+///
+/// # Safety
+///
+/// `region` is the live region of the window.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_window_opened(region: *mut c_void) {
+    // SAFETY: per the function's contract.
+    unsafe { &*region.cast::<Region>() }.window_opened();
+}
+
+/// A window of the region went away.
+///
+/// # Safety
+///
+/// `region` is the live region of the window (the window holds its file).
+#[no_mangle]
+unsafe extern "C" fn mshare_region_window_closed(region: *mut c_void) {
+    // SAFETY: per the function's contract.
+    unsafe { &*region.cast::<Region>() }.window_closed();
 }
 
 /// The page frame behind page `pgoff` of a region: the frame, 0 for a hole, -1 outside.

@@ -101,6 +101,17 @@ static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 	return ret;
 }
 
+/* Windows are counted for the region's statistics (fork copies them through .open). */
+static void msharefs_vm_open(struct vm_area_struct *vma)
+{
+	mshare_region_window_opened(vma->vm_private_data);
+}
+
+static void msharefs_vm_close(struct vm_area_struct *vma)
+{
+	mshare_region_window_closed(vma->vm_private_data);
+}
+
 /* The window is all or nothing: partial munmap/mprotect and mremap are refused. */
 static int msharefs_may_split(struct vm_area_struct *vma, unsigned long addr)
 {
@@ -113,6 +124,8 @@ static int msharefs_mremap(struct vm_area_struct *vma)
 }
 
 static const struct vm_operations_struct msharefs_vm_ops = {
+	.open		= msharefs_vm_open,
+	.close		= msharefs_vm_close,
 	.fault		= msharefs_fault,
 	.huge_fault	= msharefs_huge_fault,
 	.may_split	= msharefs_may_split,
@@ -130,6 +143,7 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_ops = &msharefs_vm_ops;
 	vma->vm_private_data = region;
+	mshare_region_window_opened(region);
 	return 0;
 }
 

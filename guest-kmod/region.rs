@@ -6,6 +6,7 @@
 
 use crate::{granule_align, GRANULE_SHIFT, GRANULE_SIZE};
 use core::ffi::c_uint;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{new_mutex, prelude::*, sync::Mutex};
 
 extern "C" {
@@ -41,6 +42,20 @@ struct State {
 pub(crate) struct Region {
     #[pin]
     state: Mutex<State>,
+    /// Mapped windows (VMAs) of the region in all processes.
+    windows: AtomicU64,
+    /// Faults that mapped memory of the region.
+    faults: AtomicU64,
+}
+
+/// How a region is used (`MSHAREFS_GET_STATS`).
+pub(crate) struct Stats {
+    /// Mapped windows.
+    pub(crate) windows: u64,
+    /// Faults served.
+    pub(crate) faults: u64,
+    /// Bytes with memory.
+    pub(crate) backed: u64,
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
@@ -80,7 +95,7 @@ pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared
 impl Region {
     /// An empty region: no size, no memory.
     pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self { state <- new_mutex!(State::default()) })
+        pin_init!(Self { state <- new_mutex!(State::default()), windows: AtomicU64::new(0), faults: AtomicU64::new(0) })
     }
 
     /// The size in bytes, 0 until set.
@@ -142,14 +157,33 @@ impl Region {
         Ok(())
     }
 
-    /// What backs page `pgoff` of the region.
+    /// What backs page `pgoff` of the region, for a fault (counted when it finds memory).
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
         match state.chunks.get(pgoff / GRANULE_PAGES) {
             Some(0) => Page::Hole,
-            Some(pfn) => Page::Frame(pfn + pgoff % GRANULE_PAGES),
+            Some(pfn) => {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+                Page::Frame(pfn + pgoff % GRANULE_PAGES)
+            }
             None => Page::Outside,
         }
+    }
+
+    /// A window of the region was mapped (mmap, or a fork copying it).
+    pub(crate) fn window_opened(&self) {
+        self.windows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A window of the region went away.
+    pub(crate) fn window_closed(&self) {
+        self.windows.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Current statistics.
+    pub(crate) fn stats(&self) -> Stats {
+        let backed = self.state.lock().chunks.iter().filter(|&&pfn| pfn != 0).count() as u64 * GRANULE_SIZE;
+        Stats { windows: self.windows.load(Ordering::Relaxed), faults: self.faults.load(Ordering::Relaxed), backed }
     }
 }
 

@@ -111,5 +111,21 @@ fn msharefs_api_suite_passes() {
         "mshare-api failed: {}",
         console.lines().filter(|l| l.contains("not ok")).collect::<Vec<_>>().join("\n")
     );
-    assert!(console.contains("mshare-api: 49 checks, 0 failed"), "{console}");
+    assert!(console.contains("mshare-api: 51 checks, 0 failed"), "{console}");
+}
+
+#[test]
+fn mshare_command_creates_lists_and_removes_regions() {
+    let script = "mshare create db 64M 640 && mshare create odd 3M; echo odd=$?; mshare list && \
+                  mshare remove db && mshare list && mshare remove db; echo again=$?; mshare list extra; echo usage=$?";
+    let run = guest_boot("boot-mshare-cli", &["sh", "-c", script]).run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert_eq!(run.result.status, 0, "{console}");
+    let listed: Vec<&str> = console.lines().filter(|l| l.starts_with("db ")).collect();
+    assert_eq!(listed.len(), 1, "db listed once, then gone: {console}");
+    let fields: Vec<&str> = listed[0].split_whitespace().collect();
+    assert_eq!(fields[..4], ["db", "64M", "640", "0"], "{}", listed[0]);
+    assert!(console.contains("sizes are whole granules"), "a 3M region is refused with the reason: {console}");
+    assert!(console.contains("odd=1") && console.contains("again=1") && console.contains("usage=2"), "{console}");
+    assert!(!console.lines().any(|l| l.starts_with("odd ")), "nothing half-made is left: {console}");
 }

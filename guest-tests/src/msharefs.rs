@@ -63,6 +63,28 @@ impl MshareCreate {
     }
 }
 
+/// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension.
+pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 24);
+
+/// `struct mshare_stats`: how a region is used.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MshareStats {
+    /// Mapped windows (VMAs) of the region, in all processes.
+    pub windows: u64,
+    /// Faults served (one per granule per window in mode C).
+    pub faults: u64,
+    /// Bytes of the region that have memory (CREATE_MAPPING'd).
+    pub backed: u64,
+}
+
+/// `MSHAREFS_GET_STATS`.
+pub fn get_stats(file: &File) -> io::Result<MshareStats> {
+    let mut stats = MshareStats::default();
+    ioctl(file, MSHAREFS_GET_STATS, &mut stats as *mut MshareStats as usize)?;
+    Ok(stats)
+}
+
 /// `MSHAREFS_CREATE_MAPPING`.
 pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
     let mut create = *create;
@@ -112,6 +134,7 @@ mod tests {
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
         assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
+        assert_eq!(MSHAREFS_GET_STATS, 0x8018_7810);
         assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
     }
 }

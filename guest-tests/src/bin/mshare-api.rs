@@ -2,7 +2,7 @@
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
 
 use guest_tests::msharefs::{
-    create_mapping, get_size, ioctl, set_size, unmap as unmap_range, MshareCreate, MshareInfo, MOUNT,
+    create_mapping, get_size, get_stats, ioctl, set_size, unmap as unmap_range, MshareCreate, MshareInfo, MOUNT,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -191,6 +191,12 @@ fn mapping_checks(t: &mut Suite) {
     let before = vm_pte_kib();
     touch(first, MAPPED);
     let mshare_pte = vm_pte_kib().saturating_sub(before);
+    t.check(
+        "statistics: one window, a fault per granule, all of it backed",
+        get_stats(&region)
+            .map_err(|e| e.to_string())
+            .and_then(|s| eq((s.windows, s.faults, s.backed), (1, 32, MAPPED as u64))),
+    );
     // SAFETY: inside the mapping.
     unsafe { first.add(12345).write_volatile(0x5a) };
     let again = File::options()
@@ -260,6 +266,7 @@ fn mapping_checks(t: &mut Suite) {
     // SAFETY: granule 1 has memory again.
     t.check("with zeroed memory", eq(unsafe { granule1.read_volatile() }, 0));
     t.check("the whole window unmaps", unmap(first, MAPPED).map_err(|e| e.to_string()));
+    t.check("statistics: no window left", get_stats(&region).map_err(|e| e.to_string()).and_then(|s| eq(s.windows, 0)));
 
     // Baseline in the same run: a shared memfd of the same size, each page touched.
     let memfd = {

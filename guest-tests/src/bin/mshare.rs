@@ -1,0 +1,154 @@
+//! mshare: manage msharefs regions from the shell, in the spirit of `ipcs`/`ipcrm`.
+//!
+//! ```text
+//! mshare list                      every region: name, size, mode, owner, mapped windows, faults
+//! mshare create NAME SIZE [MODE]   a region of SIZE (K/M/G suffixes; whole granules), memory
+//!                                  for all of it, mode octal (default 600)
+//! mshare remove NAME...            unlink regions (each goes when its last user does)
+//! mshare info                      granule and mount point
+//! ```
+//! Exit status: 0 done, 1 the operation failed (the error says why), 2 bad usage.
+
+use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info";
+
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 10),
+        (i, 'm' | 'M') => (&text[..i], 20),
+        (i, 'g' | 'G') => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b => format!("{}K", b >> 10),
+    }
+}
+
+fn fail(msg: String) -> ExitCode {
+    eprintln!("mshare: {msg}");
+    ExitCode::FAILURE
+}
+
+fn list() -> ExitCode {
+    let entries = match fs::read_dir(MOUNT) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("{MOUNT}: {e} (is mshare.ko loaded and msharefs mounted?)")),
+    };
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "mshare_info" {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
+        let (windows, faults) =
+            stats.map_or(("-".into(), "-".into()), |s| (s.windows.to_string(), s.faults.to_string()));
+        let row = format!(
+            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>8}",
+            name,
+            human(meta.size()),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            windows,
+            faults
+        );
+        rows.push((name, row));
+    }
+    rows.sort();
+    println!("{:<20} {:>8} {:>5} {:>6} {:>8} {:>8}", "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "FAULTS");
+    for (_, row) in rows {
+        println!("{row}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn create(name: &str, size: &str, mode: Option<&str>) -> ExitCode {
+    let Some(size) = parse_size(size) else {
+        eprintln!("mshare: size '{size}': a number with an optional K, M or G suffix\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let Some(mode) = mode.map_or(Some(0o600), |m| u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777)) else {
+        eprintln!("mshare: mode must be octal, 0 to 777\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let path = format!("{MOUNT}/{name}");
+    let file = match OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("creating {path}: {e}")),
+    };
+    let result = set_size(&file, size)
+        .map_err(|e| {
+            format!("setting the size of {path} to {size} bytes: {e} (sizes are whole granules: see 'mshare info')")
+        })
+        .and_then(|()| {
+            create_mapping(&file, &MshareCreate::anonymous(0, size))
+                .map_err(|e| format!("giving {path} its memory: {e}"))
+        });
+    match result {
+        Ok(()) => {
+            println!("{path} {}", human(size));
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            // Nothing half-made is left behind.
+            let _ = fs::remove_file(&path);
+            fail(msg)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["list"] => list(),
+        ["create", name, size] => create(name, size, None),
+        ["create", name, size, mode] => create(name, size, Some(mode)),
+        ["remove", names @ ..] if !names.is_empty() => {
+            let mut status = ExitCode::SUCCESS;
+            for name in names {
+                if let Err(e) = fs::remove_file(format!("{MOUNT}/{name}")) {
+                    status = fail(format!("removing {name}: {e}"));
+                }
+            }
+            status
+        }
+        ["info"] => match fs::read_to_string(format!("{MOUNT}/mshare_info")) {
+            Ok(granule) => {
+                println!("mount {MOUNT}\ngranule {}", granule.trim());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{MOUNT}/mshare_info: {e} (is msharefs mounted?)")),
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_their_display() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(human(64 << 20), "64M");
+        assert_eq!(human(1 << 30), "1G");
+        assert_eq!(human(6 << 10), "6K");
+    }
+}
