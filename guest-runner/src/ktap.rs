@@ -170,12 +170,24 @@ pub fn parse(console: &str) -> Report {
     let mut report = Report::default();
     // open[d] is the test whose subtests print at depth d; open[0] collects the suites.
     let mut open: Vec<Test> = vec![Test::default()];
+    // A console may hold several top-level KTAP documents (boot, then each module load):
+    // each one's plan is checked against the suites it reported.
+    let mut document = (None::<usize>, 0usize);
+    let close_document = |document: &mut (Option<usize>, usize), report: &mut Report| {
+        if let (Some(plan), reported) = *document {
+            if reported < plan {
+                report.incomplete.push(format!("a KTAP run planned {plan} suites but reported {reported}"));
+            }
+        }
+        *document = (None, 0);
+    };
 
     for raw in console.lines() {
         let (depth, content) = split_line(raw);
         let starts_test = content.starts_with("KTAP version") || content.starts_with("# Subtest:");
         if content.starts_with("KTAP version") && depth == 0 {
             report.seen_header = true;
+            close_document(&mut document, &mut report);
         }
         if starts_test && depth > 0 {
             while open.len() <= depth {
@@ -193,6 +205,9 @@ pub fn parse(console: &str) -> Report {
         if let Some(plan) = content.strip_prefix("1..") {
             if let Ok(n) = plan.trim().parse() {
                 open[depth].plan = Some(n);
+                if depth == 0 {
+                    document.0 = Some(n);
+                }
             }
             continue;
         }
@@ -218,7 +233,11 @@ pub fn parse(console: &str) -> Report {
             }
         }
         open[depth].subtests.push(test);
+        if depth == 0 {
+            document.1 += 1;
+        }
     }
+    close_document(&mut document, &mut report);
     while open.len() > 1 {
         let cut = open.pop().unwrap_or_default();
         let name = if cut.name.is_empty() { "(unnamed)".to_owned() } else { cut.name };
@@ -278,6 +297,15 @@ mod tests {
         let cut = PASSING.lines().take(7).collect::<Vec<_>>().join("\n");
         let verdict = parse(&cut).verdict().unwrap_err();
         assert!(verdict.contains("mshare_granule' never printed its result"), "{verdict}");
+    }
+
+    #[test]
+    fn a_run_that_stops_between_suites_fails() {
+        let two_planned = PASSING.replace("[    0.500001] 1..1", "[    0.500001] 1..2");
+        let verdict = parse(&two_planned).verdict().unwrap_err();
+        assert!(verdict.contains("a KTAP run planned 2 suites but reported 1"), "{verdict}");
+        // Two complete documents (boot, then a module load) are fine.
+        assert!(parse(&format!("{PASSING}{PASSING}")).verdict().is_ok());
     }
 
     #[test]

@@ -222,16 +222,20 @@ impl Boot {
             let log = log.as_ref().and_then(|f| f.try_clone().ok());
             thread::spawn(move || pump(out, &console, log, echo))
         });
-        let mut stderr = child.stderr.take();
+        // Drained while QEMU runs: a full stderr pipe would block it.
+        let stderr = child.stderr.take().map(|mut err| {
+            thread::spawn(move || {
+                let mut text = String::new();
+                let _ = err.read_to_string(&mut text);
+                text
+            })
+        });
         let finished = wait_until(&mut child, start + self.timeout);
         if let Some(handle) = stdout {
             let _ = handle.join();
         }
         let mut console = console.lock().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_default();
-        let mut qemu_stderr = String::new();
-        if let Some(err) = stderr.as_mut() {
-            let _ = err.read_to_string(&mut qemu_stderr);
-        }
+        let qemu_stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
         if !qemu_stderr.is_empty() {
             console.push_str("\n[qemu stderr]\n");
             console.push_str(&qemu_stderr);

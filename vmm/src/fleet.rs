@@ -388,9 +388,12 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
         if unsafe { libc::poll(&mut poll, 1, 50) } > 0 {
             if let Some(signo) = vmm::read_signal(&signals) {
                 log::info!("signal {signo}: passing it to every VM process");
-                for (_, child, _) in &children {
-                    // SAFETY: signalling our own child.
-                    unsafe { libc::kill(child.id() as i32, signo) };
+                for ((_, child, _), status) in children.iter().zip(&statuses) {
+                    // A reaped child's pid may belong to another process by now.
+                    if status.is_none() {
+                        // SAFETY: signalling our own child, not yet reaped.
+                        unsafe { libc::kill(child.id() as i32, signo) };
+                    }
                 }
             }
         }

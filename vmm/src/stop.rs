@@ -38,6 +38,8 @@ pub enum StopReason {
         /// What happened.
         detail: String,
     },
+    /// The VMM itself failed while the VM ran (a thread or the event loop).
+    VmmFailure(String),
     /// `--timeout` expired.
     Timeout(u64),
     /// SIGINT or SIGTERM.
@@ -57,7 +59,8 @@ impl StopReason {
             | Self::Halted(_)
             | Self::TripleFault { .. }
             | Self::InternalError { .. }
-            | Self::VcpuFailure { .. } => 125,
+            | Self::VcpuFailure { .. }
+            | Self::VmmFailure(_) => 125,
         }
     }
 
@@ -82,6 +85,7 @@ impl std::fmt::Display for StopReason {
                 write!(f, "KVM internal error on vCPU {vcpu}: {detail}")
             }
             Self::VcpuFailure { vcpu, detail } => write!(f, "vCPU {vcpu}: {detail}"),
+            Self::VmmFailure(what) => write!(f, "the VMM failed: {what}"),
             Self::Timeout(seconds) => {
                 write!(f, "the guest did not finish within {seconds} s (--timeout)")
             }

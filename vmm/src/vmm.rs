@@ -173,6 +173,9 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &vm_memory::GuestMemoryMmap) -> 
             return Err(VmmError::MissingCap(cap));
         }
     }
+    if config.regions.iter().any(|(_, attach)| attach.read_only) && !kvm.check_extension(Cap::ReadonlyMem) {
+        return Err(VmmError::MissingCap(Cap::ReadonlyMem));
+    }
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     vm.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     if config.irqchip {
@@ -189,8 +192,9 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &vm_memory::GuestMemoryMmap) -> 
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: the host range is guest RAM mapped by `mem`, which outlives the VM (the
-        // vCPU threads are joined before `mem` is dropped), and slots do not overlap.
+        // SAFETY: the host range is guest RAM mapped by `mem`; every vCPU runner holds a clone
+        // of `mem`, so the mapping outlives any vCPU that can still enter the guest (even one
+        // `stop_vcpus` had to leave behind), and slots do not overlap.
         unsafe { vm.set_user_memory_region(memslot) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(vm)
@@ -238,12 +242,20 @@ impl<W: Write> Write for LinePrefix<W> {
         Ok(buf.len())
     }
 
+    /// Flushes whole lines only: the UART flushes after every byte, and a partial line
+    /// written then would be cut in pieces. What is left is written when the console goes.
     fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for LinePrefix<W> {
+    fn drop(&mut self) {
         if !self.line.is_empty() {
             self.line.push(b'\n');
-            self.emit()?;
+            let _ = self.emit();
         }
-        self.out.flush()
+        let _ = self.out.flush();
     }
 }
 
@@ -514,20 +526,26 @@ pub fn run_with_regions(
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for runner in runners {
         let first_run = first_run.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{}", runner.id))
-            .spawn(move || {
-                if runner.id == 0 {
-                    let _ = first_run.set(start.elapsed());
-                }
-                runner.run();
-            })
-            .map_err(io_err("starting a vCPU thread"))?;
-        threads.push(handle);
+        let handle = std::thread::Builder::new().name(format!("vcpu{}", runner.id)).spawn(move || {
+            if runner.id == 0 {
+                let _ = first_run.set(start.elapsed());
+            }
+            runner.run();
+        });
+        match handle {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                // The vCPUs already started must not run on without a VMM loop.
+                stop.stop(StopReason::VmmFailure(format!("starting a vCPU thread: {e}")));
+                break;
+            }
+        }
     }
 
     while !stop.is_stopping() {
-        events.run_with_timeout(500).map_err(VmmError::EventManager)?;
+        if let Err(e) = events.run_with_timeout(500) {
+            stop.stop(StopReason::VmmFailure(format!("event loop: {e:?}")));
+        }
     }
     let elapsed = start.elapsed();
     stop_vcpus(threads);
@@ -624,11 +642,27 @@ mod tests {
 
     #[test]
     fn prefixed_console_writes_whole_lines() {
-        let mut console = LinePrefix { prefix: "[a] ".into(), line: Vec::new(), out: Vec::new() };
-        console.write_all(b"hel").unwrap();
-        assert!(console.out.is_empty(), "nothing before the line is complete");
-        console.write_all(b"lo\nwor").unwrap();
-        console.flush().unwrap();
-        assert_eq!(String::from_utf8(console.out).unwrap(), "[a] hello\n[a] wor\n");
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Shared::default();
+        let text = || String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let mut console = LinePrefix { prefix: "[a] ".into(), line: Vec::new(), out: sink.clone() };
+        // The UART flushes after every byte.
+        for b in b"hello\nwor" {
+            console.write_all(&[*b]).unwrap();
+            console.flush().unwrap();
+        }
+        assert_eq!(text(), "[a] hello\n", "a partial line waits for its end");
+        drop(console);
+        assert_eq!(text(), "[a] hello\n[a] wor\n", "what is left is written at the end");
     }
 }

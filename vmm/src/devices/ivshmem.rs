@@ -151,8 +151,10 @@ impl Ivshmem {
         if want == self.mapped_at {
             return Ok(());
         }
-        if let Some(old) = self.mapped_at.take() {
+        if let Some(old) = self.mapped_at {
+            // Forgotten only once KVM has let go of it, so Drop still removes it otherwise.
             self.set_memslot(old, 0)?;
+            self.mapped_at = None;
             self.counters.guest_address.store(NOT_MAPPED, Ordering::Relaxed);
         }
         if let Some(addr) = want {

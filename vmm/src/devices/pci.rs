@@ -41,6 +41,8 @@ pub struct ConfigSpace {
     regs: [u32; 64],
     writable: [u32; 64],
     bars: [Option<Bar>; 6],
+    /// BAR registers whose last write was the all-ones of a size probe.
+    sizing: [bool; 6],
     next_capability: usize,
 }
 
@@ -54,7 +56,7 @@ impl ConfigSpace {
         writable[REG_COMMAND] = 0x0000_0547; // I/O, memory, bus master, parity, SERR, INTx disable
         writable[REG_HEADER] = 0x0000_ffff; // cache line size, latency timer
         writable[REG_INTERRUPT] = 0x0000_00ff; // interrupt line
-        Self { regs, writable, bars: [None; 6], next_capability: FIRST_CAPABILITY }
+        Self { regs, writable, bars: [None; 6], sizing: [false; 6], next_capability: FIRST_CAPABILITY }
     }
 
     /// Declares a 32-bit memory BAR `index` of `size` bytes.
@@ -95,15 +97,12 @@ impl ConfigSpace {
         self.bars[index]
     }
 
-    /// Whether BAR `index` holds the all-ones pattern of a size probe rather than an address.
+    /// Whether BAR `index` is being sized: the guest's last write to it (either half of a
+    /// 64-bit BAR) was all ones, so it holds a size mask, not an address. Decided by the
+    /// write, not the value: a real address may look like a mask.
     pub fn bar_probing(&self, index: usize) -> bool {
-        let mask = self.writable[REG_BAR0 + index];
-        let low_probe = self.regs[REG_BAR0 + index] & mask == mask;
-        let high_probe = self.bars[index].is_some_and(|b| b.is_64bit)
-            && self.writable[REG_BAR0 + index + 1] != 0
-            && self.regs[REG_BAR0 + index + 1] & self.writable[REG_BAR0 + index + 1]
-                == self.writable[REG_BAR0 + index + 1];
-        low_probe || high_probe
+        self.sizing[index]
+            || (self.bars[index].is_some_and(|b| b.is_64bit) && self.sizing.get(index + 1) == Some(&true))
     }
 
     /// Whether the command register enables memory decoding.
@@ -168,6 +167,9 @@ impl ConfigSpace {
         }
         let writable = self.writable[reg] & mask;
         self.regs[reg] = (self.regs[reg] & !writable) | (value & writable);
+        if let Some(sizing) = reg.checked_sub(REG_BAR0).and_then(|bar| self.sizing.get_mut(bar)) {
+            *sizing = mask == u32::MAX && value == u32::MAX;
+        }
     }
 }
 
@@ -412,9 +414,30 @@ mod tests {
         assert_eq!(config.read(6), 0xc000_000c, "1 GiB, 64-bit, prefetchable");
         assert_eq!(config.read(7), 0xffff_ffff);
         assert!(config.bar_probing(2));
-        config.set_bar_address(2, 0x80_0000_0000);
+        config.write(6, 0, &0u32.to_le_bytes());
+        assert!(config.bar_probing(2), "the high half still holds its mask");
+        config.write(7, 0, &0x80u32.to_le_bytes());
         assert!(!config.bar_probing(2));
+        assert_eq!(config.bar_address(2), 0x80_0000_0000);
         assert_eq!(config.read(6) & 0xf, 0xc, "type bits survive");
+    }
+
+    #[test]
+    fn an_address_that_looks_like_a_mask_is_an_address() {
+        // A 1 GiB BAR at 0x1_c000_0000: its low half equals the size mask.
+        let mut config = ConfigSpace::new(0x1af4, 0x1110, 0x05, 0x00, 1);
+        config.add_bar64(2, 1 << 30, true);
+        config.write(6, 0, &0xc000_0000u32.to_le_bytes());
+        config.write(7, 0, &1u32.to_le_bytes());
+        assert!(!config.bar_probing(2));
+        assert_eq!(config.bar_address(2), 0x1_c000_0000);
+        // A BAR of 4 GiB or more has no writable low bits at all.
+        let mut big = ConfigSpace::new(0x1af4, 0x1110, 0x05, 0x00, 1);
+        big.add_bar64(2, 8 << 30, true);
+        big.write(6, 0, &0u32.to_le_bytes());
+        big.write(7, 0, &4u32.to_le_bytes());
+        assert!(!big.bar_probing(2));
+        assert_eq!(big.bar_address(2), 4 << 32);
     }
 
     #[test]
