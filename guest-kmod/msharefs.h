@@ -13,7 +13,8 @@ struct inode;
 /* Rust: a region per msharefs file. */
 void *mshare_region_new(void);
 void mshare_region_drop(void *region);
-long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned long arg);
+long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned long arg,
+			 bool writable);
 int mshare_region_truncate(void *region, void *inode, loff_t size);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,

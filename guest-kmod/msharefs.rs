@@ -98,7 +98,12 @@ fn set_size(region: &Region, inode: *mut c_void, requested: u64) -> Result {
     Ok(())
 }
 
-fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize) -> Result {
+fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bool) -> Result {
+    // Reading is open to anyone who may open the file; changing the region takes a
+    // writable open, as ftruncate does.
+    if !writable && !matches!(cmd, MSHAREFS_GET_SIZE | MSHAREFS_GET_STATS) {
+        return Err(EBADF);
+    }
     match cmd {
         MSHAREFS_GET_SIZE => {
             let mut info = [0u8; 16];
@@ -185,10 +190,16 @@ unsafe extern "C" fn mshare_region_drop(region: *mut c_void) {
 ///
 /// `region` is the live region of `inode`.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_ioctl(region: *mut c_void, inode: *mut c_void, cmd: c_uint, arg: c_ulong) -> c_long {
+unsafe extern "C" fn mshare_region_ioctl(
+    region: *mut c_void,
+    inode: *mut c_void,
+    cmd: c_uint,
+    arg: c_ulong,
+    writable: bool,
+) -> c_long {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    match ioctl(region, inode, cmd, arg as usize) {
+    match ioctl(region, inode, cmd, arg as usize, writable) {
         Ok(()) => 0,
         Err(e) => e.to_errno() as c_long,
     }

@@ -151,7 +151,7 @@ static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 {
 	struct inode *inode = file_inode(file);
 
-	return mshare_region_ioctl(inode->i_private, inode, cmd, arg);
+	return mshare_region_ioctl(inode->i_private, inode, cmd, arg, file->f_mode & FMODE_WRITE);
 }
 
 static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
@@ -161,11 +161,16 @@ static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, stru
 
 	if (err)
 		return err;
-	if (attr->ia_valid & ATTR_SIZE) {
+	/*
+	 * open(O_TRUNC) asks for size 0, which a region never has: it keeps its size and
+	 * memory, as a shell redirection onto it expects nothing else.
+	 */
+	if ((attr->ia_valid & ATTR_SIZE) && !((attr->ia_valid & ATTR_OPEN) && attr->ia_size == 0)) {
 		err = mshare_region_truncate(inode->i_private, inode, attr->ia_size);
 		if (err)
 			return err;
 	}
+	attr->ia_valid &= ~ATTR_SIZE;
 	setattr_copy(idmap, inode, attr);
 	return 0;
 }

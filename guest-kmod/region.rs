@@ -61,7 +61,7 @@ pub(crate) struct Stats {
 /// Checks a size request against the region's current size: a region's size is set once,
 /// to a whole number of granules; setting the same size again is allowed.
 pub(crate) fn check_new_size(current: u64, requested: u64) -> Result<u64> {
-    if requested == 0 || requested % GRANULE_SIZE != 0 || granule_align(requested)? != requested {
+    if granule_align(requested)? != requested {
         return Err(EINVAL);
     }
     if current != 0 && current != requested {

@@ -111,7 +111,7 @@ fn msharefs_api_suite_passes() {
         "mshare-api failed: {}",
         console.lines().filter(|l| l.contains("not ok")).collect::<Vec<_>>().join("\n")
     );
-    assert!(console.contains("mshare-api: 51 checks, 0 failed"), "{console}");
+    assert!(console.contains("mshare-api: 57 checks, 0 failed"), "{console}");
 }
 
 #[test]

@@ -15,8 +15,12 @@ KMAKE=(make ARCH=x86_64 LLVM=-19)
 # Built into the test kernel's command line: after its KUnit run it resets the machine, so
 # any VMM (QEMU with -no-reboot, mshare-vmm) ends when the tests are done.
 KTEST_CMDLINE="kunit_shutdown=reboot"
-# Files of guest-kmod/ that make up the module (sources, Kbuild, Makefile).
-kmod_files() { (cd "$KMOD_SRC" && git ls-files --cached --others --exclude-standard -- . 2>/dev/null || find . -type f) | LC_ALL=C sort; }
+# Files of guest-kmod/ that make up the module (sources, Kbuild, Makefile): what git tracks
+# or would track, as it is in the work tree (a file deleted there is gone).
+kmod_files() {
+    (cd "$KMOD_SRC" && { git ls-files --cached --others --exclude-standard -- . 2>/dev/null || find . -type f; } |
+        while read -r f; do [ -f "$f" ] && echo "$f"; done) | LC_ALL=C sort -u
+}
 
 hash_of() { sha256sum | cut -c1-16; }
 
@@ -31,7 +35,7 @@ toolchain_id() {
 # Kernel: source version, config fragment, patches, toolchain, the make recipe.
 kernel_key() {
     {
-        echo "source=$(bash "$IMAGES/scripts/fetch-source.sh" --version)"
+        echo "source=$SOURCE_VERSION"
         echo "recipe=${KMAKE[*]} tinyconfig+guest.config vmlinux bzImage modules, built at $WORK_TREE"
         echo "toolchain=$(toolchain_id)"
         cat "$IMAGES/kernel/guest.config"
@@ -43,6 +47,8 @@ kmod_key() {
 }
 
 compute_keys() {
+    SOURCE_VERSION=$(bash "$IMAGES/scripts/fetch-source.sh" --version) ||
+        die "cannot tell which linux-source-7.3 to build (see above)"
     KERNEL_KEY=$(kernel_key)
     KERNEL_DIR="$CACHE_ROOT/kernel/$KERNEL_KEY"
     KDIR="$KERNEL_DIR/linux"
@@ -188,7 +194,13 @@ build_programs() {
     )
 }
 
-guest_programs() { find "$PROGRAMS_DIR" -maxdepth 1 -type f -executable | LC_ALL=C sort; }
+# The guest programs guest-tests declares (stale binaries of removed ones are left out).
+guest_programs() {
+    local src
+    for src in "$REPO_ROOT"/guest-tests/src/bin/*.rs; do
+        echo "$PROGRAMS_DIR/$(basename "$src" .rs)"
+    done | LC_ALL=C sort
+}
 
 initramfs_key() {
     {
@@ -232,8 +244,9 @@ build_initramfs() {
 }
 
 print_paths() {
-    local initramfs_dir
-    initramfs_dir="$CACHE_ROOT/initramfs/$(initramfs_key 2>/dev/null || echo missing)"
+    local key
+    key=$(initramfs_key 2>/dev/null) || key=missing
+    local initramfs_dir="$CACHE_ROOT/initramfs/$key"
     cat <<EOF
 VMLINUX=$KDIR/vmlinux
 BZIMAGE=$KDIR/arch/x86/boot/bzImage

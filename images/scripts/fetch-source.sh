@@ -37,7 +37,13 @@ expected_sha256() {
     fi
 }
 
-version=$(choose_version)
+pinned_dir="$CACHE_ROOT/source/${PINNED_VERSION//[~+:]/_}"
+if [ -f "$pinned_dir/.unpacked" ]; then
+    # The pinned source is here already: no need to ask the archive.
+    version=$PINNED_VERSION
+else
+    version=$(choose_version)
+fi
 if [ "${1:-}" = "--version" ]; then
     echo "$version"
     exit 0
@@ -55,7 +61,8 @@ if [ -z "$deb" ]; then
     log "downloading $PACKAGE $version (about 160 MiB)"
     (cd "$download_dir" && run_logged "apt-get download $PACKAGE=$version" "$CACHE_ROOT/logs/download.log" \
         apt-get download "$PACKAGE=$version")
-    deb=$(ls "$download_dir"/"${PACKAGE}"_*_all.deb | sort -V | tail -n1)
+    deb="$download_dir/${PACKAGE}_${version//:/%3a}_all.deb"
+    [ -f "$deb" ] || die "apt-get download left no $deb (see $CACHE_ROOT/logs/download.log)"
 fi
 want=$(expected_sha256 "$version")
 have=$(sha256sum "$deb" | awk '{print $1}')
@@ -67,8 +74,8 @@ fi
 log "unpacking $PACKAGE $version"
 rm -rf "$src_dir" && mkdir -p "$src_dir/deb"
 dpkg-deb -x "$deb" "$src_dir/deb"
-tarball=$(ls "$src_dir"/deb/usr/src/linux-source-*.tar.* | head -n1)
-[ -f "$tarball" ] || die "$deb holds no linux-source tarball under /usr/src"
+tarball=$(find "$src_dir/deb/usr/src" -maxdepth 1 -name 'linux-source-*.tar.*' 2>/dev/null | head -n1)
+[ -n "$tarball" ] || die "$deb holds no linux-source tarball under /usr/src"
 mkdir -p "$src_dir/linux"
 tar -xf "$tarball" -C "$src_dir/linux" --strip-components=1
 rm -rf "$src_dir/deb"
