@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The ivshmem devices a VMM gives this guest: mshare-vmm's (named through a vendor
-//! capability) and QEMU's `ivshmem-plain` (unnamed). Each is bound, described in the log,
-//! and can check that data crosses VMs through it (the `selftest_*` parameters).
+//! capability) and QEMU's `ivshmem-plain` (unnamed: named by PCI address). Each is bound,
+//! described in the log, published as the msharefs region `ivshmem/<name>` over its BAR2
+//! (mapped write-back), and can check that data crosses VMs through it (`selftest_*`).
 
-use kernel::{device::Core, io::Io, pci, prelude::*, time::delay::fsleep, time::Delta};
+use crate::region::Region;
+use crate::GRANULE_SIZE;
+use core::ffi::{c_int, c_void};
+use kernel::{bindings, device::Core, io::Io, pci, prelude::*, str::CString, time::delay::fsleep, time::Delta};
+
+extern "C" {
+    fn msharefs_add_device(name: *const u8, region: *mut c_void, size: bindings::loff_t, read_only: bool) -> c_int;
+    fn msharefs_remove_device(region: *mut c_void);
+}
 
 /// The PCI capability list pointer and the vendor-specific capability ID.
 const CAPABILITY_LIST: usize = 0x34;
@@ -64,8 +73,66 @@ fn region_name(pdev: &pci::Device<Core<'_>>) -> Option<RegionName> {
     None
 }
 
-/// One bound ivshmem device (msharefs will keep its region here).
-pub(crate) struct IvshmemDevice;
+/// One bound ivshmem device and the msharefs region over its BAR2, if it has one.
+pub(crate) struct IvshmemDevice {
+    /// Kept for its drop: unpublishes and frees the region with the device.
+    _region: Option<Published>,
+}
+
+/// A device region published in msharefs, with the write-back mapping that makes the BAR
+/// cacheable for every process that maps it.
+struct Published {
+    region: *mut c_void,
+    wb: *mut c_void,
+}
+
+// SAFETY: the pointers are a region owned by this device and a kernel mapping; both are
+// used from any thread only through calls that are safe from any thread (drop, memunmap).
+unsafe impl Send for Published {}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        // SAFETY: unpublished before it is freed; msharefs cannot be mounted any more (the
+        // module is going away or the device unbinds after msharefs let go of its inodes).
+        unsafe {
+            msharefs_remove_device(self.region);
+            drop(Pin::new_unchecked(KBox::from_raw(self.region.cast::<Region>())));
+            bindings::memunmap(self.wb);
+        }
+    }
+}
+
+/// Publishes BAR2 as the msharefs region `ivshmem/<name>`: whole granules only.
+fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<Option<Published>> {
+    let start = pdev.resource_start(2)?;
+    let size = pdev.resource_len(2)?;
+    if size < GRANULE_SIZE || size % GRANULE_SIZE != 0 || start % GRANULE_SIZE != 0 {
+        dev_info!(pdev, "region '{}': not whole 2 MiB granules, not published in msharefs\n", name);
+        return Ok(None);
+    }
+    // Reserves the range as write-back, so that the PFN mappings of it are cached, as the
+    // host's memory behind it is.
+    // SAFETY: maps the device's own BAR, which nothing else maps.
+    let wb = unsafe { bindings::memremap(start, size as usize, bindings::MEMREMAP_WB as _) };
+    if wb.is_null() {
+        return Err(ENOMEM);
+    }
+    let region = match KBox::pin_init(Region::device(size, (start >> 12) as usize, read_only)?, GFP_KERNEL) {
+        // SAFETY: the region is never moved out of its box until `Published::drop` re-pins it.
+        Ok(region) => KBox::into_raw(unsafe { Pin::into_inner_unchecked(region) }).cast::<c_void>(),
+        Err(e) => {
+            // SAFETY: mapped just above.
+            unsafe { bindings::memunmap(wb) };
+            return Err(e);
+        }
+    };
+    let published = Published { region, wb };
+    let cname = CString::try_from_fmt(fmt!("{}", name))?;
+    // SAFETY: the name is a valid C string; the region lives until `published` is dropped,
+    // which unpublishes it first.
+    kernel::error::to_result(unsafe { msharefs_add_device(cname.as_char_ptr(), region, size as bindings::loff_t, read_only) })?;
+    Ok(Some(published))
+}
 
 /// The PCI driver for ivshmem devices.
 pub(crate) struct IvshmemDriver;
@@ -120,7 +187,12 @@ impl pci::Driver for IvshmemDriver {
         pdev.enable_device_mem()?;
         let size = pdev.resource_len(2)?;
         let name = region_name(pdev);
-        let (text, read_only) = name.as_ref().map_or(("", false), |n| (n.as_str(), n.read_only));
+        let address = CString::try_from_fmt(fmt!("{}", pdev.as_ref().name()))?;
+        let (text, read_only) = match &name {
+            Some(n) if !n.as_str().is_empty() => (n.as_str(), n.read_only),
+            Some(n) => (address.to_str().unwrap_or("?"), n.read_only),
+            None => (address.to_str().unwrap_or("?"), false),
+        };
         dev_info!(
             pdev,
             "ivshmem region '{}': {} KiB at {:#x}{}\n",
@@ -134,6 +206,7 @@ impl pci::Driver for IvshmemDriver {
         if write != 0 || expect != 0 {
             selftest(pdev, text, read_only, write, expect)?;
         }
-        Ok(IvshmemDevice)
+        let region = publish(pdev, text, read_only)?;
+        Ok(IvshmemDevice { _region: region })
     }
 }

@@ -18,7 +18,8 @@ long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned l
 int mshare_region_truncate(void *region, void *inode, loff_t size);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
-			     unsigned long pgoff, bool shared);
+			     unsigned long pgoff, bool shared, bool writable);
+bool mshare_region_read_only(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
 void mshare_region_window_opened(void *region);
 void mshare_region_window_closed(void *region);
@@ -32,5 +33,7 @@ void msharefs_free_chunk(unsigned long pfn, unsigned int order);
 void msharefs_invalidate_lock(void *inode);
 void msharefs_invalidate_unlock(void *inode);
 void msharefs_zap(void *inode, loff_t offset, loff_t len);
+int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only);
+void msharefs_remove_device(void *region);
 
 #endif /* MSHARE_MSHAREFS_H */

@@ -226,14 +226,35 @@ unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_v
 ///
 /// `region` is the live region of the file being mapped.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_mmap_check(region: *mut c_void, start: c_ulong, end: c_ulong, pgoff: c_ulong, shared: bool) -> c_int {
+unsafe extern "C" fn mshare_region_mmap_check(
+    region: *mut c_void,
+    start: c_ulong,
+    end: c_ulong,
+    pgoff: c_ulong,
+    shared: bool,
+    writable: bool,
+) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
+    if writable && region.read_only() {
+        return EACCES.to_errno();
+    }
     let offset = (pgoff as u64).checked_mul(4096).unwrap_or(u64::MAX);
     match check_mapping(region.size(), start as u64, end as u64, offset, shared) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
+}
+
+/// Whether the region may only be mapped read-only.
+///
+/// # Safety
+///
+/// `region` is the live region of the file being mapped.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_read_only(region: *mut c_void) -> bool {
+    // SAFETY: per the function's contract.
+    unsafe { &*region.cast::<Region>() }.read_only()
 }
 
 /// A window (VMA) of the region was created or copied.

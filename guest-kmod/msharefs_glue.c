@@ -15,6 +15,8 @@
 #include <linux/mm.h>
 #include <linux/kobject.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/string.h>
 #include <linux/pagemap.h>
 #include <linux/sysfs.h>
 
@@ -136,11 +138,14 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	void *region = file_inode(file)->i_private;
 	int err = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
-					   vma->vm_flags & VM_SHARED);
+					   vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
 
 	if (err)
 		return err;
 	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	/* A region the VMM attached read-only can never become writable (mprotect). */
+	if (mshare_region_read_only(region))
+		vm_flags_clear(vma, VM_MAYWRITE);
 	vma->vm_ops = &msharefs_vm_ops;
 	vma->vm_private_data = region;
 	mshare_region_window_opened(region);
@@ -176,6 +181,15 @@ static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, stru
 }
 
 static const struct file_operations msharefs_region_fops = {
+	.owner		= THIS_MODULE,
+	.open		= simple_open,
+	.unlocked_ioctl	= msharefs_ioctl,
+	.mmap		= msharefs_mmap,
+	.get_unmapped_area = thp_get_unmapped_area,
+};
+
+/* The same operations for device regions; evict_inode tells them apart (not ours to drop). */
+static const struct file_operations msharefs_device_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
 	.unlocked_ioctl	= msharefs_ioctl,
@@ -239,6 +253,118 @@ static const struct super_operations msharefs_sops = {
 	.evict_inode	= msharefs_evict_inode,
 };
 
+/*
+ * ivshmem regions, registered by the PCI driver before msharefs is mounted: they appear
+ * as /sys/fs/mshare/ivshmem/<name>, backed by the device, with no creator.
+ */
+#define MSHAREFS_MAX_DEVICES 32
+
+static struct msharefs_device {
+	char name[NAME_MAX + 1];
+	void *region;
+	loff_t size;
+	bool read_only;
+} msharefs_devices[MSHAREFS_MAX_DEVICES];
+static DEFINE_MUTEX(msharefs_devices_lock);
+
+int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only)
+{
+	int i, err = -ENOSPC;
+
+	mutex_lock(&msharefs_devices_lock);
+	for (i = 0; i < MSHAREFS_MAX_DEVICES; i++) {
+		if (!msharefs_devices[i].region) {
+			strscpy(msharefs_devices[i].name, name, sizeof(msharefs_devices[i].name));
+			msharefs_devices[i].region = region;
+			msharefs_devices[i].size = size;
+			msharefs_devices[i].read_only = read_only;
+			err = 0;
+			break;
+		}
+	}
+	mutex_unlock(&msharefs_devices_lock);
+	return err;
+}
+
+void msharefs_remove_device(void *region)
+{
+	int i;
+
+	mutex_lock(&msharefs_devices_lock);
+	for (i = 0; i < MSHAREFS_MAX_DEVICES; i++)
+		if (msharefs_devices[i].region == region)
+			msharefs_devices[i].region = NULL;
+	mutex_unlock(&msharefs_devices_lock);
+}
+
+static struct inode *msharefs_new_inode(struct super_block *sb, umode_t mode)
+{
+	struct inode *inode = new_inode(sb);
+
+	if (inode) {
+		inode->i_ino = get_next_ino();
+		inode->i_mode = mode;
+		simple_inode_init_ts(inode);
+	}
+	return inode;
+}
+
+/* A persistent dentry named @name under @parent for @inode (dropped at unmount). */
+static int msharefs_add_entry(struct dentry *parent, const char *name, struct inode *inode)
+{
+	struct dentry *dentry = d_alloc_name(parent, name);
+
+	if (!dentry) {
+		iput(inode);
+		return -ENOMEM;
+	}
+	d_make_persistent(dentry, inode);
+	dput(dentry);
+	return 0;
+}
+
+static int msharefs_fill_devices(struct super_block *sb)
+{
+	struct inode *dir = msharefs_new_inode(sb, S_IFDIR | 0755);
+	struct dentry *dentry;
+	int i, err = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	dir->i_op = &simple_dir_inode_operations;
+	dir->i_fop = &simple_dir_operations;
+	set_nlink(dir, 2);
+	dentry = d_alloc_name(sb->s_root, "ivshmem");
+	if (!dentry) {
+		iput(dir);
+		return -ENOMEM;
+	}
+	d_make_persistent(dentry, dir);
+	inc_nlink(d_inode(sb->s_root));
+
+	mutex_lock(&msharefs_devices_lock);
+	for (i = 0; i < MSHAREFS_MAX_DEVICES && !err; i++) {
+		struct msharefs_device *dev = &msharefs_devices[i];
+		struct inode *inode;
+
+		if (!dev->region)
+			continue;
+		inode = msharefs_new_inode(sb, S_IFREG | (dev->read_only ? 0400 : 0600));
+		if (!inode) {
+			err = -ENOMEM;
+			break;
+		}
+		inode->i_op = &msharefs_region_iops;
+		inode->i_fop = &msharefs_device_fops;
+		inode->i_private = dev->region;
+		i_size_write(inode, dev->size);
+		err = msharefs_add_entry(dentry, dev->name, inode);
+	}
+	mutex_unlock(&msharefs_devices_lock);
+	dput(dentry);
+	return err;
+}
+
 static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 {
 	static const struct tree_descr files[] = {
@@ -252,7 +378,7 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 	sb->s_op = &msharefs_sops;
 	d_inode(sb->s_root)->i_mode = S_IFDIR | 01777;
 	d_inode(sb->s_root)->i_op = &msharefs_dir_iops;
-	return 0;
+	return msharefs_fill_devices(sb);
 }
 
 static int msharefs_get_tree(struct fs_context *fc)

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A region: its size (set once, whole granules) and its memory, which `CREATE_MAPPING`
-//! fills and `UNMAP` empties granule by granule: one zeroed, physically contiguous chunk
-//! per granule; a granule without one is a hole (touching it is SIGSEGV).
+//! A region: its size (set once, whole granules) and its memory. An anonymous region's
+//! memory is what `CREATE_MAPPING` fills and `UNMAP` empties granule by granule: one
+//! zeroed, physically contiguous chunk per granule; a granule without one is a hole
+//! (touching it is SIGSEGV). A device region is the BAR2 of an ivshmem device: its size
+//! and memory are the device's, fixed, and read-only when the VMM attached it so.
 
 use crate::{granule_align, GRANULE_SHIFT, GRANULE_SIZE};
 use core::ffi::c_uint;
@@ -37,11 +39,24 @@ struct State {
     chunks: KVec<usize>,
 }
 
+/// Where a region's memory comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Chunks this module allocates and frees (msharefs files).
+    Anonymous,
+    /// A device's memory (an ivshmem BAR2): never freed here, its size fixed.
+    Device {
+        /// The VMM attached it read-only.
+        read_only: bool,
+    },
+}
+
 /// One msharefs region.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Region {
     #[pin]
     state: Mutex<State>,
+    kind: Kind,
     /// Mapped windows (VMAs) of the region in all processes.
     windows: AtomicU64,
     /// Faults that mapped memory of the region.
@@ -95,7 +110,36 @@ pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared
 impl Region {
     /// An empty region: no size, no memory.
     pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self { state <- new_mutex!(State::default()), windows: AtomicU64::new(0), faults: AtomicU64::new(0) })
+        pin_init!(Self {
+            state <- new_mutex!(State::default()),
+            kind: Kind::Anonymous,
+            windows: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+        })
+    }
+
+    /// A region over a device's memory: `size` bytes (whole granules) of page frames from
+    /// `first_pfn` on.
+    pub(crate) fn device(size: u64, first_pfn: usize, read_only: bool) -> Result<impl PinInit<Self, Error>> {
+        if size == 0 || size % GRANULE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
+        let mut chunks = KVec::with_capacity(granules, GFP_KERNEL)?;
+        for i in 0..granules {
+            chunks.push(first_pfn + i * GRANULE_PAGES, GFP_KERNEL)?;
+        }
+        Ok(try_pin_init!(Self {
+            state <- new_mutex!(State { size, chunks }),
+            kind: Kind::Device { read_only },
+            windows: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+        }? Error))
+    }
+
+    /// Whether processes may only map it read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        self.kind == Kind::Device { read_only: true }
     }
 
     /// The size in bytes, 0 until set.
@@ -103,9 +147,12 @@ impl Region {
         self.state.lock().size
     }
 
-    /// Sets the size (once).
+    /// Sets the size (once; a device region's is the device's).
     pub(crate) fn set_size(&self, requested: u64) -> Result<u64> {
         let mut state = self.state.lock();
+        if self.kind != Kind::Anonymous && requested != state.size {
+            return Err(EINVAL);
+        }
         let size = check_new_size(state.size, requested)?;
         if state.size == 0 {
             let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
@@ -121,6 +168,9 @@ impl Region {
 
     /// Gives memory to `[offset, offset + len)`: every granule of it must be a hole.
     pub(crate) fn create_mapping(&self, offset: u64, len: u64) -> Result {
+        if self.kind != Kind::Anonymous {
+            return Err(EINVAL);
+        }
         let mut state = self.state.lock();
         let granules = check_range(state.size, offset, len)?;
         if state.chunks[granules.clone()].iter().any(|&pfn| pfn != 0) {
@@ -143,6 +193,9 @@ impl Region {
 
     /// Checks an unmap request without changing anything.
     pub(crate) fn check_unmap(&self, offset: u64, len: u64) -> Result {
+        if self.kind != Kind::Anonymous {
+            return Err(EINVAL);
+        }
         check_range(self.state.lock().size, offset, len).map(|_| ())
     }
 
@@ -198,6 +251,9 @@ fn free_chunk(pfn: usize) {
 #[pinned_drop]
 impl PinnedDrop for Region {
     fn drop(self: Pin<&mut Self>) {
+        if self.kind != Kind::Anonymous {
+            return;
+        }
         // No mapping outlives the region: every VMA of it holds the region's file.
         let mut state = self.state.lock();
         for pfn in state.chunks.iter_mut() {

@@ -129,3 +129,26 @@ fn mshare_command_creates_lists_and_removes_regions() {
     assert!(console.contains("odd=1") && console.contains("again=1") && console.contains("usage=2"), "{console}");
     assert!(!console.lines().any(|l| l.starts_with("odd ")), "nothing half-made is left: {console}");
 }
+
+#[test]
+fn an_ivshmem_device_is_an_msharefs_region() {
+    let dir = std::env::temp_dir().join(format!("mshare-ivshmem-region-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backing = dir.join("region");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..19].copy_from_slice(b"hello from the host");
+    std::fs::write(&backing, &bytes).unwrap();
+    // QEMU's device has no name capability: its region is named by PCI address.
+    let script = "d=$(ls /sys/fs/mshare/ivshmem) && mshare list && mshare read ivshmem/$d 0 19 && \
+                  mshare write ivshmem/$d 8192 written-through-msharefs";
+    let mut boot = guest_boot("boot-ivshmem-region", &["sh", "-c", script]);
+    boot.ivshmem = vec![(backing.clone(), 4 << 20)];
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert_eq!(run.result.status, 0, "{console}");
+    assert!(console.lines().any(|l| l.starts_with("ivshmem/0000:00:") && l.contains(" 4M ")), "listed: {console}");
+    assert!(console.lines().any(|l| l == "hello from the host"), "{console}");
+    let after = std::fs::read(&backing).unwrap();
+    assert_eq!(&after[8192..8192 + 24], b"written-through-msharefs");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,7 +100,8 @@ fn guest_program_reads_and_writes_a_named_region() {
             "--",
             "sh",
             "-c",
-            "ivshmem-probe list && ivshmem-probe read db 0 19 && ivshmem-probe write db 4096 'hello from the guest'",
+            "ivshmem-probe list && ivshmem-probe read db 0 19 && ivshmem-probe write db 4096 'hello from the guest' && \
+             mshare read ivshmem/db 0 19 && mshare write ivshmem/db 8192 via-msharefs",
         ])
         .output()
         .unwrap();
@@ -108,7 +109,9 @@ fn guest_program_reads_and_writes_a_named_region() {
     assert_eq!(out.status.code(), Some(0), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
     assert!(console_text.contains(" 4194304 db rw"), "the device carries its name");
     assert!(console_text.contains("hello from the host"));
-    assert_eq!(&std::fs::read(&backing).unwrap()[4096..4116], b"hello from the guest");
+    let after = std::fs::read(&backing).unwrap();
+    assert_eq!(&after[4096..4116], b"hello from the guest");
+    assert_eq!(&after[8192..8204], b"via-msharefs", "the same region through msharefs");
 }
 
 /// Two Linux VMs of one fleet share a region: the writer's mshare module writes a pattern

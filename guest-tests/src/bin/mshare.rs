@@ -6,15 +6,23 @@
 //!                                  for all of it, mode octal (default 600)
 //! mshare remove NAME...            unlink regions (each goes when its last user does)
 //! mshare info                      granule and mount point
+//! mshare read NAME OFFSET LEN      print LEN bytes of a region at OFFSET (as text)
+//! mshare write NAME OFFSET TEXT    write TEXT into a region at OFFSET
+//! ```
+//! NAME is a file under /sys/fs/mshare, e.g. `db` or `ivshmem/<name>` (regions the VMM
+//! gives the guest). `list` shows both.
+//! ```text
 //! ```
 //! Exit status: 0 done, 1 the operation failed (the error says why), 2 bad usage.
 
 use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
 use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info";
+const USAGE: &str =
+    "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT";
 
 fn parse_size(text: &str) -> Option<u64> {
     let (digits, shift) = match text.char_indices().last()? {
@@ -44,11 +52,15 @@ fn list() -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(format!("{MOUNT}: {e} (is mshare.ko loaded and msharefs mounted?)")),
     };
+    let devices = fs::read_dir(format!("{MOUNT}/ivshmem")).into_iter().flatten();
     let mut rows: Vec<(String, String)> = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "mshare_info" {
+    for entry in entries.flatten().chain(devices.flatten()) {
+        let mut name = entry.file_name().to_string_lossy().into_owned();
+        if name == "mshare_info" || entry.path().is_dir() {
             continue;
+        }
+        if entry.path().parent().is_some_and(|p| p.ends_with("ivshmem")) {
+            name = format!("ivshmem/{name}");
         }
         let Ok(meta) = entry.metadata() else { continue };
         let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
@@ -108,6 +120,55 @@ fn create(name: &str, size: &str, mode: Option<&str>) -> ExitCode {
     }
 }
 
+/// Maps a whole region shared (read-write when `write`) and runs `f` on its bytes.
+fn with_region<T>(name: &str, write: bool, f: impl FnOnce(&mut [u8]) -> T) -> Result<T, String> {
+    let path = format!("{MOUNT}/{name}");
+    let file = OpenOptions::new().read(true).write(write).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let len = usize::try_from(file.metadata().map_err(|e| e.to_string())?.len()).map_err(|e| e.to_string())?;
+    let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a fresh shared mapping of the whole region; checked for MAP_FAILED.
+    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(format!("mapping {path}: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the mapping is `len` bytes and lives until the munmap below; nothing else in
+    // this process aliases it (other processes or VMs may write it, which for bytes is fine).
+    let result = f(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) });
+    // SAFETY: unmapping what was mapped above.
+    unsafe { libc::munmap(ptr, len) };
+    Ok(result)
+}
+
+fn read_write(name: &str, offset: &str, arg: &str, write: bool) -> ExitCode {
+    let Some(offset) = parse_size(offset).and_then(|o| usize::try_from(o).ok()) else {
+        eprintln!("mshare: bad offset '{offset}'\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = if write {
+        with_region(name, true, |bytes| {
+            let end =
+                offset.checked_add(arg.len()).filter(|e| *e <= bytes.len()).ok_or("past the end of the region")?;
+            bytes[offset..end].copy_from_slice(arg.as_bytes());
+            Ok::<(), &str>(())
+        })
+    } else {
+        let Some(len) = parse_size(arg).and_then(|l| usize::try_from(l).ok()) else {
+            eprintln!("mshare: bad length '{arg}'\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        with_region(name, false, |bytes| {
+            let end = offset.checked_add(len).filter(|e| *e <= bytes.len()).ok_or("past the end of the region")?;
+            println!("{}", String::from_utf8_lossy(&bytes[offset..end]));
+            Ok(())
+        })
+    };
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(why)) => fail(format!("{name}: {why}")),
+        Err(why) => fail(why),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -124,6 +185,8 @@ fn main() -> ExitCode {
             }
             status
         }
+        ["read", name, offset, len] => read_write(name, offset, len, false),
+        ["write", name, offset, text] => read_write(name, offset, text, true),
         ["info"] => match fs::read_to_string(format!("{MOUNT}/mshare_info")) {
             Ok(granule) => {
                 println!("mount {MOUNT}\ngranule {}", granule.trim());
