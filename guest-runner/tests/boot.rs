@@ -8,6 +8,18 @@ use guest_runner::images::ImagePaths;
 use guest_runner::ktap::{self, Outcome};
 use guest_runner::qemu::{log_path, Boot};
 
+/// A 4 MiB file for an ivshmem device that starts with "hello from the host", in a fresh
+/// directory named after `prefix`; returns the directory and the file.
+fn ivshmem_backing(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backing = dir.join("region");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..19].copy_from_slice(b"hello from the host");
+    std::fs::write(&backing, &bytes).unwrap();
+    (dir, backing)
+}
+
 fn images() -> ImagePaths {
     ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))
 }
@@ -75,12 +87,7 @@ fn test_kernel_runs_kunit_at_boot_and_shuts_down() {
 
 #[test]
 fn ivshmem_plain_device_is_found_read_and_written_under_qemu() {
-    let dir = std::env::temp_dir().join(format!("mshare-ivshmem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let backing = dir.join("region");
-    let mut bytes = vec![0u8; 4 << 20];
-    bytes[..19].copy_from_slice(b"hello from the host");
-    std::fs::write(&backing, &bytes).unwrap();
+    let (dir, backing) = ivshmem_backing("mshare-ivshmem");
     let mut boot = guest_boot(
         "boot-ivshmem",
         &[
@@ -132,12 +139,7 @@ fn mshare_command_creates_lists_and_removes_regions() {
 
 #[test]
 fn an_ivshmem_device_is_an_msharefs_region() {
-    let dir = std::env::temp_dir().join(format!("mshare-ivshmem-region-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let backing = dir.join("region");
-    let mut bytes = vec![0u8; 4 << 20];
-    bytes[..19].copy_from_slice(b"hello from the host");
-    std::fs::write(&backing, &bytes).unwrap();
+    let (dir, backing) = ivshmem_backing("mshare-ivshmem-region");
     // QEMU's device has no name capability: its region is named by PCI address.
     let script = "d=$(ls /sys/fs/mshare/ivshmem) && mshare list && mshare read ivshmem/$d 0 19 && \
                   mshare write ivshmem/$d 8192 written-through-msharefs";

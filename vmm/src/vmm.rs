@@ -642,18 +642,7 @@ mod tests {
 
     #[test]
     fn prefixed_console_writes_whole_lines() {
-        #[derive(Clone, Default)]
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Shared::default();
+        let sink = crate::devices::serial::Shared::default();
         let text = || String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let mut console = LinePrefix { prefix: "[a] ".into(), line: Vec::new(), out: sink.clone() };
         // The UART flushes after every byte.

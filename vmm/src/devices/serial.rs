@@ -110,23 +110,25 @@ impl PioDevice for SerialDevice {
     }
 }
 
+/// A console sink tests can read back while something else writes to it.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Shared(pub(crate) Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn device() -> (SerialDevice, Shared, Arc<StopSignal>, EventFd) {
         let stop = Arc::new(StopSignal::new().unwrap());
