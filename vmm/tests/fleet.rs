@@ -104,3 +104,89 @@ fn a_bad_fleet_file_starts_nothing_and_exits_2() {
     assert!(err.contains("vm 'a': attaches region 'dbx', which no [[region]] defines (defined: db)"), "{err}");
     assert!(!marker.exists(), "nothing may be created before the whole file is valid");
 }
+
+/// A fleet VM whose guest crashes after writing into the region stops alone: the others
+/// keep running, still see its data, and the fleet reports the crash.
+#[test]
+fn a_crashing_vm_stops_alone_and_its_data_stays() {
+    let g = guest(&[]);
+    let dir = g.dir.as_path();
+    let mut crasher = bar2_address_into_rbx();
+    crasher.extend([0xc6, 0x03, 0x5c]); // mov byte [rbx], 0x5c
+    crasher.extend([0xc6, 0x43, 0x08, 0x01]); // mov byte [rbx+8], 1
+    crasher.extend([0x0f, 0x0b]); // ud2: no IDT, the vCPU shuts down
+    let mut survivor = bar2_address_into_rbx();
+    survivor.extend([0x8a, 0x43, 0x08, 0x84, 0xc0, 0x74, 0xf9]); // wait until [rbx+8] != 0
+    survivor.extend(mov_rax(0x1_0000)); // then spin a while (emulated: about 0.2 s) past the crash
+    survivor.extend([0x48, 0xff, 0xc8, 0x75, 0xfb]); // dec rax; jnz
+    survivor.extend([0x8a, 0x03]); // mov al, [rbx]
+    survivor.extend(exit_with_al());
+    let region_file = dir.join("shared");
+    let vm = |name: &str, kernel: String| {
+        format!("[[vm]]\nname = \"{name}\"\nkernel = \"{kernel}\"\nmemory = \"64M\"\ntimeout = 60\nserial = \"{name}.console\"\nregions = [{{ name = \"db\" }}]\n\n")
+    };
+    let fleet = format!(
+        "[[region]]\nname = \"db\"\nsize = \"2M\"\npath = \"{}\"\n\n{}{}",
+        region_file.display(),
+        vm("crasher", write_elf(dir, "crasher.elf", &crasher)),
+        vm("survivor", write_elf(dir, "survivor.elf", &survivor)),
+    );
+    let fleet_path = dir.join("fleet.toml");
+    std::fs::write(&fleet_path, fleet).unwrap();
+    for mode in [&[][..], &["--process-per-vm"][..]] {
+        let out = launch(&fleet_path, mode);
+        let err = stderr(&out);
+        assert!(err.contains("vm 'survivor': the guest exited with status 92"), "{mode:?}: {err}");
+        assert!(
+            err.contains("error: vm 'crasher': vCPU 0 triple-faulted")
+                || err.contains("error: vm 'crasher': KVM internal error"),
+            "{mode:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(125), "the crash is the fleet's first non-zero status: {err}");
+        assert_eq!(std::fs::read(&region_file).unwrap()[0], 0x5c, "{mode:?}: the crasher's data outlives it");
+        std::fs::write(&region_file, vec![0u8; 2 << 20]).unwrap();
+    }
+}
+
+/// A process-per-vm VMM process killed with SIGKILL leaves a file-backed region intact, and
+/// a VM started afterwards sees what the killed one wrote.
+#[test]
+fn a_killed_vm_process_leaves_the_region_for_the_next_vm() {
+    let g = guest(&[]);
+    let dir = g.dir.as_path();
+    let mut writer = bar2_address_into_rbx();
+    writer.extend([0xc6, 0x03, 0x6b]); // mov byte [rbx], 0x6b
+    writer.extend([0xeb, 0xfe]); // then spin until killed
+    let mut reader = bar2_address_into_rbx();
+    reader.extend([0x8a, 0x03]); // mov al, [rbx]
+    reader.extend(exit_with_al());
+    let region_file = dir.join("persistent");
+    let region = format!("name=p,size=2M,path={}", region_file.display());
+    let writer_elf = write_elf(dir, "writer.elf", &writer);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
+        .args([
+            "run",
+            "--memory",
+            "64M",
+            "--timeout",
+            "60",
+            "--serial",
+            "/dev/null",
+            "--region",
+            &region,
+            "--kernel",
+            &writer_elf,
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read(&region_file).map(|b| b.first() != Some(&0x6b)).unwrap_or(true) {
+        assert!(std::time::Instant::now() < deadline, "the writer never wrote");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    assert!(child.wait().unwrap().code().is_none(), "killed by a signal");
+    let out = run_vmm(&guest(&reader), &["--region", &region]);
+    assert_eq!(out.status.code(), Some(0x6b), "the next VM reads what the killed one wrote: {}", stderr(&out));
+}
