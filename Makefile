@@ -40,9 +40,10 @@ test: images
 
 demo: images
 	@eval "$$($(BUILD) paths)"; set -e; \
-	echo "== 1. guest user space under QEMU TCG: mshare.ko loads, a guest program checks it, it unloads"; \
+	echo "== 1. guest user space under QEMU TCG: msharefs regions, the mshare command, the API suite"; \
 	cargo run -q --locked -p guest-runner --bin qemu-run -- --initrd "$$INITRAMFS" "$$VMLINUX" -- \
-	    sh -c "modcheck && grep -E 'PageTables|MemTotal' /proc/meminfo && umount /sys/fs/mshare && rmmod mshare && echo demo: done"; \
+	    sh -c "mshare info && mshare create demo 64M 644 && mshare write demo 0 hello-from-msharefs && \
+	           mshare read demo 0 19 && mshare list && mshare-api | tail -3"; \
 	echo "== 2. the test kernel under mshare-vmm on this host's KVM (about a minute where KVM emulates guest kernel code)"; \
 	cargo run -q --locked --release -p vmm --bin mshare-vmm -- run --cpus 2 --memory 256M --timeout 600 \
 	    --kernel "$$VMLINUX_KTEST"

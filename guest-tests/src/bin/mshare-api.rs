@@ -95,7 +95,14 @@ fn unmap(ptr: *mut u8, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal that killed it.
+/// In a child that reads a byte it may not: exit with 128 + the signal, quietly (an
+/// unhandled SIGSEGV would have the kernel log the fault on the console).
+extern "C" fn exit_on_signal(signal: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + signal) };
+}
+
+/// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
 fn read_in_child(ptr: *const u8) -> Option<i32> {
     // SAFETY: fork in a single-threaded program; the child reads one byte and exits.
     let pid = unsafe { libc::fork() };
@@ -104,8 +111,11 @@ fn read_in_child(ptr: *const u8) -> Option<i32> {
         return Some(-1);
     }
     if pid == 0 {
-        // SAFETY: the read may fault, which is what is being tested; nothing else runs.
+        // SAFETY: the read may fault, which is what is being tested; nothing else runs, and
+        // the handlers only exit.
         unsafe {
+            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGBUS, exit_on_signal as *const () as libc::sighandler_t);
             ptr.read_volatile();
             libc::_exit(0);
         }
@@ -113,7 +123,11 @@ fn read_in_child(ptr: *const u8) -> Option<i32> {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+    match libc::WEXITSTATUS(status) {
+        0 if libc::WIFEXITED(status) => None,
+        code if libc::WIFEXITED(status) && code > 128 => Some(code - 128),
+        _ => libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+    }
 }
 
 /// This process's page-table memory (`VmPTE`, KiB).
