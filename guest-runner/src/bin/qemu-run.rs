@@ -8,6 +8,8 @@
 //!   --memory MIB       guest memory in MiB (default 512)
 //!   --timeout SECS     wall-clock limit (default 120)
 //!   --log FILE         also write the console to FILE
+//!   --ivshmem FILE:SIZE  give the guest FILE as an ivshmem-plain device of SIZE bytes
+//!                      (K/M/G suffixes; repeatable; the machine becomes `pc`)
 //!   --ktap             a test kernel: parse its KTAP, exit 0 if every case passed
 //!   --quiet            do not echo the console
 //! ```
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: qemu-run [--initrd PATH] [--append WORD]... [--cpus N] [--memory MIB] [--timeout SECS] [--log FILE] [--ktap] [--quiet] KERNEL [-- COMMAND...]";
+const USAGE: &str = "usage: qemu-run [--initrd PATH] [--append WORD]... [--cpus N] [--memory MIB] [--timeout SECS] [--log FILE] [--ivshmem FILE:SIZE]... [--ktap] [--quiet] KERNEL [-- COMMAND...]";
 
 struct Options {
     boot: Boot,
@@ -46,6 +48,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                 boot.timeout = Duration::from_secs(number(&value("--timeout")?, "--timeout", 1, 86400)?.into())
             }
             "--log" => boot.console_log = Some(PathBuf::from(value("--log")?)),
+            "--ivshmem" => boot.ivshmem.push(ivshmem_spec(&value("--ivshmem")?)?),
             "--ktap" => ktap = true,
             "--quiet" => boot.echo = false,
             "--" => {
@@ -71,6 +74,23 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     }
     boot.kernel = kernel;
     Ok(Options { boot, ktap })
+}
+
+/// `FILE:SIZE`, SIZE in bytes with an optional K, M or G suffix.
+fn ivshmem_spec(text: &str) -> Result<(PathBuf, u64), String> {
+    let bad = || format!("--ivshmem {text}: expected FILE:SIZE, e.g. /dev/shm/db:64M");
+    let (path, size) = text.rsplit_once(':').ok_or_else(bad)?;
+    let (digits, shift) = match size.char_indices().last().ok_or_else(bad)? {
+        (i, 'k' | 'K') => (&size[..i], 10),
+        (i, 'm' | 'M') => (&size[..i], 20),
+        (i, 'g' | 'G') => (&size[..i], 30),
+        _ => (size, 0),
+    };
+    let size = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)).ok_or_else(bad)?;
+    if path.is_empty() || !size.is_power_of_two() {
+        return Err(format!("{}: the size must be a power of two (a PCI BAR)", bad()));
+    }
+    Ok((PathBuf::from(path), size))
 }
 
 fn number(text: &str, name: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -145,6 +165,14 @@ mod tests {
         assert_eq!(o.boot.cpus, 4);
         assert_eq!(o.boot.cmdline, vec!["quiet"]);
         assert_eq!(o.boot.command, vec!["sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn ivshmem_files_with_sizes() {
+        let o = args(&["--ivshmem", "/dev/shm/db:64M", "/proc/self/exe"]).unwrap();
+        assert_eq!(o.boot.ivshmem, vec![(PathBuf::from("/dev/shm/db"), 64 << 20)]);
+        assert!(args(&["--ivshmem", "/dev/shm/db", "k"]).err().unwrap().contains("expected FILE:SIZE"));
+        assert!(args(&["--ivshmem", "/dev/shm/db:3M", "k"]).err().unwrap().contains("power of two"));
     }
 
     #[test]
