@@ -15,6 +15,7 @@ help:
 	@echo "make bench        every benchmark below; reports in target/bench/"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
+	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
 
@@ -52,7 +53,7 @@ demo: images
 test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
-bench: bench-regions bench-boot
+bench: bench-pagetables bench-regions bench-boot
 
 bench-boot: images
 	cargo bench --locked -p vmm --bench boot
@@ -60,7 +61,10 @@ bench-boot: images
 bench-regions:
 	cargo bench --locked -p vmm --bench regions
 
+bench-pagetables: images
+	cargo bench --locked -p guest-runner --bench pagetables
+
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions clean-cache
+.PHONY: help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache

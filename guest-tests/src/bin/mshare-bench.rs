@@ -1,0 +1,247 @@
+//! mshare-bench: page-table memory and faults of N processes sharing memory, in the guest.
+//!
+//! ```text
+//! mshare-bench WAY PROCS SIZE     WAY: mshare | memfd | hugetlb; SIZE with K/M/G
+//! ```
+//! The parent makes the memory once (an msharefs region with its memory, a shared memfd,
+//! or a hugetlb memfd of 2 MiB pages); PROCS children each map all of it and touch every
+//! page, report their minor faults, VmPTE and time, and stay alive until the parent has
+//! read PageTables. The same is done with children that map nothing, and their cost is
+//! subtracted (design.md, "Measuring"). Prints one line:
+//! `BENCH way=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. faults=.. ms_per_proc=..`
+//! with the PageTables growth due to the mapping, the mean VmPTE per child, the minor
+//! faults of all children, and the mean time for a child to map and touch.
+
+use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, MOUNT};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn meminfo_kib(key: &str) -> u64 {
+    // Fold the per-CPU counter deltas first: without it PageTables lags by up to a
+    // threshold per CPU, as large as the figures measured here.
+    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn status_kib(key: &str) -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn minor_faults() -> u64 {
+    // SAFETY: rusage is plain data filled by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_minflt as u64
+}
+
+fn memfd(flags: libc::c_uint) -> io::Result<File> {
+    // SAFETY: memfd_create with a valid C string; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"bench".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned here.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The shared memory of `way`, made once by the parent.
+fn make(way: &str, size: u64) -> io::Result<File> {
+    match way {
+        "mshare" => {
+            let path = format!("{MOUNT}/bench");
+            let _ = fs::remove_file(&path);
+            let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
+            set_size(&file, size)?;
+            create_mapping(&file, &MshareCreate::anonymous(0, size))?;
+            fs::remove_file(&path)?;
+            Ok(file)
+        }
+        "memfd" => {
+            let file = memfd(0)?;
+            file.set_len(size)?;
+            Ok(file)
+        }
+        "hugetlb" => {
+            let pages = size >> 21;
+            fs::write("/proc/sys/vm/nr_hugepages", pages.to_string())?;
+            let file = memfd(libc::MFD_HUGETLB | libc::MFD_HUGE_2MB)?;
+            file.set_len(size)?;
+            Ok(file)
+        }
+        other => Err(io::Error::other(format!("unknown way '{other}' (mshare, memfd, hugetlb)"))),
+    }
+}
+
+/// What one child reports: minor faults, VmPTE (KiB), microseconds to map and touch.
+fn child(file: Option<&File>, size: usize, report: &mut File, barrier: &mut File) -> ! {
+    let faults = minor_faults();
+    let start = Instant::now();
+    if let Some(file) = file {
+        // SAFETY: a fresh shared mapping of the whole memory, checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(2) };
+        }
+        for offset in (0..size).step_by(4096) {
+            // SAFETY: inside the mapping.
+            unsafe { ptr.cast::<u8>().add(offset).write_volatile(1) };
+        }
+    }
+    let line = format!("{} {} {}\n", minor_faults() - faults, status_kib("VmPTE:"), start.elapsed().as_micros());
+    let _ = report.write_all(line.as_bytes());
+    // Stay alive, mapping in place, until the parent has measured.
+    let _ = barrier.read(&mut [0u8; 1]);
+    // SAFETY: leaving the child without running the parent's destructors.
+    unsafe { libc::_exit(0) }
+}
+
+fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-element array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned here.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Waits until PageTables stops shrinking: page tables of exited processes are freed after
+/// an RCU grace period, and a round must not start while the last one's are still going.
+fn settled_page_tables() -> u64 {
+    let mut last = meminfo_kib("PageTables:");
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = meminfo_kib("PageTables:");
+        if now >= last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// One child's report: minor faults, VmPTE in KiB, microseconds to map and touch.
+type Report = (u64, u64, u64);
+
+/// Runs `procs` children mapping `file` (or nothing); returns PageTables growth (KiB) while
+/// they all live and their reports.
+fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec<Report>)> {
+    let (mut report_r, report_w) = pipe()?;
+    let (barrier_r, barrier_w) = pipe()?;
+    let before = settled_page_tables();
+    let mut pids = Vec::new();
+    for _ in 0..procs {
+        // SAFETY: fork in a single-threaded program; the child only maps, touches, writes
+        // its line and exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            let (mut w, mut r) = (
+                report_w.try_clone().unwrap_or_else(|_| unsafe { libc::_exit(3) }),
+                barrier_r.try_clone().unwrap_or_else(|_| unsafe { libc::_exit(3) }),
+            );
+            drop(barrier_w);
+            child(file, size, &mut w, &mut r);
+        }
+        pids.push(pid);
+    }
+    drop(report_w);
+    let mut text = String::new();
+    let mut line_count = 0;
+    let mut buf = [0u8; 4096];
+    while line_count < procs {
+        let n = report_r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        line_count = text.lines().count();
+    }
+    let grown = meminfo_kib("PageTables:").saturating_sub(before);
+    drop(barrier_w);
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: waiting for our own children.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    let reports = text
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 3).then(|| (v[0], v[1], v[2]))
+        })
+        .collect::<Vec<_>>();
+    if reports.len() != procs {
+        return Err(io::Error::other(format!("{} of {procs} children reported", reports.len())));
+    }
+    Ok((grown, reports))
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 10),
+        (i, 'm' | 'M') => (&text[..i], 20),
+        (i, 'g' | 'G') => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(way), Some(procs), Some(size)) =
+        (args.first(), args.get(1).and_then(|p| p.parse::<usize>().ok()), args.get(2).and_then(|s| parse_size(s)))
+    else {
+        eprintln!("usage: mshare-bench mshare|memfd|hugetlb PROCS SIZE");
+        return ExitCode::from(2);
+    };
+    let run = || -> io::Result<String> {
+        let file = make(way, size)?;
+        let (idle_grown, _) = round(None, 0, procs)?;
+        let (grown, reports) = round(Some(&file), size as usize, procs)?;
+        let faults: u64 = reports.iter().map(|r| r.0).sum();
+        let vmpte = reports.iter().map(|r| r.1).sum::<u64>() / procs as u64;
+        let micros = reports.iter().map(|r| r.2).sum::<u64>() / procs as u64;
+        if way == "hugetlb" {
+            let _ = fs::write("/proc/sys/vm/nr_hugepages", "0");
+        }
+        Ok(format!(
+            "BENCH way={way} procs={procs} size={size} pagetables_kib={} vmpte_kib={vmpte} faults={faults} ms_per_proc={:.1}",
+            grown.saturating_sub(idle_grown),
+            micros as f64 / 1000.0
+        ))
+    };
+    match run() {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mshare-bench {way}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
