@@ -67,7 +67,7 @@ fn main() {
          Each cell: mshare (mode C: one PMD leaf per 2 MiB granule, no kernel patch) / shared memfd (4 KiB pages) / \
          hugetlbfs 2 MiB pages (no PMD sharing below 1 GiB). PageTables is the growth of /proc/meminfo's PageTables \
          while all N live, minus what N processes mapping nothing cost; VmPTE is per process (includes ~36 KiB every \
-         process has); faults are the minor faults of all N; time is the mean per process to map and touch.\n\n\
+         process has); faults are the minor faults of all N; time is the mean wall time of a process to map and touch, all N running at once on 2 vCPUs.\n\n\
          | N | PageTables growth KiB | VmPTE per process KiB | minor faults (all N) | ms per process |\n|---|---|---|---|---|\n{rows}\n\
          Where this machine distorts: QEMU TCG emulates the guest's CPUs, so times are 10-100x a real host's; page-table \
          bytes and fault counts do not depend on it. Anchor: the upstream series' motivation, 1,500 processes mapping a \
