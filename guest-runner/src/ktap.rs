@@ -199,8 +199,14 @@ pub fn parse(console: &str) -> Report {
             report.seen_header = true;
             continue;
         }
-        if depth >= open.len() {
+        let is_plan = content.starts_with("1..");
+        if !is_plan && parse_result(content).is_none() {
             continue;
+        }
+        // A plan or result deeper than any header opened (a header lost on the console):
+        // count it in an unnamed test, which the end reports as never finished.
+        while open.len() <= depth {
+            open.push(Test::default());
         }
         if let Some(plan) = content.strip_prefix("1..") {
             if let Ok(n) = plan.trim().parse() {
@@ -306,6 +312,12 @@ mod tests {
         assert!(verdict.contains("a KTAP run planned 2 suites but reported 1"), "{verdict}");
         // Two complete documents (boot, then a module load) are fine.
         assert!(parse(&format!("{PASSING}{PASSING}")).verdict().is_ok());
+    }
+
+    #[test]
+    fn a_result_whose_header_was_lost_still_fails_the_run() {
+        let console = "KTAP version 1\n1..1\n    1..1\n    not ok 1 y\n";
+        assert!(parse(console).verdict().is_err());
     }
 
     #[test]

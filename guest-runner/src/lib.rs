@@ -4,11 +4,13 @@
 //!   oopses and panics (any of which fails a run);
 //! - [`ktap`]: KTAP (KUnit) results printed on the console;
 //! - [`images`]: where `make images` put the kernels and the initramfs;
-//! - [`qemu`]: boot a guest under QEMU TCG with a command and a timeout.
+//! - [`qemu`]: boot a guest under QEMU TCG with a command and a timeout;
+//! - [`fuzz`]: bounded randomized runs (a seeded PRNG and text mutations).
 //!
 //! The same console and KTAP checks serve boots under `mshare-vmm`.
 
 pub mod console;
+pub mod fuzz;
 pub mod images;
 pub mod ktap;
 pub mod qemu;
