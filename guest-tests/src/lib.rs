@@ -24,6 +24,17 @@ pub fn parse_number(text: &str) -> Option<u64> {
     }
 }
 
+/// Parses a size in bytes with an optional K, M or G suffix (binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 10),
+        (i, 'm' | 'M') => (&text[..i], 20),
+        (i, 'g' | 'G') => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +46,15 @@ mod tests {
         assert_eq!(parse_number("0XF4"), Some(0xf4));
         assert_eq!(parse_number("f4"), None);
         assert_eq!(parse_number(""), None);
+    }
+
+    #[test]
+    fn sizes_with_suffixes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999G"), None);
     }
 
     #[test]

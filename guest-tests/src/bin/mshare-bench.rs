@@ -13,6 +13,7 @@
 //! faults of all children, and the mean time for a child to map and touch.
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, MOUNT};
+use guest_tests::parse_size;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -198,16 +199,6 @@ fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec
         return Err(io::Error::other(format!("{} of {procs} children reported", reports.len())));
     }
     Ok((grown, reports))
-}
-
-fn parse_size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.char_indices().last()? {
-        (i, 'k' | 'K') => (&text[..i], 10),
-        (i, 'm' | 'M') => (&text[..i], 20),
-        (i, 'g' | 'G') => (&text[..i], 30),
-        _ => (text, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 fn main() -> ExitCode {

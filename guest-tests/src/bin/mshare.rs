@@ -16,6 +16,7 @@
 //! Exit status: 0 done, 1 the operation failed (the error says why), 2 bad usage.
 
 use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
+use guest_tests::parse_size;
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -23,16 +24,6 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT";
-
-fn parse_size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.char_indices().last()? {
-        (i, 'k' | 'K') => (&text[..i], 10),
-        (i, 'm' | 'M') => (&text[..i], 20),
-        (i, 'g' | 'G') => (&text[..i], 30),
-        _ => (text, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
 
 fn human(bytes: u64) -> String {
     match bytes {
@@ -207,9 +198,6 @@ mod tests {
 
     #[test]
     fn sizes_and_their_display() {
-        assert_eq!(parse_size("64M"), Some(64 << 20));
-        assert_eq!(parse_size("2g"), Some(2 << 30));
-        assert_eq!(parse_size("lots"), None);
         assert_eq!(human(64 << 20), "64M");
         assert_eq!(human(1 << 30), "1G");
         assert_eq!(human(6 << 10), "6K");

@@ -191,31 +191,21 @@ pub trait PciDevice: Send {
     }
 }
 
-/// The host bridge at 00:00.0 (Intel 0x0d57, as Cloud Hypervisor's), class 0x0600.
-pub struct HostBridge {
-    config: ConfigSpace,
-}
+/// A device that is only its configuration space: the host bridge, or placeholders.
+pub struct ConfigOnly(pub ConfigSpace);
 
-impl HostBridge {
-    /// The host bridge.
-    pub fn new() -> Self {
-        Self { config: ConfigSpace::new(0x8086, 0x0d57, 0x06, 0x00, 0) }
-    }
-}
-
-impl Default for HostBridge {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl PciDevice for HostBridge {
+impl PciDevice for ConfigOnly {
     fn config(&self) -> &ConfigSpace {
-        &self.config
+        &self.0
     }
     fn config_mut(&mut self) -> &mut ConfigSpace {
-        &mut self.config
+        &mut self.0
     }
+}
+
+/// The host bridge at 00:00.0 (Intel 0x0d57, as Cloud Hypervisor's), class 0x0600.
+pub fn host_bridge() -> ConfigOnly {
+    ConfigOnly(ConfigSpace::new(0x8086, 0x0d57, 0x06, 0x00, 0))
 }
 
 /// Bus 0: a host bridge in slot 0 and devices in the following slots.
@@ -226,7 +216,7 @@ pub struct PciBus {
 impl PciBus {
     /// A bus with only the host bridge.
     pub fn new() -> Self {
-        Self { slots: vec![Arc::new(Mutex::new(HostBridge::new()))] }
+        Self { slots: vec![Arc::new(Mutex::new(host_bridge()))] }
     }
 
     /// Adds a device in the next free slot; returns the slot, or `None` when the bus is full.
@@ -324,18 +314,9 @@ mod tests {
     use super::*;
 
     fn io_with(device: Option<ConfigSpace>) -> PciConfigIo {
-        struct Plain(ConfigSpace);
-        impl PciDevice for Plain {
-            fn config(&self) -> &ConfigSpace {
-                &self.0
-            }
-            fn config_mut(&mut self) -> &mut ConfigSpace {
-                &mut self.0
-            }
-        }
         let mut bus = PciBus::new();
         if let Some(config) = device {
-            bus.add(Arc::new(Mutex::new(Plain(config))));
+            bus.add(Arc::new(Mutex::new(ConfigOnly(config))));
         }
         PciConfigIo::new(Arc::new(bus))
     }
