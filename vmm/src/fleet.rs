@@ -226,6 +226,18 @@ impl Fleet {
     }
 }
 
+/// Waits up to `millis` for a signal on the launcher's signalfd.
+fn wait_for_signal(signals: &std::os::fd::OwnedFd, millis: i32) -> Option<i32> {
+    let mut poll = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(signals), events: libc::POLLIN, revents: 0 };
+    // SAFETY: polls one valid fd for a bounded time.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    if ready > 0 {
+        vmm::read_signal(signals)
+    } else {
+        None
+    }
+}
+
 /// How one VM of a fleet ended: its name and its outcome (or why it could not start).
 pub type VmResult = (String, Result<Outcome, VmmError>);
 
@@ -262,15 +274,10 @@ pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
         threads.push((name, handle));
     }
     while threads.iter().any(|(_, t)| !t.is_finished()) {
-        let mut poll = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&signals), events: libc::POLLIN, revents: 0 };
-        // SAFETY: polls one valid fd for 200 ms.
-        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
-        if ready > 0 {
-            if let Some(signo) = vmm::read_signal(&signals) {
-                log::info!("signal {signo}: stopping every VM");
-                for stop in &stops {
-                    stop.stop(crate::stop::StopReason::Signal(signo));
-                }
+        if let Some(signo) = wait_for_signal(&signals, 200) {
+            log::info!("signal {signo}: stopping every VM");
+            for stop in &stops {
+                stop.stop(crate::stop::StopReason::Signal(signo));
             }
         }
     }
@@ -383,17 +390,13 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
                 }
             }
         }
-        let mut poll = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&signals), events: libc::POLLIN, revents: 0 };
-        // SAFETY: polls one valid fd for 50 ms.
-        if unsafe { libc::poll(&mut poll, 1, 50) } > 0 {
-            if let Some(signo) = vmm::read_signal(&signals) {
-                log::info!("signal {signo}: passing it to every VM process");
-                for ((_, child, _), status) in children.iter().zip(&statuses) {
-                    // A reaped child's pid may belong to another process by now.
-                    if status.is_none() {
-                        // SAFETY: signalling our own child, not yet reaped.
-                        unsafe { libc::kill(child.id() as i32, signo) };
-                    }
+        if let Some(signo) = wait_for_signal(&signals, 50) {
+            log::info!("signal {signo}: passing it to every VM process");
+            for ((_, child, _), status) in children.iter().zip(&statuses) {
+                // A reaped child's pid may belong to another process by now.
+                if status.is_none() {
+                    // SAFETY: signalling our own child, not yet reaped.
+                    unsafe { libc::kill(child.id() as i32, signo) };
                 }
             }
         }

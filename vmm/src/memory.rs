@@ -73,8 +73,7 @@ pub fn ram_ranges(size: u64) -> Result<Vec<(GuestAddress, usize)>, MemoryError> 
         return Err(MemoryError::Unaligned(size));
     }
     // `usize` is 64 bits on every host this VMM builds for (x86-64 only).
-    let below_gap = size.min(MMIO_GAP_START);
-    let mut ranges = vec![(GuestAddress(0), below_gap as usize)];
+    let mut ranges = vec![(GuestAddress(0), low_ram_end(size) as usize)];
     if size > MMIO_GAP_START {
         ranges.push((GuestAddress(MMIO_GAP_END), (size - MMIO_GAP_START) as usize));
     }
@@ -104,8 +103,7 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
         E820Entry { addr: 0, size: EBDA_START.0, kind: E820_RAM },
         E820Entry { addr: EBDA_START.0, size: HIGH_RAM_START.0 - EBDA_START.0, kind: E820_RESERVED },
     ];
-    let low_end = size.min(MMIO_GAP_START);
-    map.push(E820Entry { addr: HIGH_RAM_START.0, size: low_end - HIGH_RAM_START.0, kind: E820_RAM });
+    map.push(E820Entry { addr: HIGH_RAM_START.0, size: low_ram_end(size) - HIGH_RAM_START.0, kind: E820_RAM });
     if size > MMIO_GAP_START {
         map.push(E820Entry { addr: MMIO_GAP_END, size: size - MMIO_GAP_START, kind: E820_RAM });
     }

@@ -106,6 +106,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> VmmError {
     move |source| VmmError::Io { what, source }
 }
 
+/// [`io_err`] for the errno errors of vmm-sys-util.
+fn errno_err(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
+    move |e| io_err(what)(e.into())
+}
+
 /// How a VM ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -471,20 +476,12 @@ pub fn run_with_regions(
     let bus = Arc::new(bus);
 
     let signals = if own_signals { Some(signal_fd()?) } else { None };
-    vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler).map_err(|e| VmmError::Io {
-        what: "registering the vCPU kick signal".into(),
-        source: io::Error::from_raw_os_error(e.errno()),
-    })?;
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler)
+        .map_err(errno_err("registering the vCPU kick signal"))?;
     let timer = match config.timeout {
         Some(limit) => {
-            let mut timer = TimerFd::new().map_err(|e| VmmError::Io {
-                what: "timerfd".into(),
-                source: io::Error::from_raw_os_error(e.errno()),
-            })?;
-            timer.reset(limit, None).map_err(|e| VmmError::Io {
-                what: "timerfd".into(),
-                source: io::Error::from_raw_os_error(e.errno()),
-            })?;
+            let mut timer = TimerFd::new().map_err(errno_err("timerfd"))?;
+            timer.reset(limit, None).map_err(errno_err("timerfd"))?;
             Some((timer, limit.as_secs()))
         }
         None => None,
