@@ -2,13 +2,16 @@
 
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
-//! Today: msharefs regions with their sizes ([`msharefs`], with `msharefs_glue.c`), and a
-//! PCI driver for the VMM's ivshmem devices ([`ivshmem`]). Mapping regions, /dev/mshare
-//! and the shared page tables build on them.
+//! msharefs regions ([`msharefs`], with `msharefs_glue.c`; [`region`]), mapped through
+//! PTE tables shared by every process (mode B, [`shared_table`], on a kernel with the
+//! core-mm patch) or through a huge PFN mapping per process (mode C, any kernel), the
+//! system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices ([`ivshmem`]).
 
 mod ivshmem;
 mod msharefs;
 mod region;
+mod shared_table;
+mod stats;
 
 use kernel::{driver, pci, prelude::*};
 
@@ -26,6 +29,10 @@ module! {
         selftest_expect: u64 {
             default: 0,
             description: "At probe, wait until offset 0 of each ivshmem region holds this non-zero pattern",
+        },
+        shared_tables: u32 {
+            default: 1,
+            description: "1: share page tables between processes when the kernel can (mode B); 0: per-process huge PFN mappings (mode C)",
         },
     },
 }
@@ -62,11 +69,19 @@ struct Mshare {
 
 impl kernel::InPlaceModule for Mshare {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let kernel_can = shared_table::kernel_shares_tables();
+        stats::set_shared_tables(kernel_can && module_parameters::shared_tables.value() != 0);
         pr_info!(
-            "mshare {} loaded (granule {} KiB, {})\n",
+            "mshare {} loaded (granule {} KiB, {}): mode {}{}\n",
             VERSION,
             GRANULE_SIZE >> 10,
-            if cfg!(MODULE) { "module" } else { "built-in" }
+            if cfg!(MODULE) { "module" } else { "built-in" },
+            stats::mode_name(),
+            match (stats::shared_tables(), kernel_can) {
+                (true, _) => ", page tables shared between processes",
+                (false, true) => ", shared_tables=0: a huge PFN mapping per process",
+                (false, false) => ", this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)",
+            }
         );
         try_pin_init!(Self {
             msharefs: msharefs::Registration::new()?,

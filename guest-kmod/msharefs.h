@@ -17,12 +17,15 @@ long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned l
 			 bool writable);
 int mshare_region_truncate(void *region, void *inode, loff_t size);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
+ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
+/* 1: the window shares the region's tables (mode B); 0: its own mappings; or -errno. */
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared, bool writable);
-bool mshare_region_read_only(void *region);
+bool mshare_region_writable(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
-void mshare_region_window_opened(void *region);
-void mshare_region_window_closed(void *region);
+int mshare_region_table(void *region, unsigned long pgoff, void **table);
+void mshare_region_window_opened(void *region, bool shared);
+void mshare_region_window_closed(void *region, bool shared);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);
@@ -33,6 +36,12 @@ void msharefs_free_chunk(unsigned long pfn, unsigned int order);
 void msharefs_invalidate_lock(void *inode);
 void msharefs_invalidate_unlock(void *inode);
 void msharefs_zap(void *inode, loff_t offset, loff_t len);
+bool mshare_kernel_shares_tables(void);
+void *mshare_table_alloc(void);
+void mshare_table_free(void *table);
+void mshare_table_grace_period(void);
+void mshare_table_map(void *table, unsigned long pfn, bool writable);
+unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable);
 int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only);
 void msharefs_remove_device(void *region);
 

@@ -4,8 +4,8 @@
 //! region files, `ftruncate`, `mshare_info`, the checks behind `mmap` of a region and the
 //! page lookups behind its faults. Regions themselves are in [`crate::region`].
 
-use crate::region::{check_mapping, Page, Region};
-use crate::GRANULE_SIZE;
+use crate::region::{check_mapping, Page, Region, Window};
+use crate::{stats, GRANULE_SIZE};
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
@@ -27,8 +27,11 @@ pub(crate) const MSHAREFS_CREATE_MAPPING: u32 = _IOW::<[u64; 5]>(b'x' as u32, 2)
 /// `MSHAREFS_UNMAP`: `_IOW('x', 3, struct mshare_unmap)`.
 pub(crate) const MSHAREFS_UNMAP: u32 = _IOW::<[u64; 2]>(b'x' as u32, 3);
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
-/// (`{ u64 windows; u64 faults; u64 backed; }`), in msharefs' reserved range.
-pub(crate) const MSHAREFS_GET_STATS: u32 = _IOR::<[u64; 3]>(b'x' as u32, 0x10);
+/// (`{ u64 windows, faults, backed, tables, links; }`).
+pub(crate) const MSHAREFS_GET_STATS: u32 = _IOR::<[u64; 5]>(b'x' as u32, 0x10);
+/// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64 prot)`, this project's extension: the
+/// protection of the whole region for every process sharing its tables, at once.
+pub(crate) const MSHAREFS_SET_PROT: u32 = _IOW::<u64>(b'x' as u32, 0x11);
 
 const PROT_READ: u32 = 0x1;
 const PROT_WRITE: u32 = 0x2;
@@ -98,6 +101,34 @@ fn set_size(region: &Region, inode: *mut c_void, requested: u64) -> Result {
     Ok(())
 }
 
+/// Runs `change` under the region's invalidate lock, then removes `[offset, offset + len)`
+/// from every process that maps it (unlinking shared tables, flushing TLBs), then drops
+/// what `change` returned: memory it took is freed only once no process can reach it.
+fn change_then_zap<T>(inode: *mut c_void, offset: u64, len: u64, change: impl FnOnce() -> Result<T>) -> Result {
+    let (start, length) = (i64::try_from(offset).map_err(|_| EINVAL)?, i64::try_from(len).map_err(|_| EINVAL)?);
+    // Mode C faults look pages up under the invalidate lock, shared: with it held here,
+    // none can map memory between the change and the zap.
+    // SAFETY: `inode` is the live inode of this region; the lock is released below.
+    unsafe { msharefs_invalidate_lock(inode) };
+    let result = change().map(|taken| {
+        // SAFETY: as above.
+        unsafe { msharefs_zap(inode, start, length) };
+        drop(taken);
+    });
+    // SAFETY: taken above.
+    unsafe { msharefs_invalidate_unlock(inode) };
+    result
+}
+
+/// `MSHAREFS_SET_PROT`'s argument: `PROT_READ` or `PROT_READ | PROT_WRITE`.
+fn parse_prot(prot: u64) -> Result<bool> {
+    match prot {
+        p if p == u64::from(PROT_READ) => Ok(false),
+        p if p == u64::from(PROT_READ | PROT_WRITE) => Ok(true),
+        _ => Err(EINVAL),
+    }
+}
+
 fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bool) -> Result {
     // Reading is open to anyone who may open the file; changing the region takes a
     // writable open, as ftruncate does.
@@ -120,24 +151,27 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bo
         }
         MSHAREFS_UNMAP => {
             let (offset, len) = read_pair(arg)?;
-            let (start, length) = (i64::try_from(offset).map_err(|_| EINVAL)?, i64::try_from(len).map_err(|_| EINVAL)?);
-            // Faults look pages up under the invalidate lock, shared: with it held here, no
-            // fault can map a chunk between the zap and its freeing.
-            // SAFETY: `inode` is the live inode of this region; the lock is released below.
-            unsafe { msharefs_invalidate_lock(inode) };
-            let result = region.check_unmap(offset, len).map(|()| {
-                // SAFETY: as above; removes every process's mapping of the range.
-                unsafe { msharefs_zap(inode, start, length) };
-                region.unmap(offset, len)
-            });
-            // SAFETY: taken above.
-            unsafe { msharefs_invalidate_unlock(inode) };
-            result?
+            change_then_zap(inode, offset, len, || region.take(offset, len))
+        }
+        MSHAREFS_SET_PROT => {
+            let mut raw = [0u8; 8];
+            UserSlice::new(UserPtr::from_addr(arg), raw.len()).reader().read_slice(&mut raw)?;
+            let writable = parse_prot(u64::from_ne_bytes(raw))?;
+            // Private windows (mode C) carry their own permissions; only shared tables can
+            // change for everyone at once.
+            if !stats::shared_tables() {
+                return Err(EOPNOTSUPP);
+            }
+            let size = region.size();
+            if size == 0 {
+                return Err(EINVAL);
+            }
+            change_then_zap(inode, 0, size, || region.set_writable(writable))
         }
         MSHAREFS_GET_STATS => {
             let stats = region.stats();
-            let mut raw = [0u8; 24];
-            for (i, value) in [stats.windows, stats.faults, stats.backed].iter().enumerate() {
+            let mut raw = [0u8; 40];
+            for (i, value) in [stats.windows, stats.faults, stats.backed, stats.tables, stats.links].iter().enumerate() {
                 raw[i * 8..i * 8 + 8].copy_from_slice(&value.to_ne_bytes());
             }
             UserSlice::new(UserPtr::from_addr(arg), raw.len()).writer().write_slice(&raw)
@@ -220,7 +254,8 @@ unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_v
     }
 }
 
-/// mmap of a region: 0 or a negative errno.
+/// mmap of a region: 1 for a window that shares the region's tables, 0 for one with its
+/// own mappings, or a negative errno.
 ///
 /// # Safety
 ///
@@ -236,25 +271,47 @@ unsafe extern "C" fn mshare_region_mmap_check(
 ) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    if writable && region.read_only() {
-        return EACCES.to_errno();
-    }
     let offset = (pgoff as u64).checked_mul(4096).unwrap_or(u64::MAX);
-    match check_mapping(region.size(), start as u64, end as u64, offset, shared) {
-        Ok(()) => 0,
+    let window = region.window(writable).and_then(|window| {
+        check_mapping(region.size(), start as u64, end as u64, offset, shared).map(|()| window)
+    });
+    match window {
+        Ok(Window::Shared) => 1,
+        Ok(Window::Private) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
-/// Whether the region may only be mapped read-only.
+/// Whether processes may write to the region now (a write fault on a shared table's
+/// read-only entry is SIGSEGV unless the region became writable meanwhile).
 ///
 /// # Safety
 ///
-/// `region` is the live region of the file being mapped.
+/// `region` is the live region of the faulting mapping.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_read_only(region: *mut c_void) -> bool {
+unsafe extern "C" fn mshare_region_writable(region: *mut c_void) -> bool {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.read_only()
+    unsafe { &*region.cast::<Region>() }.writable()
+}
+
+/// The shared table of page `pgoff`'s granule, in `*table` (null for a hole): 0 or a
+/// negative errno.
+///
+/// # Safety
+///
+/// `region` is the live region of the faulting mapping; `table` is writable.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    match region.table(pgoff as usize) {
+        Ok(found) => {
+            // SAFETY: per the function's contract.
+            unsafe { *table = found };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
 }
 
 /// A window (VMA) of the region was created or copied.
@@ -263,9 +320,17 @@ unsafe extern "C" fn mshare_region_read_only(region: *mut c_void) -> bool {
 ///
 /// `region` is the live region of the window.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_window_opened(region: *mut c_void) {
+unsafe extern "C" fn mshare_region_window_opened(region: *mut c_void, shared: bool) {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.window_opened();
+    unsafe { &*region.cast::<Region>() }.window_opened(window_kind(shared));
+}
+
+fn window_kind(shared: bool) -> Window {
+    if shared {
+        Window::Shared
+    } else {
+        Window::Private
+    }
 }
 
 /// A window of the region went away.
@@ -274,9 +339,9 @@ unsafe extern "C" fn mshare_region_window_opened(region: *mut c_void) {
 ///
 /// `region` is the live region of the window (the window holds its file).
 #[no_mangle]
-unsafe extern "C" fn mshare_region_window_closed(region: *mut c_void) {
+unsafe extern "C" fn mshare_region_window_closed(region: *mut c_void, shared: bool) {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.window_closed();
+    unsafe { &*region.cast::<Region>() }.window_closed(window_kind(shared));
 }
 
 /// The page frame behind page `pgoff` of a region: the frame, 0 for a hole, -1 outside.
@@ -303,6 +368,30 @@ unsafe extern "C" fn mshare_region_pfn(region: *mut c_void, pgoff: c_ulong) -> c
 #[no_mangle]
 unsafe extern "C" fn mshare_info_read(buf: *mut c_void, len: usize, pos: *mut bindings::loff_t) -> isize {
     let Ok(text) = CString::try_from_fmt(fmt!("{}\n", GRANULE_SIZE)) else { return ENOMEM.to_errno() as isize };
+    // SAFETY: per the function's contract.
+    unsafe { read_text(&text, buf, len, pos) }
+}
+
+/// `mshare_stats`: the mode and system-wide statistics (see [`stats`]).
+///
+/// # Safety
+///
+/// `pos` is the file position the VFS passed.
+#[no_mangle]
+unsafe extern "C" fn mshare_stats_read(buf: *mut c_void, len: usize, pos: *mut bindings::loff_t) -> isize {
+    match stats::render() {
+        // SAFETY: per the function's contract.
+        Ok(text) => unsafe { read_text(&text, buf, len, pos) },
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// Copies the part of `text` at `*pos` to the user buffer of a read callback.
+///
+/// # Safety
+///
+/// `pos` is the file position the VFS passed.
+unsafe fn read_text(text: &CString, buf: *mut c_void, len: usize, pos: *mut bindings::loff_t) -> isize {
     let mut writer = UserSlice::new(UserPtr::from_ptr(buf), len).writer();
     // SAFETY: `pos` is valid for the duration of the read callback.
     let offset: &mut file::Offset = unsafe { &mut *pos };

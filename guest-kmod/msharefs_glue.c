@@ -106,12 +106,12 @@ static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 /* Windows are counted for the region's statistics (fork copies them through .open). */
 static void msharefs_vm_open(struct vm_area_struct *vma)
 {
-	mshare_region_window_opened(vma->vm_private_data);
+	mshare_region_window_opened(vma->vm_private_data, vma->vm_flags & VM_SHARED_PT);
 }
 
 static void msharefs_vm_close(struct vm_area_struct *vma)
 {
-	mshare_region_window_closed(vma->vm_private_data);
+	mshare_region_window_closed(vma->vm_private_data, vma->vm_flags & VM_SHARED_PT);
 }
 
 /* The window is all or nothing: partial munmap/mprotect and mremap are refused. */
@@ -134,21 +134,77 @@ static const struct vm_operations_struct msharefs_vm_ops = {
 	.mremap		= msharefs_mremap,
 };
 
+#ifdef CONFIG_SHARED_PGTABLE
+/*
+ * Mode B: the core links the region's shared PTE tables (filled by Rust) into the window
+ * on its first fault and unlinks them on unmap; the entries are never written from here.
+ */
+static struct ptdesc *msharefs_shared_pgtable(struct vm_area_struct *vma, unsigned long addr)
+{
+	void *table = NULL;
+	int err = mshare_region_table(vma->vm_private_data, linear_page_index(vma, addr), &table);
+
+	return err ? ERR_PTR(err) : table;
+}
+
+/*
+ * No entry behind a linked table, or no table: a hole is SIGSEGV. Memory with no entry
+ * means the table was unlinked under this fault (UNMAP or SET_PROT of another part):
+ * retry, which links it again.
+ */
+static vm_fault_t msharefs_shared_fault(struct vm_fault *vmf)
+{
+	long pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
+
+	return pfn > 0 ? VM_FAULT_NOPAGE : msharefs_pfn_result(pfn);
+}
+
+/* A write to a read-only shared entry: the region is read-only (MSHAREFS_SET_PROT). */
+static vm_fault_t msharefs_shared_mkwrite(struct vm_fault *vmf)
+{
+	return mshare_region_writable(vmf->vma->vm_private_data) ? 0 : VM_FAULT_SIGSEGV;
+}
+
+/* The window has the region's protection: MSHAREFS_SET_PROT changes it for all. */
+static int msharefs_shared_mprotect(struct vm_area_struct *vma, unsigned long start,
+				    unsigned long end, unsigned long newflags)
+{
+	return -EINVAL;
+}
+
+static const struct vm_operations_struct msharefs_shared_vm_ops = {
+	.open		= msharefs_vm_open,
+	.close		= msharefs_vm_close,
+	.fault		= msharefs_shared_fault,
+	.pfn_mkwrite	= msharefs_shared_mkwrite,
+	.shared_pgtable	= msharefs_shared_pgtable,
+	.may_split	= msharefs_may_split,
+	.mremap		= msharefs_mremap,
+	.mprotect	= msharefs_shared_mprotect,
+};
+#endif
+
 static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	void *region = file_inode(file)->i_private;
-	int err = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
-					   vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
+	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
+					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
 
-	if (err)
-		return err;
+	if (shared < 0)
+		return shared;
 	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
-	/* A region the VMM attached read-only can never become writable (mprotect). */
-	if (mshare_region_read_only(region))
+	/* A window mapped read-only stays so: write access is the region's to give. */
+	if (!(vma->vm_flags & VM_WRITE))
 		vm_flags_clear(vma, VM_MAYWRITE);
 	vma->vm_ops = &msharefs_vm_ops;
+#ifdef CONFIG_SHARED_PGTABLE
+	if (shared) {
+		vm_flags_set(vma, VM_SHARED_PT);
+		vma->vm_ops = &msharefs_shared_vm_ops;
+	}
+#endif
 	vma->vm_private_data = region;
-	mshare_region_window_opened(region);
+	mshare_region_window_opened(region, shared > 0);
 	return 0;
 }
 
@@ -237,6 +293,16 @@ static ssize_t msharefs_info_read(struct file *file, char __user *buf, size_t le
 
 static const struct file_operations msharefs_info_fops = {
 	.read		= msharefs_info_read,
+	.llseek		= default_llseek,
+};
+
+static ssize_t msharefs_stats_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	return mshare_stats_read(buf, len, pos);
+}
+
+static const struct file_operations msharefs_stats_fops = {
+	.read		= msharefs_stats_read,
 	.llseek		= default_llseek,
 };
 
@@ -369,6 +435,7 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 {
 	static const struct tree_descr files[] = {
 		[2] = { "mshare_info", &msharefs_info_fops, 0444 },
+		[3] = { "mshare_stats", &msharefs_stats_fops, 0444 },
 		{ "" },
 	};
 	int err = simple_fill_super(sb, MSHAREFS_MAGIC, files);
@@ -376,6 +443,8 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 	if (err)
 		return err;
 	sb->s_op = &msharefs_sops;
+	/* Regions hold data, not code: PROT_EXEC is EPERM, as on a noexec mount. */
+	sb->s_iflags |= SB_I_NOEXEC;
 	d_inode(sb->s_root)->i_mode = S_IFDIR | 01777;
 	d_inode(sb->s_root)->i_op = &msharefs_dir_iops;
 	return msharefs_fill_devices(sb);

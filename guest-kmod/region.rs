@@ -5,9 +5,16 @@
 //! zeroed, physically contiguous chunk per granule; a granule without one is a hole
 //! (touching it is SIGSEGV). A device region is the BAR2 of an ivshmem device: its size
 //! and memory are the device's, fixed, and read-only when the VMM attached it so.
+//!
+//! In mode B each granule with memory also has a shared PTE table ([`Tables`]) whose
+//! entries follow the granule's memory and the region's protection: filled when the table
+//! is made or the granule gets memory, cleared before the memory is freed, rewritten when
+//! the protection changes. Whoever takes access away then unlinks the tables from every
+//! process (`unmap_mapping_range`), which flushes their TLBs.
 
-use crate::{granule_align, GRANULE_SHIFT, GRANULE_SIZE};
-use core::ffi::c_uint;
+use crate::shared_table::Tables;
+use crate::{granule_align, stats, GRANULE_SHIFT, GRANULE_SIZE};
+use core::ffi::{c_uint, c_void};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{new_mutex, prelude::*, sync::Mutex};
 
@@ -32,11 +39,31 @@ pub(crate) enum Page {
     Outside,
 }
 
-#[derive(Default)]
 struct State {
     size: u64,
     /// First page frame of each granule's chunk; 0 for a hole.
     chunks: KVec<usize>,
+    /// The shared PTE tables (mode B).
+    tables: Tables,
+    /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
+    writable: bool,
+}
+
+impl State {
+    fn new(writable: bool) -> Self {
+        Self { size: 0, chunks: KVec::new(), tables: Tables::empty(), writable }
+    }
+}
+
+/// How a window (one process's mapping of a region) maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// Through the region's shared PTE tables (mode B): the window has the region's
+    /// protection, whatever it changes to.
+    Shared,
+    /// With its own huge PFN mappings (mode C, and read-only windows of a writable
+    /// region in mode B): its own faults and permissions.
+    Private,
 }
 
 /// Where a region's memory comes from.
@@ -59,8 +86,10 @@ pub(crate) struct Region {
     kind: Kind,
     /// Mapped windows (VMAs) of the region in all processes.
     windows: AtomicU64,
-    /// Faults that mapped memory of the region.
+    /// Faults that mapped memory of the region (mode C).
     faults: AtomicU64,
+    /// Times a shared table was linked into a process (mode B).
+    links: AtomicU64,
 }
 
 /// How a region is used (`MSHAREFS_GET_STATS`).
@@ -71,6 +100,10 @@ pub(crate) struct Stats {
     pub(crate) faults: u64,
     /// Bytes with memory.
     pub(crate) backed: u64,
+    /// Shared PTE tables (each one page, counted once in PageTables).
+    pub(crate) tables: u64,
+    /// Times a shared table was linked into a process.
+    pub(crate) links: u64,
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
@@ -110,11 +143,13 @@ pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared
 impl Region {
     /// An empty region: no size, no memory.
     pub(crate) fn new() -> impl PinInit<Self> {
+        stats::region_made();
         pin_init!(Self {
-            state <- new_mutex!(State::default()),
+            state <- new_mutex!(State::new(true)),
             kind: Kind::Anonymous,
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            links: AtomicU64::new(0),
         })
     }
 
@@ -129,15 +164,18 @@ impl Region {
         for i in 0..granules {
             chunks.push(first_pfn + i * GRANULE_PAGES, GFP_KERNEL)?;
         }
+        let tables = Tables::new(granules)?;
+        stats::region_made();
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State { size, chunks }),
+            state <- new_mutex!(State { size, chunks, tables, writable: !read_only }),
             kind: Kind::Device { read_only },
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            links: AtomicU64::new(0),
         }? Error))
     }
 
-    /// Whether processes may only map it read-only.
+    /// Whether processes may never write (the VMM attached it read-only).
     pub(crate) fn read_only(&self) -> bool {
         self.kind == Kind::Device { read_only: true }
     }
@@ -160,6 +198,7 @@ impl Region {
             for _ in 0..granules {
                 chunks.push(0, GFP_KERNEL)?;
             }
+            state.tables = Tables::new(granules)?;
             state.chunks = chunks;
             state.size = size;
         }
@@ -188,26 +227,88 @@ impl Region {
             }
             state.chunks[i] = pfn;
         }
+        // A granule that had memory before keeps its table, maybe still linked: no fault
+        // would fill it, so it is pointed at the new memory here.
+        for i in granules {
+            state.tables.map(i, state.chunks[i], state.writable);
+        }
         Ok(())
     }
 
-    /// Checks an unmap request without changing anything.
-    pub(crate) fn check_unmap(&self, offset: u64, len: u64) -> Result {
+    /// Takes the memory of `[offset, offset + len)` away, leaving holes, and empties its
+    /// shared tables. The caller then removes every mapping of the range (which flushes
+    /// the TLBs) before it frees what this returns, all under the region's invalidate
+    /// lock: a process that links a table after the zap finds it empty.
+    pub(crate) fn take(&self, offset: u64, len: u64) -> Result<Chunks> {
         if self.kind != Kind::Anonymous {
             return Err(EINVAL);
         }
-        check_range(self.state.lock().size, offset, len).map(|_| ())
-    }
-
-    /// Takes the memory of `[offset, offset + len)` away, leaving holes. The caller has
-    /// removed every mapping of the range first, under the region's invalidate lock.
-    pub(crate) fn unmap(&self, offset: u64, len: u64) -> Result {
         let mut state = self.state.lock();
         let granules = check_range(state.size, offset, len)?;
+        let mut taken = KVec::with_capacity(granules.len(), GFP_KERNEL)?;
         for i in granules {
-            free_chunk(core::mem::take(&mut state.chunks[i]));
+            state.tables.map(i, 0, false);
+            taken.push(core::mem::take(&mut state.chunks[i]), GFP_KERNEL)?;
+        }
+        Ok(Chunks(taken))
+    }
+
+    /// Sets the region's protection and rewrites its shared tables to match. Like `take`,
+    /// taking write access away is complete once the caller has unlinked every process.
+    pub(crate) fn set_writable(&self, writable: bool) -> Result {
+        if writable && self.read_only() {
+            return Err(EACCES);
+        }
+        let mut state = self.state.lock();
+        state.writable = writable;
+        for (i, &pfn) in state.chunks.iter().enumerate() {
+            if pfn != 0 {
+                state.tables.map(i, pfn, writable);
+            }
         }
         Ok(())
+    }
+
+    /// Whether processes may write now.
+    pub(crate) fn writable(&self) -> bool {
+        self.state.lock().writable
+    }
+
+    /// How a new window that asks for write access (`write`) or not maps the region, or
+    /// why it may not: EACCES for write access to a region that does not allow it.
+    pub(crate) fn window(&self, write: bool) -> Result<Window> {
+        let writable = self.writable();
+        if write && !writable {
+            return Err(EACCES);
+        }
+        // A shared table carries the region's protection, so only windows asking for all
+        // of it share: read-only windows of a writable region keep their own mappings.
+        if stats::shared_tables() && write != self.read_only() {
+            Ok(Window::Shared)
+        } else {
+            Ok(Window::Private)
+        }
+    }
+
+    /// The shared table of the granule holding page `pgoff`, made on first use; null for
+    /// a hole (the fault then finds nothing and gives SIGSEGV).
+    pub(crate) fn table(&self, pgoff: usize) -> Result<*mut c_void> {
+        let mut state = self.state.lock();
+        let index = pgoff / GRANULE_PAGES;
+        let pfn = *state.chunks.get(index).ok_or(EINVAL)?;
+        if pfn == 0 {
+            return Ok(core::ptr::null_mut());
+        }
+        let writable = state.writable;
+        let table = state.tables.get_or_make(index, pfn, writable)?;
+        self.links.fetch_add(1, Ordering::Relaxed);
+        stats::table_linked();
+        Ok(table)
+    }
+
+    /// Entry `page` of granule `index`'s shared table (tests).
+    pub(crate) fn table_entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
+        self.state.lock().tables.entry(index, page)
     }
 
     /// What backs page `pgoff` of the region, for a fault (counted when it finds memory).
@@ -217,6 +318,7 @@ impl Region {
             Some(0) => Page::Hole,
             Some(pfn) => {
                 self.faults.fetch_add(1, Ordering::Relaxed);
+                stats::fault();
                 Page::Frame(pfn + pgoff % GRANULE_PAGES)
             }
             None => Page::Outside,
@@ -224,19 +326,39 @@ impl Region {
     }
 
     /// A window of the region was mapped (mmap, or a fork copying it).
-    pub(crate) fn window_opened(&self) {
+    pub(crate) fn window_opened(&self, window: Window) {
         self.windows.fetch_add(1, Ordering::Relaxed);
+        stats::window_opened(window == Window::Shared);
     }
 
     /// A window of the region went away.
-    pub(crate) fn window_closed(&self) {
+    pub(crate) fn window_closed(&self, window: Window) {
         self.windows.fetch_sub(1, Ordering::Relaxed);
+        stats::window_closed(window == Window::Shared);
     }
 
     /// Current statistics.
     pub(crate) fn stats(&self) -> Stats {
-        let backed = self.state.lock().chunks.iter().filter(|&&pfn| pfn != 0).count() as u64 * GRANULE_SIZE;
-        Stats { windows: self.windows.load(Ordering::Relaxed), faults: self.faults.load(Ordering::Relaxed), backed }
+        let state = self.state.lock();
+        let backed = state.chunks.iter().filter(|&&pfn| pfn != 0).count() as u64 * GRANULE_SIZE;
+        Stats {
+            windows: self.windows.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+            backed,
+            tables: state.tables.count() as u64,
+            links: self.links.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Memory taken from a region by [`Region::take`], freed when dropped.
+pub(crate) struct Chunks(KVec<usize>);
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        for pfn in self.0.iter_mut() {
+            free_chunk(core::mem::take(pfn));
+        }
     }
 }
 
@@ -251,6 +373,7 @@ fn free_chunk(pfn: usize) {
 #[pinned_drop]
 impl PinnedDrop for Region {
     fn drop(self: Pin<&mut Self>) {
+        stats::region_dropped();
         if self.kind != Kind::Anonymous {
             return;
         }
@@ -306,5 +429,42 @@ mod tests {
         assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
         // no size yet
         assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
+    }
+
+    /// A granule's shared table maps its memory with the region's protection, is emptied
+    /// before its memory goes, and does not exist for a hole.
+    #[test]
+    fn shared_tables_follow_memory_and_protection() {
+        if !crate::shared_table::kernel_shares_tables() {
+            return;
+        }
+        let g = GRANULE_SIZE;
+        let region = KBox::pin_init(Region::new(), GFP_KERNEL).expect("region");
+        assert_eq!(region.set_size(4 * g), Ok(4 * g));
+        assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
+        let page = GRANULE_PAGES + 7;
+        let Page::Frame(pfn) = region.page(page) else { panic!("no memory at page {page}") };
+        assert_eq!(region.table_entry(1, 7), None);
+        assert!(!region.table(page).expect("table").is_null());
+        assert_eq!(region.table_entry(1, 7), Some((pfn, true)));
+        assert_eq!(region.table_entry(1, 0), Some((pfn - 7, true)));
+        assert_eq!(region.stats().tables, 1);
+        // A hole has no table: the fault finds nothing and is SIGSEGV.
+        assert!(region.table(3 * GRANULE_PAGES).expect("hole").is_null());
+
+        assert_eq!(region.set_writable(false), Ok(()));
+        assert_eq!(region.table_entry(1, 7), Some((pfn, false)));
+        assert_eq!(region.window(true), Err(EACCES));
+        assert_eq!(region.set_writable(true), Ok(()));
+        assert_eq!(region.table_entry(1, 7), Some((pfn, true)));
+
+        let taken = region.take(g, g).expect("take");
+        assert_eq!(region.table_entry(1, 7), None);
+        drop(taken);
+        assert_eq!(region.page(page), Page::Hole);
+        // New memory in the granule shows through the table that is still there.
+        assert_eq!(region.create_mapping(g, g), Ok(()));
+        let Page::Frame(again) = region.page(page) else { panic!("no memory after CREATE_MAPPING") };
+        assert_eq!(region.table_entry(1, 7), Some((again, true)));
     }
 }

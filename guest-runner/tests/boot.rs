@@ -20,6 +20,10 @@ fn ivshmem_backing(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, backing)
 }
 
+/// How many checks `mshare-api` runs in each mode: all of them must have run.
+const MODE_B_CHECKS: usize = 76;
+const MODE_C_CHECKS: usize = 59;
+
 fn images() -> ImagePaths {
     ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))
 }
@@ -39,7 +43,7 @@ fn guest_command_status_becomes_the_runs_status() {
         guest_boot("boot-status", &["sh", "-c", "modcheck && exit 3"]).run_command().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.result.module, ModuleState::Loaded, "mshare.ko did not load");
     assert_eq!(run.result.status, 3, "modcheck failed, or the status was lost on the way out");
-    assert!(run.output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, module)"));
+    assert!(run.output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, module): mode B"));
     assert!(run.output.console.contains("modcheck: mshare is live"));
 }
 
@@ -82,7 +86,10 @@ fn test_kernel_runs_kunit_at_boot_and_shuts_down() {
     let suite = report.suite("mshare_granule").expect("the mshare_granule suite did not run");
     assert_eq!(suite.outcome, Some(Outcome::Pass));
     assert_eq!(suite.subtests.len(), 2);
-    assert!(output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
+    assert!(output.console.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in): mode B"));
+    let region = report.suite("mshare_region").expect("the mshare_region suite did not run");
+    let shared = region.subtests.iter().find(|t| t.name == "shared_tables_follow_memory_and_protection");
+    assert_eq!(shared.and_then(|t| t.outcome), Some(Outcome::Pass), "the shared-table case did not pass");
 }
 
 #[test]
@@ -107,9 +114,9 @@ fn ivshmem_plain_device_is_found_read_and_written_under_qemu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn msharefs_api_suite_passes() {
-    let run = guest_boot("boot-msharefs-api", &["mshare-api"]).run_command().unwrap_or_else(|e| panic!("{e}"));
+/// Runs the msharefs API suite and checks that all of its `checks` passed.
+fn api_suite_passes(boot: Boot, checks: usize) {
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
     let console = &run.output.console;
     assert!(run.module_loaded());
     assert_eq!(
@@ -118,7 +125,19 @@ fn msharefs_api_suite_passes() {
         "mshare-api failed: {}",
         console.lines().filter(|l| l.contains("not ok")).collect::<Vec<_>>().join("\n")
     );
-    assert!(console.contains("mshare-api: 57 checks, 0 failed"), "{console}");
+    assert!(console.contains(&format!("mshare-api: {checks} checks, 0 failed")), "{console}");
+}
+
+#[test]
+fn msharefs_api_suite_passes_with_shared_page_tables() {
+    api_suite_passes(guest_boot("boot-msharefs-api", &["mshare-api", "B"]), MODE_B_CHECKS);
+}
+
+#[test]
+fn msharefs_api_suite_passes_in_mode_c() {
+    let mut boot = guest_boot("boot-msharefs-api-c", &["mshare-api", "C"]);
+    boot.cmdline.push("mshare_params=shared_tables=0".to_owned());
+    api_suite_passes(boot, MODE_C_CHECKS);
 }
 
 #[test]

@@ -64,7 +64,10 @@ impl MshareCreate {
 }
 
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension.
-pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 24);
+pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 40);
+/// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64)`, this project's extension: `PROT_READ` or
+/// `PROT_READ | PROT_WRITE` for every process sharing the region's page tables at once.
+pub const MSHAREFS_SET_PROT: u64 = ioc(1, 0x11, 8);
 
 /// `struct mshare_stats`: how a region is used.
 #[repr(C)]
@@ -72,10 +75,72 @@ pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 24);
 pub struct MshareStats {
     /// Mapped windows (VMAs) of the region, in all processes.
     pub windows: u64,
-    /// Faults served (one per granule per window in mode C).
+    /// Faults that mapped memory into one process (mode C: one per granule per window).
     pub faults: u64,
     /// Bytes of the region that have memory (CREATE_MAPPING'd).
     pub backed: u64,
+    /// Shared PTE tables (mode B), one page each.
+    pub tables: u64,
+    /// Times a shared table was linked into a process (mode B).
+    pub links: u64,
+}
+
+/// `MSHAREFS_SET_PROT`: `libc::PROT_READ`, or with `libc::PROT_WRITE`.
+pub fn set_prot(file: &File, prot: i32) -> io::Result<()> {
+    let mut prot = prot as u64;
+    ioctl(file, MSHAREFS_SET_PROT, &mut prot as *mut u64 as usize)
+}
+
+/// `/sys/fs/mshare/mshare_stats`: the module's mode and system-wide counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SystemStats {
+    /// "B" (page tables shared between processes) or "C" (a huge PFN mapping per process).
+    pub mode: String,
+    /// Regions (msharefs files and device regions).
+    pub regions: u64,
+    /// Mapped windows in all processes.
+    pub windows: u64,
+    /// Windows that share their region's tables.
+    pub shared_windows: u64,
+    /// Shared PTE tables.
+    pub shared_tables: u64,
+    /// Times a shared table was linked into a process.
+    pub table_links: u64,
+    /// Faults that mapped memory into one process (mode C).
+    pub pfn_faults: u64,
+}
+
+impl SystemStats {
+    /// Reads `mshare_stats`.
+    pub fn read() -> io::Result<Self> {
+        Self::parse(&std::fs::read_to_string(format!("{MOUNT}/mshare_stats"))?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mshare_stats: unexpected contents"))
+    }
+
+    /// Parses `name value` lines; `None` without a mode line or with a bad number.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut stats = Self::default();
+        for line in text.lines() {
+            let (name, value) = line.split_once(' ')?;
+            let number = || value.parse::<u64>().ok();
+            match name {
+                "mode" => stats.mode = value.to_owned(),
+                "regions" => stats.regions = number()?,
+                "windows" => stats.windows = number()?,
+                "shared_windows" => stats.shared_windows = number()?,
+                "shared_tables" => stats.shared_tables = number()?,
+                "table_links" => stats.table_links = number()?,
+                "pfn_faults" => stats.pfn_faults = number()?,
+                _ => {}
+            }
+        }
+        (!stats.mode.is_empty()).then_some(stats)
+    }
+
+    /// Whether page tables are shared (mode B).
+    pub fn shares_tables(&self) -> bool {
+        self.mode == "B"
+    }
 }
 
 /// `MSHAREFS_GET_STATS`.
@@ -134,7 +199,20 @@ mod tests {
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
         assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
-        assert_eq!(MSHAREFS_GET_STATS, 0x8018_7810);
+        assert_eq!(MSHAREFS_GET_STATS, 0x8028_7810);
+        assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
         assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
+        assert_eq!(std::mem::size_of::<MshareStats>(), 40);
+    }
+
+    #[test]
+    fn system_stats_parse_and_reject_garbage() {
+        let text = "mode B\nregions 2\nwindows 3\nshared_windows 1\nshared_tables 4\nshared_table_bytes 16384\ntable_links 5\npfn_faults 6\n";
+        let stats = SystemStats::parse(text).expect("parses");
+        assert!(stats.shares_tables());
+        assert_eq!((stats.regions, stats.windows, stats.shared_windows), (2, 3, 1));
+        assert_eq!((stats.shared_tables, stats.table_links, stats.pfn_faults), (4, 5, 6));
+        assert_eq!(SystemStats::parse("regions 2\n"), None);
+        assert_eq!(SystemStats::parse("mode C\nregions x\n"), None);
     }
 }

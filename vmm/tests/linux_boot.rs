@@ -44,7 +44,10 @@ fn test_kernel_runs_kunit_under_kvm() {
     report.verdict().unwrap_or_else(|e| panic!("KUnit under KVM: {e} (console: {})", log.display()));
     let suite = report.suite("mshare_granule").expect("mshare_granule did not run");
     assert_eq!(suite.outcome, Some(ktap::Outcome::Pass));
-    assert!(console_text.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in)"));
+    assert!(console_text.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in): mode B"));
+    let region = report.suite("mshare_region").expect("mshare_region did not run");
+    let shared = region.subtests.iter().find(|t| t.name == "shared_tables_follow_memory_and_protection");
+    assert_eq!(shared.and_then(|t| t.outcome), Some(ktap::Outcome::Pass), "the shared-table case did not pass");
     assert!(
         console_text.contains("smpboot: Total of 2 processors activated")
             || console_text.contains("Brought up 1 node, 2 CPUs"),

@@ -2,7 +2,8 @@
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
 
 use guest_tests::msharefs::{
-    create_mapping, get_size, get_stats, ioctl, set_size, unmap as unmap_range, MshareCreate, MshareInfo, MOUNT,
+    create_mapping, get_size, get_stats, ioctl, set_prot, set_size, unmap as unmap_range, MshareCreate, MshareInfo,
+    SystemStats, MOUNT,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -104,6 +105,15 @@ extern "C" fn exit_on_signal(signal: libc::c_int) {
 
 /// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
 fn read_in_child(ptr: *const u8) -> Option<i32> {
+    access_in_child(ptr.cast_mut(), false)
+}
+
+/// Writes a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
+fn write_in_child(ptr: *mut u8) -> Option<i32> {
+    access_in_child(ptr, true)
+}
+
+fn access_in_child(ptr: *mut u8, write: bool) -> Option<i32> {
     // SAFETY: fork in a single-threaded program; the child reads one byte and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -116,7 +126,11 @@ fn read_in_child(ptr: *const u8) -> Option<i32> {
         unsafe {
             libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
             libc::signal(libc::SIGBUS, exit_on_signal as *const () as libc::sighandler_t);
-            ptr.read_volatile();
+            if write {
+                ptr.write_volatile(0xee);
+            } else {
+                ptr.read_volatile();
+            }
             libc::_exit(0);
         }
     }
@@ -146,7 +160,7 @@ fn touch(ptr: *mut u8, len: usize) {
     }
 }
 
-fn mapping_checks(t: &mut Suite) {
+fn mapping_checks(t: &mut Suite, shares_tables: bool) {
     const MAPPED: usize = 32 * GRANULE as usize;
     let region = match create("api-map", 0o600) {
         Ok(r) => r,
@@ -209,12 +223,21 @@ fn mapping_checks(t: &mut Suite) {
     let before = vm_pte_kib();
     touch(first, MAPPED);
     let mshare_pte = vm_pte_kib().saturating_sub(before);
-    t.check(
-        "statistics: one window, a fault per granule, all of it backed",
-        get_stats(&region)
-            .map_err(|e| e.to_string())
-            .and_then(|s| eq((s.windows, s.faults, s.backed), (1, 32, MAPPED as u64))),
-    );
+    if shares_tables {
+        t.check(
+            "statistics: one window, no fault, all of it backed, 32 tables linked once",
+            get_stats(&region)
+                .map_err(|e| e.to_string())
+                .and_then(|s| eq((s.windows, s.faults, s.backed, s.tables, s.links), (1, 0, MAPPED as u64, 32, 32))),
+        );
+    } else {
+        t.check(
+            "statistics: one window, a fault per granule, all of it backed",
+            get_stats(&region)
+                .map_err(|e| e.to_string())
+                .and_then(|s| eq((s.windows, s.faults, s.backed, s.tables), (1, 32, MAPPED as u64, 0))),
+        );
+    }
     // SAFETY: inside the mapping.
     unsafe { first.add(12345).write_volatile(0x5a) };
     let again = File::options()
@@ -352,7 +375,248 @@ fn mapping_checks(t: &mut Suite) {
     let _ = fs::remove_file(format!("{MOUNT}/api-map"));
 }
 
+/// Minor faults this process has taken so far.
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage.ru_minflt
+    }
+}
+
+/// Minor faults taken by `work`, measured with everything the measurement itself touches
+/// already faulted in.
+fn faults_of(work: impl FnOnce()) -> i64 {
+    minor_faults();
+    let before = minor_faults();
+    work();
+    minor_faults() - before
+}
+
+/// Writes 64 KiB of stack, so that a forked child's copy-on-write faults on its stack are
+/// over before it counts faults.
+fn warm_stack() {
+    let mut buf = [0u8; 65536];
+    buf.fill(1);
+    std::hint::black_box(&mut buf);
+}
+
+/// `PageTables` of /proc/meminfo in KiB, with the per-CPU counters folded in first.
+fn page_tables_kib() -> u64 {
+    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PageTables:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Runs `child` in a forked process and returns its exit status (128 + signal if killed).
+fn in_child(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: fork in a single-threaded program; the child runs `child` and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as for `access_in_child`: the handlers only exit.
+        unsafe {
+            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGBUS, exit_on_signal as *const () as libc::sighandler_t);
+        }
+        let code = child();
+        // SAFETY: leaving the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+fn open_rw(name: &str) -> io::Result<File> {
+    File::options().read(true).write(true).open(format!("{MOUNT}/{name}"))
+}
+
+/// Mode B: the region's PTE tables are shared: filled once, linked with one fault per
+/// window, protected for every sharer at once, gone with the region.
+fn shared_table_checks(t: &mut Suite) {
+    const SIZE: usize = 8 * GRANULE as usize;
+    const SHARERS: i32 = 16;
+    let start_tables = SystemStats::read().map(|s| s.shared_tables).unwrap_or(u64::MAX);
+    let start_page_tables = page_tables_kib();
+    let region = match create("api-shared", 0o600) {
+        Ok(r) => r,
+        Err(e) => return t.check("create a region to share", Err(e.to_string())),
+    };
+    let setup = set_size(&region, SIZE as u64)
+        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous(0, SIZE as u64)))
+        .and_then(|()| map(&region, SIZE, libc::MAP_SHARED, 0));
+    let p = match setup {
+        Ok(p) => p,
+        Err(e) => return t.check("size, fill and map a region to share", Err(e.to_string())),
+    };
+    let faults = faults_of(|| touch(p, SIZE));
+    t.check("touching 16 MiB of a shared window takes one fault", eq(faults, 1));
+    // SAFETY: inside the window.
+    unsafe { p.add(SIZE - 1).write_volatile(0x42) };
+
+    // Every sharer maps the region itself and reads what the first one wrote.
+    let codes: Vec<i32> = (0..SHARERS)
+        .map(|_| {
+            in_child(|| {
+                let Ok(q) = open_rw("api-shared").and_then(|f| map(&f, SIZE, libc::MAP_SHARED, 0)) else { return 200 };
+                warm_stack();
+                let mut seen = 0;
+                // SAFETY: reads and writes inside the child's own window.
+                let faults = faults_of(|| unsafe {
+                    seen = q.add(SIZE - 1).read_volatile();
+                    touch(q, SIZE);
+                });
+                if seen != 0x42 {
+                    return 201;
+                }
+                faults.clamp(0, 199) as i32
+            })
+        })
+        .collect();
+    t.check(
+        "16 more processes each take one fault for the whole region and see the data",
+        eq(codes.iter().all(|&c| c == 1), true).map_err(|e| format!("{e}: {codes:?}")),
+    );
+    t.check(
+        "the region still has one table per granule, whatever the number of sharers",
+        get_stats(&region).map_err(|e| e.to_string()).and_then(|s| eq((s.tables, s.windows), (8, 1))),
+    );
+    t.check(
+        "mprotect of a shared window is EINVAL (SET_PROT changes the region)",
+        // SAFETY: mprotect of the whole window, which the module refuses.
+        expect_errno(
+            if unsafe { libc::mprotect(p.cast(), SIZE, libc::PROT_READ) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            },
+            libc::EINVAL,
+        ),
+    );
+    // SAFETY: a fresh mapping request with PROT_EXEC, checked for failure.
+    let exec = unsafe {
+        libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_SHARED, region.as_raw_fd(), 0)
+    };
+    t.check(
+        "PROT_EXEC is EPERM",
+        eq(exec == libc::MAP_FAILED, true).and_then(|()| eq(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM))),
+    );
+    // SAFETY: a fresh read-only mapping, checked for failure.
+    let ro = unsafe {
+        libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ, libc::MAP_SHARED, region.as_raw_fd(), 0)
+    };
+    let ro = if ro == libc::MAP_FAILED { None } else { Some(ro.cast::<u8>()) };
+    t.check(
+        "a read-only window of a writable region is its own (not shared) and stays read-only",
+        match ro {
+            None => Err(io::Error::last_os_error().to_string()),
+            Some(q) => {
+                // SAFETY: inside the read-only window.
+                let seen = unsafe { q.add(SIZE - 1).read_volatile() };
+                // SAFETY: mprotect of the whole read-only window.
+                let upgrade = unsafe { libc::mprotect(q.cast(), SIZE, libc::PROT_READ | libc::PROT_WRITE) };
+                let errno = io::Error::last_os_error().raw_os_error();
+                let shared = SystemStats::read().map(|s| (s.windows, s.shared_windows)).unwrap_or_default();
+                eq((seen, upgrade, errno, write_in_child(q)), (0x42, -1, Some(libc::EACCES), Some(libc::SIGSEGV)))
+                    .and_then(|()| if shared.0 > shared.1 { Ok(()) } else { Err(format!("windows/shared {shared:?}")) })
+            }
+        },
+    );
+
+    // A sharer with a warm TLB entry loses write access when the region goes read-only.
+    let (mut ready, mut go) = ([0; 2], [0; 2]);
+    // SAFETY: two fresh pipes.
+    let piped = unsafe { libc::pipe(ready.as_mut_ptr()) == 0 && libc::pipe(go.as_mut_ptr()) == 0 };
+    if !piped {
+        return t.check("pipes", Err(io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: fork in a single-threaded program.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child writes, reports, waits, writes again (SIGSEGV expected), exits.
+        unsafe {
+            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
+            p.add(100).write_volatile(1);
+            let byte = 1u8;
+            libc::write(ready[1], (&byte as *const u8).cast(), 1);
+            let mut got = 0u8;
+            libc::read(go[0], (&mut got as *mut u8).cast(), 1);
+            p.add(100).write_volatile(2);
+            libc::_exit(0);
+        }
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte from our pipe.
+    unsafe { libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) };
+    t.check("SET_PROT with a bad protection is EINVAL", expect_errno(set_prot(&region, libc::PROT_WRITE), libc::EINVAL));
+    t.check(
+        "SET_PROT through a read-only open is EBADF",
+        expect_errno(File::open(format!("{MOUNT}/api-shared")).and_then(|f| set_prot(&f, libc::PROT_READ)), libc::EBADF),
+    );
+    t.check("SET_PROT read-only", set_prot(&region, libc::PROT_READ).map_err(|e| e.to_string()));
+    // SAFETY: releasing the child, then waiting for it.
+    let status = unsafe {
+        libc::write(go[1], (&byte as *const u8).cast(), 1);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WEXITSTATUS(status)
+    };
+    t.check("a sharer that was writing gets SIGSEGV on its next write", eq(status, 128 + libc::SIGSEGV));
+    t.check("so does this process, in its window", eq(write_in_child(p), Some(libc::SIGSEGV)));
+    // SAFETY: inside the window, reading.
+    t.check("reads still work", eq(unsafe { p.add(100).read_volatile() }, 1));
+    t.check(
+        "a new read-write mapping of a read-only region is EACCES",
+        expect_errno(map(&region, SIZE, libc::MAP_SHARED, 0), libc::EACCES),
+    );
+    t.check("SET_PROT read-write", set_prot(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()));
+    t.check("writes work again, in every sharer", eq((write_in_child(p), in_child(|| {
+        // SAFETY: inside the inherited window.
+        unsafe { p.add(200).write_volatile(3) };
+        0
+    })), (None, 0)));
+    // SAFETY: reading what the child wrote.
+    t.check("and land for all", eq(unsafe { p.add(200).read_volatile() }, 3));
+    // SAFETY: closing our pipes.
+    unsafe {
+        for fd in [ready[0], ready[1], go[0], go[1]] {
+            libc::close(fd);
+        }
+    }
+
+    if let Some(q) = ro {
+        let _ = unmap(q, SIZE);
+    }
+    let _ = unmap(p, SIZE);
+    drop(region);
+    let _ = fs::remove_file(format!("{MOUNT}/api-shared"));
+    t.check(
+        "the region's tables are freed with it",
+        SystemStats::read().map_err(|e| e.to_string()).and_then(|s| eq(s.shared_tables, start_tables)),
+    );
+    // Exited children's tables are freed after an RCU grace period: give it a moment.
+    let mut grown = 0;
+    for _ in 0..50 {
+        grown = page_tables_kib().saturating_sub(start_page_tables);
+        if grown <= 16 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    t.check("PageTables returns to where it started (within 16 KiB)", if grown <= 16 { Ok(()) } else { Err(format!("{grown} KiB more")) });
+}
+
 fn main() -> ExitCode {
+    // `mshare-api [B|C]`: the mode the module must be in (B by default).
+    let expected_mode = std::env::args().nth(1).unwrap_or_else(|| "B".to_owned());
     let mut t = Suite { count: 0, failed: 0 };
     t.check("mshare_info gives the granule", {
         fs::read_to_string(format!("{MOUNT}/mshare_info"))
@@ -428,7 +692,31 @@ fn main() -> ExitCode {
         get_size(&region).map_err(|e| e.to_string()).and_then(|i| eq(i.size, 2 * GRANULE)),
     );
     t.check("an unlinked region cannot be opened", expect_errno(File::open(format!("{MOUNT}/api-a")), libc::ENOENT));
-    mapping_checks(&mut t);
+    let system = SystemStats::read();
+    t.check(
+        "mshare_stats gives the mode this run expects",
+        system.as_ref().map_err(|e| e.to_string()).and_then(|s| eq(s.mode.as_str(), expected_mode.as_str())),
+    );
+    let shares_tables = system.map(|s| s.shares_tables()).unwrap_or(false);
+    mapping_checks(&mut t, shares_tables);
+    if shares_tables {
+        shared_table_checks(&mut t);
+    } else {
+        t.check(
+            "SET_PROT needs shared tables: EOPNOTSUPP in mode C",
+            expect_errno(File::open(format!("{MOUNT}/api-b")).and_then(|f| set_prot(&f, libc::PROT_READ)), libc::EBADF)
+                .and_then(|()| {
+                    expect_errno(
+                        File::options()
+                            .read(true)
+                            .write(true)
+                            .open(format!("{MOUNT}/api-b"))
+                            .and_then(|f| set_prot(&f, libc::PROT_READ)),
+                        libc::EOPNOTSUPP,
+                    )
+                }),
+        );
+    }
     for name in ["api-b", "api-c"] {
         let _ = fs::remove_file(format!("{MOUNT}/{name}"));
     }

@@ -1,11 +1,12 @@
 //! mshare: manage msharefs regions from the shell, in the spirit of `ipcs`/`ipcrm`.
 //!
 //! ```text
-//! mshare list                      every region: name, size, mode, owner, mapped windows, faults
+//! mshare list                      every region: name, size, mode, owner, mapped windows,
+//!                                  shared PTE tables, table links, faults
 //! mshare create NAME SIZE [MODE]   a region of SIZE (K/M/G suffixes; whole granules), memory
 //!                                  for all of it, mode octal (default 600)
 //! mshare remove NAME...            unlink regions (each goes when its last user does)
-//! mshare info                      granule and mount point
+//! mshare info                      mount point, granule, mode and system-wide statistics
 //! mshare read NAME OFFSET LEN      print LEN bytes of a region at OFFSET (as text)
 //! mshare write NAME OFFSET TEXT    write TEXT into a region at OFFSET
 //! ```
@@ -16,6 +17,9 @@
 //! Exit status: 0 done, 1 the operation failed (the error says why), 2 bad usage.
 
 use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
+
+/// Files of msharefs that are not regions.
+const RESERVED: [&str; 2] = ["mshare_info", "mshare_stats"];
 use guest_tests::parse_size;
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -47,7 +51,7 @@ fn list() -> ExitCode {
     let mut rows: Vec<(String, String)> = Vec::new();
     for entry in entries.flatten().chain(devices.flatten()) {
         let mut name = entry.file_name().to_string_lossy().into_owned();
-        if name == "mshare_info" || entry.path().is_dir() {
+        if RESERVED.contains(&name.as_str()) || entry.path().is_dir() {
             continue;
         }
         if entry.path().parent().is_some_and(|p| p.ends_with("ivshmem")) {
@@ -55,21 +59,28 @@ fn list() -> ExitCode {
         }
         let Ok(meta) = entry.metadata() else { continue };
         let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
-        let (windows, faults) =
-            stats.map_or(("-".into(), "-".into()), |s| (s.windows.to_string(), s.faults.to_string()));
+        let counts = stats.map_or_else(
+            || ["-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()],
+            |s| [s.windows, s.tables, s.links, s.faults].map(|n| n.to_string()),
+        );
         let row = format!(
-            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>8}",
+            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>7} {:>7}",
             name,
             human(meta.size()),
             meta.mode() & 0o7777,
             meta.uid(),
-            windows,
-            faults
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3]
         );
         rows.push((name, row));
     }
     rows.sort();
-    println!("{:<20} {:>8} {:>5} {:>6} {:>8} {:>8}", "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "FAULTS");
+    println!(
+        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7}",
+        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "LINKS", "FAULTS"
+    );
     for (_, row) in rows {
         println!("{row}");
     }
@@ -178,12 +189,15 @@ fn main() -> ExitCode {
         }
         ["read", name, offset, len] => read_write(name, offset, len, false),
         ["write", name, offset, text] => read_write(name, offset, text, true),
-        ["info"] => match fs::read_to_string(format!("{MOUNT}/mshare_info")) {
-            Ok(granule) => {
-                println!("mount {MOUNT}\ngranule {}", granule.trim());
+        ["info"] => match (
+            fs::read_to_string(format!("{MOUNT}/mshare_info")),
+            fs::read_to_string(format!("{MOUNT}/mshare_stats")),
+        ) {
+            (Ok(granule), Ok(stats)) => {
+                print!("mount {MOUNT}\ngranule {}\n{stats}", granule.trim());
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(format!("{MOUNT}/mshare_info: {e} (is msharefs mounted?)")),
+            (Err(e), _) | (_, Err(e)) => fail(format!("{MOUNT}: {e} (is mshare.ko loaded and msharefs mounted?)")),
         },
         _ => {
             eprintln!("{USAGE}");

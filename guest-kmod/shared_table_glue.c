@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Shared PTE tables (mode B), the page-table inlines Rust cannot call: each region granule
+ * that has memory gets one PTE table from the core (CONFIG_SHARED_PGTABLE), which every
+ * process mapping the granule links. Which tables exist and what they map is decided in
+ * Rust (shared_table.rs).
+ */
+#include <linux/mm.h>
+#include <linux/pgtable.h>
+#include <linux/rcupdate.h>
+#include <linux/spinlock.h>
+
+#include "msharefs.h"
+
+bool mshare_kernel_shares_tables(void)
+{
+	return IS_ENABLED(CONFIG_SHARED_PGTABLE);
+}
+
+#ifdef CONFIG_SHARED_PGTABLE
+void *mshare_table_alloc(void)
+{
+	return shared_pgtable_alloc();
+}
+
+/* The caller waited for a grace period since the table was last linked anywhere. */
+void mshare_table_free(void *table)
+{
+	shared_pgtable_free(table);
+}
+
+void mshare_table_grace_period(void)
+{
+	synchronize_rcu();
+}
+
+/*
+ * Points the table's entries at the 2 MiB chunk from @pfn on, or clears them (@pfn 0),
+ * under the table's lock. Entries are special (no struct page refcounts, no rmap, no RSS),
+ * young, and dirty when writable, so the hardware has nothing to update in a table shared
+ * by many processes. Callers flush the sharers' TLBs when they take access away.
+ */
+void mshare_table_map(void *table, unsigned long pfn, bool writable)
+{
+	struct ptdesc *ptdesc = table;
+	pgprot_t prot = vm_get_page_prot(VM_READ | VM_SHARED | (writable ? VM_WRITE : 0));
+	pte_t *pte = ptdesc_address(ptdesc);
+	spinlock_t *ptl = ptlock_ptr(ptdesc);
+	int i;
+
+	spin_lock(ptl);
+	for (i = 0; i < PTRS_PER_PTE; i++) {
+		pte_t entry = __pte(0);
+
+		if (pfn) {
+			entry = pte_mkspecial(pte_mkyoung(pfn_pte(pfn + i, prot)));
+			if (writable)
+				entry = pte_mkdirty(entry);
+		}
+		set_pte(pte + i, entry);
+	}
+	spin_unlock(ptl);
+}
+
+/* Entry @index of the table: its page frame (0 if none) and whether it is writable. */
+unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
+{
+	pte_t entry = ptep_get((pte_t *)ptdesc_address(table) + index);
+
+	*writable = pte_present(entry) && pte_write(entry);
+	return pte_present(entry) ? pte_pfn(entry) : 0;
+}
+#else
+void *mshare_table_alloc(void)
+{
+	return NULL;
+}
+
+void mshare_table_free(void *table)
+{
+}
+
+void mshare_table_grace_period(void)
+{
+}
+
+void mshare_table_map(void *table, unsigned long pfn, bool writable)
+{
+}
+
+unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
+{
+	*writable = false;
+	return 0;
+}
+#endif /* CONFIG_SHARED_PGTABLE */
