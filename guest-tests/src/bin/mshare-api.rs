@@ -407,7 +407,9 @@ fn page_tables_kib() -> u64 {
     let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
     fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PageTables:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("PageTables:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -503,16 +505,23 @@ fn shared_table_checks(t: &mut Suite) {
     );
     // SAFETY: a fresh mapping request with PROT_EXEC, checked for failure.
     let exec = unsafe {
-        libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_SHARED, region.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_SHARED,
+            region.as_raw_fd(),
+            0,
+        )
     };
     t.check(
         "PROT_EXEC is EPERM",
-        eq(exec == libc::MAP_FAILED, true).and_then(|()| eq(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM))),
+        eq(exec == libc::MAP_FAILED, true)
+            .and_then(|()| eq(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM))),
     );
     // SAFETY: a fresh read-only mapping, checked for failure.
-    let ro = unsafe {
-        libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ, libc::MAP_SHARED, region.as_raw_fd(), 0)
-    };
+    let ro =
+        unsafe { libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ, libc::MAP_SHARED, region.as_raw_fd(), 0) };
     let ro = if ro == libc::MAP_FAILED { None } else { Some(ro.cast::<u8>()) };
     t.check(
         "a read-only window of a writable region is its own (not shared) and stays read-only",
@@ -556,10 +565,16 @@ fn shared_table_checks(t: &mut Suite) {
     let mut byte = 0u8;
     // SAFETY: reading one byte from our pipe.
     unsafe { libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) };
-    t.check("SET_PROT with a bad protection is EINVAL", expect_errno(set_prot(&region, libc::PROT_WRITE), libc::EINVAL));
+    t.check(
+        "SET_PROT with a bad protection is EINVAL",
+        expect_errno(set_prot(&region, libc::PROT_WRITE), libc::EINVAL),
+    );
     t.check(
         "SET_PROT through a read-only open is EBADF",
-        expect_errno(File::open(format!("{MOUNT}/api-shared")).and_then(|f| set_prot(&f, libc::PROT_READ)), libc::EBADF),
+        expect_errno(
+            File::open(format!("{MOUNT}/api-shared")).and_then(|f| set_prot(&f, libc::PROT_READ)),
+            libc::EBADF,
+        ),
     );
     t.check("SET_PROT read-only", set_prot(&region, libc::PROT_READ).map_err(|e| e.to_string()));
     // SAFETY: releasing the child, then waiting for it.
@@ -578,11 +593,20 @@ fn shared_table_checks(t: &mut Suite) {
         expect_errno(map(&region, SIZE, libc::MAP_SHARED, 0), libc::EACCES),
     );
     t.check("SET_PROT read-write", set_prot(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()));
-    t.check("writes work again, in every sharer", eq((write_in_child(p), in_child(|| {
-        // SAFETY: inside the inherited window.
-        unsafe { p.add(200).write_volatile(3) };
-        0
-    })), (None, 0)));
+    t.check(
+        "writes work again, in every sharer",
+        eq(
+            (
+                write_in_child(p),
+                in_child(|| {
+                    // SAFETY: inside the inherited window.
+                    unsafe { p.add(200).write_volatile(3) };
+                    0
+                }),
+            ),
+            (None, 0),
+        ),
+    );
     // SAFETY: reading what the child wrote.
     t.check("and land for all", eq(unsafe { p.add(200).read_volatile() }, 3));
     // SAFETY: closing our pipes.
@@ -611,7 +635,10 @@ fn shared_table_checks(t: &mut Suite) {
         }
         std::thread::sleep(std::time::Duration::from_millis(40));
     }
-    t.check("PageTables returns to where it started (within 16 KiB)", if grown <= 16 { Ok(()) } else { Err(format!("{grown} KiB more")) });
+    t.check(
+        "PageTables returns to where it started (within 16 KiB)",
+        if grown <= 16 { Ok(()) } else { Err(format!("{grown} KiB more")) },
+    );
 }
 
 fn main() -> ExitCode {
