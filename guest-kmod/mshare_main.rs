@@ -7,6 +7,7 @@
 //! core-mm patch) or through a huge PFN mapping per process (mode C, any kernel), the
 //! system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices ([`ivshmem`]).
 
+mod devmshare;
 mod ivshmem;
 mod msharefs;
 mod region;
@@ -64,6 +65,8 @@ pub(crate) fn granule_align(size: u64) -> Result<u64> {
 struct Mshare {
     msharefs: msharefs::Registration,
     #[pin]
+    devmshare: kernel::miscdevice::MiscDeviceRegistration<devmshare::DevMshare>,
+    #[pin]
     ivshmem: driver::Registration<pci::Adapter<ivshmem::IvshmemDriver>>,
 }
 
@@ -85,6 +88,7 @@ impl kernel::InPlaceModule for Mshare {
         );
         try_pin_init!(Self {
             msharefs: msharefs::Registration::new()?,
+            devmshare <- devmshare::DevMshare::register(),
             ivshmem <- driver::Registration::new(c"mshare-ivshmem", module),
         })
     }

@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 
+struct file;
 struct inode;
 
 /* Rust: a region per msharefs file. */
@@ -42,6 +43,9 @@ void mshare_table_free(void *table);
 void mshare_table_grace_period(void);
 void mshare_table_map(void *table, unsigned long pfn, bool writable);
 unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable);
+struct file *msharefs_new_anonymous_file(void);
+void *msharefs_file_region(struct file *file, void **inode);
+int msharefs_detach(unsigned long addr, unsigned long size);
 int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only);
 void msharefs_remove_device(void *region);
 

@@ -33,11 +33,11 @@ pub(crate) const MSHAREFS_GET_STATS: u32 = _IOR::<[u64; 5]>(b'x' as u32, 0x10);
 /// protection of the whole region for every process sharing its tables, at once.
 pub(crate) const MSHAREFS_SET_PROT: u32 = _IOW::<u64>(b'x' as u32, 0x11);
 
-const PROT_READ: u32 = 0x1;
-const PROT_WRITE: u32 = 0x2;
-const MAP_SHARED: u32 = 0x01;
+pub(crate) const PROT_READ: u32 = 0x1;
+pub(crate) const PROT_WRITE: u32 = 0x2;
+pub(crate) const MAP_SHARED: u32 = 0x01;
 const MAP_FIXED: u32 = 0x10;
-const MAP_ANONYMOUS: u32 = 0x20;
+pub(crate) const MAP_ANONYMOUS: u32 = 0x20;
 const NO_FD: u32 = u32::MAX;
 
 extern "C" {
@@ -129,6 +129,27 @@ fn parse_prot(prot: u64) -> Result<bool> {
     }
 }
 
+/// Takes the memory of `[offset, offset + len)` of the region away from every process.
+pub(crate) fn unmap(region: &Region, inode: *mut c_void, offset: u64, len: u64) -> Result {
+    change_then_zap(inode, offset, len, || region.take(offset, len))
+}
+
+/// Sets the protection (`PROT_READ`, or with `PROT_WRITE`) of the region for every
+/// process sharing its tables.
+pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result {
+    let writable = parse_prot(prot)?;
+    // Private windows (mode C) carry their own permissions; only shared tables can change
+    // for everyone at once.
+    if !stats::shared_tables() {
+        return Err(EOPNOTSUPP);
+    }
+    let size = region.size();
+    if size == 0 {
+        return Err(EINVAL);
+    }
+    change_then_zap(inode, 0, size, || region.set_writable(writable))
+}
+
 fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bool) -> Result {
     // Reading is open to anyone who may open the file; changing the region takes a
     // writable open, as ftruncate does.
@@ -151,22 +172,12 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bo
         }
         MSHAREFS_UNMAP => {
             let (offset, len) = read_pair(arg)?;
-            change_then_zap(inode, offset, len, || region.take(offset, len))
+            unmap(region, inode, offset, len)
         }
         MSHAREFS_SET_PROT => {
             let mut raw = [0u8; 8];
             UserSlice::new(UserPtr::from_addr(arg), raw.len()).reader().read_slice(&mut raw)?;
-            let writable = parse_prot(u64::from_ne_bytes(raw))?;
-            // Private windows (mode C) carry their own permissions; only shared tables can
-            // change for everyone at once.
-            if !stats::shared_tables() {
-                return Err(EOPNOTSUPP);
-            }
-            let size = region.size();
-            if size == 0 {
-                return Err(EINVAL);
-            }
-            change_then_zap(inode, 0, size, || region.set_writable(writable))
+            set_prot(region, inode, u64::from_ne_bytes(raw))
         }
         MSHAREFS_GET_STATS => {
             let stats = region.stats();

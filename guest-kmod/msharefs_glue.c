@@ -258,6 +258,75 @@ static const struct inode_operations msharefs_region_iops = {
 	.getattr	= simple_getattr,
 };
 
+/* Regions with no name (/dev/mshare MSHARE_CREATE): they pin msharefs while they live. */
+static const struct inode_operations msharefs_anonymous_iops = {
+	.setattr	= msharefs_setattr,
+	.getattr	= simple_getattr,
+};
+
+static struct vfsmount *msharefs_mnt;
+static int msharefs_mnt_count;
+static struct file_system_type msharefs_type;
+
+/* A region reachable only through the file returned (and its copies, and mappings). */
+struct file *msharefs_new_anonymous_file(void)
+{
+	struct inode *inode;
+	struct file *file;
+	int err = simple_pin_fs(&msharefs_type, &msharefs_mnt, &msharefs_mnt_count);
+
+	if (err)
+		return ERR_PTR(err);
+	file = ERR_PTR(-ENOMEM);
+	inode = new_inode(msharefs_mnt->mnt_sb);
+	if (!inode)
+		goto unpin;
+	/* From here on, evicting the inode unpins msharefs. */
+	inode->i_op = &msharefs_anonymous_iops;
+	inode->i_private = mshare_region_new();
+	if (!inode->i_private) {
+		iput(inode);
+		return file;
+	}
+	inode->i_ino = get_next_ino();
+	inode_init_owner(&nop_mnt_idmap, inode, NULL, S_IFREG | 0600);
+	simple_inode_init_ts(inode);
+	inode->i_fop = &msharefs_region_fops;
+	file = alloc_file_pseudo(inode, msharefs_mnt, "[mshare]", O_RDWR, &msharefs_region_fops);
+	if (IS_ERR(file))
+		iput(inode);
+	return file;
+unpin:
+	simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
+	return file;
+}
+
+/* The region behind an msharefs file (and its inode), or NULL for any other file. */
+void *msharefs_file_region(struct file *file, void **inode)
+{
+	if (file->f_op != &msharefs_region_fops && file->f_op != &msharefs_device_fops)
+		return NULL;
+	*inode = file_inode(file);
+	return file_inode(file)->i_private;
+}
+
+/* Unmaps the window at [addr, addr + size) of the caller: a whole msharefs window only. */
+int msharefs_detach(unsigned long addr, unsigned long size)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	void *inode;
+	bool window;
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	vma = vma_lookup(mm, addr);
+	window = vma && vma->vm_start == addr && vma->vm_end - addr == size && vma->vm_file &&
+		 msharefs_file_region(vma->vm_file, &inode);
+	mmap_read_unlock(mm);
+	return window ? vm_munmap(addr, size) : -EINVAL;
+}
+
 static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry,
 			   umode_t mode)
 {
@@ -312,6 +381,8 @@ static void msharefs_evict_inode(struct inode *inode)
 	clear_inode(inode);
 	if (S_ISREG(inode->i_mode) && inode->i_fop == &msharefs_region_fops)
 		mshare_region_drop(inode->i_private);
+	if (inode->i_op == &msharefs_anonymous_iops)
+		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
 }
 
 static const struct super_operations msharefs_sops = {

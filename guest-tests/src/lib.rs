@@ -2,7 +2,7 @@
 //! linked, with nothing but busybox beside them).
 
 pub mod ivshmem;
-pub mod msharefs;
+pub use mshare_uapi::msharefs;
 
 use std::fs;
 use std::io;

@@ -641,6 +641,173 @@ fn shared_table_checks(t: &mut Suite) {
     );
 }
 
+/// `/dev/mshare`: the 2026 calls on regions with no name, and on named ones.
+fn device_checks(t: &mut Suite, shares_tables: bool) {
+    use guest_tests::msharefs::ioctl_value;
+    use mshare_uapi::device::{
+        Device, MshareAttach, MshareDetach, MshareMap, MSHARE_ATTACH, MSHARE_ATTACH_FIXED, MSHARE_CREATE,
+        MSHARE_DETACH, MSHARE_MAP,
+    };
+    const SIZE: usize = 4 * GRANULE as usize;
+    let start_regions = SystemStats::read().map(|s| s.regions).unwrap_or(u64::MAX);
+    let dev = match Device::open() {
+        Ok(d) => d,
+        Err(e) => return t.check("open /dev/mshare", Err(e.to_string())),
+    };
+    t.check(
+        "MSHARE_CREATE with unknown flags is EINVAL",
+        expect_errno(ioctl_value(dev.file(), MSHARE_CREATE, 0x1), libc::EINVAL),
+    );
+    let region = match dev.create(true) {
+        Ok(r) => r,
+        Err(e) => return t.check("MSHARE_CREATE", Err(e.to_string())),
+    };
+    // SAFETY: reading the descriptor flags of a descriptor we own.
+    let cloexec = unsafe { libc::fcntl(region.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC != 0;
+    t.check(
+        "MSHARE_CREATE gives a close-on-exec region of size 0",
+        region.metadata().map_err(|e| e.to_string()).and_then(|m| eq((m.len(), cloexec), (0, true))),
+    );
+    t.check("ftruncate sizes it", region.set_len(SIZE as u64).map_err(|e| e.to_string()));
+    t.check(
+        "MSHARE_MAP with a file object is EOPNOTSUPP (for now)",
+        expect_errno(
+            {
+                let mut m = MshareMap {
+                    fd: region.as_raw_fd(),
+                    prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+                    offset: 0,
+                    size: SIZE as u64,
+                    object_fd: 0,
+                    flags: 0,
+                };
+                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
+            },
+            libc::EOPNOTSUPP,
+        ),
+    );
+    t.check("MSHARE_MAP past the end is EINVAL", expect_errno(dev.map(&region, GRANULE, SIZE as u64), libc::EINVAL));
+    t.check(
+        "MSHARE_MAP of a bad descriptor is EBADF",
+        expect_errno(
+            {
+                let mut m = MshareMap { fd: 999, prot: 3, offset: 0, size: GRANULE, object_fd: -1, flags: 0 };
+                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
+            },
+            libc::EBADF,
+        ),
+    );
+    t.check(
+        "MSHARE_MAP of a file that is no region is EINVAL",
+        expect_errno(
+            {
+                let mut m = MshareMap {
+                    fd: dev.file().as_raw_fd(),
+                    prot: 3,
+                    offset: 0,
+                    size: GRANULE,
+                    object_fd: -1,
+                    flags: 0,
+                };
+                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
+            },
+            libc::EINVAL,
+        ),
+    );
+    t.check("MSHARE_MAP gives it memory", dev.map(&region, 0, SIZE as u64).map_err(|e| e.to_string()));
+    let window = match dev.attach(&region, 0, SIZE, false) {
+        Ok(w) => w,
+        Err(e) => return t.check("MSHARE_ATTACH", Err(e.to_string())),
+    };
+    window.write(SIZE - 8, b"attached");
+    t.check("an attached window is granule aligned", eq(window.as_ptr() as u64 % GRANULE, 0));
+    let code = in_child(|| {
+        let Ok(w) = dev.attach(&region, GRANULE * 3, GRANULE as usize, true) else { return 10 };
+        let mut seen = [0u8; 8];
+        w.read(GRANULE as usize - 8, &mut seen);
+        i32::from(&seen != b"attached")
+    });
+    t.check("a child given the descriptor attaches part of it read-only and reads the data", eq(code, 0));
+    t.check(
+        "MSHARE_ATTACH of an unaligned offset is EINVAL",
+        expect_errno(dev.attach(&region, 4096, GRANULE as usize, false).map(|_| ()), libc::EINVAL),
+    );
+    t.check(
+        "MSHARE_ATTACH_FIXED without an address is EINVAL",
+        expect_errno(
+            {
+                let mut a = MshareAttach {
+                    fd: region.as_raw_fd(),
+                    flags: MSHARE_ATTACH_FIXED,
+                    offset: 0,
+                    size: GRANULE,
+                    addr: 0,
+                };
+                ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
+            },
+            libc::EINVAL,
+        ),
+    );
+    t.check(
+        "MSHARE_ATTACH_FIXED over a window is EEXIST",
+        expect_errno(
+            {
+                let mut a = MshareAttach {
+                    fd: region.as_raw_fd(),
+                    flags: MSHARE_ATTACH_FIXED,
+                    offset: 0,
+                    size: GRANULE,
+                    addr: window.as_ptr() as u64,
+                };
+                ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
+            },
+            libc::EEXIST,
+        ),
+    );
+    let detach = |addr: u64, size: u64| {
+        let mut d = MshareDetach { addr, size };
+        ioctl(dev.file(), MSHARE_DETACH, &mut d as *mut MshareDetach as usize)
+    };
+    t.check(
+        "MSHARE_DETACH of part of a window is EINVAL",
+        expect_errno(detach(window.as_ptr() as u64, GRANULE), libc::EINVAL),
+    );
+    let stack = 0u64;
+    t.check(
+        "MSHARE_DETACH of memory that is no window is EINVAL",
+        expect_errno(detach(&stack as *const u64 as u64 & !4095, 4096), libc::EINVAL),
+    );
+    if shares_tables {
+        t.check("MSHARE_PROTECT read-only", dev.protect(&region, libc::PROT_READ).map_err(|e| e.to_string()));
+        t.check("then a write is SIGSEGV", eq(write_in_child(window.as_ptr()), Some(libc::SIGSEGV)));
+        t.check(
+            "MSHARE_PROTECT read-write",
+            dev.protect(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()),
+        );
+        t.check("then a write lands", eq(write_in_child(window.as_ptr()), None));
+    } else {
+        t.check(
+            "MSHARE_PROTECT is EOPNOTSUPP in mode C",
+            expect_errno(dev.protect(&region, libc::PROT_READ), libc::EOPNOTSUPP),
+        );
+    }
+    t.check("MSHARE_UNMAP of a granule", dev.unmap(&region, 0, GRANULE).map_err(|e| e.to_string()));
+    t.check("leaves a hole", eq(read_in_child(window.as_ptr()), Some(libc::SIGSEGV)));
+    t.check("an unknown request is ENOTTY", expect_errno(ioctl(dev.file(), 0x7800_78ff, 0), libc::ENOTTY));
+    let named = create("api-dev", 0o600)
+        .and_then(|f| f.set_len(GRANULE).map(|()| f))
+        .and_then(|f| dev.map(&f, 0, GRANULE).map(|()| f))
+        .and_then(|f| dev.attach(&f, 0, GRANULE as usize, false).and_then(|w| dev.detach(w)));
+    t.check("a named msharefs region works with /dev/mshare too", named.map_err(|e| e.to_string()));
+    let _ = fs::remove_file(format!("{MOUNT}/api-dev"));
+    t.check("MSHARE_DETACH of the window", dev.detach(window).map_err(|e| e.to_string()));
+    drop(region);
+    t.check(
+        "a region with no name goes with its last descriptor and window",
+        SystemStats::read().map_err(|e| e.to_string()).and_then(|s| eq(s.regions, start_regions)),
+    );
+}
+
 fn main() -> ExitCode {
     // `mshare-api [B|C]`: the mode the module must be in (B by default).
     let expected_mode = std::env::args().nth(1).unwrap_or_else(|| "B".to_owned());
@@ -726,6 +893,7 @@ fn main() -> ExitCode {
     );
     let shares_tables = system.map(|s| s.shares_tables()).unwrap_or(false);
     mapping_checks(&mut t, shares_tables);
+    device_checks(&mut t, shares_tables);
     if shares_tables {
         shared_table_checks(&mut t);
     } else {

@@ -8,11 +8,14 @@
 //! page, report their minor faults, VmPTE and time, and stay alive until the parent has
 //! read PageTables. The same is done with children that map nothing, and their cost is
 //! subtracted (design.md, "Measuring"). Prints one line:
-//! `BENCH way=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. faults=.. ms_per_proc=..`
-//! with the PageTables growth due to the mapping, the mean VmPTE per child, the minor
-//! faults of all children, and the mean time for a child to map and touch.
+//! `BENCH way=.. mode=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. faults=.. ms_per_proc=..`
+//! with the module's mode (B or C; `-` for the other ways), and the mapping's own cost:
+//! the PageTables growth, the VmPTE growth per child and the minor faults of all children
+//! (each minus the same children mapping nothing), and the mean time for a child to map
+//! and touch. Mappings of 1 GiB or more are placed at 1 GiB-aligned
+//! addresses, which hugetlbfs needs to share PMD tables.
 
-use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, MOUNT};
+use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
 use guest_tests::parse_size;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -84,22 +87,40 @@ fn make(way: &str, size: u64) -> io::Result<File> {
     }
 }
 
+const GIB: usize = 1 << 30;
+
+/// Maps all of `file` shared read-write; at a 1 GiB-aligned address if it is that large.
+fn map(file: &File, size: usize) -> *mut libc::c_void {
+    let mut hint = std::ptr::null_mut();
+    if size >= GIB {
+        // Find a free 1 GiB-aligned range: reserve more than needed, keep the address.
+        // SAFETY: an inaccessible anonymous reservation, unmapped right away.
+        unsafe {
+            let reserve = libc::mmap(
+                std::ptr::null_mut(),
+                size + GIB,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if reserve != libc::MAP_FAILED {
+                libc::munmap(reserve, size + GIB);
+                hint = ((reserve as usize).div_ceil(GIB) * GIB) as *mut libc::c_void;
+            }
+        }
+    }
+    let flags = libc::MAP_SHARED | if hint.is_null() { 0 } else { libc::MAP_FIXED_NOREPLACE };
+    // SAFETY: a fresh shared mapping at a free address, checked by the caller.
+    unsafe { libc::mmap(hint, size, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), 0) }
+}
+
 /// What one child reports: minor faults, VmPTE (KiB), microseconds to map and touch.
 fn child(file: Option<&File>, size: usize, report: &mut File, barrier: &mut File) -> ! {
     let faults = minor_faults();
     let start = Instant::now();
     if let Some(file) = file {
-        // SAFETY: a fresh shared mapping of the whole memory, checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
+        let ptr = map(file, size);
         if ptr == libc::MAP_FAILED {
             // SAFETY: leaving the child.
             unsafe { libc::_exit(2) };
@@ -211,16 +232,19 @@ fn main() -> ExitCode {
     };
     let run = || -> io::Result<String> {
         let file = make(way, size)?;
-        let (idle_grown, _) = round(None, 0, procs)?;
+        let mode = if way == "mshare" { SystemStats::read()?.mode } else { "-".to_owned() };
+        let (idle_grown, idle) = round(None, 0, procs)?;
         let (grown, reports) = round(Some(&file), size as usize, procs)?;
-        let faults: u64 = reports.iter().map(|r| r.0).sum();
-        let vmpte = reports.iter().map(|r| r.1).sum::<u64>() / procs as u64;
+        // The mapping's own: minus what the same children cost mapping nothing.
+        let faults = reports.iter().map(|r| r.0).sum::<u64>().saturating_sub(idle.iter().map(|r| r.0).sum());
+        let vmpte =
+            (reports.iter().map(|r| r.1).sum::<u64>().saturating_sub(idle.iter().map(|r| r.1).sum())) / procs as u64;
         let micros = reports.iter().map(|r| r.2).sum::<u64>() / procs as u64;
         if way == "hugetlb" {
             let _ = fs::write("/proc/sys/vm/nr_hugepages", "0");
         }
         Ok(format!(
-            "BENCH way={way} procs={procs} size={size} pagetables_kib={} vmpte_kib={vmpte} faults={faults} ms_per_proc={:.1}",
+            "BENCH way={way} mode={mode} procs={procs} size={size} pagetables_kib={} vmpte_kib={vmpte} faults={faults} ms_per_proc={:.1}",
             grown.saturating_sub(idle_grown),
             micros as f64 / 1000.0
         ))

@@ -18,7 +18,7 @@ pub struct MshareInfo {
     pub size: u64,
 }
 
-const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
+pub(crate) const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
     (dir << 30) | (size << 16) | ((b'x' as u64) << 8) | nr
 }
 
@@ -165,13 +165,18 @@ pub fn unmap(file: &File, addr: u64, size: u64) -> io::Result<()> {
 /// `ioctl(fd, cmd, arg)` with errno as an `io::Error`. `arg` is an address in this
 /// process; the kernel validates it (tests pass bad ones on purpose).
 pub fn ioctl(file: &File, cmd: u64, arg: usize) -> io::Result<()> {
+    ioctl_value(file, cmd, arg).map(|_| ())
+}
+
+/// `ioctl(fd, cmd, arg)`, returning what the call returns (a file descriptor for some).
+pub fn ioctl_value(file: &File, cmd: u64, arg: usize) -> io::Result<i32> {
     // SAFETY: the kernel only accesses `arg` through its user-copy routines, which fail
     // cleanly with EFAULT on a bad address; nothing here dereferences it.
     let ret = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::Ioctl, arg) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(ret)
     }
 }
 

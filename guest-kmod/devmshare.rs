@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/mshare`: the calls of the 2026 syscall proposal (`mshare_create`, `_attach`,
+//! `_detach`, `_map`, `_protect`; LSF/MM+BPF 2026), as ioctls until they are syscalls.
+//!
+//! `MSHARE_CREATE` returns the file descriptor of a new region with no name; its size is
+//! set with `ftruncate`, other processes get it by descriptor passing. Every other call
+//! takes the descriptor of a region, named (an msharefs file) or not, so both interfaces
+//! reach the same regions. Unlike the proposal, a region lives while any descriptor or
+//! mapping of it does, not only while its creator does.
+
+use crate::msharefs::{self, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::region::Region;
+use core::ffi::{c_int, c_void};
+use kernel::{
+    bindings,
+    fs::{file, File, LocalFile},
+    ioctl::{_IO, _IOW, _IOWR},
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+    sync::aref::ARef,
+    uaccess::{UserPtr, UserSlice},
+};
+
+extern "C" {
+    fn msharefs_new_anonymous_file() -> *mut c_void;
+    fn msharefs_file_region(file: *mut c_void, inode: *mut *mut c_void) -> *mut c_void;
+    fn msharefs_detach(addr: usize, size: usize) -> c_int;
+}
+
+/// `MSHARE_CREATE`: `_IO('x', 0x20)`, the argument is `0` or `O_CLOEXEC`; returns a file
+/// descriptor.
+pub(crate) const MSHARE_CREATE: u32 = _IO(b'x' as u32, 0x20);
+/// `MSHARE_ATTACH`: `_IOWR('x', 0x21, struct mshare_attach)`.
+pub(crate) const MSHARE_ATTACH: u32 = _IOWR::<[u64; 4]>(b'x' as u32, 0x21);
+/// `MSHARE_DETACH`: `_IOW('x', 0x22, struct mshare_detach)`.
+pub(crate) const MSHARE_DETACH: u32 = _IOW::<[u64; 2]>(b'x' as u32, 0x22);
+/// `MSHARE_MAP`: `_IOW('x', 0x23, struct mshare_map)`.
+pub(crate) const MSHARE_MAP: u32 = _IOW::<[u64; 4]>(b'x' as u32, 0x23);
+/// `MSHARE_UNMAP`: `_IOW('x', 0x24, struct mshare_range)`.
+pub(crate) const MSHARE_UNMAP: u32 = _IOW::<[u64; 3]>(b'x' as u32, 0x24);
+/// `MSHARE_PROTECT`: `_IOW('x', 0x25, struct mshare_protect)`.
+pub(crate) const MSHARE_PROTECT: u32 = _IOW::<u64>(b'x' as u32, 0x25);
+
+/// `struct mshare_attach` flags: map read-only; map at `addr` exactly (fails if taken).
+const ATTACH_READ_ONLY: u32 = 1;
+const ATTACH_FIXED: u32 = 2;
+const MAP_FIXED_NOREPLACE: u32 = 0x100000;
+
+/// Reads a `#[repr(C)]`-shaped argument as little pieces: `N` bytes from user memory.
+fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
+    let mut raw = [0u8; N];
+    UserSlice::new(UserPtr::from_addr(arg), N).reader().read_slice(&mut raw)?;
+    Ok(raw)
+}
+
+fn u32_at(raw: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
+}
+
+fn u64_at(raw: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes([
+        raw[at],
+        raw[at + 1],
+        raw[at + 2],
+        raw[at + 3],
+        raw[at + 4],
+        raw[at + 5],
+        raw[at + 6],
+        raw[at + 7],
+    ])
+}
+
+/// A region reached through a file descriptor of the caller, held for the call.
+struct RegionFd {
+    file: ARef<LocalFile>,
+    region: *mut c_void,
+    inode: *mut c_void,
+}
+
+impl RegionFd {
+    /// EBADF for a descriptor that is not open, EINVAL for a file that is not a region.
+    fn get(fd: u32) -> Result<Self> {
+        let file = LocalFile::fget(fd)?;
+        let mut inode = core::ptr::null_mut();
+        // SAFETY: the file is held by `file`; the call only reads its operations and inode.
+        let region = unsafe { msharefs_file_region(file.as_ptr().cast(), &mut inode) };
+        if region.is_null() {
+            return Err(EINVAL);
+        }
+        Ok(Self { file, region, inode })
+    }
+
+    fn region(&self) -> &Region {
+        // SAFETY: the region lives as long as its inode, which the held file keeps alive.
+        unsafe { &*self.region.cast::<Region>() }
+    }
+
+    /// Changing a region takes a descriptor open for writing, as with msharefs.
+    fn check_writable(&self) -> Result {
+        if self.file.flags() & file::flags::O_ACCMODE == file::flags::O_RDONLY {
+            return Err(EBADF);
+        }
+        Ok(())
+    }
+}
+
+fn create(flags: usize) -> Result<isize> {
+    if flags & !(file::flags::O_CLOEXEC as usize) != 0 {
+        return Err(EINVAL);
+    }
+    let reservation = file::FileDescriptorReservation::get_unused_fd_flags(flags as u32)?;
+    // SAFETY: plain call into the glue; it returns a file with a reference we own, or an
+    // ERR_PTR.
+    let raw = kernel::error::from_err_ptr(unsafe { msharefs_new_anonymous_file() })?;
+    let raw = core::ptr::NonNull::new(raw.cast::<File>()).ok_or(ENOMEM)?;
+    let fd = reservation.reserved_fd();
+    // SAFETY: `raw` is a live file whose reference is handed to the `ARef`.
+    let file = unsafe { ARef::from_raw(raw) };
+    reservation.fd_install(file);
+    Ok(fd as isize)
+}
+
+/// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`:
+/// maps `[offset, offset + size)` of the region into the caller, returning the address.
+fn attach(arg: usize) -> Result<isize> {
+    let raw = read_arg::<32>(arg)?;
+    let (fd, flags, offset, size, addr) = (u32_at(&raw, 0), u32_at(&raw, 4), u64_at(&raw, 8), u64_at(&raw, 16), u64_at(&raw, 24));
+    if flags & !(ATTACH_READ_ONLY | ATTACH_FIXED) != 0 || (flags & ATTACH_FIXED != 0 && addr == 0) {
+        return Err(EINVAL);
+    }
+    let region = RegionFd::get(fd)?;
+    let prot = if flags & ATTACH_READ_ONLY != 0 { PROT_READ } else { PROT_READ | PROT_WRITE };
+    let map_flags = MAP_SHARED | if flags & ATTACH_FIXED != 0 { MAP_FIXED_NOREPLACE } else { 0 };
+    let hint = if flags & ATTACH_FIXED != 0 { addr } else { 0 };
+    // The mmap path checks the rest: the file's access mode, the window's size, alignment
+    // and place in the region.
+    // SAFETY: maps a held file into the calling process, as mmap(2) would.
+    let mapped = unsafe {
+        bindings::vm_mmap(
+            region.file.as_ptr(),
+            hint as usize,
+            size as usize,
+            prot as usize,
+            map_flags as usize,
+            offset as usize,
+        )
+    };
+    // An address, or a negative errno (IS_ERR_VALUE).
+    if mapped as isize as i64 >= -4095 && (mapped as isize) < 0 {
+        return Err(Error::from_errno(mapped as isize as i32));
+    }
+    let mut writer = UserSlice::new(UserPtr::from_addr(arg + 24), 8).writer();
+    if let Err(e) = writer.write_slice(&(mapped as u64).to_ne_bytes()) {
+        // SAFETY: undoing the mapping made above, in the same process.
+        unsafe { bindings::vm_munmap(mapped, size as usize) };
+        return Err(e);
+    }
+    Ok(0)
+}
+
+/// `struct mshare_detach { __u64 addr; __u64 size; }`: a whole window, nothing else.
+fn detach(arg: usize) -> Result<isize> {
+    let raw = read_arg::<16>(arg)?;
+    let (addr, size) = (u64_at(&raw, 0), u64_at(&raw, 8));
+    if size == 0 {
+        return Err(EINVAL);
+    }
+    // SAFETY: plain call; the glue checks that the range is one window of the caller.
+    kernel::error::to_result(unsafe { msharefs_detach(addr as usize, size as usize) })?;
+    Ok(0)
+}
+
+/// `struct mshare_map { __s32 fd; __u32 prot; __u64 offset; __u64 size; __s32 object_fd;
+/// __u32 flags; }`: gives `[offset, offset + size)` of the region memory.
+fn map(arg: usize) -> Result<isize> {
+    let raw = read_arg::<32>(arg)?;
+    let (fd, prot, offset, size) = (u32_at(&raw, 0), u32_at(&raw, 4), u64_at(&raw, 8), u64_at(&raw, 16));
+    let (object_fd, flags) = (u32_at(&raw, 24) as i32, u32_at(&raw, 28));
+    if prot != PROT_READ | PROT_WRITE || flags & !(MAP_SHARED | MAP_ANONYMOUS) != 0 {
+        return Err(EINVAL);
+    }
+    if object_fd != -1 {
+        return Err(EOPNOTSUPP);
+    }
+    let region = RegionFd::get(fd)?;
+    region.check_writable()?;
+    region.region().create_mapping(offset, size)?;
+    Ok(0)
+}
+
+/// `struct mshare_range { __s32 fd; __u32 pad; __u64 offset; __u64 size; }`.
+fn unmap(arg: usize) -> Result<isize> {
+    let raw = read_arg::<24>(arg)?;
+    if u32_at(&raw, 4) != 0 {
+        return Err(EINVAL);
+    }
+    let region = RegionFd::get(u32_at(&raw, 0))?;
+    region.check_writable()?;
+    msharefs::unmap(region.region(), region.inode, u64_at(&raw, 8), u64_at(&raw, 16))?;
+    Ok(0)
+}
+
+/// `struct mshare_protect { __s32 fd; __u32 prot; }`.
+fn protect(arg: usize) -> Result<isize> {
+    let raw = read_arg::<8>(arg)?;
+    let region = RegionFd::get(u32_at(&raw, 0))?;
+    region.check_writable()?;
+    msharefs::set_prot(region.region(), region.inode, u64::from(u32_at(&raw, 4)))?;
+    Ok(0)
+}
+
+/// The `/dev/mshare` device.
+pub(crate) struct DevMshare;
+
+impl DevMshare {
+    /// Registers `/dev/mshare`.
+    pub(crate) fn register() -> impl PinInit<MiscDeviceRegistration<Self>, Error> {
+        MiscDeviceRegistration::register(MiscDeviceOptions { name: c"mshare" })
+    }
+}
+
+#[vtable]
+impl MiscDevice for DevMshare {
+    type Ptr = ();
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            MSHARE_CREATE => create(arg),
+            MSHARE_ATTACH => attach(arg),
+            MSHARE_DETACH => detach(arg),
+            MSHARE_MAP => map(arg),
+            MSHARE_UNMAP => unmap(arg),
+            MSHARE_PROTECT => protect(arg),
+            _ => Err(ENOTTY),
+        }
+    }
+}

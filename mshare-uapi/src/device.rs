@@ -1,0 +1,188 @@
+//! `/dev/mshare`: the calls of the 2026 syscall proposal (`mshare_create`, `_attach`,
+//! `_detach`, `_map`, `_protect`) as ioctls. Regions made here have no name; other
+//! processes get them by descriptor passing (fork, `SCM_RIGHTS`). Every call that takes a
+//! region also takes msharefs files.
+
+use crate::msharefs::{ioc, ioctl, ioctl_value};
+use crate::Window;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+
+/// The device node.
+pub const DEVICE: &str = "/dev/mshare";
+
+/// `_IO('x', 0x20)`: the argument is 0 or `O_CLOEXEC`; returns a region's descriptor.
+pub const MSHARE_CREATE: u64 = ioc(0, 0x20, 0);
+/// `_IOWR('x', 0x21, struct mshare_attach)`
+pub const MSHARE_ATTACH: u64 = ioc(3, 0x21, 32);
+/// `_IOW('x', 0x22, struct mshare_detach)`
+pub const MSHARE_DETACH: u64 = ioc(1, 0x22, 16);
+/// `_IOW('x', 0x23, struct mshare_map)`
+pub const MSHARE_MAP: u64 = ioc(1, 0x23, 32);
+/// `_IOW('x', 0x24, struct mshare_range)`
+pub const MSHARE_UNMAP: u64 = ioc(1, 0x24, 24);
+/// `_IOW('x', 0x25, struct mshare_protect)`
+pub const MSHARE_PROTECT: u64 = ioc(1, 0x25, 8);
+
+/// `struct mshare_attach` flag: map read-only.
+pub const MSHARE_ATTACH_READ_ONLY: u32 = 1;
+/// `struct mshare_attach` flag: map at `addr` exactly, failing (EEXIST) if it is taken.
+pub const MSHARE_ATTACH_FIXED: u32 = 2;
+
+/// `struct mshare_attach`: `addr` is set to where the window went.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MshareAttach {
+    /// The region's descriptor.
+    pub fd: i32,
+    /// `MSHARE_ATTACH_*`.
+    pub flags: u32,
+    /// Offset of the window in the region (granule aligned).
+    pub offset: u64,
+    /// Length of the window (whole granules).
+    pub size: u64,
+    /// In: the address with `MSHARE_ATTACH_FIXED`; out: the address of the window.
+    pub addr: u64,
+}
+
+/// `struct mshare_detach`: a whole window.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MshareDetach {
+    /// Start of the window.
+    pub addr: u64,
+    /// Its length.
+    pub size: u64,
+}
+
+/// `struct mshare_map`: memory for part of a region.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MshareMap {
+    /// The region's descriptor.
+    pub fd: i32,
+    /// `PROT_READ | PROT_WRITE` (what regions hold).
+    pub prot: u32,
+    /// Offset in the region.
+    pub offset: u64,
+    /// Length (whole granules).
+    pub size: u64,
+    /// -1: anonymous memory (the only kind for now).
+    pub object_fd: i32,
+    /// `MAP_SHARED | MAP_ANONYMOUS`, or 0.
+    pub flags: u32,
+}
+
+/// `struct mshare_range`: part of a region.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MshareRange {
+    /// The region's descriptor.
+    pub fd: i32,
+    /// Zero.
+    pub pad: u32,
+    /// Offset in the region.
+    pub offset: u64,
+    /// Length.
+    pub size: u64,
+}
+
+/// `struct mshare_protect`: a region's protection.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MshareProtect {
+    /// The region's descriptor.
+    pub fd: i32,
+    /// `PROT_READ`, or with `PROT_WRITE`.
+    pub prot: u32,
+}
+
+/// An open `/dev/mshare`.
+#[derive(Debug)]
+pub struct Device(File);
+
+impl Device {
+    /// Opens `/dev/mshare`.
+    pub fn open() -> io::Result<Self> {
+        OpenOptions::new().read(true).write(true).open(DEVICE).map(Self)
+    }
+
+    /// The device's own file (for tests that pass raw arguments).
+    pub fn file(&self) -> &File {
+        &self.0
+    }
+
+    /// `mshare_create`: a new region with no name and no size (set it with `set_len`).
+    pub fn create(&self, close_on_exec: bool) -> io::Result<File> {
+        let flags = if close_on_exec { libc::O_CLOEXEC as usize } else { 0 };
+        let fd = ioctl_value(&self.0, MSHARE_CREATE, flags)?;
+        // SAFETY: a fresh descriptor the kernel just installed for this process.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// `mshare_attach`: maps `[offset, offset + size)` of `region` into this process.
+    pub fn attach(&self, region: &File, offset: u64, size: usize, read_only: bool) -> io::Result<Window> {
+        let mut attach = MshareAttach {
+            fd: region.as_raw_fd(),
+            flags: if read_only { MSHARE_ATTACH_READ_ONLY } else { 0 },
+            offset,
+            size: size as u64,
+            addr: 0,
+        };
+        ioctl(&self.0, MSHARE_ATTACH, &mut attach as *mut MshareAttach as usize)?;
+        // SAFETY: the kernel mapped `size` bytes at `addr` for this process.
+        Ok(unsafe { Window::from_raw(attach.addr as *mut u8, size) })
+    }
+
+    /// `mshare_detach`: unmaps a window.
+    pub fn detach(&self, window: Window) -> io::Result<()> {
+        let (ptr, len) = window.into_raw();
+        let mut detach = MshareDetach { addr: ptr as u64, size: len as u64 };
+        ioctl(&self.0, MSHARE_DETACH, &mut detach as *mut MshareDetach as usize)
+    }
+
+    /// `mshare_map`: anonymous shared memory for `[offset, offset + size)` of `region`.
+    pub fn map(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
+        let mut map = MshareMap {
+            fd: region.as_raw_fd(),
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            offset,
+            size,
+            object_fd: -1,
+            flags: 0,
+        };
+        ioctl(&self.0, MSHARE_MAP, &mut map as *mut MshareMap as usize)
+    }
+
+    /// Takes the memory of `[offset, offset + size)` of `region` away from every process.
+    pub fn unmap(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
+        let mut range = MshareRange { fd: region.as_raw_fd(), pad: 0, offset, size };
+        ioctl(&self.0, MSHARE_UNMAP, &mut range as *mut MshareRange as usize)
+    }
+
+    /// `mshare_protect`: `libc::PROT_READ`, or with `libc::PROT_WRITE`, for every sharer.
+    pub fn protect(&self, region: &File, prot: i32) -> io::Result<()> {
+        let mut protect = MshareProtect { fd: region.as_raw_fd(), prot: prot as u32 };
+        ioctl(&self.0, MSHARE_PROTECT, &mut protect as *mut MshareProtect as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_and_layouts() {
+        assert_eq!(MSHARE_CREATE, 0x7820);
+        assert_eq!(MSHARE_ATTACH, 0xc020_7821);
+        assert_eq!(MSHARE_DETACH, 0x4010_7822);
+        assert_eq!(MSHARE_MAP, 0x4020_7823);
+        assert_eq!(MSHARE_UNMAP, 0x4018_7824);
+        assert_eq!(MSHARE_PROTECT, 0x4008_7825);
+        assert_eq!(std::mem::size_of::<MshareAttach>(), 32);
+        assert_eq!(std::mem::size_of::<MshareMap>(), 32);
+        assert_eq!(std::mem::size_of::<MshareRange>(), 24);
+        assert_eq!(std::mem::size_of::<MshareProtect>(), 8);
+    }
+}

@@ -1,0 +1,15 @@
+//! The mshare user API, as programs see it (see docs/module.md):
+//!
+//! - [`msharefs`]: region files under /sys/fs/mshare and their ioctls, the interface of the
+//!   January 2025 series, plus this project's statistics and protection ioctls;
+//! - [`device`]: `/dev/mshare`, the calls of the 2026 syscall proposal as ioctls;
+//! - [`Window`]: a mapping of a region, unmapped when dropped.
+//!
+//! `include/mshare.h` is the same API for C; a test compiles it and checks that both
+//! agree.
+
+pub mod device;
+pub mod msharefs;
+mod window;
+
+pub use window::Window;
