@@ -25,6 +25,8 @@ const NAME_MAX: usize = 32;
 /// How long the cross-VM check waits for the other VM's pattern.
 const SELFTEST_TIMEOUT_MS: i64 = 300_000;
 const SELFTEST_POLL_MS: i64 = 100;
+/// Where the selftest tries to write a read-only region (offset 0 carries the pattern).
+const RO_PROBE_OFFSET: usize = 8;
 
 /// The region name and access the VMM put in the device's vendor capability.
 pub(crate) struct RegionName {
@@ -144,12 +146,21 @@ kernel::pci_device_table!(
 );
 
 /// Writes `write` (if non-zero) at offset 0 of BAR2, then waits until offset 0 holds
-/// `expect` (if non-zero): a check that data crosses VMs through the region.
+/// `expect` (if non-zero): a check that data crosses VMs through the region. On a region
+/// the VMM attached read-only, the write goes to offset 8 from the kernel, past every
+/// guest-side check, and must not land.
 fn selftest(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool, write: u64, expect: u64) -> Result {
     let bar = pdev.iomap_region(2, c"mshare-ivshmem")?;
     if write != 0 {
         if read_only {
-            dev_info!(pdev, "region '{}': read-only, selftest write skipped\n", name);
+            let before = (&bar).try_read64(RO_PROBE_OFFSET)?;
+            (&bar).try_write64(write, RO_PROBE_OFFSET)?;
+            let after = (&bar).try_read64(RO_PROBE_OFFSET)?;
+            if after != before {
+                dev_err!(pdev, "region '{}': selftest FAILED: a write to the read-only region landed ({:#x})\n", name, after);
+                return Err(EPERM);
+            }
+            dev_info!(pdev, "region '{}': selftest write to the read-only region was dropped\n", name);
         } else {
             (&bar).try_write64(write, 0)?;
             dev_info!(pdev, "region '{}': selftest wrote {:#x} at offset 0\n", name, write);

@@ -48,6 +48,10 @@ pub(crate) const GRANULE_SHIFT: u32 = 21;
 /// Size of the region granule in bytes.
 pub(crate) const GRANULE_SIZE: u64 = 1 << GRANULE_SHIFT;
 
+/// The largest region: 1 TiB. A region's bookkeeping (16 bytes per granule, 8 MiB here)
+/// is allocated when its size is set, before any memory; larger sizes are EFBIG.
+pub(crate) const MAX_REGION_SIZE: u64 = 1 << 40;
+
 /// Rounds a requested region size up to whole granules.
 ///
 /// Fails with `EINVAL` for an empty region and for sizes whose rounding would overflow,

@@ -292,9 +292,13 @@ struct file *msharefs_new_anonymous_file(void)
 	inode_init_owner(&nop_mnt_idmap, inode, NULL, S_IFREG | 0600);
 	simple_inode_init_ts(inode);
 	inode->i_fop = &msharefs_region_fops;
+	/* The file's reference on its f_op owner, which fput() drops (alloc_file_pseudo takes none). */
+	__module_get(THIS_MODULE);
 	file = alloc_file_pseudo(inode, msharefs_mnt, "[mshare]", O_RDWR, &msharefs_region_fops);
-	if (IS_ERR(file))
+	if (IS_ERR(file)) {
+		module_put(THIS_MODULE);
 		iput(inode);
+	}
 	return file;
 unpin:
 	simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);

@@ -13,7 +13,7 @@
 //! process (`unmap_mapping_range`), which flushes their TLBs.
 
 use crate::shared_table::Tables;
-use crate::{granule_align, stats, GRANULE_SHIFT, GRANULE_SIZE};
+use crate::{granule_align, stats, GRANULE_SHIFT, GRANULE_SIZE, MAX_REGION_SIZE};
 use core::ffi::{c_uint, c_void};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{new_mutex, prelude::*, sync::Mutex};
@@ -42,7 +42,7 @@ pub(crate) enum Page {
 struct State {
     size: u64,
     /// First page frame of each granule's chunk; 0 for a hole.
-    chunks: KVec<usize>,
+    chunks: KVVec<usize>,
     /// The shared PTE tables (mode B).
     tables: Tables,
     /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
@@ -51,7 +51,7 @@ struct State {
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self { size: 0, chunks: KVec::new(), tables: Tables::empty(), writable }
+        Self { size: 0, chunks: KVVec::new(), tables: Tables::empty(), writable }
     }
 }
 
@@ -107,10 +107,14 @@ pub(crate) struct Stats {
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
-/// to a whole number of granules; setting the same size again is allowed.
+/// to a whole number of granules, at most [`MAX_REGION_SIZE`] (EFBIG, as for a file too
+/// large); setting the same size again is allowed.
 pub(crate) fn check_new_size(current: u64, requested: u64) -> Result<u64> {
     if granule_align(requested)? != requested {
         return Err(EINVAL);
+    }
+    if requested > MAX_REGION_SIZE {
+        return Err(EFBIG);
     }
     if current != 0 && current != requested {
         return Err(EINVAL);
@@ -160,7 +164,7 @@ impl Region {
             return Err(EINVAL);
         }
         let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-        let mut chunks = KVec::with_capacity(granules, GFP_KERNEL)?;
+        let mut chunks = KVVec::with_capacity(granules, GFP_KERNEL)?;
         for i in 0..granules {
             chunks.push(first_pfn + i * GRANULE_PAGES, GFP_KERNEL)?;
         }
@@ -194,10 +198,7 @@ impl Region {
         let size = check_new_size(state.size, requested)?;
         if state.size == 0 {
             let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-            let mut chunks = KVec::with_capacity(granules, GFP_KERNEL)?;
-            for _ in 0..granules {
-                chunks.push(0, GFP_KERNEL)?;
-            }
+            let chunks = KVVec::from_elem(0, granules, GFP_KERNEL)?;
             state.tables = Tables::new(granules)?;
             state.chunks = chunks;
             state.size = size;
@@ -245,7 +246,7 @@ impl Region {
         }
         let mut state = self.state.lock();
         let granules = check_range(state.size, offset, len)?;
-        let mut taken = KVec::with_capacity(granules.len(), GFP_KERNEL)?;
+        let mut taken = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
         for i in granules {
             state.tables.map(i, 0, false);
             taken.push(core::mem::take(&mut state.chunks[i]), GFP_KERNEL)?;
@@ -352,7 +353,7 @@ impl Region {
 }
 
 /// Memory taken from a region by [`Region::take`], freed when dropped.
-pub(crate) struct Chunks(KVec<usize>);
+pub(crate) struct Chunks(KVVec<usize>);
 
 impl Drop for Chunks {
     fn drop(&mut self) {
@@ -402,6 +403,8 @@ mod tests {
         assert_eq!(check_new_size(0, GRANULE_SIZE + 4096), Err(EINVAL));
         assert_eq!(check_new_size(0, u64::MAX), Err(EINVAL));
         assert_eq!(check_new_size(4 << 20, 8 << 20), Err(EINVAL));
+        assert_eq!(check_new_size(0, MAX_REGION_SIZE + GRANULE_SIZE), Err(EFBIG));
+        assert_eq!(check_new_size(0, 1 << 63), Err(EFBIG));
     }
 
     #[test]

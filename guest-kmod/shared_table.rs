@@ -32,7 +32,7 @@ pub(crate) fn kernel_shares_tables() -> bool {
 /// The shared tables of one region, by granule.
 pub(crate) struct Tables {
     /// The table of each granule (a `struct ptdesc`), null while it has none.
-    tables: KVec<*mut c_void>,
+    tables: KVVec<*mut c_void>,
 }
 
 // SAFETY: the tables are page-table pages owned by this set; they are changed only under
@@ -42,16 +42,12 @@ unsafe impl Send for Tables {}
 impl Tables {
     /// No tables for a region of `granules` granules.
     pub(crate) fn new(granules: usize) -> Result<Self> {
-        let mut tables = KVec::with_capacity(granules, GFP_KERNEL)?;
-        for _ in 0..granules {
-            tables.push(core::ptr::null_mut(), GFP_KERNEL)?;
-        }
-        Ok(Self { tables })
+        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), granules, GFP_KERNEL)? })
     }
 
     /// An empty set, for a region with no size yet.
     pub(crate) fn empty() -> Self {
-        Self { tables: KVec::new() }
+        Self { tables: KVVec::new() }
     }
 
     /// The table of granule `index`, made and pointed at `first_pfn` if it has none yet.

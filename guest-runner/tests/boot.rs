@@ -21,8 +21,8 @@ fn ivshmem_backing(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// How many checks `mshare-api` runs in each mode: all of them must have run.
-const MODE_B_CHECKS: usize = 101;
-const MODE_C_CHECKS: usize = 81;
+const MODE_B_CHECKS: usize = 103;
+const MODE_C_CHECKS: usize = 82;
 
 fn images() -> ImagePaths {
     ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))

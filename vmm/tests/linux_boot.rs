@@ -127,9 +127,9 @@ fn two_linux_vms_exchange_data_through_a_region() {
     let kernel = images.get("VMLINUX_KTEST").unwrap_or_else(|e| panic!("{e}"));
     let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-xchg-").unwrap();
     let (writer_log, reader_log) = (console_path("xchg-writer"), console_path("xchg-reader"));
-    let vm = |name: &str, param: &str, log: &std::path::Path, access: &str| {
+    let vm = |name: &str, params: &str, log: &std::path::Path, access: &str| {
         format!(
-            "[[vm]]\nname = \"{name}\"\nkernel = \"{}\"\ncmdline = \"mshare.{param}={PATTERN}\"\n\
+            "[[vm]]\nname = \"{name}\"\nkernel = \"{}\"\ncmdline = \"{params}\"\n\
              memory = \"256M\"\ntimeout = 900\nserial = \"{}\"\nregions = [{{ name = \"xchg\", access = \"{access}\" }}]\n\n",
             kernel.display(),
             log.display()
@@ -140,8 +140,14 @@ fn two_linux_vms_exchange_data_through_a_region() {
         &fleet,
         format!(
             "[[region]]\nname = \"xchg\"\nsize = \"16M\"\n\n{}{}",
-            vm("writer", "selftest_write", &writer_log, "rw"),
-            vm("reader", "selftest_expect", &reader_log, "ro")
+            vm("writer", &format!("mshare.selftest_write={PATTERN}"), &writer_log, "rw"),
+            // The reader's module also writes, from the guest kernel: it must not land.
+            vm(
+                "reader",
+                &format!("mshare.selftest_expect={PATTERN} mshare.selftest_write=0x6f6e6c7964616572"),
+                &reader_log,
+                "ro"
+            )
         ),
     )
     .unwrap();
@@ -159,6 +165,11 @@ fn two_linux_vms_exchange_data_through_a_region() {
     assert!(
         reader.contains(&format!("region 'xchg': selftest read {PATTERN} at offset 0 after")),
         "{}",
+        reader_log.display()
+    );
+    assert!(
+        reader.contains("region 'xchg': selftest write to the read-only region was dropped"),
+        "the read-only VM's kernel write: {}",
         reader_log.display()
     );
     for (log, text) in [(&writer_log, &writer), (&reader_log, &reader)] {

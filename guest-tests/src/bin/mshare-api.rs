@@ -540,6 +540,54 @@ fn shared_table_checks(t: &mut Suite) {
         },
     );
 
+    // munmap flushes the 4 KiB TLB entries of the unlinked tables: a window of another
+    // region mapped at the same address right after shows that region's data on every page
+    // (a flush of one entry per 2 MiB, as for a huge leaf, left the old ones visible).
+    t.check("after munmap, a new window at the same address sees its own region on every page", {
+        let other = create("api-shared-2", 0o600).and_then(|f| {
+            set_size(&f, SIZE as u64)?;
+            create_mapping(&f, &MshareCreate::anonymous(0, SIZE as u64))?;
+            Ok(f)
+        });
+        other.map_err(|e| e.to_string()).and_then(|other| {
+            // SAFETY: reads inside the first window (its whole length), to fill the TLB.
+            let warm: u64 = (0..SIZE).step_by(4096).map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
+            std::hint::black_box(warm);
+            // SAFETY: replaces the first window with one of the other region, same address.
+            let q = unsafe {
+                libc::mmap(
+                    p.cast(),
+                    SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    other.as_raw_fd(),
+                    0,
+                )
+            };
+            if q != p.cast() {
+                return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
+            }
+            // SAFETY: reads the other region (zeroed) through the new window.
+            let stale = (0..SIZE).step_by(4096).filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
+            let _ = fs::remove_file(format!("{MOUNT}/api-shared-2"));
+            // SAFETY: puts the first region back at the same address for the checks below.
+            let back = unsafe {
+                libc::mmap(
+                    p.cast(),
+                    SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    region.as_raw_fd(),
+                    0,
+                )
+            };
+            if back != p.cast() {
+                return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
+            }
+            eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
+        })
+    });
+
     // A sharer with a warm TLB entry loses write access when the region goes read-only.
     let (mut ready, mut go) = ([0; 2], [0; 2]);
     // SAFETY: two fresh pipes.
@@ -830,6 +878,7 @@ fn main() -> ExitCode {
     );
     t.check("an unaligned size is EINVAL", expect_errno(set_size(&region, GRANULE + 4096), libc::EINVAL));
     t.check("size 0 is EINVAL", expect_errno(set_size(&region, 0), libc::EINVAL));
+    t.check("a size over 1 TiB is EFBIG", expect_errno(set_size(&region, 2 << 40), libc::EFBIG));
     t.check("SET_SIZE of 2 granules", set_size(&region, 2 * GRANULE).map_err(|e| e.to_string()));
     t.check(
         "GET_SIZE reads it back",
