@@ -6,7 +6,7 @@ BUILD := bash images/scripts/build.sh
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo         boot the guest: user space under QEMU TCG, then the test kernel under mshare-vmm/KVM"
+	@echo "make demo         mshare in the guest under QEMU TCG, then two Linux VMs sharing a region under mshare-vmm"
 	@echo "make test         the whole test suite: images, unit tests, tiny KVM guests, guest boots (what CI runs)"
 	@echo "make test-kvm     also the guest user-space boots under mshare-vmm (hosts with hardware virtualization)"
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
+	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
 
@@ -38,16 +39,24 @@ test: images
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+# cargo-fuzz (nightly, libFuzzer, AddressSanitizer) over the VMM's input parsers, the PCI
+# configuration space and the exit device: FUZZ_SECONDS per target, from the seeds in
+# vmm/fuzz/seeds into a scratch corpus. A crash leaves its input in vmm/fuzz/artifacts/.
+FUZZ_TARGETS := fleet_file region_spec pci_config exit_device
+FUZZ_SECONDS ?= 300
+fuzz:
+	@cd vmm && for t in $(FUZZ_TARGETS); do \
+	    corpus=$$(mktemp -d); \
+	    echo "== cargo fuzz run $$t for $(FUZZ_SECONDS) s"; \
+	    cargo +nightly fuzz run $$t "$$corpus" fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -seed=1 \
+	        -print_final_stats=1 2>&1 | grep -E '^(Done|stat::number_of_executed_units)|ERROR|panicked|SUMMARY' ; \
+	    status=$${PIPESTATUS[0]}; rm -rf "$$corpus"; [ $$status -eq 0 ] || exit $$status; \
+	done
 
 demo: images
-	@eval "$$($(BUILD) paths)"; set -e; \
-	echo "== 1. guest user space under QEMU TCG: msharefs regions, the mshare command, the API suite"; \
-	cargo run -q --locked -p guest-runner --bin qemu-run -- --initrd "$$INITRAMFS" "$$VMLINUX" -- \
-	    sh -c "mshare info && mshare create demo 64M 644 && mshare write demo 0 hello-from-msharefs && \
-	           mshare read demo 0 19 && mshare list && mshare-api | tail -3"; \
-	echo "== 2. the test kernel under mshare-vmm on this host's KVM (about a minute where KVM emulates guest kernel code)"; \
-	cargo run -q --locked --release -p vmm --bin mshare-vmm -- run --cpus 2 --memory 256M --timeout 600 \
-	    --kernel "$$VMLINUX_KTEST"
+	bash examples/demo.sh
 
 # Guest user space under mshare-vmm: only on hosts whose KVM runs guest kernels in hardware.
 test-kvm: images
@@ -67,4 +76,4 @@ bench-pagetables: images
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache
+.PHONY: fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache

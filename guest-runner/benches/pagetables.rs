@@ -6,7 +6,7 @@
 //! 1 GiB or more). Runs the guest's `mshare-bench` under QEMU TCG and writes
 //! target/bench/pagetables.md and target/bench/pagetables.json.
 //!
-//! `make bench-pagetables`; BENCH_PROCS (default "1 8 64") and BENCH_SIZES (default
+//! `make bench-pagetables`; BENCH_PROCS (default "1 8 64 256") and BENCH_SIZES (default
 //! "256M 1G") change the matrix.
 
 use guest_runner::images::{repo_root, ImagePaths};
@@ -38,7 +38,7 @@ fn bytes(size: &str) -> u64 {
 }
 
 fn main() {
-    let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64".into());
+    let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64 256".into());
     let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "256M 1G".into());
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
     let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));

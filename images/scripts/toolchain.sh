@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Install the host toolchain the images need, idempotently: Debian packages, the
-# rust-src component and a pinned bindgen-cli. A user never runs any of this by hand.
+# Install the host toolchain the project needs, idempotently: Debian packages, the
+# rust-src component, a pinned bindgen-cli, and for the VMM's fuzz targets a nightly
+# toolchain with a pinned cargo-fuzz. A user never runs any of this by hand.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 BINDGEN_VERSION=0.72.1
+CARGO_FUZZ_VERSION=0.13.2
 # Packages from bookworm itself and from bookworm-backports (newer clang and QEMU).
-BOOKWORM_PACKAGES="flex bison bc libelf-dev libssl-dev cpio busybox-static lz4 python3 make gcc libc6-dev xz-utils kmod rsync"
+BOOKWORM_PACKAGES="flex bison bc libelf-dev libssl-dev cpio busybox-static lz4 python3 make gcc g++ libc6-dev xz-utils kmod rsync"
 BACKPORTS_PACKAGES="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-x86"
 BACKPORTS_COMMANDS="clang-19 ld.lld-19 llvm-ar-19 qemu-system-x86_64"
 
@@ -102,6 +104,18 @@ install_rust_parts() {
         log "cargo install bindgen-cli $BINDGEN_VERSION (was: ${have:-none}; takes about 2 minutes)"
         run_logged "cargo install bindgen-cli" "$CACHE_ROOT/logs/bindgen.log" \
             cargo install --locked --force bindgen-cli --version "$BINDGEN_VERSION"
+    fi
+    # cargo-fuzz builds with sanitizers, which only nightly has.
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        log "rustup toolchain install nightly (minimal; for cargo-fuzz)"
+        run_logged "rustup toolchain install nightly" "$CACHE_ROOT/logs/rustup.log" \
+            rustup toolchain install nightly --profile minimal
+    fi
+    have=$(cargo fuzz --version 2>/dev/null | awk '{print $2}' || true)
+    if [ "$have" != "$CARGO_FUZZ_VERSION" ]; then
+        log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION (was: ${have:-none}; about 30 seconds)"
+        run_logged "cargo install cargo-fuzz" "$CACHE_ROOT/logs/cargo-fuzz.log" \
+            cargo install --locked --force cargo-fuzz --version "$CARGO_FUZZ_VERSION"
     fi
 }
 

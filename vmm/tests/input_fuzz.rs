@@ -1,8 +1,8 @@
 //! Bounded randomized runs over the VMM's input parsers and its PCI configuration space:
 //! no input may panic, and a few invariants must hold whatever the guest writes. A fixed
 //! seed (printed; `MSHARE_FUZZ_SEED` and `MSHARE_FUZZ_ROUNDS` override) makes a failure
-//! replayable. This is the bounded run `make test` does; cargo-fuzz needs a nightly
-//! toolchain, which this project's machines do not have.
+//! replayable. These run on stable with every `cargo test`; the coverage-guided runs of the
+//! same inputs are the cargo-fuzz targets in vmm/fuzz (`make fuzz`, 10 s each in `make test`).
 
 use guest_runner::fuzz::{mutate, setup};
 use std::path::Path;

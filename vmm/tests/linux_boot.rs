@@ -58,9 +58,14 @@ fn test_kernel_runs_kunit_under_kvm() {
 /// `mshare-vmm run` of the guest image and its initramfs (2 vCPUs, 512 MiB), console to
 /// `log`; the caller adds regions and the guest command.
 fn guest_image_boot(log: &std::path::Path) -> Command {
+    guest_image_boot_with_memory(log, "512M")
+}
+
+/// The same with `memory` of guest RAM.
+fn guest_image_boot_with_memory(log: &std::path::Path, memory: &str) -> Command {
     let images = images();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"));
-    cmd.args(["run", "--cpus", "2", "--memory", "512M", "--timeout", "120", "--serial"])
+    cmd.args(["run", "--cpus", "2", "--memory", memory, "--timeout", "600", "--serial"])
         .arg(log)
         .arg("--kernel")
         .arg(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")))
@@ -84,6 +89,31 @@ fn guest_command_status_becomes_the_vmm_status() {
     let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
     assert_eq!(result.module, console::ModuleState::Loaded);
     assert!(console::kernel_problems(&console_text).is_empty());
+}
+
+/// The guest suites of QEMU TCG, under mshare-vmm: the API suite, 64 processes of stress
+/// and the fuzzer, each a guest command whose status becomes the VMM's. Guest user space:
+/// `make test-kvm` (hardware virtualization).
+#[test]
+#[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
+fn guest_suites_pass_under_mshare_vmm() {
+    for (name, command) in [
+        ("api-kvm", "mshare-api B"),
+        ("stress-kvm", "mshare-stress 64 15"),
+        ("fuzz-kvm", "mshare-fuzz 200000 20261123"),
+    ] {
+        let log = console_path(name);
+        let out = guest_image_boot_with_memory(&log, "2048M").args(["--", "sh", "-c", command]).output().unwrap();
+        let console_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command}: {}\nconsole: {}",
+            String::from_utf8_lossy(&out.stderr),
+            log.display()
+        );
+        assert!(console::kernel_problems(&console_text).is_empty(), "{command}: kernel problems in {}", log.display());
+    }
 }
 
 /// ivshmem-probe under mshare-vmm: the guest finds the region by name, reads what the host
