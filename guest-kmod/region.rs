@@ -227,6 +227,7 @@ impl Region {
                 return Err(ENOMEM);
             }
             state.chunks[i] = pfn;
+            stats::chunk_allocated();
         }
         // A granule that had memory before keeps its table, maybe still linked: no fault
         // would fill it, so it is pointed at the new memory here.
@@ -368,6 +369,7 @@ fn free_chunk(pfn: usize) {
         // SAFETY: `pfn` is a chunk of this order from `msharefs_alloc_chunk`, freed once:
         // callers take it out of the region's table first.
         unsafe { msharefs_free_chunk(pfn, CHUNK_ORDER) };
+        stats::chunk_freed();
     }
 }
 

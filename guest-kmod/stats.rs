@@ -13,6 +13,7 @@ static SHARED_WINDOWS: AtomicU64 = AtomicU64::new(0);
 static TABLES: AtomicU64 = AtomicU64::new(0);
 static TABLE_LINKS: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
+static CHUNKS: AtomicU64 = AtomicU64::new(0);
 
 /// Chooses the mode at load time: mode B (shared PTE tables) when the kernel can and the
 /// `shared_tables` parameter allows it, else mode C (a huge PFN mapping per process).
@@ -70,6 +71,14 @@ pub(crate) fn table_freed() {
 pub(crate) fn table_linked() {
     add(&TABLE_LINKS, 1);
 }
+/// A granule's memory (a 2 MiB chunk) was allocated.
+pub(crate) fn chunk_allocated() {
+    add(&CHUNKS, 1);
+}
+/// A granule's memory was freed.
+pub(crate) fn chunk_freed() {
+    add(&CHUNKS, -1);
+}
 /// A fault mapped memory of a region into one process (mode C).
 pub(crate) fn fault() {
     add(&FAULTS, 1);
@@ -79,9 +88,10 @@ pub(crate) fn fault() {
 pub(crate) fn render() -> Result<CString> {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     CString::try_from_fmt(fmt!(
-        "mode {}\nregions {}\nwindows {}\nshared_windows {}\nshared_tables {}\nshared_table_bytes {}\ntable_links {}\npfn_faults {}\n",
+        "mode {}\nregions {}\nmemory_bytes {}\nwindows {}\nshared_windows {}\nshared_tables {}\nshared_table_bytes {}\ntable_links {}\npfn_faults {}\n",
         mode_name(),
         load(&REGIONS),
+        load(&CHUNKS) * crate::GRANULE_SIZE,
         load(&WINDOWS),
         load(&SHARED_WINDOWS),
         load(&TABLES),

@@ -2,6 +2,8 @@
 //! linked, with nothing but busybox beside them).
 
 pub mod ivshmem;
+pub mod process;
+pub mod rng;
 pub use mshare_uapi::msharefs;
 
 use std::fs;
@@ -14,6 +16,17 @@ pub fn read_attr(path: impl AsRef<Path>) -> io::Result<String> {
     fs::read_to_string(path)
         .map(|s| s.trim_end().to_owned())
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// A `/proc/meminfo` figure in KiB (`key` with its colon, e.g. `"PageTables:"`), 0 if
+/// absent. The per-CPU counter deltas are folded in first (`/proc/sys/vm/stat_refresh`):
+/// without it PageTables lags by up to a threshold per CPU, as large as what is measured.
+pub fn meminfo_kib(key: &str) -> u64 {
+    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Parses a number written in decimal or, with a `0x` prefix, in hexadecimal.

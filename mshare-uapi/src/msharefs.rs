@@ -98,6 +98,8 @@ pub struct SystemStats {
     pub mode: String,
     /// Regions (msharefs files and device regions).
     pub regions: u64,
+    /// Bytes of guest memory the module holds for regions (device memory not counted).
+    pub memory_bytes: u64,
     /// Mapped windows in all processes.
     pub windows: u64,
     /// Windows that share their region's tables.
@@ -126,6 +128,7 @@ impl SystemStats {
             match name {
                 "mode" => stats.mode = value.to_owned(),
                 "regions" => stats.regions = number()?,
+                "memory_bytes" => stats.memory_bytes = number()?,
                 "windows" => stats.windows = number()?,
                 "shared_windows" => stats.shared_windows = number()?,
                 "shared_tables" => stats.shared_tables = number()?,

@@ -1,10 +1,12 @@
 //! mshare-api: the msharefs API suite, run inside the guest with mshare.ko loaded and
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
 
+use guest_tests::meminfo_kib;
 use guest_tests::msharefs::{
     create_mapping, get_size, get_stats, ioctl, set_prot, set_size, unmap as unmap_range, MshareCreate, MshareInfo,
     SystemStats, MOUNT,
 };
+use guest_tests::process::{in_child, spawn_child, wait_child};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -96,13 +98,6 @@ fn unmap(ptr: *mut u8, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// In a child that reads a byte it may not: exit with 128 + the signal, quietly (an
-/// unhandled SIGSEGV would have the kernel log the fault on the console).
-extern "C" fn exit_on_signal(signal: libc::c_int) {
-    // SAFETY: _exit is async-signal-safe.
-    unsafe { libc::_exit(128 + signal) };
-}
-
 /// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
 fn read_in_child(ptr: *const u8) -> Option<i32> {
     access_in_child(ptr.cast_mut(), false)
@@ -114,34 +109,19 @@ fn write_in_child(ptr: *mut u8) -> Option<i32> {
 }
 
 fn access_in_child(ptr: *mut u8, write: bool) -> Option<i32> {
-    // SAFETY: fork in a single-threaded program; the child reads one byte and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        // Reported as a signal no check expects, so the check fails visibly.
-        return Some(-1);
-    }
-    if pid == 0 {
-        // SAFETY: the read may fault, which is what is being tested; nothing else runs, and
-        // the handlers only exit.
+    let code = in_child(|| {
+        // SAFETY: the access may fault, which is what is being tested, in the child only.
         unsafe {
-            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGBUS, exit_on_signal as *const () as libc::sighandler_t);
             if write {
                 ptr.write_volatile(0xee);
             } else {
                 ptr.read_volatile();
             }
-            libc::_exit(0);
         }
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    match libc::WEXITSTATUS(status) {
-        0 if libc::WIFEXITED(status) => None,
-        code if libc::WIFEXITED(status) && code > 128 => Some(code - 128),
-        _ => libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-    }
+        0
+    });
+    // A failed fork (255) reads as a signal no check expects, so the check fails visibly.
+    (code != 0).then(|| code - 128)
 }
 
 /// This process's page-table memory (`VmPTE`, KiB).
@@ -402,39 +382,20 @@ fn warm_stack() {
     std::hint::black_box(&mut buf);
 }
 
-/// `PageTables` of /proc/meminfo in KiB, with the per-CPU counters folded in first.
-fn page_tables_kib() -> u64 {
-    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("PageTables:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Runs `child` in a forked process and returns its exit status (128 + signal if killed).
-fn in_child(child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: fork in a single-threaded program; the child runs `child` and exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: as for `access_in_child`: the handlers only exit.
-        unsafe {
-            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGBUS, exit_on_signal as *const () as libc::sighandler_t);
-        }
-        let code = child();
-        // SAFETY: leaving the child without running the parent's exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        libc::WEXITSTATUS(status)
-    }
+/// Maps `file` shared read-write over `len` bytes at `at`, replacing what is there.
+fn map_fixed(at: *mut u8, len: usize, file: &File) -> bool {
+    // SAFETY: callers replace one of their own windows, at its own address and length.
+    let mapped = unsafe {
+        libc::mmap(
+            at.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    mapped == at.cast()
 }
 
 fn open_rw(name: &str) -> io::Result<File> {
@@ -446,8 +407,8 @@ fn open_rw(name: &str) -> io::Result<File> {
 fn shared_table_checks(t: &mut Suite) {
     const SIZE: usize = 8 * GRANULE as usize;
     const SHARERS: i32 = 16;
-    let start_tables = SystemStats::read().map(|s| s.shared_tables).unwrap_or(u64::MAX);
-    let start_page_tables = page_tables_kib();
+    let start = SystemStats::read().map(|s| (s.shared_tables, s.memory_bytes)).unwrap_or((u64::MAX, u64::MAX));
+    let start_page_tables = meminfo_kib("PageTables:");
     let region = match create("api-shared", 0o600) {
         Ok(r) => r,
         Err(e) => return t.check("create a region to share", Err(e.to_string())),
@@ -553,35 +514,15 @@ fn shared_table_checks(t: &mut Suite) {
             // SAFETY: reads inside the first window (its whole length), to fill the TLB.
             let warm: u64 = (0..SIZE).step_by(4096).map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
             std::hint::black_box(warm);
-            // SAFETY: replaces the first window with one of the other region, same address.
-            let q = unsafe {
-                libc::mmap(
-                    p.cast(),
-                    SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    other.as_raw_fd(),
-                    0,
-                )
-            };
-            if q != p.cast() {
+            // Replaces the first window with one of the other region, at the same address.
+            if !map_fixed(p, SIZE, &other) {
                 return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
             }
             // SAFETY: reads the other region (zeroed) through the new window.
             let stale = (0..SIZE).step_by(4096).filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
             let _ = fs::remove_file(format!("{MOUNT}/api-shared-2"));
-            // SAFETY: puts the first region back at the same address for the checks below.
-            let back = unsafe {
-                libc::mmap(
-                    p.cast(),
-                    SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    region.as_raw_fd(),
-                    0,
-                )
-            };
-            if back != p.cast() {
+            // Puts the first region back at the same address for the checks below.
+            if !map_fixed(p, SIZE, &region) {
                 return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
             }
             eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
@@ -595,21 +536,19 @@ fn shared_table_checks(t: &mut Suite) {
     if !piped {
         return t.check("pipes", Err(io::Error::last_os_error().to_string()));
     }
-    // SAFETY: fork in a single-threaded program.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
+    let child = spawn_child(|| {
         // SAFETY: the child writes, reports, waits, writes again (SIGSEGV expected), exits.
         unsafe {
-            libc::signal(libc::SIGSEGV, exit_on_signal as *const () as libc::sighandler_t);
             p.add(100).write_volatile(1);
             let byte = 1u8;
             libc::write(ready[1], (&byte as *const u8).cast(), 1);
             let mut got = 0u8;
             libc::read(go[0], (&mut got as *mut u8).cast(), 1);
             p.add(100).write_volatile(2);
-            libc::_exit(0);
         }
-    }
+        0
+    });
+    let Some(pid) = child else { return t.check("fork a sharer", Err(io::Error::last_os_error().to_string())) };
     let mut byte = 0u8;
     // SAFETY: reading one byte from our pipe.
     unsafe { libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) };
@@ -625,13 +564,9 @@ fn shared_table_checks(t: &mut Suite) {
         ),
     );
     t.check("SET_PROT read-only", set_prot(&region, libc::PROT_READ).map_err(|e| e.to_string()));
-    // SAFETY: releasing the child, then waiting for it.
-    let status = unsafe {
-        libc::write(go[1], (&byte as *const u8).cast(), 1);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        libc::WEXITSTATUS(status)
-    };
+    // SAFETY: writing one byte to our pipe, which releases the child.
+    unsafe { libc::write(go[1], (&byte as *const u8).cast(), 1) };
+    let status = wait_child(pid);
     t.check("a sharer that was writing gets SIGSEGV on its next write", eq(status, 128 + libc::SIGSEGV));
     t.check("so does this process, in its window", eq(write_in_child(p), Some(libc::SIGSEGV)));
     // SAFETY: inside the window, reading.
@@ -671,13 +606,13 @@ fn shared_table_checks(t: &mut Suite) {
     drop(region);
     let _ = fs::remove_file(format!("{MOUNT}/api-shared"));
     t.check(
-        "the region's tables are freed with it",
-        SystemStats::read().map_err(|e| e.to_string()).and_then(|s| eq(s.shared_tables, start_tables)),
+        "the region's tables and memory are freed with it",
+        SystemStats::read().map_err(|e| e.to_string()).and_then(|s| eq((s.shared_tables, s.memory_bytes), start)),
     );
     // Exited children's tables are freed after an RCU grace period: give it a moment.
     let mut grown = 0;
     for _ in 0..50 {
-        grown = page_tables_kib().saturating_sub(start_page_tables);
+        grown = meminfo_kib("PageTables:").saturating_sub(start_page_tables);
         if grown <= 16 {
             break;
         }
@@ -717,50 +652,31 @@ fn device_checks(t: &mut Suite, shares_tables: bool) {
         region.metadata().map_err(|e| e.to_string()).and_then(|m| eq((m.len(), cloexec), (0, true))),
     );
     t.check("ftruncate sizes it", region.set_len(SIZE as u64).map_err(|e| e.to_string()));
+    // Raw calls with one field wrong, which the safe wrappers cannot express.
+    let map_raw = |fd: i32, object_fd: i32| {
+        let mut m = MshareMap {
+            fd,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            offset: 0,
+            size: GRANULE,
+            object_fd,
+            flags: 0,
+        };
+        ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
+    };
+    let attach_fixed = |addr: u64| {
+        let mut a = MshareAttach { fd: region.as_raw_fd(), flags: MSHARE_ATTACH_FIXED, offset: 0, size: GRANULE, addr };
+        ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
+    };
     t.check(
         "MSHARE_MAP with a file object is EOPNOTSUPP (for now)",
-        expect_errno(
-            {
-                let mut m = MshareMap {
-                    fd: region.as_raw_fd(),
-                    prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
-                    offset: 0,
-                    size: SIZE as u64,
-                    object_fd: 0,
-                    flags: 0,
-                };
-                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
-            },
-            libc::EOPNOTSUPP,
-        ),
+        expect_errno(map_raw(region.as_raw_fd(), 0), libc::EOPNOTSUPP),
     );
     t.check("MSHARE_MAP past the end is EINVAL", expect_errno(dev.map(&region, GRANULE, SIZE as u64), libc::EINVAL));
-    t.check(
-        "MSHARE_MAP of a bad descriptor is EBADF",
-        expect_errno(
-            {
-                let mut m = MshareMap { fd: 999, prot: 3, offset: 0, size: GRANULE, object_fd: -1, flags: 0 };
-                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
-            },
-            libc::EBADF,
-        ),
-    );
+    t.check("MSHARE_MAP of a bad descriptor is EBADF", expect_errno(map_raw(999, -1), libc::EBADF));
     t.check(
         "MSHARE_MAP of a file that is no region is EINVAL",
-        expect_errno(
-            {
-                let mut m = MshareMap {
-                    fd: dev.file().as_raw_fd(),
-                    prot: 3,
-                    offset: 0,
-                    size: GRANULE,
-                    object_fd: -1,
-                    flags: 0,
-                };
-                ioctl(dev.file(), MSHARE_MAP, &mut m as *mut MshareMap as usize)
-            },
-            libc::EINVAL,
-        ),
+        expect_errno(map_raw(dev.file().as_raw_fd(), -1), libc::EINVAL),
     );
     t.check("MSHARE_MAP gives it memory", dev.map(&region, 0, SIZE as u64).map_err(|e| e.to_string()));
     let window = match dev.attach(&region, 0, SIZE, false) {
@@ -780,37 +696,10 @@ fn device_checks(t: &mut Suite, shares_tables: bool) {
         "MSHARE_ATTACH of an unaligned offset is EINVAL",
         expect_errno(dev.attach(&region, 4096, GRANULE as usize, false).map(|_| ()), libc::EINVAL),
     );
-    t.check(
-        "MSHARE_ATTACH_FIXED without an address is EINVAL",
-        expect_errno(
-            {
-                let mut a = MshareAttach {
-                    fd: region.as_raw_fd(),
-                    flags: MSHARE_ATTACH_FIXED,
-                    offset: 0,
-                    size: GRANULE,
-                    addr: 0,
-                };
-                ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
-            },
-            libc::EINVAL,
-        ),
-    );
+    t.check("MSHARE_ATTACH_FIXED without an address is EINVAL", expect_errno(attach_fixed(0), libc::EINVAL));
     t.check(
         "MSHARE_ATTACH_FIXED over a window is EEXIST",
-        expect_errno(
-            {
-                let mut a = MshareAttach {
-                    fd: region.as_raw_fd(),
-                    flags: MSHARE_ATTACH_FIXED,
-                    offset: 0,
-                    size: GRANULE,
-                    addr: window.as_ptr() as u64,
-                };
-                ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
-            },
-            libc::EEXIST,
-        ),
+        expect_errno(attach_fixed(window.as_ptr() as u64), libc::EEXIST),
     );
     let detach = |addr: u64, size: u64| {
         let mut d = MshareDetach { addr, size };

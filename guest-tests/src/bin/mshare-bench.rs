@@ -16,23 +16,13 @@
 //! addresses, which hugetlbfs needs to share PMD tables.
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
-use guest_tests::parse_size;
+use guest_tests::{meminfo_kib, parse_size};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::Instant;
-
-fn meminfo_kib(key: &str) -> u64 {
-    // Fold the per-CPU counter deltas first: without it PageTables lags by up to a
-    // threshold per CPU, as large as the figures measured here.
-    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 fn status_kib(key: &str) -> u64 {
     fs::read_to_string("/proc/self/status")

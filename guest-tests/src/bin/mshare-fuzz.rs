@@ -20,6 +20,7 @@
 //! The seed is printed for replay (threads interleave differently on each run).
 
 use guest_tests::msharefs::{ioctl_value, MshareCreate, MOUNT};
+use guest_tests::rng::Rng;
 use mshare_uapi::device::{
     MshareAttach, MshareMap, MshareProtect, MshareRange, DEVICE, MSHARE_ATTACH, MSHARE_CREATE, MSHARE_DETACH,
     MSHARE_MAP, MSHARE_PROTECT, MSHARE_UNMAP,
@@ -58,41 +59,22 @@ const EXPECTED: [i32; 15] = [
     libc::EAGAIN,
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-    /// A size or offset on an edge, or anywhere.
-    fn size(&mut self) -> u64 {
-        let g = GRANULE;
-        match self.below(12) {
-            0 => 0,
-            1 => self.below(4) * 4096 + 1,
-            2 => g - 1,
-            3 => g,
-            4 => g + 1,
-            5 => self.below(8) * g,
-            6 => self.next(),
-            7 => u64::MAX,
-            8 => u64::MAX - g + 1,
-            9 => 1 << 63,
-            10 => (1 + self.below(16)) * g,
-            _ => 4096 * self.below(1024),
-        }
+/// A size or offset on an edge, or anywhere.
+fn edge_size(rng: &mut Rng) -> u64 {
+    let g = GRANULE;
+    match rng.below(12) {
+        0 => 0,
+        1 => rng.below(4) * 4096 + 1,
+        2 => g - 1,
+        3 => g,
+        4 => g + 1,
+        5 => rng.below(8) * g,
+        6 => rng.next_u64(),
+        7 => u64::MAX,
+        8 => u64::MAX - g + 1,
+        9 => 1 << 63,
+        10 => (1 + rng.below(16)) * g,
+        _ => 4096 * rng.below(1024),
     }
 }
 
@@ -160,7 +142,7 @@ impl Shared {
 /// bytes, or a bad pointer.
 fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
     for slot in buf.iter_mut() {
-        *slot = rng.size();
+        *slot = edge_size(rng);
     }
     match rng.below(12) {
         0 => 0,
@@ -169,10 +151,10 @@ fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
         3 => {
             // struct mshare_create with plausible fields.
             let create = MshareCreate {
-                addr: rng.size(),
-                size: rng.size(),
+                addr: edge_size(rng),
+                size: edge_size(rng),
                 offset: {
-                    let any = rng.size();
+                    let any = edge_size(rng);
                     rng.pick(&[0, 4096, any])
                 },
                 prot: rng.pick(&[3, 1, 7, 0]),
@@ -190,8 +172,8 @@ fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
             let map = MshareMap {
                 fd: shared.fd(rng),
                 prot: rng.pick(&[3, 1, 0]),
-                offset: rng.size(),
-                size: rng.size(),
+                offset: edge_size(rng),
+                size: edge_size(rng),
                 object_fd: {
                     let fd = shared.fd(rng);
                     rng.pick(&[-1, 0, fd])
@@ -206,8 +188,8 @@ fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
             let attach = MshareAttach {
                 fd: shared.fd(rng),
                 flags: rng.pick(&[0, 1, 2, 3, 4]),
-                offset: rng.size(),
-                size: rng.size(),
+                offset: edge_size(rng),
+                size: edge_size(rng),
                 addr: shared.addr(rng),
             };
             // SAFETY: as above (32 bytes).
@@ -215,8 +197,12 @@ fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
             buf.as_mut_ptr() as usize
         }
         6 => {
-            let range =
-                MshareRange { fd: shared.fd(rng), pad: rng.pick(&[0, 1]), offset: rng.size(), size: rng.size() };
+            let range = MshareRange {
+                fd: shared.fd(rng),
+                pad: rng.pick(&[0, 1]),
+                offset: edge_size(rng),
+                size: edge_size(rng),
+            };
             // SAFETY: as above (24 bytes).
             unsafe { std::ptr::write_unaligned(buf.as_mut_ptr().cast(), range) };
             buf.as_mut_ptr() as usize
@@ -229,7 +215,7 @@ fn argument(rng: &mut Rng, shared: &Shared, buf: &mut [u64; 8]) -> usize {
         }
         8 => {
             buf[0] = shared.addr(rng);
-            let any = rng.size();
+            let any = edge_size(rng);
             buf[1] = rng.pick(&[GRANULE, 2 * GRANULE, any]);
             buf.as_mut_ptr() as usize
         }
@@ -257,7 +243,7 @@ fn caller(shared: &Shared, seed: u64) {
             0..=2 => {
                 let cmd = match rng.below(5) {
                     0 => ((rng.below(4)) << 30) | (rng.below(64) << 16) | (u64::from(b'x') << 8) | rng.below(0x30),
-                    1 => rng.next() & 0xffff_ffff,
+                    1 => rng.next_u64() & 0xffff_ffff,
                     _ => rng.pick(&MSHAREFS_CMDS),
                 };
                 let arg = argument(&mut rng, shared, &mut buf);
@@ -270,7 +256,7 @@ fn caller(shared: &Shared, seed: u64) {
                 }
             }
             3..=4 => {
-                let cmd = if rng.below(4) == 0 { rng.next() & 0xffff_ffff } else { rng.pick(&DEVICE_CMDS) };
+                let cmd = if rng.below(4) == 0 { rng.next_u64() & 0xffff_ffff } else { rng.pick(&DEVICE_CMDS) };
                 let arg = if cmd == MSHARE_CREATE && rng.below(2) == 0 {
                     rng.pick(&[0, libc::O_CLOEXEC as usize, 1, usize::MAX])
                 } else {
@@ -317,7 +303,7 @@ fn caller(shared: &Shared, seed: u64) {
                     ]);
                     let flags = libc::MAP_FIXED
                         | rng.pick(&[libc::MAP_SHARED, libc::MAP_PRIVATE, libc::MAP_SHARED | libc::MAP_POPULATE]);
-                    let any = rng.size() as i64 & !4095;
+                    let any = edge_size(&mut rng) as i64 & !4095;
                     (prot, flags, rng.pick(&[0, GRANULE as i64, 4096, any]), fd)
                 };
                 // SAFETY: MAP_FIXED inside the arena, which this program reserved for it.
@@ -391,7 +377,7 @@ fn caller(shared: &Shared, seed: u64) {
             }
             _ => {
                 // SAFETY: plain syscall on a descriptor that may be anything.
-                let ret = unsafe { libc::ftruncate(fd, rng.size() as i64) };
+                let ret = unsafe { libc::ftruncate(fd, edge_size(&mut rng) as i64) };
                 shared.judge(&format!("ftruncate(fd {fd})"), ret.into());
             }
         }
