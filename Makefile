@@ -12,7 +12,7 @@ help:
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
 	@echo "make image-paths  print KEY=PATH lines for the built images (use with -s)"
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
-	@echo "make bench        every benchmark below; reports in target/bench/"
+	@echo "make bench        every benchmark below, then target/bench/report.md, report.json and plots"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
@@ -63,6 +63,7 @@ test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
 bench: bench-pagetables bench-regions bench-boot
+	cargo run -q --locked --release -p bench-report
 
 bench-boot: images
 	cargo bench --locked -p vmm --bench boot

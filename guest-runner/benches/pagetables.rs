@@ -99,7 +99,13 @@ fn main() {
         for n in procs.split_whitespace() {
             for (label, way, mode) in WAYS {
                 if let Some(line) = find(way, mode, n, size) {
-                    let figures = FIGURES.map(|(key, _)| format!("\"{key}\": {}", field(line, key))).join(", ");
+                    let figures = FIGURES
+                        .map(|(key, _)| {
+                            let value = field(line, key);
+                            let number = value.parse::<f64>().map_or("null".to_owned(), |_| value.to_owned());
+                            format!("\"{key}\": {number}")
+                        })
+                        .join(", ");
                     json.push(format!(
                         "  {{\"way\": \"{label}\", \"procs\": {n}, \"size_bytes\": {}, {figures}}}",
                         bytes(size)
@@ -139,6 +145,14 @@ fn main() {
     let out = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("pagetables.md"), &report).unwrap();
-    std::fs::write(out.join("pagetables.json"), format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    let machine = format!(
+        "guest Linux 7.3 (core-mm patch) under QEMU TCG, 2 vCPUs, 3 GiB; host {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    std::fs::write(
+        out.join("pagetables.json"),
+        format!("{{\n\"machine\": \"{machine}\",\n\"rows\": [\n{}\n]\n}}\n", json.join(",\n")),
+    )
+    .unwrap();
     println!("{report}");
 }

@@ -139,10 +139,19 @@ fn main() {
         let overhead = median(samples.iter().map(|s| s.overhead_kib as f64).collect());
         let kvm_run = samples.iter().filter_map(|s| s.first_kvm_run_ms).collect::<Vec<_>>();
         let kvm_run = if kvm_run.is_empty() { "n/a".to_owned() } else { format!("{:.1} ms", median(kvm_run)) };
-        (format!("| {name} | {kvm_run} | {first:.2} s | {init:.1} s | {:.1} MiB |", overhead / 1024.0), init, overhead)
+        let json = serde_json::json!({
+            "vmm": name, "first_kvm_run": kvm_run, "first_console_byte_s": first, "init_s": init,
+            "overhead_mib": overhead / 1024.0, "repetitions": samples.len(),
+        });
+        (
+            format!("| {name} | {kvm_run} | {first:.2} s | {init:.1} s | {:.1} MiB |", overhead / 1024.0),
+            init,
+            overhead,
+            json,
+        )
     };
-    let (ours_row, ours_init, ours_mem) = row("mshare-vmm", &ours);
-    let (qemu_row, qemu_init, qemu_mem) = row("QEMU microvm", &qemu);
+    let (ours_row, ours_init, ours_mem, ours_json) = row("mshare-vmm", &ours);
+    let (qemu_row, qemu_init, qemu_mem, qemu_json) = row("QEMU microvm", &qemu);
     let machine = format!(
         "{} cores, {} GiB, KVM {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -170,5 +179,7 @@ fn main() {
     let dir = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("boot.md"), &report).unwrap();
+    let json = serde_json::json!({ "machine": machine, "memory_mib": MEMORY_MIB, "rows": [ours_json, qemu_json] });
+    std::fs::write(dir.join("boot.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
     println!("{report}");
 }

@@ -87,6 +87,7 @@ fn main() {
     eprintln!("regions bench: baseline (one VM, one untouched 4 KiB region)");
     let base = launch(&fleet_file(dir.as_path(), &idle, 1, true, "4K"));
     let mut rows = String::new();
+    let mut json_rows = Vec::new();
     let mut k8 = None;
     for k in KS {
         eprintln!("regions bench: K = {k}, shared and private");
@@ -110,6 +111,19 @@ fn main() {
             shared.seconds,
             private.seconds,
         );
+        json_rows.push(serde_json::json!({
+            "vms": k,
+            "shared_growth_mib": growth(&shared) as f64 / 1024.0,
+            "private_growth_mib": growth(&private) as f64 / 1024.0,
+            "shared_rss_mib": shared.rss_kib as f64 / 1024.0,
+            "private_rss_mib": private.rss_kib as f64 / 1024.0,
+            "shared_pss_mib": shared.pss_kib as f64 / 1024.0,
+            "private_pss_mib": private.pss_kib as f64 / 1024.0,
+            "shadow_pte_writes_shared": shared.shadow_pte_writes,
+            "shadow_pte_writes_private": private.shadow_pte_writes,
+            "stage2_pages_shared": shared.stage2_pages,
+            "stage2_pages_private": private.stage2_pages,
+        }));
         if k == 8 {
             k8 = Some(growth(&shared));
         }
@@ -141,5 +155,8 @@ fn main() {
     let out = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("regions.md"), &report).unwrap();
+    let json =
+        serde_json::json!({ "machine": machine, "region_gib": REGION_GIB, "backing": "memfd", "rows": json_rows });
+    std::fs::write(out.join("regions.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
     println!("{report}");
 }
