@@ -16,6 +16,7 @@ help:
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
+	@echo "make bench-dbtier K VMs x M workers over one buffer pool: mshare against private shmem copies"
 	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
@@ -62,7 +63,7 @@ demo: images
 test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
-bench: bench-pagetables bench-regions bench-boot
+bench: bench-pagetables bench-dbtier bench-regions bench-boot
 	cargo run -q --locked --release -p bench-report
 
 bench-boot: images
@@ -74,7 +75,10 @@ bench-regions:
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables
 
+bench-dbtier: images
+	cargo bench --locked -p guest-runner --bench dbtier
+
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache
+.PHONY: bench-dbtier fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache

@@ -170,6 +170,7 @@ fn main() {
     let pagetables = read_json(&dir, "pagetables.json");
     let regions = read_json(&dir, "regions.json");
     let boot = read_json(&dir, "boot.json");
+    let dbtier = read_json(&dir, "dbtier.json");
     let pt_rows: Vec<Value> = pagetables.as_ref().and_then(|p| p["rows"].as_array().cloned()).unwrap_or_default();
     let mut plots = Vec::new();
     if let Some(size) = pt_rows.iter().filter_map(|r| r["size_bytes"].as_u64()).max() {
@@ -226,9 +227,11 @@ fn main() {
                design pays for the same shape is in the page-table section (from the measured per-process cost).\n\
                - The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
                memory against 6 s with msharefs, and 1.35-1.45x throughput. The closest figure here is the time per \
-               process to map and touch a region (connect.png).\n\
-               - Not built yet: the multi-VM database tier (K VMs, M workers each, over one shared buffer pool).\n\n";
+               process to map and touch a region (connect.png), and the database tier's throughput, mshare against private \
+               copies.\n\n";
     report += &section("pagetables.md", "Page tables");
+    report += "\n";
+    report += &section("dbtier.md", "Database tier");
     report += "\n";
     report += &section("regions.md", "Shared regions across VMs");
     report += "\n";
@@ -237,6 +240,7 @@ fn main() {
     let json = json!({
         "headline": head.map(|h| h.1),
         "pagetables": pagetables,
+        "dbtier": dbtier,
         "regions": regions,
         "boot": boot,
         "plots": plots,

@@ -1,0 +1,292 @@
+//! mshare-db: a buffer-pool workload, the database tier of the benchmarks.
+//!
+//! ```text
+//! mshare-db mshare|shmem WORKERS SECONDS [WRITE_PERCENT]
+//! ```
+//! The buffer pool is 8 KiB pages. `mshare`: the first ivshmem region of the VMM, attached
+//! through msharefs (`/sys/fs/mshare/ivshmem/<name>`) by every worker; the same pool is
+//! seen by every VM sharing the host file behind it. `shmem`: a shared memfd of the same
+//! size in this VM's RAM, each worker mapping it (a private copy per VM, plain page
+//! tables). WORKERS processes pick pages with a Zipfian distribution (theta 0.99) and read
+//! (copy the page, validating it against its header's version and checksum: a seqlock) or
+//! write (take the page's lock in its header with an atomic compare-and-swap, write,
+//! release) for SECONDS. Prints one line:
+//! `DB way=.. workers=.. seconds=.. ops=.. ops_per_s=.. p50_us=.. p99_us=.. pagetables_kib=.. torn=.. bad=..`
+//! with the PageTables growth while the workers run; `bad` counts pages that failed
+//! validation on a stable read (must be 0), `torn` reads retried because a writer was busy.
+
+use guest_tests::meminfo_kib;
+use guest_tests::rng::Rng;
+use mshare_uapi::Window;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const PAGE: usize = 8192;
+/// Header: version (even: stable; odd: being written), checksum of the payload.
+const HEADER: usize = 16;
+const THETA: f64 = 0.99;
+
+/// Zipfian ranks over `n` items (Gray et al., "Quickly generating billion-record synthetic
+/// databases"), hottest first.
+struct Zipf {
+    n: f64,
+    alpha: f64,
+    eta: f64,
+    zeta_n: f64,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Self {
+        let zeta = |m: usize| (1..=m).map(|i| 1.0 / (i as f64).powf(THETA)).sum::<f64>();
+        let zeta_n = zeta(n);
+        let zeta_2 = zeta(2);
+        let n_f = n as f64;
+        Self {
+            n: n_f,
+            alpha: 1.0 / (1.0 - THETA),
+            eta: (1.0 - (2.0 / n_f).powf(1.0 - THETA)) / (1.0 - zeta_2 / zeta_n),
+            zeta_n,
+        }
+    }
+
+    fn sample(&self, rng: &mut Rng) -> usize {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let uz = u * self.zeta_n;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(THETA) {
+            return 1;
+        }
+        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as usize).min(self.n as usize - 1)
+    }
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The page's header word `at` (0: version, 8: checksum) as an atomic.
+fn header(window: &Window, page: usize, at: usize) -> &AtomicU64 {
+    // SAFETY: inside the window, 8-byte aligned (pages are 8 KiB aligned); the memory is
+    // shared with other processes and VMs, which only ever use it through atomics too.
+    unsafe { &*window.as_ptr().add(page * PAGE + at).cast::<AtomicU64>() }
+}
+
+/// Reads page `page` consistently: `Ok(retries)` once a stable copy validated, or `Err` if
+/// a stable copy did not match its checksum.
+fn read(window: &Window, page: usize, buf: &mut [u8]) -> Result<u64, ()> {
+    let mut retries = 0;
+    loop {
+        let before = header(window, page, 0).load(Ordering::Acquire);
+        if !before.is_multiple_of(2) {
+            retries += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        let sum = header(window, page, 8).load(Ordering::Acquire);
+        window.read(page * PAGE + HEADER, buf);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if header(window, page, 0).load(Ordering::Relaxed) != before {
+            retries += 1;
+            continue;
+        }
+        // A never-written page is all zeros, header included.
+        return if (before == 0 && sum == 0) || checksum(buf) == sum { Ok(retries) } else { Err(()) };
+    }
+}
+
+/// Writes page `page` under its lock: the version goes odd while it is written.
+fn write(window: &Window, page: usize, buf: &mut [u8], rng: &mut Rng) -> u64 {
+    let version = header(window, page, 0);
+    let mut spins = 0;
+    let start = loop {
+        let current = version.load(Ordering::Relaxed);
+        if current.is_multiple_of(2)
+            && version.compare_exchange(current, current + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            break current;
+        }
+        spins += 1;
+        std::hint::spin_loop();
+    };
+    for chunk in buf.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_ne_bytes()[..chunk.len()]);
+    }
+    window.write(page * PAGE + HEADER, buf);
+    header(window, page, 8).store(checksum(buf), Ordering::Release);
+    version.store(start + 2, Ordering::Release);
+    spins
+}
+
+/// The pool's file: the first ivshmem region, or a fresh memfd of `size` bytes.
+fn pool(way: &str) -> Result<(File, usize), String> {
+    match way {
+        "mshare" => {
+            let dir = format!("{}/ivshmem", mshare_uapi::msharefs::MOUNT);
+            let entry = fs::read_dir(&dir)
+                .map_err(|e| format!("{dir}: {e} (no ivshmem device: the VMM must attach a region)"))?
+                .flatten()
+                .next()
+                .ok_or_else(|| format!("{dir} is empty: the VMM must attach a region"))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            let size = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+            Ok((file, size))
+        }
+        "shmem" => {
+            let size =
+                std::env::var("MSHARE_DB_POOL_MIB").ok().and_then(|m| m.parse::<usize>().ok()).unwrap_or(256) << 20;
+            // SAFETY: memfd_create with a valid C string; checked below.
+            let fd = unsafe { libc::memfd_create(c"pool".as_ptr(), 0) };
+            if fd < 0 {
+                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: a fresh descriptor owned here.
+            let file = unsafe { File::from_raw_fd(fd) };
+            file.set_len(size as u64).map_err(|e| format!("sizing the pool: {e}"))?;
+            Ok((file, size))
+        }
+        other => Err(format!("unknown way '{other}': mshare or shmem")),
+    }
+}
+
+/// One worker: runs until `deadline`, reports `ops torn bad` and its latencies (ns).
+fn worker(
+    file: &File,
+    size: usize,
+    seed: u64,
+    write_percent: u64,
+    deadline: Instant,
+) -> Result<(u64, u64, u64, Vec<u32>), String> {
+    let window = Window::map(file, size, 0, false).map_err(|e| format!("mapping the pool: {e}"))?;
+    let pages = size / PAGE;
+    let zipf = Zipf::new(pages);
+    let mut rng = Rng::new(seed);
+    // Spread the hot pages over the pool, as a hash of the key would.
+    let scatter = |rank: usize| (rank.wrapping_mul(0x9e37_79b1) ^ (rank >> 7)) % pages;
+    let mut buf = vec![0u8; PAGE - HEADER];
+    let (mut ops, mut torn, mut bad) = (0u64, 0u64, 0u64);
+    let mut latencies = Vec::with_capacity(1 << 20);
+    while Instant::now() < deadline {
+        for _ in 0..64 {
+            let page = scatter(zipf.sample(&mut rng));
+            let start = Instant::now();
+            if rng.below(100) < write_percent {
+                write(&window, page, &mut buf, &mut rng);
+            } else {
+                match read(&window, page, &mut buf) {
+                    Ok(retries) => torn += retries,
+                    Err(()) => bad += 1,
+                }
+            }
+            latencies.push(start.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+            ops += 1;
+        }
+    }
+    Ok((ops, torn, bad, latencies))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(way), Some(workers), Some(seconds)) = (
+        args.first(),
+        args.get(1).and_then(|w| w.parse::<usize>().ok()).filter(|&w| w > 0),
+        args.get(2).and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        eprintln!("usage: mshare-db mshare|shmem WORKERS SECONDS [WRITE_PERCENT]");
+        return ExitCode::from(2);
+    };
+    let write_percent = args.get(3).and_then(|p| p.parse::<u64>().ok()).unwrap_or(10).min(100);
+    let (file, size) = match pool(way) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mshare-db: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let before = meminfo_kib("PageTables:");
+    let mut fds = [0; 2];
+    // SAFETY: a fresh pipe for the workers' reports.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        eprintln!("mshare-db: pipe: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: fresh descriptors owned here.
+    let (mut reports, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let seed = std::process::id() as u64;
+    for w in 0..workers {
+        // SAFETY: fork; the worker maps, runs, writes its report and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let line = match worker(&file, size, seed << 16 | w as u64, write_percent, deadline) {
+                Ok((ops, torn, bad, mut lat)) => {
+                    lat.sort_unstable();
+                    let at = |q: f64| {
+                        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    format!("{ops} {torn} {bad} {} {} {}\n", at(0.5), at(0.99), meminfo_kib("PageTables:"))
+                }
+                Err(e) => format!("FAIL {e}\n"),
+            };
+            let _ = (&report_w).write_all(line.as_bytes());
+            // SAFETY: leaving the worker.
+            unsafe { libc::_exit(0) };
+        }
+    }
+    drop(report_w);
+    let mut text = String::new();
+    let _ = reports.read_to_string(&mut text);
+    // SAFETY: reaping our children.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+    let mut failures = Vec::new();
+    let (mut ops, mut torn, mut bad, mut p50s, mut p99s, mut peak) = (0u64, 0u64, 0u64, Vec::new(), Vec::new(), 0u64);
+    for line in text.lines() {
+        if let Some(why) = line.strip_prefix("FAIL ") {
+            failures.push(why.to_owned());
+            continue;
+        }
+        let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if f.len() == 6 {
+            ops += f[0];
+            torn += f[1];
+            bad += f[2];
+            p50s.push(f[3]);
+            p99s.push(f[4]);
+            peak = peak.max(f[5]);
+        }
+    }
+    if p50s.len() != workers {
+        failures.push(format!("{} of {workers} workers reported", p50s.len()));
+    }
+    p50s.sort_unstable();
+    p99s.sort_unstable();
+    // Per-worker percentiles, summarised by their median (p50) and maximum (p99).
+    let p50 = p50s.get(p50s.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
+    let p99 = p99s.last().copied().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        "DB way={way} workers={workers} seconds={seconds} pool_mib={} write_percent={write_percent} ops={ops} ops_per_s={:.0} \
+         p50_us={p50:.1} p99_us={p99:.1} pagetables_kib={} torn={torn} bad={bad}",
+        size >> 20,
+        ops as f64 / seconds.max(1) as f64,
+        peak.saturating_sub(before)
+    );
+    for why in &failures {
+        println!("mshare-db: FAILED: {why}");
+    }
+    if failures.is_empty() && bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
