@@ -17,6 +17,7 @@ help:
 	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
 	@echo "make bench-dbtier K VMs x M workers over one buffer pool: mshare against private shmem copies"
+	@echo "make bench-kvm    the same under mshare-vmm (hosts with hardware virtualization)"
 	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
@@ -78,7 +79,11 @@ bench-pagetables: images
 bench-dbtier: images
 	cargo bench --locked -p guest-runner --bench dbtier
 
+# The database tier under mshare-vmm: hosts whose KVM runs guest user space (not kvm_pvm).
+bench-kvm: images
+	cargo bench --locked -p vmm --bench dbtier_kvm
+
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: bench-dbtier fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache
+.PHONY: bench-dbtier bench-kvm fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache
