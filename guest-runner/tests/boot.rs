@@ -173,3 +173,34 @@ fn an_ivshmem_device_is_an_msharefs_region() {
     assert_eq!(&after[8192..8192 + 24], b"written-through-msharefs");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// 64 processes mapping and touching 256 MiB through mshare pay about one process's worth
+/// of page tables (a shared set, plus a PMD page each), not 64 times it, and take one fault
+/// each; one process through a memfd is the yardstick (`mshare-bench`, design.md's
+/// "Measuring": growth minus what idle processes cost).
+#[test]
+fn sixty_four_sharers_pay_about_one_process_worth_of_page_tables() {
+    let mut boot =
+        guest_boot("boot-pagetables-64", &["sh", "-c", "mshare-bench mshare 64 256M && mshare-bench memfd 1 256M"]);
+    boot.memory_mib = 1024;
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert_eq!(run.result.status, 0, "{console}");
+    let line = |way: &str| {
+        console
+            .lines()
+            .find(|l| l.starts_with(&format!("BENCH way={way} ")))
+            .unwrap_or_else(|| panic!("no {way} line: {console}"))
+    };
+    let figure = |l: &str, key: &str| -> u64 {
+        l.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap()
+    };
+    let (shared, one) = (line("mshare"), line("memfd"));
+    assert_eq!(figure(shared, "faults"), 64, "{shared}");
+    let (shared_kib, one_kib) = (figure(shared, "pagetables_kib"), figure(one, "pagetables_kib"));
+    assert!(one_kib >= 500, "one process through a memfd pays its PTE tables: {one}");
+    assert!(
+        shared_kib <= 2 * one_kib,
+        "64 sharers paid {shared_kib} KiB against {one_kib} KiB for one process: {shared}"
+    );
+}
