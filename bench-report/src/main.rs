@@ -4,6 +4,7 @@
 //! copied to docs/bench-pagetables.png, which the README shows. A benchmark that did not
 //! run is said so in the report, not made up.
 
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use serde_json::{json, Value};
@@ -67,13 +68,32 @@ fn plot_ways(path: &Path, title: &str, y_label: &str, rows: &[Value], size: u64,
         .map_err(|e| e.to_string())?;
     for (i, line) in lines {
         let color = COLORS[i];
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(3)))
-            .map_err(|e| e.to_string())?
-            .label(WAYS[i])
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| e.to_string())?;
+        draw_line(&mut chart, line, WAYS[i], color)?;
     }
+    draw_legend(&mut chart)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// One labelled line with its points marked.
+fn draw_line<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    points: Vec<(f64, f64)>,
+    label: &str,
+    color: RGBColor,
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The legend, top left.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -81,8 +101,7 @@ fn plot_ways(path: &Path, title: &str, y_label: &str, rows: &[Value], size: u64,
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Host memory growth against K VMs, shared against private copies.
@@ -106,27 +125,17 @@ fn plot_regions(path: &Path, rows: &[Value]) -> Result<(), String> {
         .configure_mesh()
         .x_desc("VMs (K)")
         .y_desc("VMM RSS growth, MiB")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())?;
     for (name, points, color) in
         [("shared region (mshare-vmm)", shared, COLORS[0]), ("private copies", private, COLORS[2])]
     {
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
-            .map_err(|e| e.to_string())?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| e.to_string())?;
+        draw_line(&mut chart, points, name, color)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    draw_legend(&mut chart)?;
     root.present().map_err(|e| e.to_string())
 }
 
