@@ -8,7 +8,8 @@ use guest_runner::fuzz::{mutate, setup};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use vmm::config::parse_size;
-use vmm::devices::pci::{ConfigOnly, ConfigSpace, PciBus, PciConfigIo, PciDevice};
+use vmm::devices::ivshmem;
+use vmm::devices::pci::{ConfigOnly, PciBus, PciConfigIo, PciDevice};
 use vmm::devices::PioDevice;
 use vmm::fleet::Fleet;
 use vmm::regions::RegionSpec;
@@ -43,10 +44,7 @@ fn region_specs_and_sizes_never_panic() {
 #[test]
 fn guest_config_space_accesses_never_panic_and_keep_invariants() {
     let (mut rng, rounds) = setup();
-    let mut config = ConfigSpace::new(0x1af4, 0x1110, 0x05, 0x00, 1);
-    config.add_bar32(0, 256);
-    config.add_bar64(2, 1 << 30, true);
-    let device = Arc::new(Mutex::new(ConfigOnly(config)));
+    let device = Arc::new(Mutex::new(ConfigOnly(ivshmem::config_space(1 << 30))));
     let mut bus = PciBus::new();
     bus.add(device.clone());
     let mut io = PciConfigIo::new(Arc::new(bus));

@@ -4,14 +4,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex};
-use vmm::devices::pci::{ConfigOnly, ConfigSpace, PciBus, PciConfigIo, PciDevice};
+use vmm::devices::ivshmem;
+use vmm::devices::pci::{ConfigOnly, PciBus, PciConfigIo, PciDevice};
 use vmm::devices::PioDevice;
 
 fuzz_target!(|data: &[u8]| {
-    let mut config = ConfigSpace::new(0x1af4, 0x1110, 0x05, 0x00, 1);
-    config.add_bar32(0, 256);
-    config.add_bar64(2, 1 << 30, true);
-    let device = Arc::new(Mutex::new(ConfigOnly(config)));
+    let device = Arc::new(Mutex::new(ConfigOnly(ivshmem::config_space(1 << 30))));
     let mut bus = PciBus::new();
     bus.add(device.clone());
     let mut io = PciConfigIo::new(Arc::new(bus));

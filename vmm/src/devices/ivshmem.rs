@@ -91,6 +91,15 @@ pub fn name_capability(name: &str, read_only: bool) -> Vec<u8> {
     body
 }
 
+/// An ivshmem-plain device's configuration space before firmware places it: its IDs,
+/// BAR0 (registers) and a 64-bit prefetchable BAR2 of `region_size` bytes.
+pub fn config_space(region_size: u64) -> ConfigSpace {
+    let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, 0x05, 0x00, 1);
+    config.add_bar32(0, REGISTERS_SIZE);
+    config.add_bar64(2, region_size, true);
+    config
+}
+
 impl Ivshmem {
     /// The device for `region`, with BAR0 at `registers_addr` and BAR2 at `region_addr`
     /// (as firmware would program them), its memslot `slot` registered in `vm`.
@@ -102,9 +111,7 @@ impl Ivshmem {
         registers_addr: u32,
         region_addr: u64,
     ) -> Result<Self, MemslotError> {
-        let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, 0x05, 0x00, 1);
-        config.add_bar32(0, REGISTERS_SIZE);
-        config.add_bar64(2, region.size(), true);
+        let mut config = config_space(region.size());
         config.set_bar_address(0, u64::from(registers_addr));
         config.set_bar_address(2, region_addr);
         config.add_capability(CAP_VENDOR, &name_capability(&region.spec.name, read_only));
