@@ -11,6 +11,7 @@
 //! "1 2 4"), BENCH_DB_WORKERS (8), BENCH_DB_SECONDS (20) and BENCH_DB_POOL_MIB (256)
 //! change it.
 
+use guest_runner::console;
 use guest_runner::images::{repo_root, ImagePaths};
 use guest_runner::qemu::{log_path, Boot};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,12 +22,8 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')).unwrap_or("?")
-}
-
 fn number(line: &str, key: &str) -> f64 {
-    field(line, key).parse().unwrap_or(f64::NAN)
+    console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
 }
 
 /// Rss and Pss (KiB) of the QEMU processes whose command line carries `tag`.

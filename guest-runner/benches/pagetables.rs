@@ -9,6 +9,7 @@
 //! `make bench-pagetables`; BENCH_PROCS (default "1 8 64 256") and BENCH_SIZES (default
 //! "256M 1G") change the matrix.
 
+use guest_runner::console;
 use guest_runner::images::{repo_root, ImagePaths};
 use guest_runner::qemu::{log_path, Boot};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ const FIGURES: [(&str, &str); 4] = [
 ];
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')).unwrap_or("?")
+    console::field(line, key).unwrap_or("?")
 }
 
 fn bytes(size: &str) -> u64 {

@@ -74,6 +74,12 @@ pub fn init_uptime(console: &str) -> Option<f64> {
     console.lines().find_map(|l| l.split("MSHARE-INIT uptime=").nth(1)?.trim().parse().ok())
 }
 
+/// The value of `key` in a guest program's report line of `key=value` words (`BENCH`, `DB`,
+/// `STRESS`, `FUZZ`), if the line has it.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
 /// The last `MSHARE-RESULT` line of the console, if `/init` got that far.
 pub fn guest_result(console: &str) -> Option<GuestResult> {
     console.lines().rev().find_map(|line| {
@@ -98,6 +104,15 @@ pub fn guest_result(console: &str) -> Option<GuestResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_fields_by_whole_key() {
+        let line = "BENCH way=mshare procs=64 pagetables_kib=508 faults=64";
+        assert_eq!(field(line, "procs"), Some("64"));
+        assert_eq!(field(line, "faults"), Some("64"));
+        assert_eq!(field(line, "pages"), None, "a key is matched whole");
+        assert_eq!(field(line, "way"), Some("mshare"));
+    }
 
     #[test]
     fn finds_warnings_oopses_and_panics() {

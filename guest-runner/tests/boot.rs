@@ -3,7 +3,7 @@
 //!
 //! These need `make images` (which `make test` runs first).
 
-use guest_runner::console::ModuleState;
+use guest_runner::console::{self, ModuleState};
 use guest_runner::images::ImagePaths;
 use guest_runner::ktap::{self, Outcome};
 use guest_runner::qemu::{log_path, Boot};
@@ -193,7 +193,7 @@ fn sixty_four_sharers_pay_about_one_process_worth_of_page_tables() {
             .unwrap_or_else(|| panic!("no {way} line: {console}"))
     };
     let figure = |l: &str, key: &str| -> u64 {
-        l.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap()
+        console::field(l, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {l}"))
     };
     let (shared, one) = (line("mshare"), line("memfd"));
     assert_eq!(figure(shared, "faults"), 64, "{shared}");

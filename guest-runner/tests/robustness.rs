@@ -5,6 +5,7 @@
 //! MSHARE_FUZZ_SEED and MSHARE_STRESS_SECONDS change the seed and the length; the seed of
 //! each run is on its console for replay.
 
+use guest_runner::console;
 use guest_runner::images::ImagePaths;
 use guest_runner::qemu::{log_path, Boot};
 use std::time::Duration;
@@ -24,9 +25,7 @@ fn boot(name: &str, command: &[&str], shared_tables: bool) -> Boot {
 }
 
 fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+    console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
 }
 
 fn env_or(name: &str, default: &str) -> String {

@@ -17,7 +17,7 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn field(line: &str, key: &str) -> f64 {
-    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(f64::NAN)
+    guest_runner::console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
 }
 
 struct Params<'a> {
