@@ -6,8 +6,10 @@ pub mod process;
 pub mod rng;
 pub use mshare_uapi::msharefs;
 
-use std::fs;
+use std::ffi::CStr;
+use std::fs::{self, File};
 use std::io;
+use std::os::fd::FromRawFd;
 use std::path::Path;
 
 /// Reads a sysfs attribute and trims the trailing newline.
@@ -23,10 +25,42 @@ pub fn read_attr(path: impl AsRef<Path>) -> io::Result<String> {
 /// without it PageTables lags by up to a threshold per CPU, as large as what is measured.
 pub fn meminfo_kib(key: &str) -> u64 {
     let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
-        .unwrap_or(0)
+    kib_line(&fs::read_to_string("/proc/meminfo").unwrap_or_default(), key)
+}
+
+/// A `/proc/self/status` figure of this process in KiB (`key` with its colon, e.g.
+/// `"VmPTE:"`), 0 if absent.
+pub fn status_kib(key: &str) -> u64 {
+    kib_line(&fs::read_to_string("/proc/self/status").unwrap_or_default(), key)
+}
+
+fn kib_line(text: &str, key: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Minor faults this process has taken so far.
+pub fn minor_faults() -> u64 {
+    // SAFETY: rusage is plain data, filled by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_minflt as u64
+}
+
+/// FNV-1a of `bytes`: the checksum the stress and database programs put in their pages.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A new memfd called `name` (`memfd_create(2)` with `flags`).
+pub fn memfd(name: &CStr, flags: libc::c_uint) -> io::Result<File> {
+    // SAFETY: memfd_create with a valid C string; the result is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned here.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Parses a number written in decimal or, with a `0x` prefix, in hexadecimal.

@@ -1,5 +1,20 @@
 //! Running a piece of a test in a forked child, where a fault is a result, not a crash.
 
+use std::fs::File;
+use std::io;
+use std::os::fd::FromRawFd;
+
+/// A pipe: (read end, write end).
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-element array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned here.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
 /// Ends the process with 128 + the signal, quietly: an unhandled SIGSEGV would have the
 /// kernel log the fault on the console.
 extern "C" fn exit_on_signal(signal: libc::c_int) {

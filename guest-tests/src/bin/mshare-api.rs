@@ -1,12 +1,12 @@
 //! mshare-api: the msharefs API suite, run inside the guest with mshare.ko loaded and
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
 
-use guest_tests::meminfo_kib;
 use guest_tests::msharefs::{
     create_mapping, get_size, get_stats, ioctl, set_prot, set_size, unmap as unmap_range, MshareCreate, MshareInfo,
     SystemStats, MOUNT,
 };
 use guest_tests::process::{in_child, spawn_child, wait_child};
+use guest_tests::{memfd, meminfo_kib, minor_faults, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -124,14 +124,6 @@ fn access_in_child(ptr: *mut u8, write: bool) -> Option<i32> {
     (code != 0).then(|| code - 128)
 }
 
-/// This process's page-table memory (`VmPTE`, KiB).
-fn vm_pte_kib() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmPTE:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Writes one byte in every 4 KiB page of `len` bytes at `ptr`.
 fn touch(ptr: *mut u8, len: usize) {
     for offset in (0..len).step_by(4096) {
@@ -200,9 +192,9 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
         "CREATE_MAPPING over memory is EINVAL",
         expect_errno(create_mapping(&region, &MshareCreate::anonymous(g, g)), libc::EINVAL),
     );
-    let before = vm_pte_kib();
+    let before = status_kib("VmPTE:");
     touch(first, MAPPED);
-    let mshare_pte = vm_pte_kib().saturating_sub(before);
+    let mshare_pte = status_kib("VmPTE:").saturating_sub(before);
     if shares_tables {
         t.check(
             "statistics: one window, no fault, all of it backed, 32 tables linked once",
@@ -327,17 +319,14 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
     t.check("statistics: no window left", get_stats(&region).map_err(|e| e.to_string()).and_then(|s| eq(s.windows, 0)));
 
     // Baseline in the same run: a shared memfd of the same size, each page touched.
-    // SAFETY: memfd_create with a valid C string.
-    let fd = unsafe { libc::memfd_create(c"baseline".as_ptr(), 0) };
-    if fd < 0 {
-        return t.check("memfd_create for the baseline", Err(io::Error::last_os_error().to_string()));
-    }
-    // SAFETY: a fresh, valid descriptor owned here.
-    let memfd = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let before = vm_pte_kib();
+    let memfd = match memfd(c"baseline", 0) {
+        Ok(f) => f,
+        Err(e) => return t.check("memfd_create for the baseline", Err(e.to_string())),
+    };
+    let before = status_kib("VmPTE:");
     let memfd_pte = memfd.set_len(MAPPED as u64).and_then(|()| map(&memfd, MAPPED, libc::MAP_SHARED, 0)).map(|p| {
         touch(p, MAPPED);
-        let grown = vm_pte_kib().saturating_sub(before);
+        let grown = status_kib("VmPTE:").saturating_sub(before);
         let _ = unmap(p, MAPPED);
         grown
     });
@@ -355,19 +344,9 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
     let _ = fs::remove_file(format!("{MOUNT}/api-map"));
 }
 
-/// Minor faults this process has taken so far.
-fn minor_faults() -> i64 {
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage.ru_minflt
-    }
-}
-
 /// Minor faults taken by `work`, measured with everything the measurement itself touches
 /// already faulted in.
-fn faults_of(work: impl FnOnce()) -> i64 {
+fn faults_of(work: impl FnOnce()) -> u64 {
     minor_faults();
     let before = minor_faults();
     work();
@@ -440,7 +419,7 @@ fn shared_table_checks(t: &mut Suite) {
                 if seen != 0x42 {
                     return 201;
                 }
-                faults.clamp(0, 199) as i32
+                faults.min(199) as i32
             })
         })
         .collect();

@@ -16,38 +16,14 @@
 //! addresses, which hugetlbfs needs to share PMD tables.
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
-use guest_tests::{meminfo_kib, parse_size};
+use guest_tests::process::pipe;
+use guest_tests::{memfd, meminfo_kib, minor_faults, parse_size, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::Instant;
-
-fn status_kib(key: &str) -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
-fn minor_faults() -> u64 {
-    // SAFETY: rusage is plain data filled by getrusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid rusage to fill.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_minflt as u64
-}
-
-fn memfd(flags: libc::c_uint) -> io::Result<File> {
-    // SAFETY: memfd_create with a valid C string; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"bench".as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor owned here.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
 
 /// The shared memory of `way`, made once by the parent.
 fn make(way: &str, size: u64) -> io::Result<File> {
@@ -62,14 +38,14 @@ fn make(way: &str, size: u64) -> io::Result<File> {
             Ok(file)
         }
         "memfd" => {
-            let file = memfd(0)?;
+            let file = memfd(c"bench", 0)?;
             file.set_len(size)?;
             Ok(file)
         }
         "hugetlb" => {
             let pages = size >> 21;
             fs::write("/proc/sys/vm/nr_hugepages", pages.to_string())?;
-            let file = memfd(libc::MFD_HUGETLB | libc::MFD_HUGE_2MB)?;
+            let file = memfd(c"bench", libc::MFD_HUGETLB | libc::MFD_HUGE_2MB)?;
             file.set_len(size)?;
             Ok(file)
         }
@@ -126,16 +102,6 @@ fn child(file: Option<&File>, size: usize, report: &mut File, barrier: &mut File
     let _ = barrier.read(&mut [0u8; 1]);
     // SAFETY: leaving the child without running the parent's destructors.
     unsafe { libc::_exit(0) }
-}
-
-fn pipe() -> io::Result<(File, File)> {
-    let mut fds = [0; 2];
-    // SAFETY: a valid two-element array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors owned here.
-    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
 /// Waits until PageTables stops shrinking: page tables of exited processes are freed after

@@ -15,12 +15,12 @@
 //! with the PageTables growth while the workers run; `bad` counts pages that failed
 //! validation on a stable read (must be 0), `torn` reads retried because a writer was busy.
 
-use guest_tests::meminfo_kib;
+use guest_tests::process::pipe;
 use guest_tests::rng::Rng;
+use guest_tests::{checksum, memfd, meminfo_kib};
 use mshare_uapi::Window;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,10 +64,6 @@ impl Zipf {
         }
         ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as usize).min(self.n as usize - 1)
     }
-}
-
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The page's header word `at` (0: version, 8: checksum) as an atomic.
@@ -144,13 +140,7 @@ fn pool(way: &str) -> Result<(File, usize), String> {
         "shmem" => {
             let size =
                 std::env::var("MSHARE_DB_POOL_MIB").ok().and_then(|m| m.parse::<usize>().ok()).unwrap_or(256) << 20;
-            // SAFETY: memfd_create with a valid C string; checked below.
-            let fd = unsafe { libc::memfd_create(c"pool".as_ptr(), 0) };
-            if fd < 0 {
-                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-            }
-            // SAFETY: a fresh descriptor owned here.
-            let file = unsafe { File::from_raw_fd(fd) };
+            let file = memfd(c"pool", 0).map_err(|e| format!("memfd_create: {e}"))?;
             file.set_len(size as u64).map_err(|e| format!("sizing the pool: {e}"))?;
             Ok((file, size))
         }
@@ -213,14 +203,13 @@ fn main() -> ExitCode {
         }
     };
     let before = meminfo_kib("PageTables:");
-    let mut fds = [0; 2];
-    // SAFETY: a fresh pipe for the workers' reports.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        eprintln!("mshare-db: pipe: {}", std::io::Error::last_os_error());
-        return ExitCode::FAILURE;
-    }
-    // SAFETY: fresh descriptors owned here.
-    let (mut reports, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let (mut reports, report_w) = match pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            eprintln!("mshare-db: pipe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let seed = std::process::id() as u64;
     for w in 0..workers {

@@ -16,17 +16,17 @@
 //! removes the regions and checks that the module's counters, PageTables and free memory
 //! are back where they started. Prints `STRESS ...` with the figures; exit 0 if all held.
 
-use guest_tests::meminfo_kib;
 use guest_tests::msharefs::{
     create_mapping, set_prot, set_size, unmap as unmap_range, MshareCreate, SystemStats, MOUNT,
 };
-use guest_tests::process::in_child;
+use guest_tests::process::{in_child, pipe};
 use guest_tests::rng::Rng;
+use guest_tests::{checksum, meminfo_kib};
 use mshare_uapi::device::Device;
 use mshare_uapi::Window;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -39,11 +39,6 @@ const HEADER: usize = 32;
 /// Operations by letter: attach, write own page, check others, detach, fork and check,
 /// region cycle, /dev/mshare cycle, exit.
 const ALL_OPS: &str = "awcdfrvx";
-
-/// FNV-1a over the page's owner, sequence number and payload.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-}
 
 fn u64_at(page: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(page[at..at + 8].try_into().unwrap_or([0; 8]))
@@ -384,14 +379,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut fds = [0; 2];
-    // SAFETY: a fresh pipe for the workers' reports.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        eprintln!("mshare-stress: pipe: {}", std::io::Error::last_os_error());
-        return ExitCode::FAILURE;
-    }
-    // SAFETY: fresh descriptors owned here.
-    let (mut reports, report_w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let (mut reports, report_w) = match pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            eprintln!("mshare-stress: pipe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let max_ops = 2_000;
@@ -407,7 +401,7 @@ fn main() -> ExitCode {
     while live > 0 {
         // A worker that dies without reporting (a signal) must not hang the run: poll, and
         // reap between reads.
-        let mut poll = libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 };
+        let mut poll = libc::pollfd { fd: reports.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         let ready = unsafe { libc::poll(&mut poll, 1, 1000) } > 0;
         loop {
