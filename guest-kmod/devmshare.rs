@@ -9,7 +9,7 @@
 //! reach the same regions. Unlike the proposal, a region lives while any descriptor or
 //! mapping of it does, not only while its creator does.
 
-use crate::msharefs::{self, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::msharefs::{self, read_arg, u32_at, u64_at, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
 use crate::region::Region;
 use core::ffi::{c_int, c_void};
 use kernel::{
@@ -46,30 +46,6 @@ pub(crate) const MSHARE_PROTECT: u32 = _IOW::<u64>(b'x' as u32, 0x25);
 const ATTACH_READ_ONLY: u32 = 1;
 const ATTACH_FIXED: u32 = 2;
 const MAP_FIXED_NOREPLACE: u32 = 0x100000;
-
-/// Reads a `#[repr(C)]`-shaped argument as little pieces: `N` bytes from user memory.
-fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
-    let mut raw = [0u8; N];
-    UserSlice::new(UserPtr::from_addr(arg), N).reader().read_slice(&mut raw)?;
-    Ok(raw)
-}
-
-fn u32_at(raw: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
-}
-
-fn u64_at(raw: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes([
-        raw[at],
-        raw[at + 1],
-        raw[at + 2],
-        raw[at + 3],
-        raw[at + 4],
-        raw[at + 5],
-        raw[at + 6],
-        raw[at + 7],
-    ])
-}
 
 /// A region reached through a file descriptor of the caller, held for the call.
 struct RegionFd {

@@ -24,6 +24,7 @@ int mshare_region_mmap_check(void *region, unsigned long start, unsigned long en
 			     unsigned long pgoff, bool shared, bool writable);
 bool mshare_region_writable(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
+void mshare_region_fault_mapped(void *region);
 int mshare_region_table(void *region, unsigned long pgoff, void **table);
 void mshare_region_window_opened(void *region, bool shared);
 void mshare_region_window_closed(void *region, bool shared);

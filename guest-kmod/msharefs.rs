@@ -63,9 +63,14 @@ struct Create {
 
 impl Create {
     fn parse(raw: &[u8; 40]) -> Self {
-        let u64_at = |i: usize| u64::from_ne_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4], raw[i + 5], raw[i + 6], raw[i + 7]]);
-        let u32_at = |i: usize| u32::from_ne_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-        Self { addr: u64_at(0), size: u64_at(8), offset: u64_at(16), prot: u32_at(24), flags: u32_at(28), fd: u32_at(32) }
+        Self {
+            addr: u64_at(raw, 0),
+            size: u64_at(raw, 8),
+            offset: u64_at(raw, 16),
+            prot: u32_at(raw, 24),
+            flags: u32_at(raw, 28),
+            fd: u32_at(raw, 32),
+        }
     }
 
     /// Anonymous shared memory, read-write, is what regions hold today; a file's memory
@@ -87,11 +92,32 @@ impl Create {
     }
 }
 
+/// Reads an ioctl's structure argument: `N` bytes of user memory at `arg` (EFAULT if they
+/// cannot be read), taken apart with [`u32_at`] and [`u64_at`].
+pub(crate) fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
+    let mut raw = [0u8; N];
+    UserSlice::new(UserPtr::from_addr(arg), N).reader().read_slice(&mut raw)?;
+    Ok(raw)
+}
+
+/// The native-endian `u32` at byte `at` of an argument.
+pub(crate) fn u32_at(raw: &[u8], at: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&raw[at..at + 4]);
+    u32::from_ne_bytes(bytes)
+}
+
+/// The native-endian `u64` at byte `at` of an argument.
+pub(crate) fn u64_at(raw: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&raw[at..at + 8]);
+    u64::from_ne_bytes(bytes)
+}
+
+/// `{ u64; u64; }` (`struct mshare_info`, `struct mshare_unmap`).
 fn read_pair(arg: usize) -> Result<(u64, u64)> {
-    let mut raw = [0u8; 16];
-    UserSlice::new(UserPtr::from_addr(arg), raw.len()).reader().read_slice(&mut raw)?;
-    let (a, b) = raw.split_at(8);
-    Ok((u64::from_ne_bytes(a.try_into().map_err(|_| EINVAL)?), u64::from_ne_bytes(b.try_into().map_err(|_| EINVAL)?)))
+    let raw = read_arg::<16>(arg)?;
+    Ok((u64_at(&raw, 0), u64_at(&raw, 8)))
 }
 
 fn set_size(region: &Region, inode: *mut c_void, requested: u64) -> Result {
@@ -164,9 +190,7 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bo
         }
         MSHAREFS_SET_SIZE => set_size(region, inode, read_pair(arg)?.1),
         MSHAREFS_CREATE_MAPPING => {
-            let mut raw = [0u8; 40];
-            UserSlice::new(UserPtr::from_addr(arg), raw.len()).reader().read_slice(&mut raw)?;
-            let create = Create::parse(&raw);
+            let create = Create::parse(&read_arg::<40>(arg)?);
             create.check()?;
             region.create_mapping(create.addr, create.size)
         }
@@ -174,11 +198,7 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bo
             let (offset, len) = read_pair(arg)?;
             unmap(region, inode, offset, len)
         }
-        MSHAREFS_SET_PROT => {
-            let mut raw = [0u8; 8];
-            UserSlice::new(UserPtr::from_addr(arg), raw.len()).reader().read_slice(&mut raw)?;
-            set_prot(region, inode, u64::from_ne_bytes(raw))
-        }
+        MSHAREFS_SET_PROT => set_prot(region, inode, u64_at(&read_arg::<8>(arg)?, 0)),
         MSHAREFS_GET_STATS => {
             let stats = region.stats();
             let mut raw = [0u8; 40];
@@ -369,6 +389,17 @@ unsafe extern "C" fn mshare_region_pfn(region: *mut c_void, pgoff: c_ulong) -> c
         Page::Hole => 0,
         Page::Outside => -1,
     }
+}
+
+/// A fault mapped memory of the region into one process.
+///
+/// # Safety
+///
+/// `region` is the live region of the faulting mapping.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_fault_mapped(region: *mut c_void) {
+    // SAFETY: per the function's contract.
+    unsafe { &*region.cast::<Region>() }.fault_mapped();
 }
 
 /// `mshare_info`: the alignment and size granule of regions, in bytes.

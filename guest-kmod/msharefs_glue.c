@@ -71,6 +71,14 @@ static vm_fault_t msharefs_pfn_result(long pfn)
 	return pfn == 0 ? VM_FAULT_SIGSEGV : VM_FAULT_SIGBUS;
 }
 
+/* Counts a fault that mapped memory for the statistics (a lookup alone maps nothing). */
+static vm_fault_t msharefs_mapped(struct vm_fault *vmf, vm_fault_t ret)
+{
+	if (ret == VM_FAULT_NOPAGE)
+		mshare_region_fault_mapped(vmf->vma->vm_private_data);
+	return ret;
+}
+
 /*
  * Faults look the page up and insert it under the invalidate lock (shared), so UNMAP
  * (which holds it exclusively) cannot free the chunk in between.
@@ -85,7 +93,8 @@ static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 		return VM_FAULT_FALLBACK;
 	filemap_invalidate_lock_shared(mapping);
 	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff & ~((1UL << PMD_ORDER) - 1));
-	ret = pfn > 0 ? vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE) : msharefs_pfn_result(pfn);
+	ret = pfn > 0 ? msharefs_mapped(vmf, vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE)) :
+			msharefs_pfn_result(pfn);
 	filemap_invalidate_unlock_shared(mapping);
 	return ret;
 }
@@ -98,7 +107,7 @@ static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 
 	filemap_invalidate_lock_shared(mapping);
 	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
-	ret = pfn > 0 ? vmf_insert_pfn(vmf->vma, vmf->address, pfn) : msharefs_pfn_result(pfn);
+	ret = pfn > 0 ? msharefs_mapped(vmf, vmf_insert_pfn(vmf->vma, vmf->address, pfn)) : msharefs_pfn_result(pfn);
 	filemap_invalidate_unlock_shared(mapping);
 	return ret;
 }

@@ -313,18 +313,20 @@ impl Region {
         self.state.lock().tables.entry(index, page)
     }
 
-    /// What backs page `pgoff` of the region, for a fault (counted when it finds memory).
+    /// What backs page `pgoff` of the region.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
         match state.chunks.get(pgoff / GRANULE_PAGES) {
             Some(0) => Page::Hole,
-            Some(pfn) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
-                stats::fault();
-                Page::Frame(pfn + pgoff % GRANULE_PAGES)
-            }
+            Some(pfn) => Page::Frame(pfn + pgoff % GRANULE_PAGES),
             None => Page::Outside,
         }
+    }
+
+    /// A fault mapped memory of the region into one process (mode C).
+    pub(crate) fn fault_mapped(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        stats::fault();
     }
 
     /// A window of the region was mapped (mmap, or a fork copying it).
