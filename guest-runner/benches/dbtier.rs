@@ -88,8 +88,7 @@ fn run(images: &ImagePaths, way: &str, vms: usize, workers: &str, seconds: &str,
     };
     let boots: Vec<_> = (0..vms)
         .map(|vm| {
-            let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));
-            boot.initrd = Some(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")).to_path_buf());
+            let mut boot = Boot::guest_image(images).unwrap_or_else(|e| panic!("{e}"));
             boot.memory_mib = if way == "mshare" { 512 } else { 512 + pool_mib as u32 };
             boot.timeout = Duration::from_secs(600);
             boot.console_log = Some(log_path(&format!("dbtier-{way}-{vms}-vm{vm}")));

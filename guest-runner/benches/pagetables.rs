@@ -42,8 +42,7 @@ fn main() {
     let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64 256".into());
     let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "256M 1G".into());
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
-    let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));
-    boot.initrd = Some(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")).to_path_buf());
+    let mut boot = Boot::guest_image(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.memory_mib = 3072;
     boot.timeout = Duration::from_secs(1800);
     boot.console_log = Some(log_path("bench-pagetables"));

@@ -6,6 +6,7 @@
 //! and `-no-reboot` so that the guest's `reboot -f` (with `reboot=t`) ends QEMU.
 
 use crate::console::{self, GuestResult, ModuleState, Problem};
+use crate::images::{ImagePaths, ImagesError};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -139,6 +140,14 @@ impl Boot {
             echo: false,
             ivshmem: Vec::new(),
         }
+    }
+
+    /// A boot of the guest image: the guest kernel with its initramfs (`VMLINUX`,
+    /// `INITRAMFS`), the defaults otherwise.
+    pub fn guest_image(images: &ImagePaths) -> Result<Self, ImagesError> {
+        let mut boot = Self::new(images.get("VMLINUX")?);
+        boot.initrd = Some(images.get("INITRAMFS")?.to_path_buf());
+        Ok(boot)
     }
 
     /// The kernel command line: base words, extra words, then `-- command`.

@@ -30,8 +30,7 @@ fn images() -> ImagePaths {
 
 fn guest_boot(name: &str, command: &[&str]) -> Boot {
     let images = images();
-    let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));
-    boot.initrd = Some(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")).to_path_buf());
+    let mut boot = Boot::guest_image(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.command = command.iter().map(|s| (*s).to_owned()).collect();
     boot.console_log = Some(log_path(name));
     boot

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 fn boot(name: &str, command: &[&str], shared_tables: bool) -> Boot {
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"));
-    let mut boot = Boot::new(images.get("VMLINUX").unwrap_or_else(|e| panic!("{e}")));
-    boot.initrd = Some(images.get("INITRAMFS").unwrap_or_else(|e| panic!("{e}")).to_path_buf());
+    let mut boot = Boot::guest_image(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.command = command.iter().map(|s| (*s).to_owned()).collect();
     boot.memory_mib = 2048;
     boot.timeout = Duration::from_secs(600);
