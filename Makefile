@@ -10,7 +10,7 @@ help:
 	@echo "make test         the whole test suite: images, unit tests, tiny KVM guests, guest boots (what CI runs)"
 	@echo "make test-kvm     also the guest user-space boots under mshare-vmm (hosts with hardware virtualization)"
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
-	@echo "make image-paths  print KEY=PATH lines for the built images (use with -s)"
+	@echo "make image-paths  print export KEY=PATH lines for the built images: eval \"\$$(make -s image-paths)\""
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
 	@echo "make bench        every benchmark below, then target/bench/report.md, report.json and plots"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"

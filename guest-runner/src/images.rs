@@ -28,7 +28,7 @@ pub enum ImagesError {
     NoKey(String),
 }
 
-/// The `KEY=PATH` lines of `make -s image-paths`.
+/// The `export KEY=PATH` lines of `make -s image-paths`.
 #[derive(Debug, Clone)]
 pub struct ImagePaths {
     paths: HashMap<String, PathBuf>,
@@ -62,11 +62,11 @@ impl ImagePaths {
         Ok(Self { paths })
     }
 
-    /// Parses `KEY=PATH` lines; other lines are ignored.
+    /// Parses `export KEY=PATH` (or `KEY=PATH`) lines; other lines are ignored.
     pub fn parse(text: &str) -> Self {
         let paths = text
             .lines()
-            .filter_map(|l| l.split_once('='))
+            .filter_map(|l| l.trim_start().strip_prefix("export ").unwrap_or(l).split_once('='))
             .map(|(k, v)| (k.trim().to_owned(), PathBuf::from(v.trim())))
             .collect();
         Self { paths }
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn parses_key_path_lines() {
-        let paths = ImagePaths::parse("VMLINUX=/\nnoise\nKDIR = /nonexistent/kdir\n");
+        let paths = ImagePaths::parse("export VMLINUX=/\nnoise\nKDIR = /nonexistent/kdir\n");
         assert_eq!(paths.get("VMLINUX").unwrap(), Path::new("/"));
         let missing = paths.get("KDIR").unwrap_err().to_string();
         assert_eq!(missing, "KDIR=/nonexistent/kdir does not exist: run `make images` first");

@@ -2,9 +2,10 @@
 # Build the guest images into a cache outside the repository, each output keyed by a
 # hash of its inputs, so that a rebuild with nothing changed costs seconds.
 #
-#   build.sh all        toolchain, kernel, module, test kernel, guest programs, initramfs
-#   build.sh paths      print KEY=PATH lines for what `all` builds (builds nothing)
-#   build.sh kernel | module | ktest | programs | initramfs   one step (and what it needs)
+#   build.sh all        toolchain, kernel, module, test kernel, guest programs, initramfs,
+#                       and the nested test host (its kernel and initramfs)
+#   build.sh paths      print `export KEY=PATH` lines for what `all` builds (builds nothing)
+#   build.sh kernel | module | ktest | programs | initramfs | host   one step (and what it needs)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -55,6 +56,7 @@ compute_keys() {
     KMOD_KEY=$(kmod_key "$KERNEL_KEY")
     MODULE_DIR="$CACHE_ROOT/module/$KMOD_KEY"
     KTEST_DIR="$CACHE_ROOT/ktest/$(printf '%s\n' "$KMOD_KEY" "$KTEST_CMDLINE" | hash_of)"
+    HOST_KERNEL_DIR="$CACHE_ROOT/host-kernel/$({ echo "kernel=$KERNEL_KEY"; cat "$IMAGES/kernel/host.config"; } | hash_of)"
     PROGRAMS_DIR="$REPO_ROOT/target/guest/x86_64-unknown-linux-gnu/release"
 }
 
@@ -185,12 +187,55 @@ build_ktest_in_work_tree() {
     touch "$KTEST_DIR/.built"
 }
 
+# The nested test host's kernel: a copy of the built guest tree with host.config merged in
+# (KVM_AMD). Built at the same path as the guest tree, Kbuild rebuilds what the new options
+# touch; KVM selects PREEMPT_NOTIFIERS, which most of the kernel sees, so this is close to a
+# whole kernel build (about 5 minutes on 2 cores).
+build_host_kernel() {
+    if [ -f "$HOST_KERNEL_DIR/.built" ]; then
+        log "host kernel $(basename "$HOST_KERNEL_DIR"): cached"
+        return
+    fi
+    with_work_tree build_host_kernel_in_work_tree
+}
+
+build_host_kernel_in_work_tree() {
+    local log_file="$HOST_KERNEL_DIR/build.log"
+    log "host kernel $(basename "$HOST_KERNEL_DIR"): copying the guest kernel tree"
+    rm -rf "$HOST_KERNEL_DIR" && mkdir -p "$HOST_KERNEL_DIR"
+    cp -a "$KDIR" "$WORK_TREE"
+    (
+        cd "$WORK_TREE"
+        run_logged "merging host.config" "$log_file" scripts/kconfig/merge_config.sh -m .config "$IMAGES/kernel/host.config"
+        run_logged "make olddefconfig" "$log_file" "${KMAKE[@]}" olddefconfig
+        check_config .config "$IMAGES/kernel/guest.config"
+        check_config .config "$IMAGES/kernel/host.config"
+        log "host kernel $(basename "$HOST_KERNEL_DIR"): building (about 5 minutes on 2 cores; log: $log_file)"
+        run_logged "the host kernel build" "$log_file" "${KMAKE[@]}" -j"$JOBS" vmlinux
+        grep -q ' svm_init$' System.map || die "the host kernel has no KVM_AMD (no svm_init in System.map; see $log_file)"
+    )
+    mv "$WORK_TREE" "$HOST_KERNEL_DIR/linux"
+    touch "$HOST_KERNEL_DIR/.built"
+}
+
+# The guest programs, and for the nested test host mshare-vmm and the tiny-guest suite
+# (vmm/tests/tiny_guests.rs, as $PROGRAMS_DIR/vmm-tiny-guests): static, so that they run
+# on an initramfs with no C library.
 build_programs() {
-    log "guest programs: cargo build (static, x86_64)"
+    log "guest programs and the nested host's mshare-vmm: cargo build (static, x86_64)"
+    local static=(--release --locked --target x86_64-unknown-linux-gnu --target-dir target/guest)
     (
         cd "$REPO_ROOT"
-        RUSTFLAGS="-C target-feature=+crt-static" run_logged "building the guest programs" "$CACHE_ROOT/logs/programs.log" \
-            cargo build --release --locked -p guest-tests --target x86_64-unknown-linux-gnu --target-dir target/guest
+        export RUSTFLAGS="-C target-feature=+crt-static"
+        run_logged "building the guest programs" "$CACHE_ROOT/logs/programs.log" \
+            cargo build "${static[@]}" -p guest-tests -p vmm --bins
+        run_logged "building the tiny-guest suite" "$CACHE_ROOT/logs/programs.log" \
+            cargo test "${static[@]}" -p vmm --test tiny_guests --no-run --message-format=json-render-diagnostics
+        local suite
+        suite=$(cargo test "${static[@]}" -p vmm --test tiny_guests --no-run --message-format=json 2>/dev/null |
+            grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+        [ -x "$suite" ] || die "cargo printed no executable for the tiny-guest suite (see $CACHE_ROOT/logs/programs.log)"
+        cp "$suite" "$PROGRAMS_DIR/vmm-tiny-guests"
     )
 }
 
@@ -225,8 +270,18 @@ build_initramfs() {
     [ "$vermagic" = "$release" ] ||
         die "mshare.ko was built for kernel $vermagic, the guest kernel is $release: rebuild with 'make images'"
     log "initramfs $key: assembling"
+    {
+        local prog
+        echo "file /lib/modules/mshare.ko $MODULE_DIR/mshare.ko 0644 0 0"
+        guest_programs | while read -r prog; do echo "file /usr/bin/$(basename "$prog") $prog 0755 0 0"; done
+    } | write_initramfs "$dir" "$INITRAMFS"
+}
+
+# Writes an initramfs to $2, its file list in directory $1: busybox, /init, and the
+# gen_init_cpio lines read from standard input.
+write_initramfs() {
+    local dir=$1 out=$2 list=$1/files.txt
     rm -rf "$dir" && mkdir -p "$dir"
-    list="$dir/files.txt"
     {
         local d
         for d in bin sbin dev proc sys tmp run etc lib lib/modules usr usr/bin root sys/fs; do echo "dir /$d 0755 0 0"; done
@@ -235,19 +290,52 @@ build_initramfs() {
         echo "file /bin/busybox /bin/busybox 0755 0 0"
         echo "slink /bin/sh busybox 0777 0 0"
         echo "file /init $IMAGES/initramfs/init 0755 0 0"
-        echo "file /lib/modules/mshare.ko $MODULE_DIR/mshare.ko 0644 0 0"
-        local prog
-        guest_programs | while read -r prog; do echo "file /usr/bin/$(basename "$prog") $prog 0755 0 0"; done
+        cat
     } >"$list"
-    "$KDIR/usr/gen_init_cpio" "$list" >"$INITRAMFS.tmp" || die "gen_init_cpio failed on $list"
-    mv "$INITRAMFS.tmp" "$INITRAMFS"
+    "$KDIR/usr/gen_init_cpio" "$list" >"$out.tmp" || die "gen_init_cpio failed on $list"
+    mv "$out.tmp" "$out"
+}
+
+# The nested host's initramfs: /init and busybox as in the guest's, the static mshare-vmm,
+# and the guest image for it to boot under /l2 (kernel, System.map, initramfs). The host
+# loads no mshare.ko (its command line says mshare_module=skip).
+host_initramfs_key() {
+    {
+        echo "guest-initramfs=$(initramfs_key)"
+        echo "guest-kernel=$KERNEL_KEY"
+        sha256sum "$IMAGES/initramfs/init" /bin/busybox "$PROGRAMS_DIR/mshare-vmm" "$PROGRAMS_DIR/vmm-tiny-guests"
+    } | hash_of
+}
+
+build_host_initramfs() {
+    local key dir
+    key=$(host_initramfs_key)
+    dir="$CACHE_ROOT/host-initramfs/$key"
+    HOST_INITRAMFS="$dir/initramfs.cpio"
+    if [ -f "$HOST_INITRAMFS" ]; then
+        log "host initramfs $key: cached"
+        return
+    fi
+    log "host initramfs $key: assembling"
+    {
+        echo "file /usr/bin/mshare-vmm $PROGRAMS_DIR/mshare-vmm 0755 0 0"
+        echo "file /usr/bin/vmm-tiny-guests $PROGRAMS_DIR/vmm-tiny-guests 0755 0 0"
+        echo "dir /l2 0755 0 0"
+        echo "file /l2/vmlinux $KDIR/vmlinux 0644 0 0"
+        echo "file /l2/System.map $KDIR/System.map 0644 0 0"
+        echo "file /l2/initramfs.cpio $INITRAMFS 0644 0 0"
+    } | write_initramfs "$dir" "$HOST_INITRAMFS"
 }
 
 print_paths() {
     local key
     key=$(initramfs_key 2>/dev/null) || key=missing
     local initramfs_dir="$CACHE_ROOT/initramfs/$key"
-    cat <<EOF
+    local host_initramfs_dir
+    host_initramfs_dir="$CACHE_ROOT/host-initramfs/$(host_initramfs_key 2>/dev/null || echo missing)"
+    # `export` lines, so that `eval "$(make -s image-paths)"` hands them to the commands
+    # typed after it (mshare-vmm reads ${VAR} in fleet files from its environment).
+    sed 's/^/export /' <<EOF
 VMLINUX=$KDIR/vmlinux
 BZIMAGE=$KDIR/arch/x86/boot/bzImage
 SYSTEM_MAP=$KDIR/System.map
@@ -256,6 +344,8 @@ KDIR=$KDIR
 MODULE=$MODULE_DIR/mshare.ko
 VMLINUX_KTEST=$KTEST_DIR/linux/vmlinux
 SYSTEM_MAP_KTEST=$KTEST_DIR/linux/System.map
+HOST_VMLINUX=$HOST_KERNEL_DIR/linux/vmlinux
+HOST_INITRAMFS=$host_initramfs_dir/initramfs.cpio
 EOF
 }
 
@@ -270,14 +360,17 @@ case "$step" in
     ktest) build_kernel; build_ktest ;;
     programs) build_programs ;;
     initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
+    host) build_kernel; build_module; build_programs; build_initramfs; build_host_kernel; build_host_initramfs ;;
     all)
         build_kernel
         build_module
         build_ktest
         build_programs
         build_initramfs
+        build_host_kernel
+        build_host_initramfs
         log "images ready:"
         print_paths >&2
         ;;
-    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs)" ;;
+    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host)" ;;
 esac
