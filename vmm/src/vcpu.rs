@@ -11,7 +11,7 @@ use crate::devices::PioBus;
 use crate::memory::{BOOT_STACK_POINTER, ZERO_PAGE_START};
 use crate::stop::{StopReason, StopSignal};
 use crate::symbols::Symbols;
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -248,6 +248,24 @@ pub fn register_dump(vcpu: &VcpuFd, symbols: Option<&Symbols>) -> String {
     )
 }
 
+/// The registers after a shutdown (triple fault). KVM on AMD reinitializes the vCPU on a
+/// shutdown intercept (the VMCB is undefined after one), so there they read as the reset
+/// state, not the state that faulted: say so rather than show them as the fault's.
+fn shutdown_register_dump(vcpu: &VcpuFd, symbols: Option<&Symbols>) -> String {
+    let dump = register_dump(vcpu, symbols);
+    let reset = matches!((vcpu.get_regs(), vcpu.get_sregs()), (Ok(r), Ok(s)) if is_reset_state(&r, &s));
+    if reset {
+        format!("{dump}\n  (these are the reset values: KVM on AMD SVM reinitializes a vCPU that shuts down, so the state that faulted is lost)")
+    } else {
+        dump
+    }
+}
+
+/// Whether the registers are the architectural reset state (CS:IP f000:fff0, paging off).
+fn is_reset_state(regs: &kvm_regs, sregs: &kvm_sregs) -> bool {
+    regs.rip == 0xfff0 && sregs.cs.selector == 0xf000 && sregs.cr0 & (1 << 31) == 0
+}
+
 /// Translates a guest-virtual address by walking the guest's page tables (4- or 5-level).
 pub fn translate(mem: &GuestMemoryMmap, cr0: u64, cr3: u64, cr4: u64, vaddr: u64) -> Option<u64> {
     const PG: u64 = 1 << 31;
@@ -360,7 +378,7 @@ impl VcpuRunner {
             Ok(VcpuExit::Hlt) => Some(StopReason::Halted(id)),
             Ok(VcpuExit::Shutdown) => Some(StopReason::TripleFault {
                 vcpu: id,
-                registers: register_dump(&self.vcpu, self.symbols.as_deref()),
+                registers: shutdown_register_dump(&self.vcpu, self.symbols.as_deref()),
             }),
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::Reset,

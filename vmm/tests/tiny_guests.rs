@@ -61,7 +61,8 @@ fn triple_fault_is_reported_with_registers() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("triple-faulted") || err.contains("KVM internal error"), "{err}");
-    assert!(err.contains("rip 0x0000000000100000"), "{err}");
+    // Where the guest faulted; KVM on AMD resets a vCPU that shuts down, and the VMM says so.
+    assert!(err.contains("rip 0x0000000000100000") || err.contains("these are the reset values"), "{err}");
 }
 
 #[test]
@@ -114,7 +115,7 @@ fn garbage_kernel_is_a_one_line_error_with_status_2() {
     let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-vmm-tiny-").unwrap();
     let kernel = dir.as_path().join("garbage");
     std::fs::write(&kernel, b"certainly not a kernel image").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm")).args(["run", "--kernel"]).arg(&kernel).output().unwrap();
+    let out = Command::new(mshare_vmm()).args(["run", "--kernel"]).arg(&kernel).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -123,10 +124,8 @@ fn garbage_kernel_is_a_one_line_error_with_status_2() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"))
-        .args(["run", "--kernel", "/nonexistent", "--memory", "lots"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(mshare_vmm()).args(["run", "--kernel", "/nonexistent", "--memory", "lots"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("size 'lots'"), "{}", stderr(&out));
 }

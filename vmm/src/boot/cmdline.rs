@@ -28,6 +28,10 @@ pub enum CmdlineError {
     /// A guest command word cannot be carried.
     #[error("guest command word {0:?} contains a double quote, which the kernel command line cannot carry")]
     Quote(String),
+    /// The kernel hands `/init` the words after the first `--` and drops everything from
+    /// a second one on.
+    #[error("the guest command has a bare `--` word, after which the kernel drops every word; put the command in a script, or quote it into an `sh -c` word")]
+    DoubleDash,
 }
 
 /// The pieces of a command line, in order.
@@ -45,6 +49,9 @@ pub struct CmdlineParts<'a> {
 
 /// Quotes a word for the kernel's argument parser when it has spaces.
 fn quote(word: &str) -> Result<String, CmdlineError> {
+    if word == "--" {
+        return Err(CmdlineError::DoubleDash);
+    }
     if word.contains('"') {
         return Err(CmdlineError::Quote(word.to_owned()));
     }
@@ -111,6 +118,11 @@ mod tests {
         assert!(matches!(
             build(&CmdlineParts { command: &command, ..Default::default() }),
             Err(CmdlineError::Quote(_))
+        ));
+        let command = vec!["mshare-vmm".to_owned(), "--".to_owned(), "ls".to_owned()];
+        assert!(matches!(
+            build(&CmdlineParts { command: &command, ..Default::default() }),
+            Err(CmdlineError::DoubleDash)
         ));
     }
 }

@@ -25,8 +25,14 @@ pub fn guest(code: &[u8]) -> Guest {
     Guest { kernel, console, dir }
 }
 
+/// The `mshare-vmm` binary under test: the one cargo built, or `MSHARE_VMM` where set (the
+/// nested test host runs this suite with its static copy, at another path).
+pub fn mshare_vmm() -> PathBuf {
+    std::env::var_os("MSHARE_VMM").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mshare-vmm")), PathBuf::from)
+}
+
 pub fn vmm_command(guest: &Guest, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshare-vmm"));
+    let mut cmd = Command::new(mshare_vmm());
     cmd.args(["run", "--memory", "64M", "--kernel"]).arg(&guest.kernel);
     cmd.args(["--serial"]).arg(&guest.console).args(extra).stdin(Stdio::null());
     if !extra.contains(&"--timeout") {
