@@ -47,18 +47,6 @@ fn qemu_memory(tag: &str) -> (u64, u64) {
     total
 }
 
-/// The host's TSC rate in kHz. A TCG guest's TSC is the host's, and the guest kernel's own
-/// calibration against the PIT fails now and then under TCG (leaving it on a jiffies clock,
-/// whose 10 ms steps make latencies meaningless): the guests are told the rate instead.
-fn host_tsc_khz() -> u64 {
-    // SAFETY: rdtsc has no preconditions on x86-64.
-    let (t0, start) = (unsafe { core::arch::x86_64::_rdtsc() }, std::time::Instant::now());
-    std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: as above.
-    let t1 = unsafe { core::arch::x86_64::_rdtsc() };
-    ((t1 - t0) as f64 / start.elapsed().as_secs_f64() / 1000.0) as u64
-}
-
 struct Run {
     lines: Vec<String>,
     peak_rss_kib: u64,
@@ -120,7 +108,7 @@ fn main() {
     let seconds = env_or("BENCH_DB_SECONDS", "20");
     let pool_mib: u64 = env_or("BENCH_DB_POOL_MIB", "256").parse().unwrap_or(256);
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
-    let tsc_khz = host_tsc_khz();
+    let tsc_khz = guest_runner::nested::host_tsc_khz();
     let mut rows = String::new();
     let mut json = Vec::new();
     for vms in vms_list.split_whitespace().map(|k| k.parse::<usize>().unwrap_or_else(|_| panic!("BENCH_DB_VMS: {k}"))) {

@@ -5,12 +5,17 @@
 //! - [`ktap`]: KTAP (KUnit) results printed on the console;
 //! - [`images`]: where `make images` put the kernels and the initramfs;
 //! - [`qemu`]: boot a guest under QEMU TCG with a command and a timeout;
+//! - [`nested`]: the nested KVM host (QEMU TCG emulating SVM, a Linux KVM host in it) on
+//!   which `mshare-vmm` runs the guest image with its user space;
+//! - [`cpio`]: initramfs archives, to add files to a built one;
 //! - [`fuzz`]: bounded randomized runs (a seeded PRNG and text mutations).
 //!
 //! The same console and KTAP checks serve boots under `mshare-vmm`.
 
 pub mod console;
+pub mod cpio;
 pub mod fuzz;
 pub mod images;
 pub mod ktap;
+pub mod nested;
 pub mod qemu;

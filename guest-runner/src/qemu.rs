@@ -43,6 +43,12 @@ pub enum QemuError {
         "guest command word {0:?} contains a double quote or a newline, which the kernel command line cannot carry"
     )]
     BadWord(String),
+    /// The kernel hands `/init` the words after the first `--` and drops everything from
+    /// a second one on.
+    #[error(
+        "the guest command has a bare `--` word, after which the kernel drops every word; put the command in a script"
+    )]
+    DoubleDash,
     /// The guest did not end in time.
     #[error("the guest did not finish within {seconds} s; last console lines:\n{tail}")]
     Timeout {
@@ -67,6 +73,9 @@ pub enum QemuError {
         /// Where the whole console was written.
         log: PathBuf,
     },
+    /// A nested boot's guest did not report, or reported something other than its host.
+    #[error("nested boot: {0}")]
+    Nested(String),
     /// The console log could not be written.
     #[error("writing console log {}: {source}", path.display())]
     Log {
@@ -101,6 +110,9 @@ pub struct Boot {
     /// Shared-memory files given to the guest as ivshmem-plain devices (path, size).
     /// QEMU's microvm has no PCI without ACPI, so a boot with these uses the `pc` machine.
     pub ivshmem: Vec<(PathBuf, u64)>,
+    /// QEMU's `-cpu` model (`max`: every feature TCG emulates, AMD SVM with nested paging
+    /// among them).
+    pub cpu: String,
 }
 
 /// What a boot printed and how QEMU ended.
@@ -139,6 +151,7 @@ impl Boot {
             console_log: None,
             echo: false,
             ivshmem: Vec::new(),
+            cpu: "max".to_owned(),
         }
     }
 
@@ -160,6 +173,9 @@ impl Boot {
         if !self.command.is_empty() {
             line.push_str(" --");
             for word in &self.command {
+                if word == "--" {
+                    return Err(QemuError::DoubleDash);
+                }
                 if word.contains(['"', '\n']) {
                     return Err(QemuError::BadWord(word.clone()));
                 }
@@ -179,11 +195,12 @@ impl Boot {
     /// The QEMU argument list.
     pub fn qemu_args(&self) -> Result<Vec<String>, QemuError> {
         let machine = if self.ivshmem.is_empty() { "microvm,acpi=off" } else { "pc" };
-        let mut args: Vec<String> = ["-M", machine, "-accel", "tcg", "-cpu", "max", "-nodefaults", "-no-user-config"]
-            .iter()
-            .chain(&["-display", "none", "-serial", "stdio", "-no-reboot"])
-            .map(|s| (*s).to_owned())
-            .collect();
+        let mut args: Vec<String> =
+            ["-M", machine, "-accel", "tcg", "-cpu", &self.cpu, "-nodefaults", "-no-user-config"]
+                .iter()
+                .chain(&["-display", "none", "-serial", "stdio", "-no-reboot"])
+                .map(|s| (*s).to_owned())
+                .collect();
         for (i, (path, size)) in self.ivshmem.iter().enumerate() {
             args.push("-object".to_owned());
             args.push(format!("memory-backend-file,id=ivshmem{i},mem-path={},size={size},share=on", path.display()));
@@ -364,6 +381,8 @@ mod tests {
         let mut boot = Boot::new("/vmlinux");
         boot.command = vec!["echo".into(), "say \"hi\"".into()];
         assert!(matches!(boot.kernel_cmdline(), Err(QemuError::BadWord(w)) if w == "say \"hi\""));
+        boot.command = vec!["mshare-vmm".into(), "run".into(), "--".into(), "ls".into()];
+        assert!(matches!(boot.kernel_cmdline(), Err(QemuError::DoubleDash)));
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! The nested KVM test host: guest user space under `mshare-vmm` on a real KVM.
+//!
+//! QEMU TCG emulates AMD SVM with nested paging. Its guest, the host kernel `make images`
+//! builds (`HOST_VMLINUX`: the guest kernel plus KVM_AMD) with its initramfs
+//! (`HOST_INITRAMFS`: /init, busybox, a static `mshare-vmm` and the guest image under
+//! `/l2`), is a KVM host with a TDP MMU: "L1". `mshare-vmm` runs there and boots the guest
+//! image as "L2", whose user space then runs natively on the emulated SVM — the product
+//! path that this machine's own KVM (a software hypervisor) cannot run.
+//!
+//! Files are added to L1, and to the L2 initramfs, by appending a cpio archive of them
+//! ([`crate::cpio`]). L1 needs `tsc_early_khz=` (the host's TSC rate): without it L1
+//! cannot calibrate its TSC under TCG, and its KVM never enters a guest.
+//!
+//! L2 consoles come back through L1's: `mshare-vmm --name NAME` (and every fleet VM)
+//! prefixes each console line with `[NAME] `. [`NestedRun::guest`] reads one L2's lines
+//! and its own `MSHARE-RESULT`; kernel problems anywhere (L1 or any L2) fail the run.
+
+use crate::console::{self, GuestResult};
+use crate::cpio::Archive;
+use crate::images::{ImagePaths, ImagesError};
+use crate::qemu::{tail, Boot, CommandRun, QemuError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The guest kernel inside L1.
+pub const L2_KERNEL: &str = "/l2/vmlinux";
+/// The guest initramfs inside L1 (with the files added by [`NestedBoot::add_guest_file`]).
+pub const L2_INITRD: &str = "/l2/initramfs.cpio";
+/// Where [`NestedBoot::script`] puts L1's script.
+pub const L1_SCRIPT: &str = "/nested/run.sh";
+/// The name [`NestedBoot::vm`] gives its one L2 VM.
+pub const L2_NAME: &str = "l2";
+/// A file to add to an initramfs.
+#[derive(Debug, Clone)]
+struct Added {
+    path: String,
+    mode: u32,
+    data: Vec<u8>,
+}
+
+/// A boot of the nested host (L1) under QEMU TCG, and what it runs.
+#[derive(Debug, Clone)]
+pub struct NestedBoot {
+    /// The L1 boot: kernel, base initramfs, vCPUs, memory, time limit, console log; its
+    /// command is L1's (what `/init` runs there).
+    pub host: Boot,
+    /// The guest initramfs files are added to (`INITRAMFS`: what is at [`L2_INITRD`]).
+    guest_initrd: PathBuf,
+    host_files: Vec<Added>,
+    guest_files: Vec<Added>,
+}
+
+/// How a nested boot ended: L1's result line and each L2 console.
+#[derive(Debug, Clone)]
+pub struct NestedRun {
+    /// L1's run: its `/init` result (the status of what L1 ran, e.g. `mshare-vmm`).
+    pub host: CommandRun,
+    /// Each L2 VM's console lines, by VM name, prefix removed.
+    pub guests: BTreeMap<String, String>,
+}
+
+/// The host's TSC rate in kHz. A TCG guest's TSC runs at the host's rate; the guest
+/// kernel's own calibration against the PIT fails under TCG now and then (always, for a
+/// kernel with KVM, which then never enters a guest), so guests are told the rate.
+pub fn host_tsc_khz() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    let (t0, start) = (unsafe { core::arch::x86_64::_rdtsc() }, std::time::Instant::now());
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    let t1 = unsafe { core::arch::x86_64::_rdtsc() };
+    (t1.wrapping_sub(t0) as f64 / start.elapsed().as_secs_f64() / 1000.0) as u64
+}
+
+/// Quotes a word for `sh`.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+impl NestedBoot {
+    /// A nested boot of the images `make images` built: L1 with 2 vCPUs and 3 GiB, 600 s,
+    /// and no command yet.
+    pub fn new(images: &ImagePaths) -> Result<Self, ImagesError> {
+        let mut host = Boot::new(images.get("HOST_VMLINUX")?);
+        host.initrd = Some(images.get("HOST_INITRAMFS")?.to_path_buf());
+        host.cpu = "max,la57=off".to_owned();
+        host.memory_mib = 3072;
+        host.timeout = Duration::from_secs(600);
+        host.cmdline = vec![
+            format!("tsc_early_khz={}", host_tsc_khz()),
+            "mshare_module=skip".to_owned(),
+            // Unknown name=value words reach /init's environment: the guest image's paths
+            // for fleet files (`kernel = "${L2_KERNEL}"`) and scripts.
+            format!("L2_KERNEL={L2_KERNEL}"),
+            format!("L2_INITRD={L2_INITRD}"),
+        ];
+        Ok(Self {
+            host,
+            guest_initrd: images.get("INITRAMFS")?.to_path_buf(),
+            host_files: Vec::new(),
+            guest_files: Vec::new(),
+        })
+    }
+
+    /// Adds a file to L1's initramfs at `path` (absolute).
+    pub fn add_host_file(&mut self, path: &str, mode: u32, data: impl Into<Vec<u8>>) {
+        self.host_files.push(Added { path: path.to_owned(), mode, data: data.into() });
+    }
+
+    /// Adds a file to the L2 guest initramfs at `path` (absolute).
+    pub fn add_guest_file(&mut self, path: &str, mode: u32, data: impl Into<Vec<u8>>) {
+        self.guest_files.push(Added { path: path.to_owned(), mode, data: data.into() });
+    }
+
+    /// L1 runs `script` (a `sh` script) as its command.
+    pub fn script(&mut self, script: &str) {
+        self.add_host_file(L1_SCRIPT, 0o755, script);
+        self.host.command = vec!["sh".to_owned(), L1_SCRIPT.to_owned()];
+    }
+
+    /// L1 runs one L2 guest (named [`L2_NAME`]): `mshare-vmm run` of the guest image with
+    /// `vmm_args` (vCPUs, memory, regions...) and the guest `command`; L1's status is the
+    /// VMM's, which is the guest command's.
+    pub fn vm(&mut self, vmm_args: &[&str], command: &[&str]) {
+        let script = format!("exec {}\n", Self::vm_command(L2_NAME, vmm_args, command));
+        self.script(&script);
+    }
+
+    /// The `mshare-vmm run` command line (quoted for `sh`) that boots the guest image as
+    /// VM `name` with `vmm_args` and the guest `command`.
+    pub fn vm_command(name: &str, vmm_args: &[&str], command: &[&str]) -> String {
+        let mut words: Vec<&str> =
+            vec!["mshare-vmm", "run", "--name", name, "--kernel", L2_KERNEL, "--initrd", L2_INITRD];
+        words.extend_from_slice(vmm_args);
+        if !command.is_empty() {
+            words.push("--");
+            words.extend_from_slice(command);
+        }
+        words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Boots L1 and waits for it to end. Fails when L1 printed no result line, or any
+    /// kernel (L1 or L2) warned, oopsed or panicked.
+    pub fn run(&self) -> Result<NestedRun, QemuError> {
+        let scratch = Scratch::new()?;
+        let mut host = self.host.clone();
+        let mut archive = Archive::new();
+        if !self.guest_files.is_empty() {
+            let mut guest = read(&self.guest_initrd)?;
+            guest.extend(archive_of(&self.guest_files));
+            archive.file(L2_INITRD, 0o644, &guest);
+        }
+        for file in &self.host_files {
+            archive.file(&file.path, file.mode, &file.data);
+        }
+        let base = host.initrd.as_deref().ok_or_else(|| QemuError::Nested("no host initramfs".to_owned()))?;
+        let mut initrd = read(base)?;
+        initrd.extend(archive.finish());
+        let path = scratch.0.join("host-initramfs.cpio");
+        std::fs::write(&path, &initrd).map_err(|source| QemuError::Log { path: path.clone(), source })?;
+        host.initrd = Some(path);
+        let run = host.run_command()?;
+        let guests = guest_consoles(&run.output.console);
+        Ok(NestedRun { host: run, guests })
+    }
+
+    /// Boots L1 running the one L2 of [`NestedBoot::vm`] and returns the guest's result
+    /// line: an error when the guest printed none or its status is not L1's (the VMM's).
+    pub fn run_vm(&self) -> Result<(GuestResult, NestedRun), QemuError> {
+        let run = self.run()?;
+        let guest = run.guest(L2_NAME)?;
+        if guest.status != run.host.result.status {
+            return Err(QemuError::Nested(format!(
+                "the guest's command exited {} but mshare-vmm exited {}; last console lines:\n{}",
+                guest.status,
+                run.host.result.status,
+                tail(&run.host.output.console)
+            )));
+        }
+        Ok((guest, run))
+    }
+}
+
+impl NestedRun {
+    /// The result line of L2 VM `name`: an error when it printed none.
+    pub fn guest(&self, name: &str) -> Result<GuestResult, QemuError> {
+        let lines = self.guests.get(name).map_or("", String::as_str);
+        console::guest_result(lines).ok_or_else(|| {
+            QemuError::Nested(format!(
+                "guest '{name}' printed no MSHARE-RESULT line ({}); last console lines:\n{}",
+                if lines.is_empty() { "no console line at all" } else { "its console ends without one" },
+                tail(&self.host.output.console)
+            ))
+        })
+    }
+
+    /// The console lines of L2 VM `name` (empty if it printed none).
+    pub fn guest_console(&self, name: &str) -> &str {
+        self.guests.get(name).map_or("", String::as_str)
+    }
+}
+
+/// The console lines of each VM on a console where they are prefixed `[NAME] `.
+pub fn guest_consoles(console: &str) -> BTreeMap<String, String> {
+    let mut guests: BTreeMap<String, String> = BTreeMap::new();
+    for line in console.lines() {
+        let Some((name, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else { continue };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            continue;
+        }
+        let text = guests.entry(name.to_owned()).or_default();
+        text.push_str(rest.trim_end_matches('\r'));
+        text.push('\n');
+    }
+    guests
+}
+
+fn archive_of(files: &[Added]) -> Vec<u8> {
+    let mut archive = Archive::new();
+    for file in files {
+        archive.file(&file.path, file.mode, &file.data);
+    }
+    archive.finish()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, QemuError> {
+    std::fs::read(path).map_err(|source| QemuError::Log { path: path.to_path_buf(), source })
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self, QemuError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mshare-nested-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|source| QemuError::Log { path: dir.clone(), source })?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consoles_are_split_by_vm_name() {
+        let console = "L1 boot line\r\n[l2] Linux version 7.3\r\r\n[writer] MSHARE-RESULT status=0 module=loaded uptime=1.0\n\
+                       mshare-vmm: vm 'writer': the guest ended\n[l2] MSHARE-RESULT status=3 module=loaded uptime=2.5\r\n\
+                       [not a name] x\n[] y\n";
+        let guests = guest_consoles(console);
+        assert_eq!(guests.keys().collect::<Vec<_>>(), ["l2", "writer"]);
+        assert_eq!(guests["l2"], "Linux version 7.3\nMSHARE-RESULT status=3 module=loaded uptime=2.5\n");
+        assert_eq!(console::guest_result(&guests["l2"]).unwrap().status, 3);
+        assert_eq!(console::guest_result(&guests["writer"]).unwrap().status, 0);
+    }
+
+    #[test]
+    fn the_vm_command_quotes_what_sh_would_split() {
+        let line = NestedBoot::vm_command("l2", &["--memory", "1G"], &["sh", "-c", "mshare list && exit 3"]);
+        assert_eq!(
+            line,
+            "mshare-vmm run --name l2 --kernel /l2/vmlinux --initrd /l2/initramfs.cpio --memory 1G -- sh -c \
+             'mshare list && exit 3'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn the_host_tsc_rate_is_plausible() {
+        let khz = host_tsc_khz();
+        assert!((100_000..10_000_000).contains(&khz), "{khz} kHz");
+    }
+}
