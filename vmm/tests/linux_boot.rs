@@ -78,7 +78,8 @@ fn guest_image_boot_with_memory(log: &std::path::Path, memory: &str) -> Command 
 /// The guest image with its initramfs runs a guest command under `mshare-vmm` and the
 /// command's status becomes the VMM's. Guest user space cannot run under this machine's
 /// KVM (kvm_pvm breaks SYSCALL from user mode): `make test-kvm` runs this on hosts with
-/// hardware virtualization.
+/// hardware virtualization; `make test` runs the same on the nested test host
+/// (`vmm/tests/nested.rs`).
 #[test]
 #[ignore = "needs hardware virtualization (guest user space); run with `make test-kvm`"]
 fn guest_command_status_becomes_the_vmm_status() {
@@ -87,6 +88,7 @@ fn guest_command_status_becomes_the_vmm_status() {
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(out.status.code(), Some(7), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
     let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
+    assert_eq!(result.status, 7, "the guest's own result line");
     assert_eq!(result.module, console::ModuleState::Loaded);
     assert!(console::kernel_problems(&console_text).is_empty());
 }
@@ -112,6 +114,8 @@ fn guest_suites_pass_under_mshare_vmm() {
             String::from_utf8_lossy(&out.stderr),
             log.display()
         );
+        let result = console::guest_result(&console_text).unwrap_or_else(|| panic!("{command}: no MSHARE-RESULT line"));
+        assert_eq!(result.status, 0, "{command}: the guest's own result line ({})", log.display());
         assert!(console::kernel_problems(&console_text).is_empty(), "{command}: kernel problems in {}", log.display());
     }
 }
@@ -140,6 +144,8 @@ fn guest_program_reads_and_writes_a_named_region() {
         .unwrap();
     let console_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(out.status.code(), Some(0), "{}\nconsole: {}", String::from_utf8_lossy(&out.stderr), log.display());
+    let result = console::guest_result(&console_text).expect("no MSHARE-RESULT line");
+    assert_eq!(result.status, 0, "the guest's own result line ({})", log.display());
     assert!(console_text.contains(" 4194304 db rw"), "the device carries its name");
     assert!(console_text.contains("hello from the host"));
     let after = std::fs::read(&backing).unwrap();
