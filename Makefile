@@ -8,16 +8,16 @@ BUILD := bash images/scripts/build.sh
 help:
 	@echo "make demo         mshare in the guest under QEMU TCG, then two Linux VMs sharing a region under mshare-vmm"
 	@echo "make test         the whole test suite: images, unit tests, tiny KVM guests, guest boots (what CI runs)"
-	@echo "make test-kvm     also the guest user-space boots under mshare-vmm (hosts with hardware virtualization)"
+	@echo "make test-kvm     also the guest user-space boots under mshare-vmm at full size, on the host's KVM (hardware virtualization; not yet run on such a host)"
 	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
 	@echo "make image-paths  print export KEY=PATH lines for the built images: eval \"\$$(make -s image-paths)\""
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
 	@echo "make bench        every benchmark below, then target/bench/report.md, report.json and plots"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
-	@echo "make bench-regions host memory of K VMs sharing a 1 GiB region against K private copies"
+	@echo "make bench-regions host memory of K VMs sharing a region against K private copies; stage-2 tables on the nested KVM host"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
 	@echo "make bench-dbtier K VMs x M workers over one buffer pool: mshare against private shmem copies"
-	@echo "make bench-kvm    the same under mshare-vmm (hosts with hardware virtualization)"
+	@echo "make bench-kvm    the same under mshare-vmm (hardware virtualization; not yet run on such a host)"
 	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
@@ -70,8 +70,10 @@ bench: bench-pagetables bench-dbtier bench-regions bench-boot
 bench-boot: images
 	cargo bench --locked -p vmm --bench boot
 
-bench-regions:
+# Host memory on this machine's KVM, then stage-2 tables on the nested KVM host's TDP MMU.
+bench-regions: images
 	cargo bench --locked -p vmm --bench regions
+	cargo bench --locked -p vmm --bench regions_nested
 
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables

@@ -1,0 +1,216 @@
+//! Stage-2 cost of shared regions on a real TDP MMU: `make bench-regions`' second half.
+//!
+//! This machine's KVM shadows guest page tables and keeps KVM's stage-2 statistics at zero.
+//! The nested KVM test host (QEMU TCG emulating AMD SVM; a Linux with KVM_AMD in it, see
+//! `guest_runner::nested`) has a TDP MMU: there, K tiny guests of one `mshare-vmm launch`
+//! each touch every 4 KiB page of a region, once with one region shared by all K and once
+//! with a private region each, for memfd, hugetlbfs 2 MiB and hugetlbfs 1 GiB backings. When
+//! every guest has touched its pages (it then prints `T` and spins), the host's
+//! `SecPageTables` (KVM's stage-2 tables) is read; the VMs are then stopped and KVM's own
+//! counts (`pages_4k/2m/1g`: stage-2 leaf entries) come from the VMM's statistics.
+//! Writes target/bench/regions-nested.md and .json.
+//!
+//! One run of each; counts and bytes are the figures, times are nested TCG's.
+
+use guest_runner::console;
+use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::nested::NestedBoot;
+use guest_runner::qemu::log_path;
+use serde_json::Value;
+use std::fmt::Write as _;
+use vmm::tiny::{bar2_address_into_rbx, mov_dx, tiny_elf, touch_pages_from_rbx};
+
+const KS: [usize; 3] = [1, 2, 4];
+
+/// A backing: its name in the report, region size, fleet-file keys, and which K to run
+/// privately (1 GiB pages: L1's pool holds two).
+struct Way {
+    name: &'static str,
+    size_mib: u64,
+    keys: &'static str,
+    private_ks: &'static [usize],
+}
+
+const WAYS: [Way; 3] = [
+    Way { name: "memfd 4K", size_mib: 256, keys: "", private_ks: &KS },
+    Way { name: "hugetlbfs 2M", size_mib: 256, keys: "backing = \"hugetlbfs\"\npage_size = \"2M\"\n", private_ks: &KS },
+    Way {
+        name: "hugetlbfs 1G",
+        size_mib: 1024,
+        keys: "backing = \"hugetlbfs\"\npage_size = \"1G\"\n",
+        private_ks: &[1, 2],
+    },
+];
+
+/// The guest: touch every page of BAR2, print `T` on the console, spin until stopped.
+fn toucher(pages: u32) -> Vec<u8> {
+    let mut code = bar2_address_into_rbx();
+    code.extend(touch_pages_from_rbx(pages));
+    code.extend(mov_dx(0x3f8));
+    code.extend([0xb0, b'T', 0xee, 0xb0, b'\n', 0xee]); // mov al, 'T'; out dx, al; '\n'
+    code.extend([0xeb, 0xfe]); // jmp .
+    code
+}
+
+fn fleet(way: &Way, k: usize, shared: bool, case: &str) -> String {
+    let mut text = String::new();
+    for r in 0..if shared { 1 } else { k } {
+        let _ = write!(text, "[[region]]\nname = \"r{r}\"\nsize = \"{}M\"\n{}\n", way.size_mib, way.keys);
+    }
+    for v in 0..k {
+        let region = if shared { 0 } else { v };
+        let _ = write!(
+            text,
+            "[[vm]]\nname = \"vm{v}\"\nkernel = \"/bench/touch-{}.elf\"\nmemory = \"64M\"\ntimeout = 900\n\
+             serial = \"/tmp/{case}-vm{v}.console\"\nregions = [{{ name = \"r{region}\" }}]\n\n",
+            way.size_mib
+        );
+    }
+    text
+}
+
+/// The L1 script of one case: launch, wait for every guest's `T`, read SecPageTables,
+/// stop the fleet, print the figures and the VMM's statistics. A case whose guests have
+/// not all touched their pages within two minutes is reported as stalled (several L2 VMs
+/// at once now and then stop making progress under QEMU's SVM emulation: docs/vmm.md)
+/// and the next case runs.
+fn case_script(case: &str, k: usize) -> String {
+    // stat_refresh folds the per-CPU counter deltas into /proc/meminfo first: without it
+    // SecPageTables lags by up to a few pages per CPU.
+    format!(
+        "echo 1 > /proc/sys/vm/stat_refresh\n\
+         before=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
+         mshare-vmm -q launch /bench/{case}.toml --stats-json /tmp/{case}.json &\n\
+         pid=$!\n\
+         i=0\n\
+         until [ \"$(cat /tmp/{case}-vm*.console 2>/dev/null | grep -c T)\" -ge {k} ]; do\n\
+         \x20   i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.2\n\
+         done\n\
+         if [ $i -ge 600 ]; then kill -KILL $pid; wait $pid; echo STAGE2 case={case} stalled=1; else\n\
+         echo 1 > /proc/sys/vm/stat_refresh\n\
+         during=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
+         kill -TERM $pid; wait $pid\n\
+         echo STAGE2 case={case} secpagetables_before_kib=$before secpagetables_kib=$during touch_s=$(( i / 5 ))\n\
+         echo STATS-BEGIN {case}; cat /tmp/{case}.json | tr -d '\\n '; echo; echo STATS-END {case}\n\
+         fi\n"
+    )
+}
+
+struct Row {
+    way: &'static str,
+    /// The case's guests did not all finish touching (see [`case_script`]).
+    stalled: bool,
+    k: usize,
+    shared: bool,
+    /// SecPageTables while the guests run, minus before the fleet (signed: it is a global
+    /// counter, and what the kernel frees meanwhile counts too).
+    sec_kib: i64,
+    pages: [u64; 3],
+}
+
+fn main() {
+    let images = ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"));
+    let mut boot = NestedBoot::new(&images).unwrap_or_else(|e| panic!("{e}"));
+    boot.host.memory_mib = 5120;
+    boot.host.timeout = std::time::Duration::from_secs(3600);
+    boot.host.console_log = Some(log_path("bench-regions-nested"));
+    boot.host.cmdline.extend(["hugepagesz=1G", "hugepages=2", "hugepagesz=2M", "hugepages=640"].map(String::from));
+    let mut script = String::new();
+    let mut cases = Vec::new();
+    for way in &WAYS {
+        let pages = u32::try_from(way.size_mib << 8).unwrap_or(u32::MAX);
+        boot.add_host_file(&format!("/bench/touch-{}.elf", way.size_mib), 0o644, tiny_elf(&toucher(pages)));
+        for k in KS {
+            for shared in [true, false] {
+                if !shared && !way.private_ks.contains(&k) {
+                    continue;
+                }
+                let case = format!("c{}", cases.len());
+                boot.add_host_file(&format!("/bench/{case}.toml"), 0o644, fleet(way, k, shared, &case));
+                script += &case_script(&case, k);
+                cases.push((case, way.name, k, shared));
+            }
+        }
+    }
+    boot.script(&script);
+    eprintln!("regions bench (nested): {} cases on the nested KVM host", cases.len());
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.console;
+    assert_eq!(run.host.result.status, 0, "the nested host's script failed: {}", console);
+    let mut rows = Vec::new();
+    for (case, way, k, shared) in cases {
+        let line = console
+            .lines()
+            .find(|l| l.starts_with(&format!("STAGE2 case={case} ")))
+            .unwrap_or_else(|| panic!("no figures for {case} ({way}, K = {k})"));
+        if console::field(line, "stalled").is_some() {
+            rows.push(Row { way, stalled: true, k, shared, sec_kib: 0, pages: [0; 3] });
+            continue;
+        }
+        let field = |key: &str| -> i64 {
+            console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
+        };
+        let json = console
+            .split(&format!("STATS-BEGIN {case}"))
+            .nth(1)
+            .and_then(|rest| rest.split(&format!("STATS-END {case}")).next())
+            .unwrap_or_else(|| panic!("no statistics for {case}"));
+        let stats: Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{case} statistics: {e}"));
+        let sum = |name: &str| -> u64 {
+            stats["vms"].as_array().map_or(0, |vms| vms.iter().filter_map(|vm| vm["kvm_stats"][name].as_u64()).sum())
+        };
+        let sec_kib = field("secpagetables_kib") - field("secpagetables_before_kib");
+        let pages = [sum("pages_4k"), sum("pages_2m"), sum("pages_1g")];
+        rows.push(Row { way, stalled: false, k, shared, sec_kib, pages });
+    }
+    write_report(&rows, run.host.output.elapsed.as_secs_f64());
+}
+
+fn write_report(rows: &[Row], seconds: f64) {
+    let mut table = String::new();
+    for r in rows {
+        if r.stalled {
+            let region = if r.shared { "shared" } else { "private" };
+            let _ = writeln!(table, "| {} | {} | {region} | stalled: not measured | - |", r.way, r.k);
+            continue;
+        }
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} / {} / {} |",
+            r.way,
+            r.k,
+            if r.shared { "shared" } else { "private" },
+            r.sec_kib,
+            r.pages[0],
+            r.pages[1],
+            r.pages[2]
+        );
+    }
+    let report = format!(
+        "# Shared regions: stage-2 tables on a real TDP MMU (nested KVM host)\n\n\
+         Machine: this host's QEMU TCG emulating AMD SVM with nested paging; in it the host kernel with KVM_AMD \
+         (2 vCPUs, 5 GiB), running `mshare-vmm launch` of K tiny guests (64 MiB RAM each) that each touch every \
+         4 KiB page of their region's BAR2 once. shared: one region for all K; private: a region each. \
+         SecPageTables: the nested host's stage-2 tables while every guest is alive, minus before the fleet \
+         (after /proc/sys/vm/stat_refresh; a global counter, so a few KiB either way is noise); pages: KVM's stage-2 leaf entries of all K VMs (pages_4k / pages_2m / pages_1g) when stopped. \
+         One run of each; {seconds:.0} s wall in all.\n\n\
+         | backing | K VMs | region | SecPageTables KiB | stage-2 leaves 4K / 2M / 1G |\n|---|---|---|---|---|\n{table}\n\
+         Each VM builds its own stage-2 entries for a shared region: sharing the host pages does not share them \
+         (the stage-2 sharing issue's baseline). Guest RAM's own entries are in the counts (a few 2 MiB leaves per \
+         VM). A stalled case is one whose guests did not all finish touching within two minutes (several \
+         L2 VMs at once now and then stop making progress under QEMU's SVM emulation: docs/vmm.md); it is \
+         shown, not retried.\n"
+    );
+    let json = serde_json::json!({
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "backing": r.way, "vms": r.k, "way": if r.shared { "shared" } else { "private" }, "stalled": r.stalled,
+            "secpagetables_kib": r.sec_kib, "pages_4k": r.pages[0], "pages_2m": r.pages[1], "pages_1g": r.pages[2],
+        })).collect::<Vec<_>>(),
+    });
+    let out = repo_root().join("target").join("bench");
+    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    std::fs::write(out.join("regions-nested.md"), &report).unwrap_or_else(|e| panic!("regions-nested.md: {e}"));
+    std::fs::write(out.join("regions-nested.json"), serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
+        .unwrap_or_else(|e| panic!("regions-nested.json: {e}"));
+    println!("{report}");
+}
