@@ -31,6 +31,7 @@ pub const L2_INITRD: &str = "/l2/initramfs.cpio";
 pub const L1_SCRIPT: &str = "/nested/run.sh";
 /// The name [`NestedBoot::vm`] gives its one L2 VM.
 pub const L2_NAME: &str = "l2";
+
 /// A file to add to an initramfs.
 #[derive(Debug, Clone)]
 struct Added {
@@ -60,9 +61,10 @@ pub struct NestedRun {
     pub guests: BTreeMap<String, String>,
 }
 
-/// The host's TSC rate in kHz. A TCG guest's TSC runs at the host's rate; the guest
-/// kernel's own calibration against the PIT fails under TCG now and then (always, for a
-/// kernel with KVM, which then never enters a guest), so guests are told the rate.
+/// The host's TSC rate in kHz. A TCG guest's TSC runs at the host's rate; a guest kernel's
+/// own calibration against the PIT fails under TCG now and then (the nested host's always:
+/// it has no HPET or PM timer, and its KVM then never enters a guest), so guests are told
+/// the rate.
 pub fn host_tsc_khz() -> u64 {
     // SAFETY: rdtsc has no preconditions on x86-64.
     let (t0, start) = (unsafe { core::arch::x86_64::_rdtsc() }, std::time::Instant::now());
