@@ -190,7 +190,7 @@ build_ktest_in_work_tree() {
 # The nested test host's kernel: a copy of the built guest tree with host.config merged in
 # (KVM_AMD). Built at the same path as the guest tree, Kbuild rebuilds what the new options
 # touch; KVM selects PREEMPT_NOTIFIERS, which most of the kernel sees, so this is close to a
-# whole kernel build (about 5 minutes on 2 cores).
+# whole kernel build (about 6 minutes on 2 cores).
 build_host_kernel() {
     if [ -f "$HOST_KERNEL_DIR/.built" ]; then
         log "host kernel $(basename "$HOST_KERNEL_DIR"): cached"
@@ -210,7 +210,7 @@ build_host_kernel_in_work_tree() {
         run_logged "make olddefconfig" "$log_file" "${KMAKE[@]}" olddefconfig
         check_config .config "$IMAGES/kernel/guest.config"
         check_config .config "$IMAGES/kernel/host.config"
-        log "host kernel $(basename "$HOST_KERNEL_DIR"): building (about 5 minutes on 2 cores; log: $log_file)"
+        log "host kernel $(basename "$HOST_KERNEL_DIR"): building (about 6 minutes on 2 cores; log: $log_file)"
         run_logged "the host kernel build" "$log_file" "${KMAKE[@]}" -j"$JOBS" vmlinux
         grep -q ' svm_init$' System.map || die "the host kernel has no KVM_AMD (no svm_init in System.map; see $log_file)"
     )
@@ -230,7 +230,7 @@ build_programs() {
         run_logged "building the guest programs" "$CACHE_ROOT/logs/programs.log" \
             cargo build "${static[@]}" -p guest-tests -p vmm --bins
         run_logged "building the tiny-guest suite" "$CACHE_ROOT/logs/programs.log" \
-            cargo test "${static[@]}" -p vmm --test tiny_guests --no-run --message-format=json-render-diagnostics
+            cargo test "${static[@]}" -p vmm --test tiny_guests --no-run
         local suite
         suite=$(cargo test "${static[@]}" -p vmm --test tiny_guests --no-run --message-format=json 2>/dev/null |
             grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)

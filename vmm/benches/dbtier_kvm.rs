@@ -83,9 +83,10 @@ fn main() {
     if vmm::host::detect_software_hypervisor() {
         eprintln!(
             "dbtier-kvm bench: this host's KVM is kvm_pvm, under which guest user space cannot run; \
-             run it on a host with hardware virtualization (bench-dbtier measures the same workload under QEMU TCG here)"
+             run it on a host with hardware virtualization (bench-dbtier measures the same workload under QEMU TCG here): \
+             not run"
         );
-        return;
+        std::process::exit(2);
     }
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
     let (workers, seconds) = (env_or("BENCH_DB_WORKERS", "8"), env_or("BENCH_DB_SECONDS", "20"));
