@@ -433,8 +433,8 @@ fn shared_table_checks(t: &mut Suite) {
     );
     t.check(
         "mprotect of a shared window is EINVAL (SET_PROT changes the region)",
-        // SAFETY: mprotect of the whole window, which the module refuses.
         expect_errno(
+            // SAFETY: mprotect of the whole window, which the module refuses.
             if unsafe { libc::mprotect(p.cast(), SIZE, libc::PROT_READ) } == 0 {
                 Ok(())
             } else {

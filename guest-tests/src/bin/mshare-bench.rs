@@ -137,10 +137,13 @@ fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
-            let (mut w, mut r) = (
-                report_w.try_clone().unwrap_or_else(|_| unsafe { libc::_exit(3) }),
-                barrier_r.try_clone().unwrap_or_else(|_| unsafe { libc::_exit(3) }),
-            );
+            let fail = |_| {
+                // SAFETY: _exit ends this forked child at once, running nothing of the
+                // parent's (no destructors, no atexit handlers, no shared stdio buffers).
+                unsafe { libc::_exit(3) }
+            };
+            let (mut w, mut r) =
+                (report_w.try_clone().unwrap_or_else(fail), barrier_r.try_clone().unwrap_or_else(fail));
             drop(barrier_w);
             child(file, size, &mut w, &mut r);
         }

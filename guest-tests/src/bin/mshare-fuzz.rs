@@ -325,11 +325,12 @@ fn caller(shared: &Shared, seed: u64) {
                     continue;
                 }
                 let len = (rng.pick(&[GRANULE, 4096, 2 * GRANULE]) as usize).min(shared.arena + ARENA - addr);
-                // SAFETY: inside the arena.
                 let ret = match rng.below(3) {
+                    // SAFETY: inside the arena, which this program reserved for such calls.
                     0 => unsafe {
                         libc::mprotect(addr as *mut _, len, rng.pick(&[libc::PROT_READ, libc::PROT_NONE, 3, 7]))
                     },
+                    // SAFETY: as above.
                     1 => unsafe {
                         libc::madvise(
                             addr as *mut _,
@@ -343,6 +344,7 @@ fn caller(shared: &Shared, seed: u64) {
                             ]),
                         )
                     },
+                    // SAFETY: as above.
                     _ => unsafe { libc::mlock(addr as *const _, len) },
                 };
                 // madvise and mlock are ENOSYS on a kernel built without them (tinyconfig).
