@@ -27,7 +27,7 @@
 //! the entry and the fix.
 
 use crate::config::{parse_size, SerialTarget, VmConfig};
-use crate::regions::{backing_from, Attachment, RegionSpec};
+use crate::regions::{backing_from, Attachment, Backing, RegionSpec};
 use crate::stop::StopSignal;
 use crate::vmm::{self, Outcome, VmmError};
 use serde::Deserialize;
@@ -335,8 +335,8 @@ fn run_args(config: &VmConfig, regions: &[(String, i32)], stats: &Path) -> Vec<S
     }
     for (spec, attach) in &config.regions {
         let fd = regions.iter().find(|(name, _)| *name == spec.name).map_or(-1, |(_, fd)| *fd);
-        let ro = if attach.read_only { ",ro" } else { "" };
-        args.extend(["--region".to_owned(), format!("name={},size={},fd={fd}{ro}", spec.name, spec.size)]);
+        let inherited = RegionSpec { backing: Backing::InheritedFd(fd), ..spec.clone() };
+        args.extend(["--region".to_owned(), inherited.to_flag(attach)]);
     }
     args.extend(["--stats-json".to_owned(), stats.display().to_string()]);
     if !config.command.is_empty() {

@@ -133,7 +133,7 @@ impl RegionSpec {
     /// Parses `name=db,size=256M[,backing=memfd|hugetlbfs][,pagesize=2M][,path=FILE][,ro]`
     /// into a region and this VM's attachment of it.
     pub fn parse_flag(spec: &str) -> Result<(RegionSpec, Attachment), RegionError> {
-        let err = |problem: String| RegionError::Spec { spec: spec.to_owned(), problem };
+        let err = |problem: String| RegionError::Spec { spec: one_line(spec), problem: one_line(&problem) };
         let mut fd = None;
         let (mut name, mut size, mut backing, mut page_size, mut path, mut read_only) =
             (None, None, None, None, None, false);
@@ -160,6 +160,25 @@ impl RegionSpec {
         let region = RegionSpec { name: name.clone(), size, backing };
         Ok((region, Attachment { region: name, read_only }))
     }
+
+    /// The `--region` spec that [`RegionSpec::parse_flag`] reads back as this region and
+    /// `attach` (sizes in bytes).
+    pub fn to_flag(&self, attach: &Attachment) -> String {
+        let backing = match &self.backing {
+            Backing::Memfd => String::new(),
+            Backing::Hugetlbfs { page_size } => format!(",backing=hugetlbfs,pagesize={page_size}"),
+            Backing::Path(path) => format!(",path={}", path.display()),
+            Backing::InheritedFd(fd) => format!(",fd={fd}"),
+        };
+        let ro = if attach.read_only { ",ro" } else { "" };
+        format!("name={},size={}{backing}{ro}", self.name, self.size)
+    }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), so that an error quoting
+/// it stays one line.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// The backing named by `backing=`, `pagesize=` and `path=`.
@@ -287,6 +306,22 @@ mod tests {
         let (region, attach) = RegionSpec::parse_flag("name=f,size=4M,path=/dev/shm/f,rw").unwrap();
         assert_eq!(region.backing, Backing::Path("/dev/shm/f".into()));
         assert!(!attach.read_only);
+    }
+
+    #[test]
+    fn specs_print_back_as_themselves_and_errors_stay_one_line() {
+        for text in [
+            "name=db,size=256M,ro",
+            "name=h,size=1G,backing=hugetlbfs,pagesize=1G",
+            "name=f,size=4M,path=/x",
+            "name=i,size=64K,fd=3",
+        ] {
+            let (region, attach) = RegionSpec::parse_flag(text).unwrap();
+            assert_eq!(RegionSpec::parse_flag(&region.to_flag(&attach)), Ok((region, attach)), "{text}");
+        }
+        let err = RegionSpec::parse_flag("name=db,si\nze=4M").unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("unknown item 'si\\nze=4M'"), "{err}");
     }
 
     #[test]

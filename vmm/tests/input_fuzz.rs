@@ -34,8 +34,12 @@ fn region_specs_and_sizes_never_panic() {
     let (mut rng, rounds) = setup();
     for _ in 0..rounds {
         let spec = mutate(&mut rng, "name=db,size=256M,backing=hugetlbfs,pagesize=2M,path=/x,fd=3,ro");
-        if let Ok((region, attach)) = RegionSpec::parse_flag(&spec) {
-            assert_eq!(region.name, attach.region);
+        match RegionSpec::parse_flag(&spec) {
+            Ok((region, attach)) => {
+                let printed = region.to_flag(&attach);
+                assert_eq!(RegionSpec::parse_flag(&printed), Ok((region, attach)), "{spec:?} printed as {printed:?}");
+            }
+            Err(e) => assert_eq!(e.to_string().lines().count(), 1, "{e}"),
         }
         let _ = parse_size(&mutate(&mut rng, "512M"));
     }

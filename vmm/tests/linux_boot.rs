@@ -48,6 +48,20 @@ fn test_kernel_runs_kunit_under_kvm() {
     let region = report.suite("mshare_region").expect("mshare_region did not run");
     let shared = region.subtests.iter().find(|t| t.name == "shared_tables_follow_memory_and_protection");
     assert_eq!(shared.and_then(|t| t.outcome), Some(ktap::Outcome::Pass), "the shared-table case did not pass");
+    // Both regions are enumerated by the guest where the VMM placed them: the same PCI
+    // slot and BAR2 address, the read-only one marked so.
+    for (name, kib, ro) in [("db", 16384, false), ("ref", 4096, true)] {
+        let placed = stderr
+            .lines()
+            .find_map(|l| l.split(&format!("region '{name}' (")).nth(1)?.split_once(") at ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("the VMM did not say where it placed region '{name}': {stderr}"));
+        let (addr, slot) = placed.split_once(" as PCI 00:").unwrap_or_else(|| panic!("{placed}"));
+        let expected = format!(
+            "mshare-ivshmem 0000:00:{slot}: ivshmem region '{name}': {kib} KiB at {addr}{}",
+            if ro { ", read-only" } else { "" }
+        );
+        assert!(console_text.lines().any(|l| l.trim_end() == expected), "no '{expected}' in {}", log.display());
+    }
     assert!(
         console_text.contains("smpboot: Total of 2 processors activated")
             || console_text.contains("Brought up 1 node, 2 CPUs"),
