@@ -256,10 +256,20 @@ fn launch_process_per_vm(fleet: &vmm::fleet::Fleet, stats_json: Option<&std::pat
         if status == 0 {
             status = code;
         }
-        if let Some(vm) = p.stats.as_ref().and_then(|s| s["vms"].get(0)) {
-            let mut vm = vm.clone();
-            vm["name"] = serde_json::Value::from(p.name.clone());
-            vms.push(vm);
+        match p.stats.as_ref().and_then(|s| s["vms"].get(0)) {
+            Some(vm) => {
+                let mut vm = vm.clone();
+                vm["name"] = serde_json::Value::from(p.name.clone());
+                vms.push(vm);
+            }
+            // Its statistics are missing from the report: say so, and fail the launch.
+            None if stats_json.is_some() => {
+                log::error!("vm '{}': its process left no readable statistics; the fleet report lacks it", p.name);
+                if status == 0 {
+                    status = EXIT_USAGE;
+                }
+            }
+            None => {}
         }
     }
     if let Some(path) = stats_json {
@@ -269,7 +279,13 @@ fn launch_process_per_vm(fleet: &vmm::fleet::Fleet, stats_json: Option<&std::pat
             .map(|r| serde_json::json!({"name": r.name, "size": r.size, "backing": format!("{:?}", r.backing)}))
             .collect();
         let json = serde_json::json!({"process_per_vm": true, "vms": vms, "regions": regions});
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        let text = match serde_json::to_string_pretty(&json) {
+            Ok(text) => text,
+            Err(e) => {
+                log::error!("--stats-json {}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
         if let Err(e) = std::fs::write(path, text + "\n") {
             log::error!("--stats-json {}: {e}", path.display());
             return ExitCode::from(EXIT_USAGE);
