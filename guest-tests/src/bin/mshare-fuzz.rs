@@ -40,24 +40,32 @@ const GRANULE: u64 = 2 << 20;
 /// Windows go into this much reserved address space, and only there.
 const ARENA: usize = 32 << 20;
 const NAMES: [&str; 3] = ["fuzz-a", "fuzz-b", "fuzz-c"];
-/// Errnos the calls here may give for bad input, races and limits.
-const EXPECTED: [i32; 15] = [
-    libc::EINVAL,
-    libc::EBADF,
-    libc::EFAULT,
-    libc::ENOMEM,
-    libc::EPERM,
-    libc::EACCES,
-    libc::ENOTTY,
-    libc::EOPNOTSUPP,
-    libc::EEXIST,
-    libc::ENOENT,
-    libc::ENOSPC,
-    libc::EOVERFLOW,
-    libc::EFBIG,
-    libc::ENODEV,
-    libc::EAGAIN,
-];
+/// The errnos each kind of call may give for bad input, races and limits (docs/module.md);
+/// any other fails the run, so a call that answers with another call's errno is caught.
+mod errnos {
+    use libc::*;
+    /// An ioctl of any command on any descriptor: a bad descriptor, an unknown command, a
+    /// bad argument or pointer, and what the known commands refuse (read-only opens, exec,
+    /// read-only device regions, sizes, names, counts).
+    pub const IOCTL: &[i32] = &[
+        EBADF, ENOTTY, EINVAL, EFAULT, ENOMEM, EPERM, EACCES, EOPNOTSUPP, EEXIST, ENOENT, ENOSPC, EOVERFLOW, EFBIG,
+        ENODEV, EAGAIN,
+    ];
+    /// The region ioctls the racer issues (UNMAP, CREATE_MAPPING, SET_PROT) on a region, on
+    /// /dev/mshare or on a closed descriptor.
+    pub const REGION_IOCTL: &[i32] = &[EBADF, ENOTTY, EINVAL, ENOMEM, EACCES, EOPNOTSUPP];
+    /// mmap of a region (or another descriptor) into the arena.
+    pub const MMAP: &[i32] = &[EBADF, EINVAL, EACCES, EPERM, ENOMEM, ENODEV, EAGAIN, EOVERFLOW];
+    /// mprotect, madvise and mlock over the arena (madvise and mlock are ENOSYS on a kernel
+    /// built without them, as tinyconfig is).
+    pub const ARENA_MEMORY: &[i32] = &[EINVAL, ENOMEM, EACCES, EAGAIN, EPERM, ENOSYS];
+    /// mremap within the arena.
+    pub const MREMAP: &[i32] = &[EINVAL, EFAULT, ENOMEM, EAGAIN];
+    /// ftruncate of any descriptor: a region's size is set once, in whole granules.
+    pub const FTRUNCATE: &[i32] = &[EBADF, EINVAL, EFBIG, EPERM, EACCES, ENOMEM];
+    /// The kernel copying to or from arena pages: a hole or a gone window.
+    pub const TOUCH: &[i32] = &[EFAULT, EAGAIN];
+}
 
 /// A size or offset on an edge, or anywhere.
 fn edge_size(rng: &mut Rng) -> u64 {
@@ -119,19 +127,14 @@ impl Shared {
         self.calls.fetch_add(1, Ordering::Relaxed) < self.limit && !self.stop.load(Ordering::Relaxed)
     }
 
-    /// Judges a raw syscall result.
-    fn judge(&self, what: &str, ret: i64) {
-        self.judge_with(what, ret, &[]);
-    }
-
-    /// Judges a raw syscall result that may also fail with one of `also`.
-    fn judge_with(&self, what: &str, ret: i64, also: &[i32]) {
+    /// Judges a raw syscall result: success, or one of the errnos `expected` for its kind.
+    fn judge(&self, what: &str, ret: i64, expected: &[i32]) {
         if ret >= 0 {
             self.succeeded.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if !EXPECTED.contains(&errno) && !also.contains(&errno) {
+        if !expected.contains(&errno) {
             self.unexpected.fetch_add(1, Ordering::Relaxed);
             println!("mshare-fuzz: UNEXPECTED {what}: errno {errno} ({})", std::io::Error::from_raw_os_error(errno));
         }
@@ -249,7 +252,7 @@ fn caller(shared: &Shared, seed: u64) {
                 let arg = argument(&mut rng, shared, &mut buf);
                 // SAFETY: the kernel validates `arg`; a bad one is EFAULT.
                 let ret = unsafe { libc::ioctl(fd, cmd as libc::Ioctl, arg) };
-                shared.judge(&format!("ioctl(region fd {fd}, {cmd:#x})"), ret.into());
+                shared.judge(&format!("ioctl(region fd {fd}, {cmd:#x})"), ret.into(), errnos::IOCTL);
                 // A descriptor /dev/mshare made for us: keep it as a region to fuzz.
                 if ret > 2 && fd == shared.dev {
                     replace_fd(shared, &mut rng, ret);
@@ -264,7 +267,7 @@ fn caller(shared: &Shared, seed: u64) {
                 };
                 // SAFETY: as above.
                 let ret = unsafe { libc::ioctl(shared.dev, cmd as libc::Ioctl, arg) };
-                shared.judge(&format!("ioctl(/dev/mshare, {cmd:#x})"), ret.into());
+                shared.judge(&format!("ioctl(/dev/mshare, {cmd:#x})"), ret.into(), errnos::IOCTL);
                 if ret > 2 && cmd == MSHARE_CREATE {
                     replace_fd(shared, &mut rng, ret);
                 }
@@ -317,6 +320,7 @@ fn caller(shared: &Shared, seed: u64) {
                 shared.judge(
                     &format!("mmap(fd {fd}, len {len:#x}, prot {prot}, flags {flags:#x}, offset {offset:#x})"),
                     if ret == libc::MAP_FAILED { -1 } else { 0 },
+                    errnos::MMAP,
                 );
             }
             7 => {
@@ -347,8 +351,7 @@ fn caller(shared: &Shared, seed: u64) {
                     // SAFETY: as above.
                     _ => unsafe { libc::mlock(addr as *const _, len) },
                 };
-                // madvise and mlock are ENOSYS on a kernel built without them (tinyconfig).
-                shared.judge_with("mprotect/madvise/mlock in the arena", ret.into(), &[libc::ENOSYS]);
+                shared.judge("mprotect/madvise/mlock in the arena", ret.into(), errnos::ARENA_MEMORY);
             }
             8 => {
                 let addr = shared.addr(&mut rng) as usize;
@@ -375,12 +378,12 @@ fn caller(shared: &Shared, seed: u64) {
                 }
                 // SAFETY: restoring errno for `judge`.
                 unsafe { *libc::__errno_location() = errno };
-                shared.judge("mremap in the arena", if ret == libc::MAP_FAILED { -1 } else { 0 });
+                shared.judge("mremap in the arena", if ret == libc::MAP_FAILED { -1 } else { 0 }, errnos::MREMAP);
             }
             _ => {
                 // SAFETY: plain syscall on a descriptor that may be anything.
                 let ret = unsafe { libc::ftruncate(fd, edge_size(&mut rng) as i64) };
-                shared.judge(&format!("ftruncate(fd {fd})"), ret.into());
+                shared.judge(&format!("ftruncate(fd {fd})"), ret.into(), errnos::FTRUNCATE);
             }
         }
     }
@@ -447,18 +450,18 @@ fn racer(shared: &Shared, seed: u64) {
                 let mut range = [rng.below(8) * GRANULE, GRANULE];
                 // SAFETY: the kernel validates the argument.
                 let ret = unsafe { libc::ioctl(fd, MSHAREFS_UNMAP as libc::Ioctl, range.as_mut_ptr()) };
-                shared.judge("racing UNMAP", ret.into());
+                shared.judge("racing UNMAP", ret.into(), errnos::REGION_IOCTL);
                 let mut create = MshareCreate::anonymous(range[0], GRANULE);
                 // SAFETY: as above.
                 let ret = unsafe { libc::ioctl(fd, MSHAREFS_CREATE_MAPPING as libc::Ioctl, &mut create) };
-                shared.judge("racing CREATE_MAPPING", ret.into());
+                shared.judge("racing CREATE_MAPPING", ret.into(), errnos::REGION_IOCTL);
             }
             3 => {
                 let fd = shared.fd(&mut rng);
                 let mut prot = rng.pick(&[1u64, 3]);
                 // SAFETY: as above.
                 let ret = unsafe { libc::ioctl(fd, MSHAREFS_SET_PROT as libc::Ioctl, &mut prot) };
-                shared.judge("racing SET_PROT", ret.into());
+                shared.judge("racing SET_PROT", ret.into(), errnos::REGION_IOCTL);
             }
             _ => std::thread::yield_now(),
         }
@@ -491,7 +494,7 @@ fn toucher(shared: &Shared, seed: u64) {
         if ret > 0 {
             shared.touched.fetch_add(1, Ordering::Relaxed);
         }
-        shared.judge("touching the arena", ret as i64);
+        shared.judge("touching the arena", ret as i64, errnos::TOUCH);
     }
 }
 
