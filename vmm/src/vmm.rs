@@ -470,7 +470,7 @@ pub fn run_with_regions(
     bus.insert(serial::COM1_BASE, serial::COM1_LEN, serial_device.clone())?;
     bus.insert(i8042::DATA_PORT, i8042::PORTS_LEN, Arc::new(Mutex::new(I8042::new(stop.clone()))))?;
     bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitDevice::new(stop.clone()))))?;
-    let (pci_bus, regions) = attach_regions(config, shared, &vm)?;
+    let (pci_bus, regions) = attach_regions(config, shared, &vm, &stop)?;
     let pci_bus = Arc::new(pci_bus);
     bus.insert(pci::CONFIG_PORT, pci::CONFIG_PORTS_LEN, Arc::new(Mutex::new(PciConfigIo::new(pci_bus.clone()))))?;
     let bus = Arc::new(bus);
@@ -575,6 +575,7 @@ fn attach_regions(
     config: &VmConfig,
     shared: &[Arc<SharedRegion>],
     vm: &Arc<VmFd>,
+    stop: &Arc<StopSignal>,
 ) -> Result<(PciBus, Vec<RegionUse>), VmmError> {
     if config.regions.len() >= pci::SLOTS {
         return Err(VmmError::TooManyRegions(config.regions.len()));
@@ -596,8 +597,8 @@ fn attach_regions(
     let addresses = memory::pci_bar64_addresses(config.memory, &sizes);
     for (i, ((region, read_only), addr)) in regions.into_iter().zip(addresses).enumerate() {
         let slot = REGION_FIRST_SLOT + i as u32;
-        let device =
-            Ivshmem::new(region.clone(), read_only, vm.clone(), slot, memory::pci_registers_address(i + 1), addr)?;
+        let registers = memory::pci_registers_address(i + 1);
+        let device = Ivshmem::new(region.clone(), read_only, vm.clone(), slot, registers, addr, stop.clone())?;
         log::info!(
             "region '{}' ({} MiB{}) at {addr:#x} as PCI 00:{:02x}.0",
             region.spec.name,

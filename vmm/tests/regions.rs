@@ -75,6 +75,22 @@ fn moving_bar2_moves_the_memslot() {
 }
 
 #[test]
+fn a_bar2_moved_onto_guest_ram_stops_the_vm_with_the_reason() {
+    // KVM refuses a memslot over guest RAM (64 MiB here): the VM must not run on with its
+    // region silently unmapped.
+    let mut code = config_write(1, 1, 0); // command: memory decode off
+    code.extend(config_write(1, 6, 0x0010_0000)); // BAR2 at 1 MiB, inside RAM
+    code.extend(config_write(1, 7, 0));
+    code.extend(config_write(1, 1, 2)); // memory decode on
+    code.extend(exit_with(0));
+    let out = run_vmm(&guest(&code), &["--region", "name=mv,size=1M"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("region 'mv': registering memslot"), "{err}");
+    assert!(err.contains("the guest moved the region's BAR where KVM cannot map it"), "{err}");
+}
+
+#[test]
 fn read_only_attach_drops_guest_writes_and_the_vm_goes_on() {
     // Write 0x99 to BAR2[0], read it back, exit with what was read.
     let mut code = bar2_address_into_rbx();

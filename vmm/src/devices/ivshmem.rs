@@ -13,6 +13,7 @@
 
 use crate::devices::pci::{ConfigSpace, PciDevice};
 use crate::regions::SharedRegion;
+use crate::stop::{StopReason, StopSignal};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,8 @@ pub struct Ivshmem {
     mapped_at: Option<u64>,
     /// Counters.
     pub counters: Arc<IvshmemCounters>,
+    /// Stops the VM when the memslot cannot follow the guest's BAR.
+    stop: Arc<StopSignal>,
 }
 
 /// The vendor capability body (after ID and next pointer).
@@ -102,7 +105,8 @@ pub fn config_space(region_size: u64) -> ConfigSpace {
 
 impl Ivshmem {
     /// The device for `region`, with BAR0 at `registers_addr` and BAR2 at `region_addr`
-    /// (as firmware would program them), its memslot `slot` registered in `vm`.
+    /// (as firmware would program them), its memslot `slot` registered in `vm`. A memslot
+    /// that cannot follow the guest's BAR later stops the VM through `stop`.
     pub fn new(
         region: Arc<SharedRegion>,
         read_only: bool,
@@ -110,6 +114,7 @@ impl Ivshmem {
         slot: u32,
         registers_addr: u32,
         region_addr: u64,
+        stop: Arc<StopSignal>,
     ) -> Result<Self, MemslotError> {
         let mut config = config_space(region.size());
         config.set_bar_address(0, u64::from(registers_addr));
@@ -124,6 +129,7 @@ impl Ivshmem {
             slot,
             mapped_at: None,
             counters: Arc::new(IvshmemCounters::default()),
+            stop,
         };
         device.sync_memslot()?;
         Ok(device)
@@ -190,8 +196,13 @@ impl PciDevice for Ivshmem {
     }
 
     fn config_written(&mut self, _reg: usize) {
+        // Real hardware would decode the BAR wherever the guest put it; this VMM cannot
+        // (KVM refused the memslot, e.g. over RAM or another slot). Running on with the
+        // region silently unmapped would lose the guest's data: stop the VM, saying why.
         if let Err(e) = self.sync_memslot() {
-            log::error!("{e}");
+            self.stop.stop(StopReason::VmmFailure(format!(
+                "{e}: the guest moved the region's BAR where KVM cannot map it (over RAM or another region?)"
+            )));
         }
     }
 
