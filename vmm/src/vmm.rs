@@ -9,7 +9,7 @@ use crate::devices::i8042::{self, I8042};
 use crate::devices::ivshmem::{Ivshmem, IvshmemCounters, MemslotError};
 use crate::devices::pci::{self, PciBus, PciConfigIo};
 use crate::devices::serial::{self, ConsoleOutput, SerialDevice};
-use crate::devices::{BusOverlap, PioBus};
+use crate::devices::{self, BusOverlap, PioBus};
 use crate::memory;
 use crate::regions::{RegionError, RegionSpec, SharedRegion};
 use crate::stop::{StopReason, StopSignal};
@@ -286,7 +286,13 @@ impl TerminalGuard {
         let mut raw = saved;
         raw.c_lflag &= !(libc::ICANON | libc::ECHO);
         // SAFETY: `raw` is a valid termios derived from the current one.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) };
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+            log::warn!(
+                "console input: cannot switch the terminal to raw mode ({}); keys reach the guest a line at a time",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
         Some(Self { saved })
     }
 }
@@ -294,7 +300,12 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         // SAFETY: restores the termios read from this fd in `new`.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) } != 0 {
+            log::error!(
+                "restoring the terminal: {} (run `stty sane` if it stays without echo)",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -380,6 +391,8 @@ impl MutEventSubscriber for Control {
 /// Host stdin to the guest's UART.
 struct ConsoleInput {
     serial: Arc<Mutex<SerialDevice>>,
+    /// Whether input that did not fit in the UART's FIFO was reported (once per VM).
+    warned: bool,
 }
 
 impl MutEventSubscriber for ConsoleInput {
@@ -392,8 +405,14 @@ impl MutEventSubscriber for ConsoleInput {
             let _ = ops.remove(events);
             return;
         }
-        if let Ok(mut serial) = self.serial.lock() {
-            let _ = serial.enqueue_input(&buf[..n as usize]);
+        let typed = &buf[..n as usize];
+        let taken = devices::lock(&self.serial).enqueue_input(typed).unwrap_or(0);
+        if taken < typed.len() {
+            // The guest is not reading its UART (its 64-byte FIFO is full): say so, once.
+            if !self.warned {
+                self.warned = true;
+                log::warn!("console input: the guest's UART FIFO is full; dropping what does not fit");
+            }
         }
     }
 
@@ -517,7 +536,7 @@ pub fn run_with_regions(
         EventManager::new().map_err(VmmError::EventManager)?;
     events.add_subscriber(Box::new(Control { stop: stop.clone(), signals, timer }));
     if config.serial == SerialTarget::Stdout && _terminal.is_some() {
-        events.add_subscriber(Box::new(ConsoleInput { serial: serial_device.clone() }));
+        events.add_subscriber(Box::new(ConsoleInput { serial: serial_device.clone(), warned: false }));
     }
 
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -551,8 +570,8 @@ pub fn run_with_regions(
     if own_signals {
         unblock_signals();
     }
-    if let Ok(mut serial) = serial_device.lock() {
-        let _ = serial.flush_console();
+    if let Err(e) = devices::lock(&serial_device).flush_console() {
+        log::error!("writing the guest console's last bytes: {e}");
     }
     let reason = stop.reason().unwrap_or(StopReason::PowerOff);
     Ok(Outcome {

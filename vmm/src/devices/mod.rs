@@ -13,7 +13,14 @@ pub mod pci;
 pub mod serial;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Locks a device. A lock poisoned by a panic in another thread (possible in test builds;
+/// release builds abort on panic) still guards the device's state: use it, rather than
+/// treat the device as absent or silently skip the access.
+pub fn lock<T: ?Sized>(device: &Mutex<T>) -> MutexGuard<'_, T> {
+    device.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A device on the port-I/O bus; offsets are relative to the device's base port.
 pub trait PioDevice: Send {
@@ -69,10 +76,7 @@ impl PioBus {
     /// Dispatches a guest `in`; unclaimed ports read as all ones.
     pub fn read(&self, port: u16, data: &mut [u8]) {
         match self.find(port) {
-            Some((range, offset)) => match range.device.lock() {
-                Ok(mut device) => device.read(offset, data),
-                Err(poisoned) => poisoned.into_inner().read(offset, data),
-            },
+            Some((range, offset)) => lock(&range.device).read(offset, data),
             None => {
                 self.unclaimed.fetch_add(1, Ordering::Relaxed);
                 data.fill(0xff);
@@ -83,10 +87,7 @@ impl PioBus {
     /// Dispatches a guest `out`; writes to unclaimed ports are dropped.
     pub fn write(&self, port: u16, data: &[u8]) {
         match self.find(port) {
-            Some((range, offset)) => match range.device.lock() {
-                Ok(mut device) => device.write(offset, data),
-                Err(poisoned) => poisoned.into_inner().write(offset, data),
-            },
+            Some((range, offset)) => lock(&range.device).write(offset, data),
             None => {
                 self.unclaimed.fetch_add(1, Ordering::Relaxed);
             }

@@ -4,7 +4,7 @@
 //! with per-register write masks, which is all BAR sizing needs: the guest writes all ones
 //! and reads back the size mask.
 
-use crate::devices::PioDevice;
+use crate::devices::{lock, PioDevice};
 use std::sync::{Arc, Mutex};
 
 /// First configuration port (address at 0xcf8, data at 0xcfc).
@@ -234,12 +234,12 @@ impl PciBus {
 
     /// Dispatches an MMIO read to the device decoding `addr`.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        self.slots.iter().any(|d| d.lock().map(|mut d| d.mmio_read(addr, data)).unwrap_or(false))
+        self.slots.iter().any(|d| lock(d).mmio_read(addr, data))
     }
 
     /// Dispatches an MMIO write to the device decoding `addr`.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        self.slots.iter().any(|d| d.lock().map(|mut d| d.mmio_write(addr, data)).unwrap_or(false))
+        self.slots.iter().any(|d| lock(d).mmio_write(addr, data))
     }
 }
 
@@ -280,7 +280,7 @@ impl PioDevice for PciConfigIo {
         } else {
             let value = self
                 .target()
-                .and_then(|(slot, reg)| self.bus.device(slot)?.lock().ok().map(|d| d.config().read(reg)))
+                .and_then(|(slot, reg)| Some(lock(self.bus.device(slot)?).config().read(reg)))
                 .unwrap_or(0xffff_ffff);
             (value, offset - 4)
         };
@@ -300,10 +300,9 @@ impl PioDevice for PciConfigIo {
         }
         if let Some((slot, reg)) = self.target() {
             if let Some(device) = self.bus.device(slot) {
-                if let Ok(mut device) = device.lock() {
-                    device.config_mut().write(reg, offset - 4, data);
-                    device.config_written(reg);
-                }
+                let mut device = lock(device);
+                device.config_mut().write(reg, offset - 4, data);
+                device.config_written(reg);
             }
         }
     }
