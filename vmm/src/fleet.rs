@@ -369,15 +369,29 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
     }
     let exe = std::env::current_exe().map_err(io("finding this executable"))?;
     let signals = vmm::signal_fd()?;
-    let mut children = Vec::new();
+    let mut children: Vec<(String, std::process::Child, PathBuf)> = Vec::new();
     for config in &fleet.vms {
         let name = config.name.clone().unwrap_or_default();
         let stats = scratch.join(format!("{name}.json"));
-        let child = std::process::Command::new(&exe)
+        let spawned = std::process::Command::new(&exe)
             .args(run_args(config, &fds, &stats))
             .stdin(std::process::Stdio::null())
-            .spawn()
-            .map_err(io(&format!("starting the process of vm '{name}'")))?;
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                // Nothing of the fleet is left running behind the error.
+                let started = children.len();
+                for (_, child, _) in &mut children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let what = format!(
+                    "starting the process of vm '{name}' (the {started} VM processes started before it were stopped)"
+                );
+                return Err(VmmError::Io { what, source });
+            }
+        };
         log::info!("vm '{name}': process {}", child.id());
         children.push((name, child, stats));
     }

@@ -217,12 +217,7 @@ fn launch(args: &LaunchArgs) -> ExitCode {
     let finished: Vec<(&str, &vmm::vmm::Outcome)> =
         results.vms.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| (name.as_str(), o))).collect();
     let after = &results.host_memory_after;
-    let kib = |k: &str| after.get(k).copied().unwrap_or(0);
-    log::info!(
-        "fleet: host memory after every VM stopped, regions still mapped: RSS {} MiB, PSS {} MiB",
-        kib("Rss") >> 10,
-        kib("Pss") >> 10
-    );
+    log::info!("fleet: host memory after every VM stopped, regions still mapped: {}", vmm::stats::rss_pss(after));
     if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions, Some(after)) {
         log::error!("{e}");
         return ExitCode::from(EXIT_USAGE);

@@ -19,8 +19,23 @@ pub const STAGE2_STATS: [&str; 3] = ["pages_4k", "pages_2m", "pages_1g"];
 
 /// Memory of the VMM process, in KiB, from /proc/self/smaps_rollup.
 pub fn process_memory() -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    parse_smaps_rollup(&text)
+    match std::fs::read_to_string("/proc/self/smaps_rollup") {
+        Ok(text) => parse_smaps_rollup(&text),
+        Err(e) => {
+            log::error!(
+                "reading /proc/self/smaps_rollup: {e}: the host memory figures are missing (is /proc mounted?)"
+            );
+            BTreeMap::new()
+        }
+    }
+}
+
+/// `Rss N MiB, PSS N MiB` of a [`process_memory`] reading, or that it is unknown.
+pub fn rss_pss(memory: &BTreeMap<String, u64>) -> String {
+    match (memory.get("Rss"), memory.get("Pss")) {
+        (Some(rss), Some(pss)) => format!("RSS {} MiB, PSS {} MiB", rss >> 10, pss >> 10),
+        _ => "RSS and PSS unknown (no smaps_rollup)".to_owned(),
+    }
 }
 
 /// Parses `Name:   123 kB` lines.
@@ -148,7 +163,6 @@ pub fn report_json(
 
 /// One line per VM for the log: host memory and the stage-2 counts (or what is missing).
 pub fn summary_line(o: &crate::vmm::Outcome) -> String {
-    let kib = |k: &str| o.host_memory.get(k).copied().unwrap_or(0);
     let stage2 = match &o.kvm_stats {
         Some(s) if missing_stage2(Some(s)).is_empty() => {
             STAGE2_STATS.iter().map(|n| format!("{n} {}", s[*n])).collect::<Vec<_>>().join(", ")
@@ -158,7 +172,7 @@ pub fn summary_line(o: &crate::vmm::Outcome) -> String {
         }
         None => "no KVM binary statistics on this host".to_owned(),
     };
-    format!("host memory at stop: RSS {} MiB, PSS {} MiB; KVM: {stage2}", kib("Rss") >> 10, kib("Pss") >> 10)
+    format!("host memory at stop: {}; KVM: {stage2}", rss_pss(&o.host_memory))
 }
 
 #[cfg(test)]
