@@ -65,6 +65,17 @@ pub(crate) fn granule_align(size: u64) -> Result<u64> {
         .ok_or(EINVAL)
 }
 
+extern "C" {
+    fn mshare_kunit_mark_skipped(reason: *const kernel::ffi::c_char);
+}
+
+/// Marks the running KUnit case skipped with `reason` (KTAP then reports `# SKIP reason`);
+/// the case should return right after. Rust's KUnit has no skip of its own in this kernel.
+pub(crate) fn kunit_skip(reason: &CStr) {
+    // SAFETY: `reason` is a NUL-terminated string that outlives the call, which copies it.
+    unsafe { mshare_kunit_mark_skipped(reason.as_char_ptr()) };
+}
+
 #[pin_data(PinnedDrop)]
 struct Mshare {
     msharefs: msharefs::Registration,

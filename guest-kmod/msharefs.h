@@ -49,5 +49,7 @@ void *msharefs_file_region(struct file *file, void **inode);
 int msharefs_detach(unsigned long addr, unsigned long size);
 int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only);
 void msharefs_remove_device(void *region);
+/* kunit_glue.c */
+void mshare_kunit_mark_skipped(const char *reason);
 
 #endif /* MSHARE_MSHAREFS_H */

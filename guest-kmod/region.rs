@@ -443,6 +443,7 @@ mod tests {
     #[test]
     fn shared_tables_follow_memory_and_protection() {
         if !crate::shared_table::kernel_shares_tables() {
+            crate::kunit_skip(c"this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)");
             return;
         }
         let g = GRANULE_SIZE;
