@@ -13,7 +13,11 @@
 //! release) for SECONDS. Prints one line:
 //! `DB way=.. workers=.. seconds=.. ops=.. ops_per_s=.. p50_us=.. p99_us=.. pagetables_kib=.. torn=.. bad=..`
 //! with the PageTables growth while the workers run; `bad` counts pages that failed
-//! validation on a stable read (must be 0), `torn` reads retried because a writer was busy.
+//! validation on a stable read (must be 0), `torn` reads retried because a writer was busy,
+//! `foreign` validated reads of pages last written by another VM (each writer puts its
+//! VM's tag, from the kernel's boot id, first in the payload): above zero only if the VMs
+//! really share the pool. The workers' seeds derive from the tag too, so VMs booted alike
+//! do not replay one another's choices.
 
 use guest_tests::process::pipe;
 use guest_tests::rng::Rng;
@@ -73,6 +77,13 @@ fn header(window: &Window, page: usize, at: usize) -> &AtomicU64 {
     unsafe { &*window.as_ptr().add(page * PAGE + at).cast::<AtomicU64>() }
 }
 
+/// This VM's tag: a hash of the kernel's boot id, random at every boot (never 0).
+fn vm_tag() -> Result<u64, String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_err(|e| format!("reading /proc/sys/kernel/random/boot_id: {e}"))?;
+    Ok(checksum(id.trim().as_bytes()) | 1)
+}
+
 /// Reads page `page` consistently: `Ok(retries)` once a stable copy validated, or `Err` if
 /// a stable copy did not match its checksum.
 fn read(window: &Window, page: usize, buf: &mut [u8]) -> Result<u64, ()> {
@@ -96,8 +107,9 @@ fn read(window: &Window, page: usize, buf: &mut [u8]) -> Result<u64, ()> {
     }
 }
 
-/// Writes page `page` under its lock: the version goes odd while it is written.
-fn write(window: &Window, page: usize, buf: &mut [u8], rng: &mut Rng) -> u64 {
+/// Writes page `page` under its lock: the version goes odd while it is written. The
+/// payload starts with the writer VM's `tag`.
+fn write(window: &Window, page: usize, buf: &mut [u8], rng: &mut Rng, tag: u64) -> u64 {
     let version = header(window, page, 0);
     let mut spins = 0;
     let start = loop {
@@ -113,6 +125,7 @@ fn write(window: &Window, page: usize, buf: &mut [u8], rng: &mut Rng) -> u64 {
     for chunk in buf.chunks_mut(8) {
         chunk.copy_from_slice(&rng.next_u64().to_ne_bytes()[..chunk.len()]);
     }
+    buf[..8].copy_from_slice(&tag.to_ne_bytes());
     window.write(page * PAGE + HEADER, buf);
     header(window, page, 8).store(checksum(buf), Ordering::Release);
     version.store(start + 2, Ordering::Release);
@@ -148,14 +161,23 @@ fn pool(way: &str) -> Result<(File, usize), String> {
     }
 }
 
-/// One worker: runs until `deadline`, reports `ops torn bad` and its latencies (ns).
+/// What one worker counted.
+struct Counts {
+    ops: u64,
+    torn: u64,
+    bad: u64,
+    /// Validated reads of pages another VM wrote last.
+    foreign: u64,
+}
+
+/// One worker: runs until `deadline`, reports its counts and its latencies (ns).
 fn worker(
     file: &File,
     size: usize,
-    seed: u64,
+    (seed, tag): (u64, u64),
     write_percent: u64,
     deadline: Instant,
-) -> Result<(u64, u64, u64, Vec<u32>), String> {
+) -> Result<(Counts, Vec<u32>), String> {
     let window = Window::map(file, size, 0, false).map_err(|e| format!("mapping the pool: {e}"))?;
     let pages = size / PAGE;
     let zipf = Zipf::new(pages);
@@ -163,25 +185,32 @@ fn worker(
     // Spread the hot pages over the pool, as a hash of the key would.
     let scatter = |rank: usize| (rank.wrapping_mul(0x9e37_79b1) ^ (rank >> 7)) % pages;
     let mut buf = vec![0u8; PAGE - HEADER];
-    let (mut ops, mut torn, mut bad) = (0u64, 0u64, 0u64);
+    let mut counts = Counts { ops: 0, torn: 0, bad: 0, foreign: 0 };
     let mut latencies = Vec::with_capacity(1 << 20);
     while Instant::now() < deadline {
         for _ in 0..64 {
             let page = scatter(zipf.sample(&mut rng));
             let start = Instant::now();
             if rng.below(100) < write_percent {
-                write(&window, page, &mut buf, &mut rng);
+                write(&window, page, &mut buf, &mut rng, tag);
             } else {
                 match read(&window, page, &mut buf) {
-                    Ok(retries) => torn += retries,
-                    Err(()) => bad += 1,
+                    Ok(retries) => {
+                        counts.torn += retries;
+                        let writer = u64::from_ne_bytes(buf[..8].try_into().unwrap_or_default());
+                        // 0: a page nobody wrote yet.
+                        if writer != 0 && writer != tag {
+                            counts.foreign += 1;
+                        }
+                    }
+                    Err(()) => counts.bad += 1,
                 }
             }
             latencies.push(start.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
-            ops += 1;
+            counts.ops += 1;
         }
     }
-    Ok((ops, torn, bad, latencies))
+    Ok((counts, latencies))
 }
 
 fn main() -> ExitCode {
@@ -211,20 +240,28 @@ fn main() -> ExitCode {
         }
     };
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let seed = std::process::id() as u64;
+    let tag = match vm_tag() {
+        Ok(tag) => tag,
+        Err(e) => {
+            eprintln!("mshare-db: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let seed = tag ^ std::process::id() as u64;
     for w in 0..workers {
         // SAFETY: fork; the worker maps, runs, writes its report and leaves with _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let line = match worker(&file, size, seed << 16 | w as u64, write_percent, deadline) {
-                Ok((ops, torn, bad, mut lat)) => {
+            let line = match worker(&file, size, (seed.rotate_left(16) ^ w as u64, tag), write_percent, deadline) {
+                Ok((c, mut lat)) => {
                     lat.sort_unstable();
                     let at = |q: f64| {
                         lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
                             .copied()
                             .unwrap_or(0)
                     };
-                    format!("{ops} {torn} {bad} {} {} {}\n", at(0.5), at(0.99), meminfo_kib("PageTables:"))
+                    let (p50, p99, tables) = (at(0.5), at(0.99), meminfo_kib("PageTables:"));
+                    format!("{} {} {} {} {p50} {p99} {tables}\n", c.ops, c.torn, c.bad, c.foreign)
                 }
                 Err(e) => format!("FAIL {e}\n"),
             };
@@ -239,20 +276,22 @@ fn main() -> ExitCode {
     // SAFETY: reaping our children.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
     let mut failures = Vec::new();
-    let (mut ops, mut torn, mut bad, mut p50s, mut p99s, mut peak) = (0u64, 0u64, 0u64, Vec::new(), Vec::new(), 0u64);
+    let (mut ops, mut torn, mut bad, mut foreign) = (0u64, 0u64, 0u64, 0u64);
+    let (mut p50s, mut p99s, mut peak) = (Vec::new(), Vec::new(), 0u64);
     for line in text.lines() {
         if let Some(why) = line.strip_prefix("FAIL ") {
             failures.push(why.to_owned());
             continue;
         }
         let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if f.len() == 6 {
+        if f.len() == 7 {
             ops += f[0];
             torn += f[1];
             bad += f[2];
-            p50s.push(f[3]);
-            p99s.push(f[4]);
-            peak = peak.max(f[5]);
+            foreign += f[3];
+            p50s.push(f[4]);
+            p99s.push(f[5]);
+            peak = peak.max(f[6]);
         }
     }
     if p50s.len() != workers {
@@ -265,7 +304,7 @@ fn main() -> ExitCode {
     let p99 = p99s.last().copied().unwrap_or(0) as f64 / 1000.0;
     println!(
         "DB way={way} workers={workers} seconds={seconds} pool_mib={} write_percent={write_percent} ops={ops} ops_per_s={:.0} \
-         p50_us={p50:.1} p99_us={p99:.1} pagetables_kib={} torn={torn} bad={bad}",
+         p50_us={p50:.1} p99_us={p99:.1} pagetables_kib={} torn={torn} bad={bad} foreign={foreign}",
         size >> 20,
         ops as f64 / seconds.max(1) as f64,
         peak.saturating_sub(before)
