@@ -153,17 +153,21 @@ impl NestedBoot {
         let mut archive = Archive::new();
         if !self.guest_files.is_empty() {
             let mut guest = read(&self.guest_initrd)?;
-            guest.extend(archive_of(&self.guest_files));
+            let mut added = Archive::new();
+            add_all(&mut added, &self.guest_files);
+            guest.extend(added.finish());
             archive.file(L2_INITRD, 0o644, &guest);
         }
-        for file in &self.host_files {
-            archive.file(&file.path, file.mode, &file.data);
-        }
+        add_all(&mut archive, &self.host_files);
         let base = host.initrd.as_deref().ok_or_else(|| QemuError::Nested("no host initramfs".to_owned()))?;
         let mut initrd = read(base)?;
         initrd.extend(archive.finish());
         let path = scratch.0.join("host-initramfs.cpio");
-        std::fs::write(&path, &initrd).map_err(|source| QemuError::Log { path: path.clone(), source })?;
+        std::fs::write(&path, &initrd).map_err(|source| QemuError::File {
+            what: "writing",
+            path: path.clone(),
+            source,
+        })?;
         host.initrd = Some(path);
         let run = host.run_command()?;
         let guests = guest_consoles(&run.output.console);
@@ -190,7 +194,7 @@ impl NestedBoot {
 impl NestedRun {
     /// The result line of L2 VM `name`: an error when it printed none.
     pub fn guest(&self, name: &str) -> Result<GuestResult, QemuError> {
-        let lines = self.guests.get(name).map_or("", String::as_str);
+        let lines = self.guest_console(name);
         console::guest_result(lines).ok_or_else(|| {
             QemuError::Nested(format!(
                 "guest '{name}' printed no MSHARE-RESULT line ({}); last console lines:\n{}",
@@ -221,16 +225,14 @@ pub fn guest_consoles(console: &str) -> BTreeMap<String, String> {
     guests
 }
 
-fn archive_of(files: &[Added]) -> Vec<u8> {
-    let mut archive = Archive::new();
+fn add_all(archive: &mut Archive, files: &[Added]) {
     for file in files {
         archive.file(&file.path, file.mode, &file.data);
     }
-    archive.finish()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, QemuError> {
-    std::fs::read(path).map_err(|source| QemuError::Log { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| QemuError::File { what: "reading", path: path.to_path_buf(), source })
 }
 
 /// A scratch directory removed when dropped.
@@ -242,7 +244,11 @@ impl Scratch {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("mshare-nested-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|source| QemuError::Log { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| QemuError::File {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Self(dir))
     }
 }

@@ -73,6 +73,16 @@ pub enum QemuError {
         /// Where the whole console was written.
         log: PathBuf,
     },
+    /// A file of the boot (an initramfs, a scratch directory) could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What was being done ("reading", "writing", "creating").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A nested boot's guest did not report, or reported something other than its host.
     #[error("nested boot: {0}")]
     Nested(String),

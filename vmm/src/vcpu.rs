@@ -235,30 +235,24 @@ pub fn configure(vcpu: &VcpuFd, supported: &CpuId, id: u8, cpus: u8, boot: BootS
     Ok(())
 }
 
-/// The register dump printed when a vCPU dies.
+/// The register dump printed when a vCPU dies. Registers in the reset state are said to be
+/// so: KVM on AMD reinitializes a vCPU that shuts down (the VMCB is undefined after a
+/// shutdown intercept), and they are not the state that faulted.
 pub fn register_dump(vcpu: &VcpuFd, symbols: Option<&Symbols>) -> String {
     let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
         return "  (registers unavailable)".to_owned();
     };
     let symbol = symbols.and_then(|s| s.describe(regs.rip)).map(|s| format!(" <{s}>")).unwrap_or_default();
+    let reset = if is_reset_state(&regs, &sregs) {
+        "\n  (these are the reset values: KVM on AMD SVM reinitializes a vCPU that shuts down, so the state that faulted is lost)"
+    } else {
+        ""
+    };
     format!(
-        "  rip {:#018x}{symbol}\n  rsp {:#018x} rbp {:#018x} rflags {:#x}\n  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n  rsi {:#018x} rdi {:#018x}\n  cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x} (cpl {})",
+        "  rip {:#018x}{symbol}\n  rsp {:#018x} rbp {:#018x} rflags {:#x}\n  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n  rsi {:#018x} rdi {:#018x}\n  cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x} (cpl {}){reset}",
         regs.rip, regs.rsp, regs.rbp, regs.rflags, regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi,
         sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer, sregs.cs.selector, sregs.cs.dpl
     )
-}
-
-/// The registers after a shutdown (triple fault). KVM on AMD reinitializes the vCPU on a
-/// shutdown intercept (the VMCB is undefined after one), so there they read as the reset
-/// state, not the state that faulted: say so rather than show them as the fault's.
-fn shutdown_register_dump(vcpu: &VcpuFd, symbols: Option<&Symbols>) -> String {
-    let dump = register_dump(vcpu, symbols);
-    let reset = matches!((vcpu.get_regs(), vcpu.get_sregs()), (Ok(r), Ok(s)) if is_reset_state(&r, &s));
-    if reset {
-        format!("{dump}\n  (these are the reset values: KVM on AMD SVM reinitializes a vCPU that shuts down, so the state that faulted is lost)")
-    } else {
-        dump
-    }
 }
 
 /// Whether the registers are the architectural reset state (CS:IP f000:fff0, paging off).
@@ -378,7 +372,7 @@ impl VcpuRunner {
             Ok(VcpuExit::Hlt) => Some(StopReason::Halted(id)),
             Ok(VcpuExit::Shutdown) => Some(StopReason::TripleFault {
                 vcpu: id,
-                registers: shutdown_register_dump(&self.vcpu, self.symbols.as_deref()),
+                registers: register_dump(&self.vcpu, self.symbols.as_deref()),
             }),
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::Reset,
