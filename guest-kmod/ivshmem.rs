@@ -8,7 +8,9 @@
 use crate::region::Region;
 use crate::GRANULE_SIZE;
 use core::ffi::{c_int, c_void};
-use kernel::{bindings, device::Core, io::Io, pci, prelude::*, str::CString, time::delay::fsleep, time::Delta};
+use kernel::{
+    bindings, device::Core, io::Io, pci, prelude::*, str::CString, sync::Arc, time::delay::fsleep, time::Delta,
+};
 
 extern "C" {
     fn msharefs_add_device(name: *const u8, region: *mut c_void, size: bindings::loff_t, read_only: bool) -> c_int;
@@ -83,24 +85,37 @@ pub(crate) struct IvshmemDevice {
 
 /// A device region published in msharefs, with the write-back mapping that makes the BAR
 /// cacheable for every process that maps it.
+///
+/// # Invariants
+///
+/// `region` is in msharefs' device table from `publish` until `drop`, which takes it out
+/// before it removes every process's mapping of the BAR and then the write-back mapping;
+/// msharefs inodes made from it hold their own references and find it unplugged.
 struct Published {
-    region: *mut c_void,
+    region: Arc<Region>,
     wb: *mut c_void,
 }
 
-// SAFETY: the pointers are a region owned by this device and a kernel mapping; both are
-// used from any thread only through calls that are safe from any thread (drop, memunmap).
+// SAFETY: `wb` is a kernel mapping, only unmapped (from any thread) in drop; `Region` is
+// `Send` and `Sync`.
 unsafe impl Send for Published {}
 
 impl Drop for Published {
     fn drop(&mut self) {
-        // SAFETY: unpublished before it is freed; msharefs cannot be mounted any more (the
-        // module is going away or the device unbinds after msharefs let go of its inodes).
-        unsafe {
-            msharefs_remove_device(self.region);
-            drop(Pin::new_unchecked(KBox::from_raw(self.region.cast::<Region>())));
-            bindings::memunmap(self.wb);
-        }
+        // SAFETY: a plain call (a region not in the table is not found); from here on no
+        // new inode can take the region.
+        unsafe { msharefs_remove_device(self.region_ptr()) };
+        // Open files and mappings may outlive the device (an unbind while in use): they
+        // lose the memory, never reach freed memory (see `msharefs::unplug`).
+        crate::msharefs::unplug(&self.region);
+        // SAFETY: mapped in `publish`; no process maps the BAR any more.
+        unsafe { bindings::memunmap(self.wb) };
+    }
+}
+
+impl Published {
+    fn region_ptr(&self) -> *mut c_void {
+        Arc::as_ptr(&self.region).cast_mut().cast()
     }
 }
 
@@ -112,6 +127,7 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
         dev_info!(pdev, "region '{}': not whole 2 MiB granules, not published in msharefs\n", name);
         return Ok(None);
     }
+    let region = Arc::pin_init(Region::device(size, (start >> 12) as usize, read_only)?, GFP_KERNEL)?;
     // Reserves the range as write-back, so that the PFN mappings of it are cached, as the
     // host's memory behind it is.
     // SAFETY: maps the device's own BAR, which nothing else maps.
@@ -119,20 +135,14 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
     if wb.is_null() {
         return Err(ENOMEM);
     }
-    let region = match KBox::pin_init(Region::device(size, (start >> 12) as usize, read_only)?, GFP_KERNEL) {
-        // SAFETY: the region is never moved out of its box until `Published::drop` re-pins it.
-        Ok(region) => KBox::into_raw(unsafe { Pin::into_inner_unchecked(region) }).cast::<c_void>(),
-        Err(e) => {
-            // SAFETY: mapped just above.
-            unsafe { bindings::memunmap(wb) };
-            return Err(e);
-        }
-    };
+    // From here on, dropping `published` undoes whatever of the steps below was done.
     let published = Published { region, wb };
     let cname = CString::try_from_fmt(fmt!("{}", name))?;
-    // SAFETY: the name is a valid C string; the region lives until `published` is dropped,
-    // which unpublishes it first.
-    kernel::error::to_result(unsafe { msharefs_add_device(cname.as_char_ptr(), region, size as bindings::loff_t, read_only) })?;
+    // SAFETY: the name is a valid C string; the region stays in the table only while
+    // `published` holds it (its drop takes it out first).
+    kernel::error::to_result(unsafe {
+        msharefs_add_device(cname.as_char_ptr(), published.region_ptr(), size as bindings::loff_t, read_only)
+    })?;
     Ok(Some(published))
 }
 

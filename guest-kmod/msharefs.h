@@ -28,6 +28,8 @@ void mshare_region_fault_mapped(void *region);
 int mshare_region_table(void *region, unsigned long pgoff, void **table);
 void mshare_region_window_opened(void *region, bool shared);
 void mshare_region_window_closed(void *region, bool shared);
+int mshare_device_region_attach(void *region, void *inode);
+void mshare_device_region_evicted(void *region, void *inode);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);

@@ -15,6 +15,7 @@ use kernel::{
     ioctl::_IOR,
     prelude::*,
     str::CString,
+    sync::{Arc, ArcBorrow},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -176,7 +177,24 @@ pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result
     change_then_zap(inode, 0, size, || region.set_writable(writable))
 }
 
+/// The device behind a device region went away: from every msharefs inode that shows it,
+/// every process's mapping is removed, under the invalidate lock so that no fault maps
+/// the device's memory again. Faults then find nothing (SIGBUS), calls are ENODEV.
+pub(crate) fn unplug(region: &Region) {
+    let size = region.size();
+    region.unplug();
+    region.for_each_inode(|inode| {
+        // The region already maps nothing: the change is only the zap's fence against a
+        // fault that looked the memory up before `unplug`.
+        let zapped = change_then_zap(inode as *mut c_void, 0, size, || Ok(()));
+        if let Err(e) = zapped {
+            pr_err!("mshare: unplugging a device region of {} bytes: {:?}\n", size, e);
+        }
+    });
+}
+
 fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bool) -> Result {
+    region.check_present()?;
     // Reading is open to anyone who may open the file; changing the region takes a
     // writable open, as ftruncate does.
     if !writable && !matches!(cmd, MSHAREFS_GET_SIZE | MSHAREFS_GET_STATS) {
@@ -249,6 +267,39 @@ unsafe extern "C" fn mshare_region_drop(region: *mut c_void) {
         // SAFETY: per the function's contract, `region` is an owned, pinned `KBox<Region>`.
         drop(unsafe { Pin::new_unchecked(KBox::from_raw(region.cast::<Region>())) });
     }
+}
+
+/// An msharefs inode shows a device region: the inode holds a reference to it, given back
+/// by [`mshare_device_region_evicted`]. 0 or a negative errno.
+///
+/// # Safety
+///
+/// `region` is a live device region (`ivshmem::publish`'s), which the caller's lock on the
+/// msharefs device table keeps alive; `inode` is the new inode.
+#[no_mangle]
+unsafe extern "C" fn mshare_device_region_attach(region: *mut c_void, inode: *mut c_void) -> c_int {
+    // SAFETY: per the function's contract, `region` is an `Arc<Region>`'s, still referenced.
+    let region: Arc<Region> = unsafe { ArcBorrow::from_raw(region.cast::<Region>()) }.into();
+    match region.inode_attached(inode as usize) {
+        Ok(()) => {
+            // The inode's reference, given back when it is evicted.
+            let _ = Arc::into_raw(region);
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// The inode of a device region was evicted: its reference goes.
+///
+/// # Safety
+///
+/// `region` was attached to `inode` by [`mshare_device_region_attach`], once.
+#[no_mangle]
+unsafe extern "C" fn mshare_device_region_evicted(region: *mut c_void, inode: *mut c_void) {
+    // SAFETY: per the function's contract, the reference `mshare_device_region_attach` kept.
+    let region = unsafe { Arc::from_raw(region.cast::<Region>().cast_const()) };
+    region.inode_evicted(inode as usize);
 }
 
 /// # Safety

@@ -253,7 +253,7 @@ static const struct file_operations msharefs_region_fops = {
 	.get_unmapped_area = thp_get_unmapped_area,
 };
 
-/* The same operations for device regions; evict_inode tells them apart (not ours to drop). */
+/* The same operations for device regions; evict_inode tells them apart (shared with the driver). */
 static const struct file_operations msharefs_device_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
@@ -394,6 +394,8 @@ static void msharefs_evict_inode(struct inode *inode)
 	clear_inode(inode);
 	if (S_ISREG(inode->i_mode) && inode->i_fop == &msharefs_region_fops)
 		mshare_region_drop(inode->i_private);
+	if (inode->i_fop == &msharefs_device_fops && inode->i_private)
+		mshare_device_region_evicted(inode->i_private, inode);
 	if (inode->i_op == &msharefs_anonymous_iops)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
 }
@@ -405,7 +407,9 @@ static const struct super_operations msharefs_sops = {
 
 /*
  * ivshmem regions, registered by the PCI driver before msharefs is mounted: they appear
- * as /sys/fs/mshare/ivshmem/<name>, backed by the device, with no creator.
+ * as /sys/fs/mshare/ivshmem/<name>, backed by the device, with no creator. The table
+ * borrows the driver's reference: a region leaves it (msharefs_remove_device, under the
+ * lock) before the driver lets go, and each inode made from it takes its own.
  */
 #define MSHAREFS_MAX_DEVICES 32
 
@@ -506,6 +510,12 @@ static int msharefs_fill_devices(struct super_block *sb)
 		}
 		inode->i_op = &msharefs_region_iops;
 		inode->i_fop = &msharefs_device_fops;
+		/* The inode holds a reference: the region outlives an unbind while it is open. */
+		err = mshare_device_region_attach(dev->region, inode);
+		if (err) {
+			iput(inode);
+			break;
+		}
 		inode->i_private = dev->region;
 		i_size_write(inode, dev->size);
 		err = msharefs_add_entry(dentry, dev->name, inode);

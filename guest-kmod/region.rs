@@ -6,6 +6,11 @@
 //! (touching it is SIGSEGV). A device region is the BAR2 of an ivshmem device: its size
 //! and memory are the device's, fixed, and read-only when the VMM attached it so.
 //!
+//! A device region lives as long as its last user: the driver and each msharefs inode
+//! made for it hold a reference ([`kernel::sync::Arc`]). When the device unbinds, the region
+//! is *unplugged*: it keeps no memory (faults are SIGBUS, calls ENODEV, as on a DRM device
+//! that went away) and every process's mapping of the device's memory is removed first.
+//!
 //! In mode B each granule with memory also has a shared PTE table ([`Tables`]) whose
 //! entries follow the granule's memory and the region's protection: filled when the table
 //! is made or the granule gets memory, cleared before the memory is freed, rewritten when
@@ -47,11 +52,13 @@ struct State {
     tables: Tables,
     /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
     writable: bool,
+    /// The device behind a device region went away: nothing of it may be mapped again.
+    unplugged: bool,
 }
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self { size: 0, chunks: KVVec::new(), tables: Tables::empty(), writable }
+        Self { size: 0, chunks: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
     }
 }
 
@@ -90,6 +97,11 @@ pub(crate) struct Region {
     faults: AtomicU64,
     /// Times a shared table was linked into a process (mode B).
     links: AtomicU64,
+    /// The msharefs inodes of a device region (one per msharefs instance that showed it),
+    /// whose mappings unplugging removes. Taken before an inode's invalidate lock, which
+    /// is taken before `state`.
+    #[pin]
+    inodes: Mutex<KVVec<usize>>,
 }
 
 /// How a region is used (`MSHAREFS_GET_STATS`).
@@ -154,6 +166,7 @@ impl Region {
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
+            inodes <- new_mutex!(KVVec::new()),
         })
     }
 
@@ -171,12 +184,49 @@ impl Region {
         let tables = Tables::new(granules)?;
         stats::region_made();
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State { size, chunks, tables, writable: !read_only }),
+            state <- new_mutex!(State { size, chunks, tables, writable: !read_only, unplugged: false }),
             kind: Kind::Device { read_only },
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
+            inodes <- new_mutex!(KVVec::new()),
         }? Error))
+    }
+
+    /// An msharefs inode now shows this device region.
+    pub(crate) fn inode_attached(&self, inode: usize) -> Result {
+        self.inodes.lock().push(inode, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// An inode of this device region was evicted.
+    pub(crate) fn inode_evicted(&self, inode: usize) {
+        self.inodes.lock().retain(|x| *x != inode);
+    }
+
+    /// Calls `f` with each inode showing this device region, with no inode evicted
+    /// meanwhile.
+    pub(crate) fn for_each_inode(&self, mut f: impl FnMut(usize)) {
+        self.inodes.lock().iter().for_each(|&inode| f(inode));
+    }
+
+    /// The device went away: the region keeps no memory, its shared tables are emptied.
+    /// As with [`Region::take`], the caller then removes every mapping of it.
+    pub(crate) fn unplug(&self) {
+        let mut state = self.state.lock();
+        state.unplugged = true;
+        for i in 0..state.chunks.len() {
+            state.tables.map(i, 0, false);
+            state.chunks[i] = 0;
+        }
+    }
+
+    /// ENODEV once the device behind the region went away.
+    pub(crate) fn check_present(&self) -> Result {
+        if self.state.lock().unplugged {
+            return Err(ENODEV);
+        }
+        Ok(())
     }
 
     /// Whether processes may never write (the VMM attached it read-only).
@@ -277,8 +327,10 @@ impl Region {
     }
 
     /// How a new window that asks for write access (`write`) or not maps the region, or
-    /// why it may not: EACCES for write access to a region that does not allow it.
+    /// why it may not: EACCES for write access to a region that does not allow it, ENODEV
+    /// once its device went away.
     pub(crate) fn window(&self, write: bool) -> Result<Window> {
+        self.check_present()?;
         let writable = self.writable();
         if write && !writable {
             return Err(EACCES);
@@ -293,9 +345,13 @@ impl Region {
     }
 
     /// The shared table of the granule holding page `pgoff`, made on first use; null for
-    /// a hole (the fault then finds nothing and gives SIGSEGV).
+    /// a hole (the fault then finds nothing and gives SIGSEGV); ENODEV (SIGBUS) once the
+    /// device went away.
     pub(crate) fn table(&self, pgoff: usize) -> Result<*mut c_void> {
         let mut state = self.state.lock();
+        if state.unplugged {
+            return Err(ENODEV);
+        }
         let index = pgoff / GRANULE_PAGES;
         let pfn = *state.chunks.get(index).ok_or(EINVAL)?;
         if pfn == 0 {
@@ -313,10 +369,11 @@ impl Region {
         self.state.lock().tables.entry(index, page)
     }
 
-    /// What backs page `pgoff` of the region.
+    /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
         match state.chunks.get(pgoff / GRANULE_PAGES) {
+            _ if state.unplugged => Page::Outside,
             Some(0) => Page::Hole,
             Some(pfn) => Page::Frame(pfn + pgoff % GRANULE_PAGES),
             None => Page::Outside,
@@ -436,6 +493,24 @@ mod tests {
         assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
         // no size yet
         assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
+    }
+
+    /// An unplugged device region maps nothing: faults find nothing (SIGBUS), new windows
+    /// and tables are ENODEV. The page frames are made up: nothing here touches them.
+    #[test]
+    fn an_unplugged_device_region_maps_nothing() {
+        let g = GRANULE_SIZE;
+        let init = Region::device(2 * g, 0x40000, false).expect("device region");
+        let region = KBox::pin_init(init, GFP_KERNEL).expect("region");
+        assert_eq!(region.page(GRANULE_PAGES + 3), Page::Frame(0x40000 + GRANULE_PAGES + 3));
+        assert_eq!(region.check_present(), Ok(()));
+        region.unplug();
+        assert_eq!(region.page(GRANULE_PAGES + 3), Page::Outside);
+        assert_eq!(region.page(0), Page::Outside);
+        assert_eq!(region.table(0).err(), Some(ENODEV));
+        assert_eq!(region.window(false).err(), Some(ENODEV));
+        assert_eq!(region.check_present(), Err(ENODEV));
+        assert_eq!(region.stats().backed, 0);
     }
 
     /// A granule's shared table maps its memory with the region's protection, is emptied

@@ -173,6 +173,27 @@ fn an_ivshmem_device_is_an_msharefs_region() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Unbinding an ivshmem device while a process maps its region (`mshare-api unplug`, in
+/// both modes): the mapping loses the memory (SIGBUS), the open file gets ENODEV, the
+/// region lives until its last inode goes, and the driver binds again; then msharefs
+/// unmounts and the module unloads, all without a kernel warning.
+#[test]
+fn an_ivshmem_device_unbound_under_a_live_mapping() {
+    for (mode, params) in [("B", None), ("C", Some("mshare_params=shared_tables=0"))] {
+        let (dir, backing) = ivshmem_backing(&format!("mshare-ivshmem-unplug-{mode}"));
+        let script = "mshare-api unplug && umount /sys/fs/mshare && rmmod mshare && test ! -e /sys/module/mshare";
+        let mut boot = guest_boot(&format!("boot-ivshmem-unplug-{mode}"), &["sh", "-c", script]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        boot.ivshmem = vec![(backing.clone(), 4 << 20)];
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let console = &run.output.console;
+        assert_eq!(run.result.status, 0, "mode {mode}: {console}");
+        assert!(console.contains("mshare-api: 14 checks, 0 failed"), "mode {mode}: {console}");
+        assert!(console.contains("mshare 0.1.0 unloaded"), "mode {mode}: {console}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// 64 processes mapping and touching 256 MiB through mshare pay about one process's worth
 /// of page tables (a shared set, plus a PMD page each), not 64 times it, and take one fault
 /// each; one process through a memfd is the yardstick (`mshare-bench`, design.md's

@@ -1,5 +1,7 @@
 //! mshare-api: the msharefs API suite, run inside the guest with mshare.ko loaded and
 //! msharefs mounted. Prints one `ok`/`not ok` line per check and exits 1 if any failed.
+//! `mshare-api [B|C]` runs the suite for that mode; `mshare-api unplug` unbinds an ivshmem
+//! device under a live mapping of its region (see `unplug_checks`).
 
 use guest_tests::msharefs::{
     create_mapping, get_size, get_stats, ioctl, set_prot, set_size, unmap as unmap_range, MshareCreate, MshareInfo,
@@ -21,6 +23,16 @@ struct Suite {
 }
 
 impl Suite {
+    /// Prints the summary; the exit status says whether every check passed.
+    fn finish(&self) -> ExitCode {
+        println!("mshare-api: {} checks, {} failed", self.count, self.failed);
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
     fn check(&mut self, name: &str, result: Result<(), String>) {
         self.count += 1;
         match result {
@@ -724,10 +736,95 @@ fn device_checks(t: &mut Suite, shares_tables: bool) {
     );
 }
 
+/// `mshare-api unplug`: an ivshmem device unbound while a process maps its msharefs
+/// region. The region's inode keeps it alive (no use after free, no oops), the mapping
+/// loses the memory (SIGBUS), calls on the open file are ENODEV, and once the driver is
+/// bound again a new mount shows the device with its data. Needs an ivshmem device whose
+/// first 19 bytes are "hello from the host"; leaves msharefs mounted, the device bound.
+fn unplug_checks(t: &mut Suite) {
+    use guest_tests::ivshmem::devices;
+    let Some(device) = devices().ok().and_then(|all| all.into_iter().next()) else {
+        return t.check("an ivshmem device to unplug", Err("none found".to_owned()));
+    };
+    let name = device.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| device.address.clone());
+    let path = format!("{MOUNT}/ivshmem/{name}");
+    let regions = || SystemStats::read().map(|s| s.regions).unwrap_or(u64::MAX);
+    let before = regions();
+    let file = match open_rw(&format!("ivshmem/{name}")) {
+        Ok(f) => f,
+        Err(e) => return t.check(&format!("open {path}"), Err(e.to_string())),
+    };
+    let len = device.size as usize;
+    let ptr = match map(&file, len, libc::MAP_SHARED, 0) {
+        Ok(p) => p,
+        Err(e) => return t.check("map the device region", Err(e.to_string())),
+    };
+    // SAFETY: inside the live mapping of `len` bytes.
+    let hello = unsafe { std::slice::from_raw_parts(ptr, 19) }.to_vec();
+    t.check("the device region holds the host's bytes", eq(hello.as_slice(), b"hello from the host".as_slice()));
+    // SAFETY: as above.
+    unsafe { ptr.add(4096).copy_from_nonoverlapping(b"before unplug".as_ptr(), 13) };
+    t.check("a child reaches it through the mapping", eq(read_in_child(ptr.wrapping_add(len - 1)), None));
+
+    let unbind = fs::write(device.path.join("driver/unbind"), &device.address);
+    t.check("unbind the driver under a live mapping", unbind.map_err(|e| e.to_string()));
+    t.check("then the mapping has no memory: SIGBUS", eq(read_in_child(ptr), Some(libc::SIGBUS)));
+    t.check("and a write is SIGBUS too", eq(write_in_child(ptr.wrapping_add(4096)), Some(libc::SIGBUS)));
+    t.check("GET_SIZE on the open file is ENODEV", expect_errno(get_size(&file), libc::ENODEV));
+    t.check("a new mapping is ENODEV", expect_errno(map(&file, len, libc::MAP_SHARED, 0), libc::ENODEV));
+    t.check("the open file keeps the region alive", eq(regions(), before));
+    t.check("munmap of the old window", unmap(ptr, len).map_err(|e| e.to_string()));
+    drop(file);
+
+    let bind = fs::write("/sys/bus/pci/drivers/mshare-ivshmem/bind", &device.address);
+    t.check("bind the driver again", bind.map_err(|e| e.to_string()));
+    t.check("the device region is published again (the old one lives on in the mount)", eq(regions(), before + 1));
+    let remount = umount_msharefs().and_then(|()| mount_msharefs());
+    t.check("msharefs unmounts and mounts again", remount.map_err(|e| e.to_string()));
+    t.check("the unplugged region went with its last inode", eq(regions(), before));
+    let again = open_rw(&format!("ivshmem/{name}")).and_then(|f| {
+        let p = map(&f, len, libc::MAP_SHARED, 0)?;
+        // SAFETY: inside the live mapping of `len` bytes.
+        let seen = unsafe { std::slice::from_raw_parts(p.add(4096), 13) }.to_vec();
+        unmap(p, len)?;
+        Ok(seen)
+    });
+    t.check(
+        "the new mount shows the device with the data written before the unplug",
+        again.map_err(|e| e.to_string()).and_then(|seen| eq(seen.as_slice(), b"before unplug".as_slice())),
+    );
+}
+
+fn umount_msharefs() -> io::Result<()> {
+    let target = std::ffi::CString::new(MOUNT).map_err(io::Error::other)?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::umount(target.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn mount_msharefs() -> io::Result<()> {
+    let target = std::ffi::CString::new(MOUNT).map_err(io::Error::other)?;
+    // SAFETY: valid C strings; no mount data.
+    let done = unsafe {
+        libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, std::ptr::null())
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    // `mshare-api [B|C]`: the mode the module must be in (B by default).
+    // `mshare-api [B|C]`: the mode the module must be in (B by default); `mshare-api
+    // unplug`: the device-unbind checks alone.
     let expected_mode = std::env::args().nth(1).unwrap_or_else(|| "B".to_owned());
     let mut t = Suite { count: 0, failed: 0 };
+    if expected_mode == "unplug" {
+        unplug_checks(&mut t);
+        return t.finish();
+    }
     t.check("mshare_info gives the granule", {
         fs::read_to_string(format!("{MOUNT}/mshare_info"))
             .map_err(|e| e.to_string())
@@ -832,10 +929,5 @@ fn main() -> ExitCode {
     for name in ["api-b", "api-c"] {
         let _ = fs::remove_file(format!("{MOUNT}/{name}"));
     }
-    println!("mshare-api: {} checks, {} failed", t.count, t.failed);
-    if t.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    t.finish()
 }
