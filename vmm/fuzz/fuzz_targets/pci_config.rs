@@ -1,32 +1,20 @@
-//! What a guest can do to PCI configuration space through ports 0xcf8-0xcff: any sequence
-//! of reads and writes keeps the device's IDs and its BAR2's type and alignment.
+//! What a guest can do to the ivshmem devices through PCI configuration space (ports
+//! 0xcf8-0xcff) and MMIO: the real devices in a real KVM VM (needs /dev/kvm), two of
+//! different sizes, one read-only, next to a RAM memslot. Size probes, BAR2 moved anywhere
+//! (over RAM, onto the other device, past what KVM accepts), decoding off and on: after
+//! every step the IDs and BAR types hold, each device maps BAR2 exactly where the guest
+//! has it decoding, and KVM agrees (the slot is there, a removed slot is gone, no slot over
+//! RAM or another); a placement KVM refuses stops the VM, naming the region, and only
+//! where the place was taken. The harness is `vmm::testing::IvshmemHarness`, shared with
+//! the seeded test in vmm/tests/input_fuzz.rs; one VM per process, fresh devices per input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use std::sync::{Arc, Mutex};
-use vmm::devices::ivshmem;
-use vmm::devices::pci::{ConfigOnly, PciBus, PciConfigIo, PciDevice};
-use vmm::devices::PioDevice;
+use std::sync::OnceLock;
+use vmm::testing::IvshmemHarness;
+
+static HARNESS: OnceLock<IvshmemHarness> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let device = Arc::new(Mutex::new(ConfigOnly(ivshmem::config_space(1 << 30))));
-    let mut bus = PciBus::new();
-    bus.add(device.clone());
-    let mut io = PciConfigIo::new(Arc::new(bus));
-    // Each access: [offset, len | write << 7, value (4 bytes)].
-    for op in data.chunks_exact(6) {
-        let offset = u16::from(op[0] % 10);
-        let len = usize::from(op[1] & 7).min(4);
-        let mut buf = [op[2], op[3], op[4], op[5]];
-        if op[1] & 0x80 != 0 {
-            io.write(offset, &buf[..len]);
-        } else {
-            io.read(offset, &mut buf[..len]);
-        }
-        let device = device.lock().unwrap();
-        let config = device.config();
-        assert_eq!(config.read(0), 0x1110_1af4, "IDs are read-only");
-        assert_eq!(config.read(6) & 0xf, 0xc, "BAR2 stays 64-bit prefetchable");
-        assert_eq!(config.read(6) & 0x3fff_fff0, 0, "a 1 GiB BAR has no address bits below 1 GiB");
-    }
+    HARNESS.get_or_init(|| IvshmemHarness::new().expect("a KVM VM for the ivshmem harness (needs /dev/kvm)")).run(data);
 });
