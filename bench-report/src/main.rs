@@ -231,10 +231,20 @@ fn main() {
     for plot in &plots {
         report += &format!("![{plot}]({plot})\n\n");
     }
-    report += "## Anchors\n\n\
-               - The upstream series' motivation: 1,500 processes over a 300 GiB SGA pay about 880 GiB of PTEs; what this \
-               design pays for the same shape is in the page-table section (from the measured per-process cost).\n\
-               - The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
+    let sga = pagetables.as_ref().map(|p| &p["sga_anchor"]);
+    let gib = |key: &str| {
+        sga.and_then(|a| a[key].as_f64()).map_or_else(|| "not measured".to_owned(), |g| format!("{g:.1} GiB"))
+    };
+    report += &format!(
+        "## Anchors\n\n\
+         - The upstream series' motivation: 1,500 processes over a 300 GiB SGA pay about 880 GiB of PTEs. Scaled from \
+         this run's exact per-GiB figures ({}; VmPTE per process, shared tables once, see the page-table section): memfd \
+         {}, mshare B {}.\n",
+        sga.and_then(|a| a["from"].as_str()).unwrap_or("page-table bench not run"),
+        gib("memfd_gib"),
+        gib("mshare_b_gib"),
+    );
+    report += "- The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
                memory against 6 s with msharefs, and 1.35-1.45x throughput. The closest figure here is the time per \
                process to map and touch a region (connect.png), and the database tier's throughput, mshare against private \
                copies.\n\n";

@@ -3,30 +3,33 @@
 //! B), the same with a huge PFN mapping per process (mode C, the module reloaded with
 //! `shared_tables=0`), a shared memfd (plain MAP_SHARED shmem, each process its own
 //! tables) and hugetlbfs 2 MiB pages (which share PMD tables for 1 GiB-aligned mappings of
-//! 1 GiB or more). Runs the guest's `mshare-bench` under QEMU TCG and writes
-//! target/bench/pagetables.md and target/bench/pagetables.json.
+//! 1 GiB or more). Runs the guest's `mshare-bench` under QEMU TCG, each case
+//! BENCH_REPEATS times, and writes target/bench/pagetables.md and pagetables.json: the
+//! median of each figure with its range over the runs.
 //!
-//! `make bench-pagetables`; BENCH_PROCS (default "1 8 64 256") and BENCH_SIZES (default
-//! "256M 1G") change the matrix.
+//! `make bench-pagetables`; BENCH_PROCS (default "1 8 64 256"), BENCH_SIZES (default
+//! "256M 1G") and BENCH_REPEATS (default 3) change the matrix.
 
 use guest_runner::console;
 use guest_runner::images::{repo_root, ImagePaths};
 use guest_runner::qemu::{log_path, Boot};
+use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 
 /// The ways compared, as (label, `mshare-bench` way, module mode) in report order.
 const WAYS: [(&str, &str, &str); 4] =
     [("mshare B", "mshare", "B"), ("mshare C", "mshare", "C"), ("memfd", "memfd", "-"), ("hugetlb", "hugetlb", "-")];
-const FIGURES: [(&str, &str); 4] = [
-    ("pagetables_kib", "PageTables growth, KiB"),
+const FIGURES: [(&str, &str); 6] = [
+    ("pagetables_kib", "PageTables growth (system-wide), KiB"),
     ("vmpte_kib", "VmPTE growth per process, KiB"),
+    ("shared_tables_kib", "shared PTE tables (mode B), KiB"),
+    ("residual_kib", "PageTables growth not explained by shared tables + N x VmPTE, KiB"),
     ("faults", "minor faults, all N"),
     ("ms_per_proc", "ms per process to map and touch"),
 ];
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    console::field(line, key).unwrap_or("?")
-}
+/// The upstream series' motivation: 1,500 processes sharing a 300 GiB SGA.
+const SGA_PROCS: f64 = 1500.0;
+const SGA_GIB: f64 = 300.0;
 
 fn bytes(size: &str) -> u64 {
     let (number, unit) = size.split_at(size.len() - 1);
@@ -38,52 +41,104 @@ fn bytes(size: &str) -> u64 {
     number.parse::<u64>().unwrap_or_else(|_| panic!("BENCH_SIZES: '{size}'")) << shift
 }
 
+/// One figure over the runs of a case.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 };
+        Some(Self { median, min: values[0], max: values[n - 1], runs: n })
+    }
+
+    /// `median (min to max)`, or the one value.
+    fn cell(&self) -> String {
+        let f = |v: f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+        if self.min == self.max {
+            f(self.median)
+        } else {
+            format!("{} ({} to {})", f(self.median), f(self.min), f(self.max))
+        }
+    }
+}
+
 fn main() {
     let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64 256".into());
     let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "256M 1G".into());
+    let repeats: usize = std::env::var("BENCH_REPEATS").map_or(3, |r| r.parse().expect("BENCH_REPEATS: a number"));
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
     let mut boot = Boot::guest_image(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.memory_mib = 3072;
-    boot.timeout = Duration::from_secs(1800);
+    boot.timeout = Duration::from_secs(1800 * repeats as u64);
     boot.console_log = Some(log_path("bench-pagetables"));
     let script = format!(
-        "set -e; for s in {sizes}; do for n in {procs}; do for w in mshare memfd hugetlb; do mshare-bench $w $n $s; done; done; done; \
+        "set -e; for s in {sizes}; do for n in {procs}; do for w in mshare memfd hugetlb; do for r in $(seq {repeats}); do \
+         mshare-bench $w $n $s; done; done; done; done; \
          umount /sys/fs/mshare; rmmod mshare; insmod /lib/modules/mshare.ko shared_tables=0; \
          mount -t msharefs msharefs /sys/fs/mshare; \
-         for s in {sizes}; do for n in {procs}; do mshare-bench mshare $n $s; done; done"
+         for s in {sizes}; do for n in {procs}; do for r in $(seq {repeats}); do mshare-bench mshare $n $s; done; done; done"
     );
     boot.command = vec!["sh".into(), "-c".into(), script];
     eprintln!(
-        "pagetables bench: booting the guest under QEMU TCG (2 vCPUs, 3 GiB); N in {{{procs}}}, sizes {{{sizes}}}"
+        "pagetables bench: booting the guest under QEMU TCG (2 vCPUs, 3 GiB); N in {{{procs}}}, sizes {{{sizes}}}, \
+         {repeats} runs each"
     );
     let started = Instant::now();
     let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
     let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
     assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
     let lines: Vec<&str> = run.output.console.lines().filter(|l| l.starts_with("BENCH ")).collect();
-    let find = |way: &str, mode: &str, n: &str, size: &str| {
-        lines.iter().find(|l| {
-            field(l, "way") == way
-                && field(l, "mode") == mode
-                && field(l, "procs") == n
-                && field(l, "size") == bytes(size).to_string()
-        })
+    let spread = |way: &str, mode: &str, n: &str, size: &str, key: &str| -> Option<Spread> {
+        let values = lines
+            .iter()
+            .filter(|l| {
+                console::field(l, "way") == Some(way)
+                    && console::field(l, "mode") == Some(mode)
+                    && console::field(l, "procs") == Some(n)
+                    && console::field(l, "size") == Some(&bytes(size).to_string())
+            })
+            .map(|l| {
+                console::field(l, key)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("no number for {key} in {l}"))
+            })
+            .collect();
+        Spread::of(values)
     };
 
     let mut report = format!(
         "# Page tables: N processes mapping shared memory and touching every page\n\n\
-         Guest: Linux 7.3 with the core-mm patch under QEMU TCG (2 vCPUs, 3 GiB, 4-level paging), one boot, one run \
-         per figure ({:.0} s in all). Ways: **mshare B** (page tables shared: one PTE table per 2 MiB for all \
-         processes, linked with one fault per process), **mshare C** (the module with `shared_tables=0`: one PMD \
-         leaf per 2 MiB per process), **memfd** (plain MAP_SHARED shmem, 4 KiB pages), **hugetlb** (hugetlbfs 2 MiB \
-         pages; PMD tables shared for the 1 GiB-aligned mappings of 1 GiB). PageTables is the growth of \
-         /proc/meminfo's PageTables while all N live, minus what N processes mapping nothing cost (mshare B's \
-         shared tables are in it, once); VmPTE growth is per process; faults are the minor faults of all N; each of \
-         these minus what the same N processes cost mapping nothing (design.md, \"Measuring\"); time is the mean wall time for a process to map and touch, all N running at once on \
-         2 vCPUs.\n",
+         Guest: Linux 7.3 with the core-mm patch under QEMU TCG (2 vCPUs, 3 GiB, 4-level paging), one boot, {repeats} \
+         runs of each case ({:.0} s in all); each cell is the median, with the range over the runs when they differ. \
+         Ways: **mshare B** (page tables shared: one PTE table per 2 MiB for all processes, linked with one fault per \
+         process), **mshare C** (the module with `shared_tables=0`: one PMD leaf per 2 MiB per process), **memfd** \
+         (plain MAP_SHARED shmem, 4 KiB pages), **hugetlb** (hugetlbfs 2 MiB pages; PMD tables shared for the 1 GiB-aligned \
+         mappings of 1 GiB).\n\n\
+         Figures, each the mapping's own (minus what the same N processes cost mapping nothing; design.md, \"Measuring\"): \
+         PageTables is the growth of /proc/meminfo's PageTables while all N live, system-wide (mshare B's shared tables in \
+         it once) and so noisy (other page-table churn in the guest); VmPTE is each process's own page tables (exact, per \
+         process); shared PTE tables are what the module holds (mshare_stats); the residual is PageTables growth minus \
+         shared tables minus N x VmPTE, i.e. what the global counter adds over the exact figures. Differences are signed \
+         and never clamped. Time is the mean wall time for a process to map and touch, all N running at once on 2 vCPUs.\n\n\
+         What mshare B costs, exactly: its shared PTE tables once (one 4 KiB page per 2 MiB: 512 KiB for 256 MiB) plus, per \
+         process, a PMD table (4 KiB) when the window lands in a GiB of address space where the process has none yet. A \
+         256 MiB window is placed by the kernel near the process's other mappings, so whether it needs one varies from run to \
+         run (VmPTE growth 0 or 4 KiB: the spread of the 256 MiB rows, and why one run read 508 KiB at N = 256 and \
+         another 764 KiB at N = 64); mode C's PMD leaves go in the same PMD tables. A 1 GiB window is 1 GiB-aligned and \
+         always needs its own: 4 KiB per process. The residual column shows the global counter adds only a page or two \
+         over these exact figures.\n",
         started.elapsed().as_secs_f64()
     );
-    let mut json = Vec::new();
+    let mut json_rows = Vec::new();
     for size in sizes.split_whitespace() {
         for (key, title) in FIGURES {
             report += &format!(
@@ -92,56 +147,58 @@ fn main() {
                 "---|".repeat(WAYS.len())
             );
             for n in procs.split_whitespace() {
-                let cells = WAYS.map(|(_, way, mode)| find(way, mode, n, size).map_or("-", |l| field(l, key)));
+                let cells =
+                    WAYS.map(|(_, way, mode)| spread(way, mode, n, size, key).map_or("-".to_owned(), |s| s.cell()));
                 report += &format!("| {n} | {} |\n", cells.join(" | "));
             }
         }
         for n in procs.split_whitespace() {
             for (label, way, mode) in WAYS {
-                if let Some(line) = find(way, mode, n, size) {
-                    let figures = FIGURES
-                        .map(|(key, _)| {
-                            let value = field(line, key);
-                            let number = value.parse::<f64>().map_or("null".to_owned(), |_| value.to_owned());
-                            format!("\"{key}\": {number}")
-                        })
-                        .join(", ");
-                    json.push(format!(
-                        "  {{\"way\": \"{label}\", \"procs\": {n}, \"size_bytes\": {}, {figures}}}",
-                        bytes(size)
-                    ));
+                let mut row = Map::new();
+                row.insert("way".into(), json!(label));
+                row.insert("procs".into(), json!(n.parse::<u64>().unwrap_or(0)));
+                row.insert("size_bytes".into(), json!(bytes(size)));
+                for (key, _) in FIGURES {
+                    if let Some(s) = spread(way, mode, n, size, key) {
+                        row.insert(key.into(), json!(s.median));
+                        row.insert(format!("{key}_min"), json!(s.min));
+                        row.insert(format!("{key}_max"), json!(s.max));
+                        row.insert("runs".into(), json!(s.runs));
+                    }
+                }
+                if row.contains_key("runs") {
+                    json_rows.push(Value::Object(row));
                 }
             }
         }
     }
+
+    // The anchor, from the exact figures of the largest case: per GiB mapped, what each
+    // process pays on its own (VmPTE growth) and what mshare B's region pays once (its
+    // shared tables), scaled to the SGA's shape.
     let largest = sizes.split_whitespace().last().unwrap_or("256M");
     let n_max = procs.split_whitespace().last().unwrap_or("1");
-    let per_proc = |way: &str, mode: &str| {
-        find(way, mode, n_max, largest)
-            .and_then(|l| field(l, "pagetables_kib").parse::<f64>().ok())
-            .map(|kib| kib / n_max.parse::<f64>().unwrap_or(1.0) / (bytes(largest) as f64 / (1u64 << 30) as f64))
-    };
-    // The series' motivation: 1,500 processes over a 300 GiB SGA. Scaled from what one
-    // process costs per GiB here (PageTables growth / N / GiB), mshare B's shared tables
-    // counted once for the SGA (2 MiB per GiB) rather than per process.
-    let memfd_kib = per_proc("memfd", "-");
-    let b_kib = per_proc("mshare", "B");
+    let gib = bytes(largest) as f64 / (1u64 << 30) as f64;
+    let per_gib = |way: &str, mode: &str, key: &str| spread(way, mode, n_max, largest, key).map(|s| s.median / gib);
+    let kib_to_gib = |kib: f64| kib / (1u64 << 20) as f64;
+    let memfd = per_gib("memfd", "-", "vmpte_kib").map(|k| kib_to_gib(k * SGA_GIB * SGA_PROCS));
+    let mshare_b = per_gib("mshare", "B", "vmpte_kib")
+        .zip(per_gib("mshare", "B", "shared_tables_kib"))
+        .map(|(own, shared)| (own, shared, kib_to_gib(own * SGA_GIB * SGA_PROCS + shared * SGA_GIB)));
     report += &format!(
         "\n## Anchor: 1,500 processes over a 300 GiB SGA\n\n\
-         The upstream series' motivation: about 880 GiB of PTEs. At the memfd rate measured here ({} KiB per GiB per \
-         process) that is {}; with mshare B, 300 GiB x 2 MiB of shared PTE tables once ({:.1} GiB) plus each \
-         process's PMD entries (4 KiB per GiB per process: {:.1} GiB) is {:.1} GiB.\n\n\
+         The upstream series' motivation: about 880 GiB of PTEs. From the {largest} case at N = {n_max} here (medians): \
+         each memfd process pays {} KiB of its own page tables per GiB mapped, so 1,500 x 300 GiB pay {}; mshare B pays \
+         {} KiB per GiB per process of its own plus {} KiB per GiB once for the shared tables, so {}. \
+         (Computed as own KiB/GiB x 300 x 1,500 + shared KiB/GiB x 300, from VmPTE and mshare_stats.)\n\n\
          Where this machine distorts: QEMU TCG emulates the guest's CPUs, so times are 10-100x a real host's; \
          page-table bytes and fault counts do not depend on it.\n",
-        memfd_kib.map_or("-".into(), |k| format!("{k:.0}")),
-        memfd_kib.map_or("-".into(), |k| format!("{:.0} GiB", k * 300.0 * 1500.0 / (1u64 << 20) as f64)),
-        300.0 * 2.0 / 1024.0,
-        300.0 * 4.0 * 1500.0 / (1u64 << 20) as f64,
-        300.0 * 2.0 / 1024.0 + 300.0 * 4.0 * 1500.0 / (1u64 << 20) as f64,
+        per_gib("memfd", "-", "vmpte_kib").map_or("-".into(), |k| format!("{k:.0}")),
+        memfd.map_or("-".into(), |g| format!("{g:.0} GiB")),
+        mshare_b.map_or("-".into(), |b| format!("{:.1}", b.0)),
+        mshare_b.map_or("-".into(), |b| format!("{:.0}", b.1)),
+        mshare_b.map_or("-".into(), |b| format!("{:.1} GiB", b.2)),
     );
-    if let Some(kib) = b_kib {
-        report += &format!("mshare B's measured PageTables growth at N={n_max}, {largest}: {kib:.1} KiB per GiB per process (shared tables included).\n");
-    }
     let out = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("pagetables.md"), &report).unwrap();
@@ -149,10 +206,12 @@ fn main() {
         "guest Linux 7.3 (core-mm patch) under QEMU TCG, 2 vCPUs, 3 GiB; host {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    std::fs::write(
-        out.join("pagetables.json"),
-        format!("{{\n\"machine\": \"{machine}\",\n\"rows\": [\n{}\n]\n}}\n", json.join(",\n")),
-    )
-    .unwrap();
+    let anchor = json!({
+        "memfd_gib": memfd,
+        "mshare_b_gib": mshare_b.map(|b| b.2),
+        "from": format!("{largest} x {n_max}"),
+    });
+    let json = json!({ "machine": machine, "repeats": repeats, "rows": json_rows, "sga_anchor": anchor });
+    std::fs::write(out.join("pagetables.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
     println!("{report}");
 }

@@ -3,10 +3,15 @@
 //! in one run. The guests are tiny (a page-touching loop), so the figures are the VMM's and
 //! the host's, not a guest kernel's. Writes target/bench/regions.md.
 //!
-//! Reported per K: the VMM process's RSS and PSS once every VM has stopped (guest RAM freed,
-//! regions still mapped), the growth over a fleet with one untouched 4 KiB region, and
-//! KVM's statistics (stage-2 page counts where the host exposes them; on kvm_pvm, which
-//! shadows guest page tables, the shadow-PTE writes).
+//! Reported per K: the VMM process's RSS, PSS and page tables (VmPTE) once every VM has
+//! stopped (guest RAM freed, regions still mapped), the growth over a fleet with one
+//! untouched 4 KiB region, and KVM's statistics (stage-2 page counts where the host exposes
+//! them; on kvm_pvm, which shadows guest page tables, the shadow-PTE writes).
+//!
+//! Beside it, what a user has without mshare-vmm: K QEMU processes mapping one shared
+//! `memory-backend-file` (one copy of the data, but each process its own host page tables),
+//! every page touched by QEMU's `prealloc=on` rather than by a guest, so that no guest
+//! emulation is timed; their summed RSS, PSS and VmPTE.
 
 use guest_runner::images::repo_root;
 use serde_json::Value;
@@ -20,6 +25,7 @@ const KS: [usize; 4] = [1, 2, 4, 8];
 struct Run {
     rss_kib: u64,
     pss_kib: u64,
+    vmpte_kib: u64,
     shadow_pte_writes: u64,
     stage2_pages: Option<u64>,
     seconds: f64,
@@ -62,12 +68,55 @@ fn launch(fleet: &Path) -> Run {
     };
     let stage2 = ["pages_4k", "pages_2m", "pages_1g"].iter().map(|n| sum(n)).sum::<Option<u64>>().filter(|n| *n > 0);
     Run {
-        rss_kib: after["Rss"].as_u64().unwrap_or(0),
-        pss_kib: after["Pss"].as_u64().unwrap_or(0),
+        rss_kib: after["Rss"].as_u64().expect("the VMM's stats have no Rss"),
+        pss_kib: after["Pss"].as_u64().expect("the VMM's stats have no Pss"),
+        vmpte_kib: after["VmPTE"].as_u64().expect("the VMM's stats have no VmPTE"),
         shadow_pte_writes: sum("mmu_pte_write").unwrap_or(0),
         stage2_pages: stage2,
         seconds,
     }
+}
+
+/// K QEMU processes (no machine, no guest) each mapping the same tmpfs file of `bytes` as
+/// a shared `memory-backend-file` with `prealloc=on`: summed RSS, PSS and VmPTE, in KiB,
+/// once every process has touched all of it.
+fn qemu_processes(dir: &Path, k: usize, bytes: u64) -> (u64, u64, u64) {
+    let file = Path::new("/dev/shm").join(format!("mshare-bench-regions-{}", std::process::id()));
+    std::fs::File::create(&file).and_then(|f| f.set_len(bytes)).unwrap();
+    let object = format!("memory-backend-file,id=m,mem-path={},size={bytes},share=on,prealloc=on", file.display());
+    let mut children: Vec<std::process::Child> = (0..k)
+        .map(|i| {
+            Command::new(guest_runner::qemu::qemu_binary())
+                .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-object", &object])
+                .args(["-pidfile", &dir.join(format!("qemu{i}.pid")).display().to_string()])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting QEMU: {e}"))
+        })
+        .collect();
+    let status_kib = |pid: u32, file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        vmm::stats::parse_smaps_rollup(&text).get(key).copied()
+    };
+    // Preallocation is done when a process maps the whole file (its RSS holds it all).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    for child in &mut children {
+        while status_kib(child.id(), "smaps_rollup", "Rss").unwrap_or(0) < bytes >> 10 {
+            assert!(child.try_wait().unwrap().is_none(), "QEMU exited before its preallocation finished");
+            assert!(std::time::Instant::now() < deadline, "QEMU did not preallocate within 300 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let sum = |file: &str, key: &str| -> u64 {
+        children.iter().map(|c| status_kib(c.id(), file, key).unwrap_or_else(|| panic!("no {key} in {file}"))).sum()
+    };
+    let figures = (sum("smaps_rollup", "Rss"), sum("smaps_rollup", "Pss"), sum("status", "VmPTE"));
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::fs::remove_file(&file).unwrap();
+    figures
 }
 
 fn mib(kib: u64) -> String {
@@ -88,12 +137,27 @@ fn main() {
     let base = launch(&fleet_file(dir.as_path(), &idle, 1, true, "4K"));
     let mut rows = String::new();
     let mut json_rows = Vec::new();
+    let mut qemu_rows = String::new();
     let mut k8 = None;
     for k in KS {
         eprintln!("regions bench: K = {k}, shared and private");
         let shared = launch(&fleet_file(dir.as_path(), &touch, k, true, "1G"));
         let private = launch(&fleet_file(dir.as_path(), &touch, k, false, "1G"));
-        let growth = |r: &Run| r.rss_kib.saturating_sub(base.rss_kib);
+        eprintln!("regions bench: K = {k} QEMU processes over one memory-backend-file");
+        let (qemu_rss, qemu_pss, qemu_pte) = qemu_processes(dir.as_path(), k, REGION_GIB << 30);
+        let (_, _, idle_qemu_pte) = qemu_processes(dir.as_path(), k, 2 << 20);
+        let qemu_pte = qemu_pte as i64 - idle_qemu_pte as i64;
+        let vmpte = |r: &Run| r.vmpte_kib as i64 - base.vmpte_kib as i64;
+        qemu_rows += &format!(
+            "| {k} | {} | {} | {} | {} | {} | {} |\n",
+            mib(shared.pss_kib),
+            vmpte(&shared),
+            vmpte(&private),
+            mib(qemu_rss),
+            mib(qemu_pss),
+            qemu_pte,
+        );
+        let growth = |r: &Run| r.rss_kib.checked_sub(base.rss_kib).expect("RSS below the baseline fleet's");
         let stage2 = |r: &Run| r.stage2_pages.map_or("not exposed".to_owned(), |p| p.to_string());
         rows += &format!(
             "| {k} | {} | {} | {} | {} | {} | {} | {:.2}x | {} / {} | {} / {} | {:.1} / {:.1} s |\n",
@@ -123,6 +187,11 @@ fn main() {
             "shadow_pte_writes_private": private.shadow_pte_writes,
             "stage2_pages_shared": shared.stage2_pages,
             "stage2_pages_private": private.stage2_pages,
+            "vmm_vmpte_growth_kib_shared": vmpte(&shared),
+            "vmm_vmpte_growth_kib_private": vmpte(&private),
+            "qemu_processes_rss_mib": qemu_rss as f64 / 1024.0,
+            "qemu_processes_pss_mib": qemu_pss as f64 / 1024.0,
+            "qemu_processes_vmpte_kib": qemu_pte,
         }));
         if k == 8 {
             k8 = Some(growth(&shared));
@@ -142,6 +211,15 @@ fn main() {
          mapped; growth is over a one-VM fleet with an untouched 4 KiB region (RSS {} MiB). Backing: memfd. One run each.\n\n\
          | K VMs | shared RSS MiB | shared PSS MiB | shared growth MiB | private RSS MiB | private PSS MiB | private growth MiB | private / shared growth | shadow-PTE writes shared / private | stage-2 pages shared / private | wall shared / private |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
+         ## Against K QEMU processes sharing one memory-backend-file\n\n\
+         Without a VMM that runs K VMs over one mapping, the strongest setup a user has is K QEMU processes, each \
+         mapping the same file (`-object memory-backend-file,share=on`): one copy of the data too, but each process \
+         maps it with its own host page tables. Here each QEMU (no machine, no guest) touches the whole 1 GiB with \
+         `prealloc=on`; figures are summed over the K processes, RSS and PSS whole (QEMU's own memory included), \
+         VmPTE as growth over K QEMUs mapping 2 MiB. mshare-vmm's page tables are the VMM's VmPTE growth over the \
+         baseline fleet. Growths are signed, never clamped.\n\n\
+         | K | mshare-vmm shared: PSS MiB | mshare-vmm VmPTE growth KiB: shared | private copies | K QEMUs: RSS MiB (sum) | K QEMUs: PSS MiB (sum) | K QEMUs: VmPTE growth KiB (sum) |\n\
+         |---|---|---|---|---|---|---|\n{qemu_rows}\n\
          Goal: growth at K = 8 within 5 % of one copy. Measured: {} MiB for one 1 GiB copy shared by 8 VMs = {:.2}x one copy ({}).\n\n\
          Where this machine distorts: tiny guests run in guest kernel mode, which kvm_pvm emulates, so the wall times are \
          emulation-bound; the memory figures and the counts are not. kvm_pvm keeps KVM's stage-2 statistics (pages_4k/2m/1g) \

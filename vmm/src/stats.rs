@@ -17,17 +17,19 @@ ioctl_io_nr!(KVM_GET_STATS_FD, kvm_bindings::KVMIO, 0xce);
 /// The stage-2 statistics this project reports when the host has them.
 pub const STAGE2_STATS: [&str; 3] = ["pages_4k", "pages_2m", "pages_1g"];
 
-/// Memory of the VMM process, in KiB, from /proc/self/smaps_rollup.
+/// Memory of the VMM process, in KiB: /proc/self/smaps_rollup, plus `VmPTE` (its page
+/// tables) from /proc/self/status.
 pub fn process_memory() -> BTreeMap<String, u64> {
-    match std::fs::read_to_string("/proc/self/smaps_rollup") {
-        Ok(text) => parse_smaps_rollup(&text),
-        Err(e) => {
-            log::error!(
-                "reading /proc/self/smaps_rollup: {e}: the host memory figures are missing (is /proc mounted?)"
-            );
-            BTreeMap::new()
+    let mut memory = BTreeMap::new();
+    for (file, keep) in [("/proc/self/smaps_rollup", None), ("/proc/self/status", Some("VmPTE"))] {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                memory.extend(parse_smaps_rollup(&text).into_iter().filter(|(k, _)| keep.is_none_or(|w| k == w)))
+            }
+            Err(e) => log::error!("reading {file}: {e}: the host memory figures are missing (is /proc mounted?)"),
         }
     }
+    memory
 }
 
 /// `Rss N MiB, PSS N MiB` of a [`process_memory`] reading, or that it is unknown.

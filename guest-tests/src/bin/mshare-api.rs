@@ -807,9 +807,7 @@ fn umount_msharefs() -> io::Result<()> {
 fn mount_msharefs() -> io::Result<()> {
     let target = std::ffi::CString::new(MOUNT).map_err(io::Error::other)?;
     // SAFETY: valid C strings; no mount data.
-    let done = unsafe {
-        libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, std::ptr::null())
-    };
+    let done = unsafe { libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, std::ptr::null()) };
     if done != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -8,12 +8,16 @@
 //! page, report their minor faults, VmPTE and time, and stay alive until the parent has
 //! read PageTables. The same is done with children that map nothing, and their cost is
 //! subtracted (design.md, "Measuring"). Prints one line:
-//! `BENCH way=.. mode=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. faults=.. ms_per_proc=..`
+//! `BENCH way=.. mode=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. shared_tables_kib=.. residual_kib=.. faults=.. ms_per_proc=..`
 //! with the module's mode (B or C; `-` for the other ways), and the mapping's own cost:
-//! the PageTables growth, the VmPTE growth per child and the minor faults of all children
+//! the PageTables growth (system-wide), the mean VmPTE growth per child (its own tables),
+//! the shared tables the module holds (mode B; 0 otherwise), what the global growth leaves
+//! unexplained by those two (`pagetables - shared_tables - procs * vmpte`: other page-table
+//! churn in the system, the global counter's noise), the minor faults of all children
 //! (each minus the same children mapping nothing), and the mean time for a child to map
-//! and touch. Mappings of 1 GiB or more are placed at 1 GiB-aligned
-//! addresses, which hugetlbfs needs to share PMD tables.
+//! and touch. Differences are signed: a negative one is printed, never clamped to 0.
+//! Mappings of 1 GiB or more are placed at 1 GiB-aligned addresses, which hugetlbfs needs
+//! to share PMD tables.
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
 use guest_tests::process::pipe;
@@ -120,11 +124,11 @@ fn settled_page_tables() -> u64 {
 }
 
 /// One child's report: minor faults, VmPTE in KiB, microseconds to map and touch.
-type Report = (u64, u64, u64);
+type Report = (i64, i64, i64);
 
 /// Runs `procs` children mapping `file` (or nothing); returns PageTables growth (KiB) while
 /// they all live and their reports.
-fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec<Report>)> {
+fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(i64, Vec<Report>)> {
     let (mut report_r, report_w) = pipe()?;
     let (barrier_r, barrier_w) = pipe()?;
     let before = settled_page_tables();
@@ -161,7 +165,7 @@ fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
         line_count = text.lines().count();
     }
-    let grown = meminfo_kib("PageTables:").saturating_sub(before);
+    let grown = meminfo_kib("PageTables:") as i64 - before as i64;
     drop(barrier_w);
     for pid in pids {
         let mut status = 0;
@@ -171,7 +175,7 @@ fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(u64, Vec
     let reports = text
         .lines()
         .filter_map(|l| {
-            let v: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<i64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
             (v.len() == 3).then(|| (v[0], v[1], v[2]))
         })
         .collect::<Vec<_>>();
@@ -194,18 +198,23 @@ fn main() -> ExitCode {
         let mode = if way == "mshare" { SystemStats::read()?.mode } else { "-".to_owned() };
         let (idle_grown, idle) = round(None, 0, procs)?;
         let (grown, reports) = round(Some(&file), size as usize, procs)?;
+        // Shared tables (a 4 KiB page each) live while the region does: read while `file`
+        // holds it.
+        let shared_tables_kib = if way == "mshare" { SystemStats::read()?.shared_tables as i64 * 4 } else { 0 };
         // The mapping's own: minus what the same children cost mapping nothing.
-        let faults = reports.iter().map(|r| r.0).sum::<u64>().saturating_sub(idle.iter().map(|r| r.0).sum());
-        let vmpte =
-            (reports.iter().map(|r| r.1).sum::<u64>().saturating_sub(idle.iter().map(|r| r.1).sum())) / procs as u64;
-        let micros = reports.iter().map(|r| r.2).sum::<u64>() / procs as u64;
+        let sum = |reports: &[Report], field: fn(&Report) -> i64| reports.iter().map(field).sum::<i64>();
+        let faults = sum(&reports, |r| r.0) - sum(&idle, |r| r.0);
+        let vmpte = (sum(&reports, |r| r.1) - sum(&idle, |r| r.1)) as f64 / procs as f64;
+        let micros = sum(&reports, |r| r.2) as f64 / procs as f64;
+        let pagetables = grown - idle_grown;
+        let residual = pagetables as f64 - shared_tables_kib as f64 - vmpte * procs as f64;
         if way == "hugetlb" {
             let _ = fs::write("/proc/sys/vm/nr_hugepages", "0");
         }
         Ok(format!(
-            "BENCH way={way} mode={mode} procs={procs} size={size} pagetables_kib={} vmpte_kib={vmpte} faults={faults} ms_per_proc={:.1}",
-            grown.saturating_sub(idle_grown),
-            micros as f64 / 1000.0
+            "BENCH way={way} mode={mode} procs={procs} size={size} pagetables_kib={pagetables} vmpte_kib={vmpte:.1} \
+             shared_tables_kib={shared_tables_kib} residual_kib={residual:.0} faults={faults} ms_per_proc={:.1}",
+            micros / 1000.0
         ))
     };
     match run() {
