@@ -2,7 +2,8 @@
 
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
-//! msharefs regions ([`msharefs`], with `msharefs_glue.c`; [`region`]), mapped through
+//! msharefs regions ([`msharefs`], with `msharefs_glue.c`, speaking the ioctl API of the
+//! series' v1 or v3 per mount, [`msharefs_api`]; [`region`]), mapped through
 //! PTE tables shared by every process (mode B, [`shared_table`], on a kernel with the
 //! core-mm patch) or through a huge PFN mapping per process (mode C, any kernel), the
 //! system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices ([`ivshmem`]).
@@ -10,6 +11,7 @@
 mod devmshare;
 mod ivshmem;
 mod msharefs;
+mod msharefs_api;
 mod region;
 mod shared_table;
 mod stats;

@@ -14,13 +14,16 @@ struct inode;
 /* Rust: a region per msharefs file. */
 void *mshare_region_new(void);
 void mshare_region_drop(void *region);
-long mshare_region_ioctl(void *region, void *inode, unsigned int cmd, unsigned long arg,
+long mshare_region_ioctl(void *region, void *inode, int api, unsigned int cmd, unsigned long arg,
 			 bool writable);
 int mshare_region_truncate(void *region, void *inode, loff_t size);
+long mshare_region_fallocate(void *region, void *inode, int mode, loff_t offset, loff_t len);
+/* The address a region's page @pgoff must be mapped at (v1 start), 0 for anywhere. */
+long mshare_region_fixed_address(void *region, unsigned long pgoff);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /* 1: the window shares the region's tables (mode B); 0: its own mappings; or -errno. */
-int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
+int mshare_region_mmap_check(void *region, int api, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared, bool writable);
 bool mshare_region_writable(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
@@ -35,6 +38,7 @@ void mshare_device_region_evicted(void *region, void *inode);
 int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(void *inode, loff_t size);
+unsigned long msharefs_user_end(void);
 unsigned long msharefs_alloc_chunk(unsigned int order);
 void msharefs_free_chunk(unsigned long pfn, unsigned int order);
 void msharefs_invalidate_lock(void *inode);

@@ -1,38 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! msharefs, the Rust side of `msharefs_glue.c`: the ioctls of the January 2025 series on
-//! region files, `ftruncate`, `mshare_info`, the checks behind `mmap` of a region and the
-//! page lookups behind its faults. Regions themselves are in [`crate::region`].
+//! msharefs, the Rust side of `msharefs_glue.c`: the ioctls of both series APIs on region
+//! files ([`crate::msharefs_api`]), `ftruncate` and `fallocate`, `mshare_info`, the checks
+//! behind `mmap` of a region and the page lookups behind its faults. Regions themselves
+//! are in [`crate::region`].
 
-use crate::region::{check_mapping, Page, Region, Window};
+use crate::msharefs_api::{Api, Request};
+use crate::region::{check_mapping, offset_of, Page, Region, Window};
 use crate::{stats, GRANULE_SIZE};
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
     error::to_result,
     fs::file,
-    ioctl::_IOW,
-    ioctl::_IOR,
     prelude::*,
     str::CString,
     sync::{Arc, ArcBorrow},
     uaccess::{UserPtr, UserSlice},
 };
-
-/// `MSHAREFS_GET_SIZE`: `_IOR('x', 0, struct mshare_info)`.
-pub(crate) const MSHAREFS_GET_SIZE: u32 = _IOR::<[u64; 2]>(b'x' as u32, 0);
-/// `MSHAREFS_SET_SIZE`: `_IOW('x', 1, struct mshare_info)`.
-pub(crate) const MSHAREFS_SET_SIZE: u32 = _IOW::<[u64; 2]>(b'x' as u32, 1);
-/// `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 2, struct mshare_create)` (40 bytes with padding).
-pub(crate) const MSHAREFS_CREATE_MAPPING: u32 = _IOW::<[u64; 5]>(b'x' as u32, 2);
-/// `MSHAREFS_UNMAP`: `_IOW('x', 3, struct mshare_unmap)`.
-pub(crate) const MSHAREFS_UNMAP: u32 = _IOW::<[u64; 2]>(b'x' as u32, 3);
-/// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
-/// (`{ u64 windows, faults, backed, tables, links; }`).
-pub(crate) const MSHAREFS_GET_STATS: u32 = _IOR::<[u64; 5]>(b'x' as u32, 0x10);
-/// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64 prot)`, this project's extension: the
-/// protection of the whole region for every process sharing its tables, at once.
-pub(crate) const MSHAREFS_SET_PROT: u32 = _IOW::<u64>(b'x' as u32, 0x11);
 
 pub(crate) const PROT_READ: u32 = 0x1;
 pub(crate) const PROT_WRITE: u32 = 0x2;
@@ -48,11 +33,15 @@ extern "C" {
     fn msharefs_invalidate_lock(inode: *mut c_void);
     fn msharefs_invalidate_unlock(inode: *mut c_void);
     fn msharefs_zap(inode: *mut c_void, offset: bindings::loff_t, len: bindings::loff_t);
+    fn msharefs_user_end() -> c_ulong;
 }
 
+/// `FALLOC_FL_ALLOCATE_RANGE`: the only `fallocate` mode a region takes.
+const FALLOC_FL_ALLOCATE_RANGE: c_int = 0;
+
 /// `struct mshare_create { u64 addr; u64 size; u64 offset; u32 prot; u32 flags; u32 fd; }`:
-/// `addr` is the byte offset of the mapping inside the region (regions start at 0 here, as
-/// `region_offset` in the later revisions).
+/// `addr` is v1's address inside the region (an offset when the region has no start), or
+/// v3's `region_offset`.
 struct Create {
     addr: u64,
     size: u64,
@@ -75,12 +64,14 @@ impl Create {
     }
 
     /// Anonymous shared memory, read-write, is what regions hold today; a file's memory
-    /// (`fd`) is EOPNOTSUPP until ivshmem regions can back mappings.
-    fn check(&self) -> Result {
+    /// (`fd`) is EOPNOTSUPP until ivshmem regions can back mappings. v3 requires
+    /// `MAP_FIXED` too ("system-selected addresses are not supported").
+    fn check(&self, api: Api) -> Result {
         if self.prot != PROT_READ | PROT_WRITE || self.flags & !(MAP_SHARED | MAP_FIXED | MAP_ANONYMOUS) != 0 {
             return Err(EINVAL);
         }
-        if self.flags & MAP_SHARED == 0 {
+        let required = if api == Api::V3 { MAP_SHARED | MAP_FIXED } else { MAP_SHARED };
+        if self.flags & required != required {
             return Err(EINVAL);
         }
         if self.flags & MAP_ANONYMOUS == 0 || self.fd != NO_FD {
@@ -121,8 +112,11 @@ fn read_pair(arg: usize) -> Result<(u64, u64)> {
     Ok((u64_at(&raw, 0), u64_at(&raw, 8)))
 }
 
-fn set_size(region: &Region, inode: *mut c_void, requested: u64) -> Result {
-    let size = region.set_size(requested)?;
+/// Sets the region's size (and with v1's SET_SIZE its start), and the inode's.
+fn set_size(region: &Region, inode: *mut c_void, requested: u64, start: Option<u64>) -> Result {
+    // SAFETY: plain call into the C glue.
+    let user_end = unsafe { msharefs_user_end() } as u64;
+    let size = region.set_size(requested, start, user_end)?;
     // SAFETY: `inode` is the live inode of this region, passed by the VFS callback.
     unsafe { msharefs_inode_set_size(inode, size as bindings::loff_t) };
     Ok(())
@@ -193,31 +187,43 @@ pub(crate) fn unplug(region: &Region) {
     });
 }
 
-fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bool) -> Result {
+/// The region offset of a CREATE_MAPPING or UNMAP argument: v1 names an address inside
+/// the region (an offset when it has no start), v3 an offset.
+fn region_offset(region: &Region, api: Api, addr: u64, len: u64) -> Result<u64> {
+    match api {
+        Api::V1 => offset_of(region.start(), region.size(), addr, len),
+        Api::V3 => Ok(addr),
+    }
+}
+
+fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, writable: bool) -> Result {
     region.check_present()?;
-    // Reading is open to anyone who may open the file; changing the region takes a
-    // writable open, as ftruncate does.
-    if !writable && !matches!(cmd, MSHAREFS_GET_SIZE | MSHAREFS_GET_STATS) {
+    let request = Request::decode(api, cmd)?;
+    if !writable && !request.only_reads() {
         return Err(EBADF);
     }
-    match cmd {
-        MSHAREFS_GET_SIZE => {
+    match request {
+        Request::GetSize => {
             let mut info = [0u8; 16];
+            info[..8].copy_from_slice(&region.start().to_ne_bytes());
             info[8..].copy_from_slice(&region.size().to_ne_bytes());
             UserSlice::new(UserPtr::from_addr(arg), info.len()).writer().write_slice(&info)
         }
-        MSHAREFS_SET_SIZE => set_size(region, inode, read_pair(arg)?.1),
-        MSHAREFS_CREATE_MAPPING => {
+        Request::SetSize => {
+            let (start, size) = read_pair(arg)?;
+            set_size(region, inode, size, Some(start))
+        }
+        Request::CreateMapping => {
             let create = Create::parse(&read_arg::<40>(arg)?);
-            create.check()?;
-            region.create_mapping(create.addr, create.size)
+            create.check(api)?;
+            region.create_mapping(region_offset(region, api, create.addr, create.size)?, create.size)
         }
-        MSHAREFS_UNMAP => {
-            let (offset, len) = read_pair(arg)?;
-            unmap(region, inode, offset, len)
+        Request::Unmap => {
+            let (addr, len) = read_pair(arg)?;
+            unmap(region, inode, region_offset(region, api, addr, len)?, len)
         }
-        MSHAREFS_SET_PROT => set_prot(region, inode, u64_at(&read_arg::<8>(arg)?, 0)),
-        MSHAREFS_GET_STATS => {
+        Request::SetProt => set_prot(region, inode, u64_at(&read_arg::<8>(arg)?, 0)),
+        Request::GetStats => {
             let stats = region.stats();
             let mut raw = [0u8; 40];
             for (i, value) in [stats.windows, stats.faults, stats.backed, stats.tables, stats.links].iter().enumerate() {
@@ -225,7 +231,6 @@ fn ioctl(region: &Region, inode: *mut c_void, cmd: u32, arg: usize, writable: bo
             }
             UserSlice::new(UserPtr::from_addr(arg), raw.len()).writer().write_slice(&raw)
         }
-        _ => Err(ENOTTY),
     }
 }
 
@@ -309,13 +314,14 @@ unsafe extern "C" fn mshare_device_region_evicted(region: *mut c_void, inode: *m
 unsafe extern "C" fn mshare_region_ioctl(
     region: *mut c_void,
     inode: *mut c_void,
+    api: c_int,
     cmd: c_uint,
     arg: c_ulong,
     writable: bool,
 ) -> c_long {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    match ioctl(region, inode, cmd, arg as usize, writable) {
+    match ioctl(region, inode, Api::from_glue(api), cmd, arg as usize, writable) {
         Ok(()) => 0,
         Err(e) => e.to_errno() as c_long,
     }
@@ -330,9 +336,61 @@ unsafe extern "C" fn mshare_region_ioctl(
 unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_void, size: bindings::loff_t) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    match u64::try_from(size).map_err(|_| EINVAL).and_then(|size| set_size(region, inode, size)) {
+    match u64::try_from(size).map_err(|_| EINVAL).and_then(|size| set_size(region, inode, size, None)) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
+    }
+}
+
+/// fallocate: `FALLOC_FL_ALLOCATE_RANGE` from offset 0 sets the size like ftruncate (the
+/// v2/v3 series); other modes are EOPNOTSUPP, another offset EINVAL.
+///
+/// # Safety
+///
+/// `region` is the live region of `inode`.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_fallocate(
+    region: *mut c_void,
+    inode: *mut c_void,
+    mode: c_int,
+    offset: bindings::loff_t,
+    len: bindings::loff_t,
+) -> c_long {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    let result = if mode != FALLOC_FL_ALLOCATE_RANGE {
+        Err(EOPNOTSUPP)
+    } else if offset != 0 {
+        Err(EINVAL)
+    } else {
+        region.check_present().and_then(|()| u64::try_from(len).map_err(|_| EINVAL)).and_then(|len| set_size(region, inode, len, None))
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// Where page `pgoff` of the region must be mapped: its start (v1) plus the offset, 0 for
+/// anywhere, or a negative errno (ENODEV once its device went away).
+///
+/// # Safety
+///
+/// `region` is the live region of the file being mapped.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_fixed_address(region: *mut c_void, pgoff: c_ulong) -> c_long {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    if let Err(e) = region.check_present() {
+        return e.to_errno() as c_long;
+    }
+    let start = region.start();
+    if start == 0 {
+        return 0;
+    }
+    match (pgoff as u64).checked_mul(4096).and_then(|offset| start.checked_add(offset)) {
+        Some(address) => address as c_long,
+        None => EINVAL.to_errno() as c_long,
     }
 }
 
@@ -345,6 +403,7 @@ unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_v
 #[no_mangle]
 unsafe extern "C" fn mshare_region_mmap_check(
     region: *mut c_void,
+    api: c_int,
     start: c_ulong,
     end: c_ulong,
     pgoff: c_ulong,
@@ -354,8 +413,16 @@ unsafe extern "C" fn mshare_region_mmap_check(
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
     let offset = (pgoff as u64).checked_mul(4096).unwrap_or(u64::MAX);
+    let (start, end) = (start as u64, end as u64);
     let window = region.window(writable).and_then(|window| {
-        check_mapping(region.size(), start as u64, end as u64, offset, shared).map(|()| window)
+        check_mapping(region.size(), start, end, offset, shared)?;
+        // v3 maps the whole region only; a v1 region with a start is mapped there.
+        let whole = offset == 0 && end - start == region.size();
+        let fixed = region.start();
+        if (Api::from_glue(api) == Api::V3 && !whole) || (fixed != 0 && start != fixed + offset) {
+            return Err(EINVAL);
+        }
+        Ok(window)
     });
     match window {
         Ok(Window::Shared) => 1,

@@ -9,20 +9,30 @@
  * who may open (attach) it, and only its owner may remove it.
  */
 #include <linux/fs.h>
+#include <linux/falloc.h>
 #include <linux/fs_context.h>
+#include <linux/fs_parser.h>
 #include <linux/gfp.h>
 #include <linux/huge_mm.h>
 #include <linux/mm.h>
+#include <linux/mman.h>
 #include <linux/kobject.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/string.h>
 #include <linux/pagemap.h>
+#include <linux/seq_file.h>
 #include <linux/sysfs.h>
 
 #include "msharefs.h"
 
 #define MSHAREFS_MAGIC 0x4d534852
+
+/* The end of user address space, which a region's fixed start must leave it below. */
+unsigned long msharefs_user_end(void)
+{
+	return TASK_SIZE_MAX;
+}
 
 /* Called from Rust once a region's size is set. */
 void msharefs_inode_set_size(void *inode, loff_t size)
@@ -193,11 +203,19 @@ static const struct vm_operations_struct msharefs_shared_vm_ops = {
 };
 #endif
 
+/* The API a mount speaks (api=v1|v3), which gives the ioctl numbers their meaning. */
+static int msharefs_api(struct inode *inode)
+{
+	return *(const int *)inode->i_sb->s_fs_info;
+}
+
 static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	void *region = file_inode(file)->i_private;
-	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
-					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
+	struct inode *inode = file_inode(file);
+	void *region = inode->i_private;
+	int shared = mshare_region_mmap_check(region, msharefs_api(inode), vma->vm_start, vma->vm_end,
+					      vma->vm_pgoff, vma->vm_flags & VM_MAYSHARE,
+					      vma->vm_flags & VM_WRITE);
 
 	if (shared < 0)
 		return shared;
@@ -221,7 +239,42 @@ static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 {
 	struct inode *inode = file_inode(file);
 
-	return mshare_region_ioctl(inode->i_private, inode, cmd, arg, file->f_mode & FMODE_WRITE);
+	return mshare_region_ioctl(inode->i_private, inode, msharefs_api(inode), cmd, arg,
+				   file->f_mode & FMODE_WRITE);
+}
+
+/*
+ * A region with a fixed start address (the v1 API's SET_SIZE start) is mapped there: the
+ * hint may be that address or none; MAP_FIXED elsewhere is refused by the mmap check.
+ * Called with the mmap lock held, so the range found free stays free.
+ */
+static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long addr,
+						unsigned long len, unsigned long pgoff,
+						unsigned long flags)
+{
+	long fixed = mshare_region_fixed_address(file_inode(file)->i_private, pgoff);
+
+	if (fixed < 0)
+		return fixed;
+	if (!fixed || (flags & MAP_FIXED))
+		return fixed ? addr : thp_get_unmapped_area(file, addr, len, pgoff, flags);
+	if (addr && addr != fixed)
+		return -EINVAL;
+	if (len > TASK_SIZE || fixed > TASK_SIZE - len)
+		return -ENOMEM;
+	if (find_vma_intersection(current->mm, fixed, fixed + len))
+		return -ENOMEM;
+	return fixed;
+}
+
+/* fallocate(fd, 0, 0, size) sets the size, as ftruncate does (the v2/v3 series). */
+static long msharefs_fallocate(struct file *file, int mode, loff_t offset, loff_t len)
+{
+	struct inode *inode = file_inode(file);
+
+	if (!(file->f_mode & FMODE_WRITE))
+		return -EBADF;
+	return mshare_region_fallocate(inode->i_private, inode, mode, offset, len);
 }
 
 static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
@@ -250,7 +303,8 @@ static const struct file_operations msharefs_region_fops = {
 	.open		= simple_open,
 	.unlocked_ioctl	= msharefs_ioctl,
 	.mmap		= msharefs_mmap,
-	.get_unmapped_area = thp_get_unmapped_area,
+	.get_unmapped_area = msharefs_get_unmapped_area,
+	.fallocate	= msharefs_fallocate,
 };
 
 /* The same operations for device regions; evict_inode tells them apart (shared with the driver). */
@@ -259,7 +313,8 @@ static const struct file_operations msharefs_device_fops = {
 	.open		= simple_open,
 	.unlocked_ioctl	= msharefs_ioctl,
 	.mmap		= msharefs_mmap,
-	.get_unmapped_area = thp_get_unmapped_area,
+	.get_unmapped_area = msharefs_get_unmapped_area,
+	.fallocate	= msharefs_fallocate,
 };
 
 static const struct inode_operations msharefs_region_iops = {
@@ -400,9 +455,16 @@ static void msharefs_evict_inode(struct inode *inode)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
 }
 
+static int msharefs_show_options(struct seq_file *m, struct dentry *root)
+{
+	seq_printf(m, ",api=v%d", msharefs_api(d_inode(root)));
+	return 0;
+}
+
 static const struct super_operations msharefs_sops = {
 	.statfs		= simple_statfs,
 	.evict_inode	= msharefs_evict_inode,
+	.show_options	= msharefs_show_options,
 };
 
 /*
@@ -544,18 +606,50 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 	return msharefs_fill_devices(sb);
 }
 
+/*
+ * The API of a mount: "api=v1" (the January 2025 series, the default) or "api=v3" (the
+ * v2/v3 series, whose request numbers collide with v1's). One instance per API: every
+ * mount of one API shows the same regions; the key is also the superblock's s_fs_info.
+ */
+static const int msharefs_apis[] = { 1, 3 };
+
+enum { Opt_api };
+
+static const struct constant_table msharefs_api_names[] = {
+	{ "v1", 0 },
+	{ "v3", 1 },
+	{}
+};
+
+static const struct fs_parameter_spec msharefs_parameters[] = {
+	fsparam_enum("api", Opt_api, msharefs_api_names),
+	{}
+};
+
+static int msharefs_parse_param(struct fs_context *fc, struct fs_parameter *param)
+{
+	struct fs_parse_result result;
+	int opt = fs_parse(fc, msharefs_parameters, param, &result);
+
+	if (opt < 0)
+		return opt;
+	fc->fs_private = (void *)&msharefs_apis[result.uint_32];
+	return 0;
+}
+
 static int msharefs_get_tree(struct fs_context *fc)
 {
-	/* One instance: every mount shows the same regions. */
-	return get_tree_single(fc, msharefs_fill_super);
+	return get_tree_keyed(fc, msharefs_fill_super, fc->fs_private);
 }
 
 static const struct fs_context_operations msharefs_context_ops = {
+	.parse_param	= msharefs_parse_param,
 	.get_tree	= msharefs_get_tree,
 };
 
 static int msharefs_init_fs_context(struct fs_context *fc)
 {
+	fc->fs_private = (void *)&msharefs_apis[0];
 	fc->ops = &msharefs_context_ops;
 	return 0;
 }
@@ -564,6 +658,7 @@ static struct file_system_type msharefs_type = {
 	.owner			= THIS_MODULE,
 	.name			= "msharefs",
 	.init_fs_context	= msharefs_init_fs_context,
+	.parameters		= msharefs_parameters,
 	.kill_sb		= kill_anon_super,
 };
 

@@ -46,6 +46,8 @@ pub(crate) enum Page {
 
 struct State {
     size: u64,
+    /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
+    start: u64,
     /// First page frame of each granule's chunk; 0 for a hole.
     chunks: KVVec<usize>,
     /// The shared PTE tables (mode B).
@@ -58,7 +60,7 @@ struct State {
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self { size: 0, chunks: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
+        Self { size: 0, start: 0, chunks: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
     }
 }
 
@@ -134,6 +136,32 @@ pub(crate) fn check_new_size(current: u64, requested: u64) -> Result<u64> {
     Ok(requested)
 }
 
+/// Checks a region's fixed start address: granule aligned, and the region below
+/// `user_end` (the end of user address space); 0 (no fixed address) always passes.
+pub(crate) fn check_start(start: u64, size: u64, user_end: u64) -> Result {
+    if start == 0 {
+        return Ok(());
+    }
+    if start % GRANULE_SIZE != 0 || start.checked_add(size).is_none_or(|end| end > user_end) {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// The offset inside a region of `size` bytes starting at `start` of the address `addr`
+/// (v1's CREATE_MAPPING and UNMAP): with no start, `addr` is already an offset; with one,
+/// `[addr, addr + len)` must lie inside `[start, start + size)`.
+pub(crate) fn offset_of(start: u64, size: u64, addr: u64, len: u64) -> Result<u64> {
+    if start == 0 {
+        return Ok(addr);
+    }
+    let inside = addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + size);
+    if !inside {
+        return Err(EINVAL);
+    }
+    Ok(addr - start)
+}
+
 /// Checks a `[offset, offset + len)` part of a region of `size` bytes: whole granules, not
 /// empty, inside. Returns the granule indices.
 pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<core::ops::Range<usize>> {
@@ -184,7 +212,7 @@ impl Region {
         let tables = Tables::new(granules)?;
         stats::region_made();
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State { size, chunks, tables, writable: !read_only, unplugged: false }),
+            state <- new_mutex!(State { size, start: 0, chunks, tables, writable: !read_only, unplugged: false }),
             kind: Kind::Device { read_only },
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
@@ -239,19 +267,33 @@ impl Region {
         self.state.lock().size
     }
 
-    /// Sets the size (once; a device region's is the device's).
-    pub(crate) fn set_size(&self, requested: u64) -> Result<u64> {
+    /// The address every window maps the region at; 0 for anywhere.
+    pub(crate) fn start(&self) -> u64 {
+        self.state.lock().start
+    }
+
+    /// Sets the size (once; a device region's is the device's) and, with `start`, the
+    /// address windows map it at (v1's `MSHAREFS_SET_SIZE`; once, like the size). A start
+    /// must be granule aligned and leave the region below `user_end`.
+    pub(crate) fn set_size(&self, requested: u64, start: Option<u64>, user_end: u64) -> Result<u64> {
         let mut state = self.state.lock();
         if self.kind != Kind::Anonymous && requested != state.size {
             return Err(EINVAL);
         }
         let size = check_new_size(state.size, requested)?;
+        if let Some(start) = start {
+            check_start(start, size, user_end)?;
+            if state.size != 0 && start != state.start {
+                return Err(EINVAL);
+            }
+        }
         if state.size == 0 {
             let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
             let chunks = KVVec::from_elem(0, granules, GFP_KERNEL)?;
             state.tables = Tables::new(granules)?;
             state.chunks = chunks;
             state.size = size;
+            state.start = start.unwrap_or(0);
         }
         Ok(size)
     }
@@ -479,6 +521,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_start_is_aligned_and_leaves_the_region_in_user_space() {
+        let (g, end) = (GRANULE_SIZE, 1u64 << 47);
+        assert_eq!(check_start(0, 4 * g, end), Ok(()));
+        assert_eq!(check_start(2 << 40, 4 * g, end), Ok(()));
+        assert_eq!(check_start((2 << 40) + 4096, 4 * g, end), Err(EINVAL));
+        assert_eq!(check_start(end - 2 * g, 4 * g, end), Err(EINVAL));
+        assert_eq!(check_start(u64::MAX - g + 1, 4 * g, end), Err(EINVAL));
+    }
+
+    #[test]
+    fn v1_addresses_are_inside_the_region() {
+        let (g, start) = (GRANULE_SIZE, 2u64 << 40);
+        assert_eq!(offset_of(0, 4 * g, 2 * g, g), Ok(2 * g));
+        assert_eq!(offset_of(start, 4 * g, start + g, 2 * g), Ok(g));
+        assert_eq!(offset_of(start, 4 * g, start + 3 * g, 2 * g), Err(EINVAL));
+        assert_eq!(offset_of(start, 4 * g, start - g, g), Err(EINVAL));
+        assert_eq!(offset_of(start, 4 * g, u64::MAX - 4095, 8192), Err(EINVAL));
+    }
+
+    #[test]
     fn mappings_are_shared_aligned_and_inside() {
         let g = GRANULE_SIZE;
         assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, true), Ok(()));
@@ -523,7 +585,7 @@ mod tests {
         }
         let g = GRANULE_SIZE;
         let region = KBox::pin_init(Region::new(), GFP_KERNEL).expect("region");
-        assert_eq!(region.set_size(4 * g), Ok(4 * g));
+        assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
         assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
         let page = GRANULE_PAGES + 7;
         let Page::Frame(pfn) = region.page(page) else { panic!("no memory at page {page}") };

@@ -218,9 +218,11 @@ build_host_kernel_in_work_tree() {
     touch "$HOST_KERNEL_DIR/.built"
 }
 
-# The guest programs, and for the nested test host mshare-vmm and the tiny-guest suite
-# (vmm/tests/tiny_guests.rs, as $PROGRAMS_DIR/vmm-tiny-guests): static, so that they run
-# on an initramfs with no C library.
+# The guest programs (guest-tests' Rust programs, and its C programs written for the
+# posted series, built against mshare-uapi/include), and for the nested test host
+# mshare-vmm and the tiny-guest suite (vmm/tests/tiny_guests.rs, as
+# $PROGRAMS_DIR/vmm-tiny-guests): static, so that they run on an initramfs with no C
+# library.
 build_programs() {
     log "guest programs and the nested host's mshare-vmm: cargo build (static, x86_64)"
     local static=(--release --locked --target x86_64-unknown-linux-gnu --target-dir target/guest)
@@ -236,14 +238,21 @@ build_programs() {
             grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
         [ -x "$suite" ] || die "cargo printed no executable for the tiny-guest suite (see $CACHE_ROOT/logs/programs.log)"
         cp "$suite" "$PROGRAMS_DIR/vmm-tiny-guests"
+        local c
+        for c in guest-tests/c/*.c; do
+            run_logged "building $c" "$CACHE_ROOT/logs/programs.log" \
+                gcc -static -O2 -Wall -Wextra -Werror -std=gnu11 -I mshare-uapi/include \
+                -o "$PROGRAMS_DIR/$(basename "$c" .c)" "$c"
+        done
     )
 }
 
 # The guest programs guest-tests declares (stale binaries of removed ones are left out).
 guest_programs() {
     local src
-    for src in "$REPO_ROOT"/guest-tests/src/bin/*.rs; do
-        echo "$PROGRAMS_DIR/$(basename "$src" .rs)"
+    for src in "$REPO_ROOT"/guest-tests/src/bin/*.rs "$REPO_ROOT"/guest-tests/c/*.c; do
+        src=$(basename "$src")
+        echo "$PROGRAMS_DIR/${src%.*}"
     done | LC_ALL=C sort
 }
 

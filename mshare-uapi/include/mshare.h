@@ -4,13 +4,26 @@
  *
  * Two interfaces to the same regions (docs/module.md in mshare-vmm):
  *
- * msharefs, as in the January 2025 series: regions are files under /sys/fs/mshare.
+ * msharefs: regions are files under /sys/fs/mshare, with the ioctls of the posted series
+ * in the API the mount speaks (mount -t msharefs -o api=v1|v3; /proc/mounts says which):
+ *
+ *   v1 (January 2025, the default mount):
  *   fd = open("/sys/fs/mshare/NAME", O_RDWR | O_CREAT | O_EXCL, 0600);
- *   ftruncate(fd, size);                 (or MSHAREFS_SET_SIZE; whole granules)
- *   ioctl(fd, MSHAREFS_CREATE_MAPPING, &(struct mshare_create){ ... });
- *   p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
- * The granule (alignment and size unit) is in /sys/fs/mshare/mshare_info, the mode and
- * system-wide counters in /sys/fs/mshare/mshare_stats.
+ *   ioctl(fd, MSHAREFS_SET_SIZE, &(struct mshare_info){ .start = TB(2), .size = size });
+ *   ioctl(fd, MSHAREFS_CREATE_MAPPING, &(struct mshare_create){ .addr = TB(2), ... });
+ *   p = mmap((void *)TB(2), size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+ *   (start 0: no fixed address; addr is then an offset into the region)
+ *
+ *   v3 (April/August 2025), with MSHAREFS_API_V3 defined before this header:
+ *   ftruncate(fd, size);   or fallocate(fd, 0, 0, size); fstat gives the size
+ *   ioctl(fd, MSHAREFS_CREATE_MAPPING, &(struct mshare_create){ .region_offset = 0, ...,
+ *         .flags = MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, .fd = -1 });
+ *   p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);   the whole region
+ *
+ * MSHAREFS_V1_* and MSHAREFS_V3_* name each API's requests whatever is defined; v3's
+ * UNMAP and v1's SET_SIZE are the same number, which the mount tells apart. The granule
+ * (alignment and size unit) is in /sys/fs/mshare/mshare_info, the mode and system-wide
+ * counters in /sys/fs/mshare/mshare_stats.
  *
  * /dev/mshare, the calls of the 2026 syscall proposal as ioctls:
  *   fd = ioctl(dev, MSHARE_CREATE, O_CLOEXEC);   a region with no name
@@ -37,16 +50,22 @@ struct mshare_info {
 };
 
 struct mshare_create {
-	__u64 addr;		/* offset of the memory in the region */
+	union {
+		__u64 addr;		/* v1: address in [start, start + size), or offset */
+		__u64 region_offset;	/* v3: offset of the memory in the region */
+	};
 	__u64 size;
 	__u64 offset;		/* offset in fd's file: 0 */
 	__u32 prot;		/* PROT_READ | PROT_WRITE */
-	__u32 flags;		/* MAP_SHARED | MAP_ANONYMOUS */
+	__u32 flags;		/* MAP_SHARED | MAP_ANONYMOUS [| MAP_FIXED: v3 needs it] */
 	__u32 fd;		/* -1: anonymous memory */
 };
 
 struct mshare_unmap {
-	__u64 addr;		/* offset in the region */
+	union {
+		__u64 addr;		/* v1: as in struct mshare_create */
+		__u64 region_offset;	/* v3 */
+	};
 	__u64 size;
 };
 
@@ -58,11 +77,23 @@ struct mshare_stats {
 	__u64 links;		/* times a shared table was linked into a process */
 };
 
-#define MSHAREFS_GET_SIZE	_IOR('x', 0, struct mshare_info)
-#define MSHAREFS_SET_SIZE	_IOW('x', 1, struct mshare_info)
-#define MSHAREFS_CREATE_MAPPING	_IOW('x', 2, struct mshare_create)
-#define MSHAREFS_UNMAP		_IOW('x', 3, struct mshare_unmap)
-/* This project's extensions. */
+#define MSHAREFS_V1_GET_SIZE		_IOR('x', 0, struct mshare_info)
+#define MSHAREFS_V1_SET_SIZE		_IOW('x', 1, struct mshare_info)
+#define MSHAREFS_V1_CREATE_MAPPING	_IOW('x', 2, struct mshare_create)
+#define MSHAREFS_V1_UNMAP		_IOW('x', 3, struct mshare_unmap)
+#define MSHAREFS_V3_CREATE_MAPPING	_IOW('x', 0, struct mshare_create)
+#define MSHAREFS_V3_UNMAP		_IOW('x', 1, struct mshare_unmap)
+
+#ifdef MSHAREFS_API_V3
+#define MSHAREFS_CREATE_MAPPING	MSHAREFS_V3_CREATE_MAPPING
+#define MSHAREFS_UNMAP		MSHAREFS_V3_UNMAP
+#else
+#define MSHAREFS_GET_SIZE	MSHAREFS_V1_GET_SIZE
+#define MSHAREFS_SET_SIZE	MSHAREFS_V1_SET_SIZE
+#define MSHAREFS_CREATE_MAPPING	MSHAREFS_V1_CREATE_MAPPING
+#define MSHAREFS_UNMAP		MSHAREFS_V1_UNMAP
+#endif
+/* This project's extensions, the same under both APIs. */
 #define MSHAREFS_GET_STATS	_IOR('x', 0x10, struct mshare_stats)
 #define MSHAREFS_SET_PROT	_IOW('x', 0x11, __u64)	/* PROT_READ [| PROT_WRITE] */
 

@@ -1,5 +1,7 @@
-//! The msharefs ABI of the January 2025 series (see ../shared/design.md, "Guest ABI"):
-//! region files under /sys/fs/mshare and their ioctls.
+//! The msharefs ABI (see ../shared/design.md, "Guest ABI"): region files under
+//! /sys/fs/mshare and their ioctls. The items at the top level are the January 2025
+//! series' API ("v1", what a default mount speaks); [`v3`] holds the v2/v3 series' requests,
+//! which a mount with `-o api=v3` speaks instead (their numbers collide with v1's).
 
 use std::fs::File;
 use std::io;
@@ -12,7 +14,7 @@ pub const MOUNT: &str = "/sys/fs/mshare";
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MshareInfo {
-    /// Start address of the region's mapping (0 until mapped).
+    /// The address every process maps the region at (v1); 0 for anywhere.
     pub start: u64,
     /// Size in bytes (0 until set).
     pub size: u64,
@@ -31,11 +33,13 @@ pub const MSHAREFS_CREATE_MAPPING: u64 = ioc(1, 2, 40);
 /// `_IOW('x', 3, struct mshare_unmap)`
 pub const MSHAREFS_UNMAP: u64 = ioc(1, 3, 16);
 
-/// `struct mshare_create`: `addr` is the offset of the mapping inside the region.
+/// `struct mshare_create`: `addr` is v1's address inside the region (an offset when the
+/// region has no start), or v3's `region_offset`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct MshareCreate {
-    /// Offset inside the region (granule aligned).
+    /// v1: address inside `[start, start + size)`, or an offset with no start; v3: the
+    /// offset inside the region (granule aligned either way).
     pub addr: u64,
     /// Length (whole granules).
     pub size: u64,
@@ -190,10 +194,54 @@ pub fn get_size(file: &File) -> io::Result<MshareInfo> {
     Ok(info)
 }
 
-/// `MSHAREFS_SET_SIZE`.
+/// `MSHAREFS_SET_SIZE` with no fixed address.
 pub fn set_size(file: &File, size: u64) -> io::Result<()> {
-    let mut info = MshareInfo { start: 0, size };
+    set_size_at(file, 0, size)
+}
+
+/// `MSHAREFS_SET_SIZE` with the address every process maps the region at (`start`).
+pub fn set_size_at(file: &File, start: u64, size: u64) -> io::Result<()> {
+    let mut info = MshareInfo { start, size };
     ioctl(file, MSHAREFS_SET_SIZE, &mut info as *mut MshareInfo as usize)
+}
+
+/// The API (`"v1"` or `"v3"`) of the msharefs mount at `mount`, from /proc/mounts.
+pub fn mount_api(mount: &str) -> io::Result<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    // The last mount at the path is the one a lookup sees.
+    mounts
+        .lines()
+        .rev()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[1] == mount && f[2] == "msharefs")
+        .and_then(|f| f[3].split(',').find_map(|o| o.strip_prefix("api=")).map(str::to_owned))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no msharefs mount with api= at {mount}")))
+}
+
+/// The requests of the v2/v3 series (April and August 2025), for a mount with `-o api=v3`:
+/// the size by `ftruncate`/`fallocate` and `fstat`, no size ioctls, and these two taking a
+/// `region_offset`.
+pub mod v3 {
+    use super::{ioc, ioctl, MshareCreate};
+    use std::fs::File;
+    use std::io;
+
+    /// `_IOW('x', 0, struct mshare_create)`; `MshareCreate::addr` is the `region_offset`.
+    pub const MSHAREFS_CREATE_MAPPING: u64 = ioc(1, 0, 40);
+    /// `_IOW('x', 1, struct mshare_unmap)`: the number of v1's `MSHAREFS_SET_SIZE`.
+    pub const MSHAREFS_UNMAP: u64 = ioc(1, 1, 16);
+
+    /// `MSHAREFS_CREATE_MAPPING` (v3 requires `MAP_FIXED` in `flags`).
+    pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
+        let mut create = *create;
+        ioctl(file, MSHAREFS_CREATE_MAPPING, &mut create as *mut MshareCreate as usize)
+    }
+
+    /// `MSHAREFS_UNMAP` of `[region_offset, region_offset + size)`.
+    pub fn unmap(file: &File, region_offset: u64, size: u64) -> io::Result<()> {
+        let mut range = [region_offset, size];
+        ioctl(file, MSHAREFS_UNMAP, range.as_mut_ptr() as usize)
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +257,8 @@ mod tests {
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
         assert_eq!(MSHAREFS_GET_STATS, 0x8028_7810);
         assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
+        assert_eq!(v3::MSHAREFS_CREATE_MAPPING, 0x4028_7800);
+        assert_eq!(v3::MSHAREFS_UNMAP, MSHAREFS_SET_SIZE, "the collision the mount resolves");
         assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
         assert_eq!(std::mem::size_of::<MshareStats>(), 40);
     }

@@ -6,7 +6,8 @@
 //! mshare create NAME SIZE [MODE]   a region of SIZE (K/M/G suffixes; whole granules), memory
 //!                                  for all of it, mode octal (default 600)
 //! mshare remove NAME...            unlink regions (each goes when its last user does)
-//! mshare info                      mount point, granule, mode and system-wide statistics
+//! mshare info                      mount point, its API (v1 or v3), granule, mode and
+//!                                  system-wide statistics
 //! mshare read NAME OFFSET LEN      print LEN bytes of a region at OFFSET (as text)
 //! mshare write NAME OFFSET TEXT    write TEXT into a region at OFFSET
 //! ```
@@ -16,7 +17,7 @@
 //! ```
 //! Exit status: 0 done, 1 the operation failed (the error says why), 2 bad usage.
 
-use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
+use guest_tests::msharefs::{create_mapping, get_stats, mount_api, set_size, MshareCreate, MOUNT};
 
 /// Files of msharefs that are not regions.
 const RESERVED: [&str; 2] = ["mshare_info", "mshare_stats"];
@@ -192,12 +193,15 @@ fn main() -> ExitCode {
         ["info"] => match (
             fs::read_to_string(format!("{MOUNT}/mshare_info")),
             fs::read_to_string(format!("{MOUNT}/mshare_stats")),
+            mount_api(MOUNT),
         ) {
-            (Ok(granule), Ok(stats)) => {
-                print!("mount {MOUNT}\ngranule {}\n{stats}", granule.trim());
+            (Ok(granule), Ok(stats), Ok(api)) => {
+                print!("mount {MOUNT}\napi {api}\ngranule {}\n{stats}", granule.trim());
                 ExitCode::SUCCESS
             }
-            (Err(e), _) | (_, Err(e)) => fail(format!("{MOUNT}: {e} (is mshare.ko loaded and msharefs mounted?)")),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                fail(format!("{MOUNT}: {e} (is mshare.ko loaded and msharefs mounted?)"))
+            }
         },
         _ => {
             eprintln!("{USAGE}");
