@@ -17,8 +17,8 @@
 //! deleting the slot of an unmapped BAR2 must find nothing (the slot is gone), and a range
 //! a BAR2 moved away from must be free again.
 
-use crate::devices::ivshmem::Ivshmem;
-use crate::devices::pci::{PciBus, PciConfigIo, PciDevice};
+use crate::devices::ivshmem::{self, Ivshmem};
+use crate::devices::pci::{PciBus, PciConfigIo, PciDevice, COMMAND_MEMORY, REG_BAR0, REG_COMMAND};
 use crate::devices::{lock, PioDevice};
 use crate::memory;
 use crate::regions::{RegionSpec, SharedRegion};
@@ -41,12 +41,9 @@ const RAM_SLOT: u32 = 0;
 /// A memslot no device uses, registered only to ask KVM whether a range is free.
 const PROBE_SLOT: u32 = REGION_FIRST_SLOT + 8;
 const PAGE: u64 = 4096;
-const BAR0_SIZE: u64 = 0x100;
-const REG_COMMAND: usize = 1;
-const REG_BAR0: usize = 4;
-const REG_BAR2: usize = 6;
-const REG_BAR2_HIGH: usize = 7;
-const COMMAND_MEMORY: u32 = 1 << 1;
+const BAR0_SIZE: u64 = ivshmem::REGISTERS_SIZE as u64;
+const REG_BAR2: usize = REG_BAR0 + 2;
+const REG_BAR2_HIGH: usize = REG_BAR0 + 3;
 /// Bits of each register the guest may change (the rest must keep their value): command,
 /// cache line and latency, BAR0, BAR2 and interrupt line. Everything else is read-only.
 const WRITABLE: [(usize, u32); 6] =

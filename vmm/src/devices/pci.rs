@@ -14,13 +14,16 @@ pub const CONFIG_PORTS_LEN: u16 = 8;
 /// Slots on bus 0.
 pub const SLOTS: usize = 32;
 
-const REG_COMMAND: usize = 1;
+/// The command register (index in 32-bit registers).
+pub const REG_COMMAND: usize = 1;
 const REG_CLASS: usize = 2;
 const REG_HEADER: usize = 3;
-const REG_BAR0: usize = 4;
+/// The first BAR register.
+pub const REG_BAR0: usize = 4;
 const REG_CAPABILITIES: usize = 13;
 const REG_INTERRUPT: usize = 15;
-const COMMAND_MEMORY: u32 = 1 << 1;
+/// Command register bit: memory space decoding on.
+pub const COMMAND_MEMORY: u32 = 1 << 1;
 const STATUS_CAPABILITIES: u32 = 1 << 20;
 const FIRST_CAPABILITY: usize = 0x40;
 const BAR_MEM64: u32 = 0b10 << 1;
