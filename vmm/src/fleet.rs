@@ -27,9 +27,13 @@
 //! the entry and the fix.
 
 use crate::config::{parse_size, SerialTarget, VmConfig};
+use crate::error::io_err;
+use crate::outcome::Outcome;
 use crate::regions::{backing_from, Attachment, Backing, RegionSpec};
+use crate::signals::{read_signal, signal_fd, unblock_signals};
 use crate::stop::StopSignal;
-use crate::vmm::{self, Outcome, VmmError};
+use crate::vm::map_regions;
+use crate::vmm::{self, VmmError};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -232,7 +236,7 @@ fn wait_for_signal(signals: &std::os::fd::OwnedFd, millis: i32) -> Option<i32> {
     // SAFETY: polls one valid fd for a bounded time.
     let ready = unsafe { libc::poll(&mut poll, 1, millis) };
     if ready > 0 {
-        vmm::read_signal(signals)
+        read_signal(signals)
     } else {
         None
     }
@@ -254,9 +258,9 @@ pub struct FleetOutcome {
 /// Launches every VM of `fleet` in this process and waits for all of them. SIGINT and
 /// SIGTERM stop them all.
 pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
-    let shared = vmm::map_regions(&fleet.regions)?;
+    let shared = map_regions(&fleet.regions)?;
     // Blocked here, inherited by every VM and vCPU thread: only this thread sees them.
-    let signals = vmm::signal_fd()?;
+    let signals = signal_fd().map_err(io_err("signalfd"))?;
     let stops: Vec<Arc<StopSignal>> = fleet
         .vms
         .iter()
@@ -281,7 +285,7 @@ pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
             }
         }
     }
-    vmm::unblock_signals();
+    unblock_signals();
     let vms = threads
         .into_iter()
         .map(|(name, t)| {
@@ -354,7 +358,7 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
         let what = what.to_owned();
         move |source| VmmError::Io { what: what.clone(), source }
     };
-    let shared = vmm::map_regions(&fleet.regions)?;
+    let shared = map_regions(&fleet.regions)?;
     let mut fds = Vec::new();
     for region in &shared {
         let fd = region.backing_fd().ok_or_else(|| VmmError::Io {
@@ -368,7 +372,7 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
         fds.push((region.spec.name.clone(), fd));
     }
     let exe = std::env::current_exe().map_err(io("finding this executable"))?;
-    let signals = vmm::signal_fd()?;
+    let signals = signal_fd().map_err(io_err("signalfd"))?;
     let mut children: Vec<(String, std::process::Child, PathBuf)> = Vec::new();
     for config in &fleet.vms {
         let name = config.name.clone().unwrap_or_default();
@@ -415,7 +419,7 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
             }
         }
     }
-    vmm::unblock_signals();
+    unblock_signals();
     Ok(children
         .into_iter()
         .zip(statuses)

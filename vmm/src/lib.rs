@@ -11,12 +11,17 @@
 
 pub mod boot;
 pub mod config;
+pub mod console;
 pub mod devices;
+pub mod error;
+pub mod event_loop;
 pub mod fleet;
 pub mod host;
 pub mod logger;
 pub mod memory;
+pub mod outcome;
 pub mod regions;
+pub mod signals;
 pub mod stats;
 pub mod stop;
 pub mod symbols;
@@ -24,4 +29,5 @@ pub mod symbols;
 pub mod testing;
 pub mod tiny;
 pub mod vcpu;
+pub mod vm;
 pub mod vmm;

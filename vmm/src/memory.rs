@@ -13,6 +13,8 @@
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+/// Memslots of regions come after the (at most two) RAM slots.
+pub const REGION_FIRST_SLOT: u32 = 2;
 /// Where the GDT goes.
 pub const GDT_START: GuestAddress = GuestAddress(0x500);
 /// Where the IDT would go (an empty one is loaded: the kernel sets its own).

@@ -104,7 +104,7 @@ pub fn missing_stage2(stats: Option<&BTreeMap<String, u64>>) -> Vec<&'static str
 /// host memory at its stop), one per region (size, backing, who attached it), and for a
 /// fleet the process's memory once every VM stopped.
 pub fn report_json(
-    vms: &[(&str, &crate::vmm::Outcome)],
+    vms: &[(&str, &crate::outcome::Outcome)],
     regions: &[crate::regions::RegionSpec],
     host_memory_after: Option<&BTreeMap<String, u64>>,
 ) -> serde_json::Value {
@@ -122,7 +122,7 @@ pub fn report_json(
                 .collect();
             memslots.extend(o.regions.iter().enumerate().filter_map(|(i, r)| {
                 let addr = r.guest_address()?;
-                Some(json!({"slot": crate::vmm::REGION_FIRST_SLOT as usize + i, "kind": "region", "region": r.name,
+                Some(json!({"slot": crate::memory::REGION_FIRST_SLOT as usize + i, "kind": "region", "region": r.name,
                             "guest_address": addr, "size": r.size, "read_only": r.read_only}))
             }));
             json!({
@@ -164,7 +164,7 @@ pub fn report_json(
 }
 
 /// One line per VM for the log: host memory and the stage-2 counts (or what is missing).
-pub fn summary_line(o: &crate::vmm::Outcome) -> String {
+pub fn summary_line(o: &crate::outcome::Outcome) -> String {
     let stage2 = match &o.kvm_stats {
         Some(s) if missing_stage2(Some(s)).is_empty() => {
             STAGE2_STATS.iter().map(|n| format!("{n} {}", s[*n])).collect::<Vec<_>>().join(", ")
