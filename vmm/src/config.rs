@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the serial console goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SerialTarget {
     /// The VMM's stdout (and stdin feeds the guest).
     Stdout,
@@ -27,8 +27,8 @@ impl std::str::FromStr for SerialTarget {
     }
 }
 
-/// One VM.
-#[derive(Debug, Clone)]
+/// One VM. Serializable, so that a fleet hands each VM process its whole configuration.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     /// The VM's name in a fleet (prefixes its console lines on stdout).
     pub name: Option<String>,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// Whether to treat the host as a software hypervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SoftwareHypervisor {
     /// Detect it (the default).
     #[default]

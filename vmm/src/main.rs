@@ -31,6 +31,19 @@ enum Command {
     /// Launch the VMs and shared regions of a fleet file; exit 0 when every VM's status is 0,
     /// else with the first non-zero status in file order.
     Launch(LaunchArgs),
+    /// Boot one VM from a configuration written by `launch --process-per-vm` (JSON): how a
+    /// fleet hands each VM process all of its configuration.
+    #[command(hide = true)]
+    RunConfig(RunConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct RunConfigArgs {
+    /// The VM's configuration (vmm::config::VmConfig as JSON).
+    config: PathBuf,
+    /// Write the run's statistics as JSON here.
+    #[arg(long, value_name = "PATH")]
+    stats_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -125,26 +138,44 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let stats_json = args.stats_json.clone();
-            let config = vm_config(args);
-            match vmm::vmm::run(&config) {
-                Ok(outcome) => {
-                    let who = config.name.as_ref().map(|n| format!("vm '{n}': ")).unwrap_or_default();
-                    report(&who, &outcome);
-                    let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
-                    if let Err(e) = write_stats(stats_json.as_deref(), &[("vm", &outcome)], &regions, None) {
-                        log::error!("{e}");
-                        return ExitCode::from(EXIT_USAGE);
-                    }
-                    ExitCode::from(outcome.reason.exit_status())
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    ExitCode::from(EXIT_USAGE)
-                }
-            }
+            run(&vm_config(args), stats_json.as_deref())
         }
+        Command::RunConfig(args) => match read_config(&args.config) {
+            Ok(config) => run(&config, args.stats_json.as_deref()),
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Launch(args) => launch(&args),
     }
+}
+
+/// Runs one VM to its end, reports it, writes its statistics; the exit status is the VM's.
+fn run(config: &VmConfig, stats_json: Option<&std::path::Path>) -> ExitCode {
+    match vmm::vmm::run(config) {
+        Ok(outcome) => {
+            let who = config.name.as_ref().map(|n| format!("vm '{n}': ")).unwrap_or_default();
+            report(&who, &outcome);
+            let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
+            if let Err(e) = write_stats(stats_json, &[("vm", &outcome)], &regions, None) {
+                log::error!("{e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            ExitCode::from(outcome.reason.exit_status())
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// A VM configuration written by `launch --process-per-vm`.
+fn read_config(path: &std::path::Path) -> Result<VmConfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading the VM configuration {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("the VM configuration {}: {e}", path.display()))
 }
 
 /// Logs how a VM ended (`who` names it in a fleet).

@@ -18,7 +18,7 @@ use vm_memory::FileOffset;
 pub const MIN_REGION_SIZE: u64 = 4096;
 
 /// What holds a region's memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Backing {
     /// An anonymous memfd.
     Memfd,
@@ -35,7 +35,7 @@ pub enum Backing {
 }
 
 /// A region as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegionSpec {
     /// Name, shown to guests through the device's vendor capability.
     pub name: String,
@@ -46,7 +46,7 @@ pub struct RegionSpec {
 }
 
 /// A VM's attachment of a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     /// The region's name.
     pub region: String,
