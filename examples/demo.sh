@@ -49,8 +49,11 @@ for vm in report["vms"]:
     rss = vm.get("host_memory_kib_at_stop", {}).get("Rss", 0) >> 10
     print("  %-8s exit %s, RSS %d MiB at stop, read-only writes dropped %d; KVM: %s" % (vm["name"], vm["exit_status"], rss, dropped, stage2))
 after = report.get("host_memory_kib_after_all_vms") or {}
+def backing(b):
+    # "memfd", or {"hugetlbfs": {"page_size": N}}, {"path": FILE}, {"inherited_fd": N}
+    return b if isinstance(b, str) else ", ".join("%s %s" % kv for kv in b.items())
 for region in report["regions"]:
-    print("  region %s: %d MiB %s, attached by %s" % (region["name"], region["size"] >> 20, region["backing"], ", ".join(region["attached_by"])))
+    print("  region %s: %d MiB %s, attached by %s" % (region["name"], region["size"] >> 20, backing(region["backing"]), ", ".join(region["attached_by"])))
 print("  the VMM process after both VMs stopped: RSS %d MiB, PSS %d MiB" % (after.get("Rss", 0) >> 10, after.get("Pss", 0) >> 10))
 print("  (kvm_pvm shadows guest page tables: pages_* stay 0 here; mmu_pte_write counts its shadow-entry writes)")
 PY

@@ -21,6 +21,7 @@ pub mod logger;
 pub mod memory;
 pub mod outcome;
 pub mod regions;
+pub mod report;
 pub mod signals;
 pub mod stats;
 pub mod stop;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use vmm::config::{parse_size, SerialTarget, VmConfig};
 use vmm::host::SoftwareHypervisor;
 use vmm::regions::{Attachment, RegionSpec};
+use vmm::report::{Report, VmReport};
 
 /// Exit status for bad arguments or a VM that could not start.
 const EXIT_USAGE: u8 = 2;
@@ -158,7 +159,8 @@ fn run(config: &VmConfig, stats_json: Option<&std::path::Path>) -> ExitCode {
             let who = config.name.as_ref().map(|n| format!("vm '{n}': ")).unwrap_or_default();
             report(&who, &outcome);
             let regions: Vec<_> = config.regions.iter().map(|(spec, _)| spec.clone()).collect();
-            if let Err(e) = write_stats(stats_json, &[("vm", &outcome)], &regions, None) {
+            let report = Report::new(vec![VmReport::new(config.name.as_deref().unwrap_or("vm"), &outcome)], &regions);
+            if let Err(e) = write_stats(stats_json, &report) {
                 log::error!("{e}");
                 return ExitCode::from(EXIT_USAGE);
             }
@@ -196,16 +198,10 @@ fn report(who: &str, outcome: &vmm::vmm::Outcome) {
     log::info!("{who}{}", vmm::stats::summary_line(outcome));
 }
 
-/// Writes the JSON statistics if asked to.
-fn write_stats(
-    path: Option<&std::path::Path>,
-    vms: &[(&str, &vmm::vmm::Outcome)],
-    regions: &[vmm::regions::RegionSpec],
-    host_memory_after: Option<&std::collections::BTreeMap<String, u64>>,
-) -> Result<(), String> {
+/// Writes the JSON report if asked to.
+fn write_stats(path: Option<&std::path::Path>, report: &Report) -> Result<(), String> {
     let Some(path) = path else { return Ok(()) };
-    let json = vmm::stats::report_json(vms, regions, host_memory_after);
-    let text = serde_json::to_string_pretty(&json).map_err(|e| format!("--stats-json: {e}"))?;
+    let text = serde_json::to_string_pretty(report).map_err(|e| format!("--stats-json: {e}"))?;
     std::fs::write(path, text + "\n").map_err(|e| format!("--stats-json {}: {e}", path.display()))
 }
 
@@ -245,11 +241,13 @@ fn launch(args: &LaunchArgs) -> ExitCode {
             }
         }
     }
-    let finished: Vec<(&str, &vmm::vmm::Outcome)> =
-        results.vms.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| (name.as_str(), o))).collect();
+    let finished: Vec<VmReport> =
+        results.vms.iter().filter_map(|(name, r)| r.as_ref().ok().map(|o| VmReport::new(name, o))).collect();
     let after = &results.host_memory_after;
     log::info!("fleet: host memory after every VM stopped, regions still mapped: {}", vmm::stats::rss_pss(after));
-    if let Err(e) = write_stats(args.stats_json.as_deref(), &finished, &fleet.regions, Some(after)) {
+    let mut report = Report::new(finished, &fleet.regions);
+    report.host_memory_kib_after_all_vms = Some(after.clone());
+    if let Err(e) = write_stats(args.stats_json.as_deref(), &report) {
         log::error!("{e}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -282,12 +280,8 @@ fn launch_process_per_vm(fleet: &vmm::fleet::Fleet, stats_json: Option<&std::pat
         if status == 0 {
             status = code;
         }
-        match p.stats.as_ref().and_then(|s| s["vms"].get(0)) {
-            Some(vm) => {
-                let mut vm = vm.clone();
-                vm["name"] = serde_json::Value::from(p.name.clone());
-                vms.push(vm);
-            }
+        match p.stats.as_ref().and_then(|s| s.vms.first()) {
+            Some(vm) => vms.push(VmReport { name: p.name.clone(), ..vm.clone() }),
             // Its statistics are missing from the report: say so, and fail the launch.
             None if stats_json.is_some() => {
                 log::error!("vm '{}': its process left no readable statistics; the fleet report lacks it", p.name);
@@ -298,24 +292,11 @@ fn launch_process_per_vm(fleet: &vmm::fleet::Fleet, stats_json: Option<&std::pat
             None => {}
         }
     }
-    if let Some(path) = stats_json {
-        let regions: Vec<_> = fleet
-            .regions
-            .iter()
-            .map(|r| serde_json::json!({"name": r.name, "size": r.size, "backing": format!("{:?}", r.backing)}))
-            .collect();
-        let json = serde_json::json!({"process_per_vm": true, "vms": vms, "regions": regions});
-        let text = match serde_json::to_string_pretty(&json) {
-            Ok(text) => text,
-            Err(e) => {
-                log::error!("--stats-json {}: {e}", path.display());
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            log::error!("--stats-json {}: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let mut report = Report::new(vms, &fleet.regions);
+    report.process_per_vm = true;
+    if let Err(e) = write_stats(stats_json, &report) {
+        log::error!("{e}");
+        return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::from(status)
 }

@@ -19,6 +19,7 @@ pub const MIN_REGION_SIZE: u64 = 4096;
 
 /// What holds a region's memory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backing {
     /// An anonymous memfd.
     Memfd,

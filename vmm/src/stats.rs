@@ -1,13 +1,16 @@
-//! Statistics of a run: the VMM process's memory (smaps_rollup) and KVM's binary statistics
-//! of each VM (KVM_GET_STATS_FD), printed at exit and written as JSON with `--stats-json`.
+//! Statistics of a run: the VMM process's memory (smaps_rollup, VmPTE) and KVM's binary
+//! statistics of each VM (KVM_GET_STATS_FD), printed at exit and written as JSON with
+//! `--stats-json` ([`crate::report`]).
 //!
 //! Stage-2 page counts (`pages_4k`, `pages_2m`, `pages_1g`) are KVM x86 VM statistics on
 //! hosts whose KVM exposes them; what a host does not expose is listed as missing rather
 //! than reported as zero.
 
+use kvm_bindings::{kvm_stats_desc, kvm_stats_header, KVM_CAP_BINARY_STATS_FD};
+use kvm_ioctls::VmFd;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
 use vmm_sys_util::ioctl::ioctl;
 use vmm_sys_util::ioctl_io_nr;
@@ -51,116 +54,76 @@ pub fn parse_smaps_rollup(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// KVM's binary statistics of a VM (or vCPU) fd: name -> value, single-value statistics
-/// only (histograms are left out). `None` when the host has no KVM_GET_STATS_FD.
-pub fn kvm_binary_stats(fd: &impl AsRawFd) -> Option<BTreeMap<String, u64>> {
+/// KVM's binary statistics of a VM: name -> value, single-value statistics only
+/// (histograms are left out). `None` when the host has no KVM_CAP_BINARY_STATS_FD; a host
+/// that has it but whose statistics cannot be read is an error, logged, and `None`.
+pub fn kvm_binary_stats(vm: &VmFd) -> Option<BTreeMap<String, u64>> {
+    if vm.check_extension_raw(KVM_CAP_BINARY_STATS_FD.into()) <= 0 {
+        return None;
+    }
     // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1.
-    let stats_fd = unsafe { ioctl(fd, KVM_GET_STATS_FD()) };
+    let stats_fd = unsafe { ioctl(vm, KVM_GET_STATS_FD()) };
     if stats_fd < 0 {
+        log::error!("KVM_GET_STATS_FD: {}: the VM's KVM statistics are missing", std::io::Error::last_os_error());
         return None;
     }
     // SAFETY: the ioctl returned a fresh fd that nothing else owns.
     let file = unsafe { File::from_raw_fd(stats_fd) };
-    read_stats(&file)
+    match read_stats(&file) {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            log::error!("reading KVM's binary statistics: {e}: the VM's KVM statistics are missing");
+            None
+        }
+    }
 }
 
-fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+/// Reads a `#[repr(C)]` KVM statistics structure at `offset` of the stats file.
+fn read_struct<T: Default + Copy>(file: &File, offset: u64) -> std::io::Result<T> {
+    let mut value = T::default();
+    // SAFETY: `T` is one of kvm-bindings' plain-data statistics structures (integers only,
+    // every bit pattern valid); the slice covers exactly its bytes while `value` lives.
+    let bytes = unsafe { std::slice::from_raw_parts_mut((&mut value as *mut T).cast::<u8>(), size_of::<T>()) };
+    file.read_exact_at(bytes, offset)?;
+    Ok(value)
 }
 
-fn read_stats(file: &File) -> Option<BTreeMap<String, u64>> {
-    let mut header = [0u8; 24];
-    file.read_exact_at(&mut header, 0).ok()?;
-    // kvm_stats_header: flags, name_size, num_desc, id_offset, desc_offset, data_offset.
-    let name_size = read_u32(&header, 4)? as usize;
-    let num_desc = read_u32(&header, 8)? as usize;
-    let desc_offset = u64::from(read_u32(&header, 16)?);
-    let data_offset = u64::from(read_u32(&header, 20)?);
-    // kvm_stats_desc: flags u32, exponent i16, size u16, offset u32, bucket_size u32, name.
-    let desc_size = 16 + name_size;
-    let mut descs = vec![0u8; desc_size * num_desc];
-    file.read_exact_at(&mut descs, desc_offset).ok()?;
+/// The fixed part of a `kvm_stats_desc` (its name follows it in the file).
+#[derive(Default, Clone, Copy)]
+#[repr(C)]
+struct StatsDesc {
+    flags: u32,
+    exponent: i16,
+    size: u16,
+    offset: u32,
+    bucket_size: u32,
+}
+
+// The layout is kvm-bindings' kvm_stats_desc without its flexible name.
+const _: () = assert!(size_of::<StatsDesc>() == size_of::<kvm_stats_desc>());
+
+fn read_stats(file: &File) -> std::io::Result<BTreeMap<String, u64>> {
+    let header: kvm_stats_header = read_struct(file, 0)?;
+    let desc_size = (size_of::<kvm_stats_desc>() + header.name_size as usize) as u64;
     let mut stats = BTreeMap::new();
-    for d in descs.chunks_exact(desc_size) {
-        let size = u16::from_ne_bytes([d[6], d[7]]);
-        let offset = u64::from(read_u32(d, 8)?);
-        let name: String = d[16..].iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect();
-        if size != 1 {
+    for i in 0..u64::from(header.num_desc) {
+        let at = u64::from(header.desc_offset) + i * desc_size;
+        let desc: StatsDesc = read_struct(file, at)?;
+        let mut name = vec![0u8; header.name_size as usize];
+        file.read_exact_at(&mut name, at + size_of::<kvm_stats_desc>() as u64)?;
+        let name: String = name.iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect();
+        if desc.size != 1 {
             continue;
         }
-        let mut value = [0u8; 8];
-        file.read_exact_at(&mut value, data_offset + offset).ok()?;
-        stats.insert(name, u64::from_ne_bytes(value));
+        let value: u64 = read_struct(file, u64::from(header.data_offset) + u64::from(desc.offset))?;
+        stats.insert(name, value);
     }
-    Some(stats)
+    Ok(stats)
 }
 
 /// Which stage-2 statistics the host did not expose.
 pub fn missing_stage2(stats: Option<&BTreeMap<String, u64>>) -> Vec<&'static str> {
     STAGE2_STATS.iter().copied().filter(|name| stats.is_none_or(|s| !s.contains_key(*name))).collect()
-}
-
-/// The JSON report of a run: one entry per VM (memslots, exits, regions, KVM statistics,
-/// host memory at its stop), one per region (size, backing, who attached it), and for a
-/// fleet the process's memory once every VM stopped.
-pub fn report_json(
-    vms: &[(&str, &crate::outcome::Outcome)],
-    regions: &[crate::regions::RegionSpec],
-    host_memory_after: Option<&BTreeMap<String, u64>>,
-) -> serde_json::Value {
-    use serde_json::json;
-    use std::sync::atomic::Ordering::Relaxed;
-    let vm_entries: Vec<_> = vms
-        .iter()
-        .map(|(name, o)| {
-            let c = &o.counters;
-            let mut memslots: Vec<_> = crate::memory::ram_ranges(o.memory)
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .map(|(slot, (addr, size))| json!({"slot": slot, "kind": "ram", "guest_address": addr.0, "size": size}))
-                .collect();
-            memslots.extend(o.regions.iter().enumerate().filter_map(|(i, r)| {
-                let addr = r.guest_address()?;
-                Some(json!({"slot": crate::memory::REGION_FIRST_SLOT as usize + i, "kind": "region", "region": r.name,
-                            "guest_address": addr, "size": r.size, "read_only": r.read_only}))
-            }));
-            json!({
-                "name": name,
-                "stop": o.reason.to_string(),
-                "exit_status": o.reason.exit_status(),
-                "elapsed_s": o.elapsed.as_secs_f64(),
-                "first_kvm_run_ms": o.first_run.map(|d| d.as_secs_f64() * 1000.0),
-                "cpus": o.cpus,
-                "memory_bytes": o.memory,
-                "software_hypervisor": o.software_hypervisor,
-                "memslots": memslots,
-                "exits": {
-                    "io_in": c.io_in.load(Relaxed), "io_out": c.io_out.load(Relaxed),
-                    "mmio_read_unclaimed": c.mmio_read.load(Relaxed), "mmio_write_unclaimed": c.mmio_write.load(Relaxed),
-                    "instructions_completed_by_vmm": c.completed_instructions.load(Relaxed),
-                    "unclaimed_ports": o.unclaimed_ports,
-                },
-                "regions": o.regions.iter().map(|r| json!({
-                    "name": r.name, "size": r.size, "read_only": r.read_only, "guest_address": r.guest_address(),
-                    "read_only_writes_dropped": r.counters.read_only_writes.load(Relaxed),
-                    "memslot_maps": r.counters.memslot_maps.load(Relaxed),
-                })).collect::<Vec<_>>(),
-                "kvm_stats": o.kvm_stats,
-                "stage2_missing": missing_stage2(o.kvm_stats.as_ref()),
-                "host_memory_kib_at_stop": o.host_memory,
-            })
-        })
-        .collect();
-    let region_entries: Vec<_> = regions
-        .iter()
-        .map(|r| {
-            let attached: Vec<&str> =
-                vms.iter().filter(|(_, o)| o.regions.iter().any(|u| u.name == r.name)).map(|(n, _)| *n).collect();
-            json!({"name": r.name, "size": r.size, "backing": format!("{:?}", r.backing), "attached_by": attached})
-        })
-        .collect();
-    json!({"vms": vm_entries, "regions": region_entries, "host_memory_kib_after_all_vms": host_memory_after})
 }
 
 /// One line per VM for the log: host memory and the stage-2 counts (or what is missing).

@@ -18,8 +18,8 @@ pub struct VmProcess {
     pub name: String,
     /// The process's exit status (`None` when a signal ended it).
     pub status: Option<i32>,
-    /// The statistics it wrote (its `--stats-json`), if any.
-    pub stats: Option<serde_json::Value>,
+    /// The report it wrote (its `--stats-json`), if any.
+    pub stats: Option<crate::report::Report>,
 }
 
 /// One fleet VM's configuration for its own process: the same, with each region's backing
