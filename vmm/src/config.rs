@@ -62,16 +62,12 @@ pub struct VmConfig {
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// A size that does not parse.
     #[error("size '{0}': expected a number with an optional K, M or G suffix (e.g. 512M)")]
     BadSize(String),
-    /// Memory that cannot be given to a guest.
     #[error("--memory {0}: {1}")]
     Memory(String, String),
-    /// Bad vCPU count.
     #[error("--cpus {0}: expected 1 to {MAX_CPUS}")]
     Cpus(u32),
-    /// A file that is not there.
     #[error("{what} {}: no such file (check the path; `make -s image-paths` prints the built images)", path.display())]
     Missing {
         /// Which option.

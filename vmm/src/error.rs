@@ -3,7 +3,7 @@
 use crate::boot::cmdline;
 use crate::devices::ivshmem::MemslotError;
 use crate::devices::{pci, BusOverlap};
-use crate::regions::RegionError;
+use crate::regions::{MapError, RegionError};
 use crate::{boot, memory, vcpu};
 use kvm_ioctls::Cap;
 use std::io;
@@ -11,18 +11,14 @@ use std::io;
 /// Errors that keep a VM from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    /// Bad configuration.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// /dev/kvm missing.
     #[error(
         "/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization)"
     )]
     NoKvm,
-    /// /dev/kvm not accessible.
     #[error("/dev/kvm: permission denied (run as root or add your user to the kvm group)")]
     KvmPermission,
-    /// Any other KVM failure.
     #[error("{what}: {source}")]
     Kvm {
         /// Which step.
@@ -30,37 +26,32 @@ pub enum VmmError {
         /// The error.
         source: kvm_ioctls::Error,
     },
-    /// A capability the VMM needs is missing.
     #[error("this host's KVM lacks {0:?}, which mshare-vmm needs")]
     MissingCap(Cap),
-    /// Guest memory.
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
-    /// Kernel, initrd, zero page.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
-    /// Command line.
     #[error(transparent)]
     Cmdline(#[from] cmdline::CmdlineError),
-    /// Writing the boot page tables and GDT.
     #[error("writing the boot GDT and page tables: {0}")]
-    Tables(vm_memory::GuestMemoryError),
-    /// vCPU setup.
+    Tables(#[source] vm_memory::GuestMemoryError),
     #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
-    /// Devices.
     #[error(transparent)]
     Bus(#[from] BusOverlap),
-    /// Shared regions.
     #[error(transparent)]
     Region(#[from] RegionError),
-    /// A region's memslot.
+    #[error(transparent)]
+    RegionMap(#[from] MapError),
+    #[error("region '{0}' has no descriptor to hand down to a VM process (its backing is not a file)")]
+    NoDescriptor(String),
+    #[error("vm '{0}': its thread panicked (see the message above); the other VMs were not affected")]
+    VmThreadPanicked(String),
     #[error(transparent)]
     Memslot(#[from] MemslotError),
-    /// Too many devices.
     #[error("{0} regions attached: the PCI bus has room for {max}", max = pci::SLOTS - 1)]
     TooManyRegions(usize),
-    /// Host resources (files, eventfds, threads, epoll).
     #[error("{what}: {source}")]
     Io {
         /// What was being done.
@@ -68,9 +59,8 @@ pub enum VmmError {
         /// The error.
         source: io::Error,
     },
-    /// The event loop.
-    #[error("event loop: {0:?}")]
-    EventManager(event_manager::Error),
+    #[error("event loop: {0}")]
+    EventManager(#[source] event_manager::Error),
 }
 
 pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {

@@ -52,16 +52,13 @@ pub const E820_RESERVED: u32 = 2;
 /// Errors setting up guest memory.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    /// Too little memory to boot.
     #[error("guest memory of {size} bytes is too small: at least {} MiB is needed", MIN_MEMORY >> 20)]
     TooSmall {
         /// Requested size.
         size: u64,
     },
-    /// Not a whole number of pages.
     #[error("guest memory of {0} bytes is not a multiple of 4 KiB")]
     Unaligned(u64),
-    /// mmap of guest RAM failed.
     #[error("mapping guest RAM: {0}")]
     Mmap(#[from] vm_memory::mmap::FromRangesError),
 }

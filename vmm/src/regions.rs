@@ -58,7 +58,6 @@ pub struct Attachment {
 /// Errors describing or mapping a region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegionError {
-    /// A `--region` spec that does not parse.
     #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE|,fd=N][,ro])")]
     Spec {
         /// The spec.
@@ -66,7 +65,6 @@ pub enum RegionError {
         /// What is wrong.
         problem: String,
     },
-    /// An invalid region.
     #[error("region '{name}': {problem}")]
     Invalid {
         /// The region.
@@ -74,15 +72,21 @@ pub enum RegionError {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// Host resources.
-    #[error("region '{name}': {what}: {error}")]
+}
+
+/// A region the host could not make or map.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    #[error("region '{name}': {what}: {source}")]
     Host {
         /// The region.
         name: String,
         /// What was being done.
         what: String,
-        /// The OS error text.
-        error: String,
+        /// Why it failed.
+        source: std::io::Error,
     },
 }
 
@@ -205,12 +209,13 @@ pub struct SharedRegion {
     mapping: MmapRegion,
 }
 
-fn os_error(name: &str, what: &str, e: impl std::fmt::Display) -> RegionError {
-    RegionError::Host { name: name.to_owned(), what: what.to_owned(), error: e.to_string() }
+fn os_error(name: &str, what: &str, source: std::io::Error) -> MapError {
+    MapError::Host { name: name.to_owned(), what: what.to_owned(), source }
 }
 
-fn memfd(name: &str, flags: libc::c_uint) -> Result<File, RegionError> {
-    let cname = CString::new(format!("mshare-{name}")).map_err(|e| os_error(name, "memfd name", e))?;
+fn memfd(name: &str, flags: libc::c_uint) -> Result<File, MapError> {
+    let cname = CString::new(format!("mshare-{name}"))
+        .map_err(|e| os_error(name, "memfd name", std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     // SAFETY: memfd_create with a valid C string; the returned fd is checked and then owned.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | flags) };
     if fd < 0 {
@@ -222,7 +227,7 @@ fn memfd(name: &str, flags: libc::c_uint) -> Result<File, RegionError> {
 
 impl SharedRegion {
     /// Creates or opens the backing and maps it shared, read-write, into this process.
-    pub fn map(spec: &RegionSpec) -> Result<Self, RegionError> {
+    pub fn map(spec: &RegionSpec) -> Result<Self, MapError> {
         spec.validate()?;
         let name = spec.name.as_str();
         let file = match &spec.backing {
@@ -245,8 +250,10 @@ impl SharedRegion {
         if matches!(spec.backing, Backing::Memfd | Backing::Hugetlbfs { .. }) {
             file.set_len(spec.size).map_err(|e| os_error(name, "sizing the memfd", e))?;
         }
-        let size = usize::try_from(spec.size).map_err(|e| os_error(name, "size", e))?;
-        let mapping = MmapRegion::from_file(FileOffset::new(file, 0), size).map_err(|e| os_error(name, "mmap", e))?;
+        let size = usize::try_from(spec.size)
+            .map_err(|e| os_error(name, "size", std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let mapping = MmapRegion::from_file(FileOffset::new(file, 0), size)
+            .map_err(|e| os_error(name, "mmap", std::io::Error::other(e)))?;
         Ok(Self { spec: spec.clone(), mapping })
     }
 
@@ -278,7 +285,7 @@ impl SharedRegion {
     }
 }
 
-fn open_backing_file(name: &str, path: &Path, size: u64) -> Result<File, RegionError> {
+fn open_backing_file(name: &str, path: &Path, size: u64) -> Result<File, MapError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -17,7 +17,6 @@ pub const SOFTWARE_HYPERVISOR: &str =
 /// Errors assembling the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdlineError {
-    /// linux-loader refused a piece.
     #[error("kernel command line: {source} (while adding {piece:?})")]
     Invalid {
         /// What was being added.
@@ -25,11 +24,8 @@ pub enum CmdlineError {
         /// Why it was refused.
         source: linux_loader::cmdline::Error,
     },
-    /// A guest command word cannot be carried.
     #[error("guest command word {0:?} contains a double quote, which the kernel command line cannot carry")]
     Quote(String),
-    /// The kernel hands `/init` the words after the first `--` and drops everything from
-    /// a second one on.
     #[error("the guest command has a bare `--` word, after which the kernel drops every word; put the command in a script, or quote it into an `sh -c` word")]
     DoubleDash,
 }

@@ -27,7 +27,6 @@ const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 /// Errors loading a kernel and its boot data.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    /// The kernel file could not be read.
     #[error("kernel {}: {source}", path.display())]
     KernelFile {
         /// The path.
@@ -35,10 +34,8 @@ pub enum BootError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Neither ELF nor bzImage.
     #[error("kernel {}: not an ELF vmlinux nor a bzImage (no ELF magic, no \"HdrS\" boot header); pass the vmlinux or arch/x86/boot/bzImage of a built kernel", .0.display())]
     NotAKernel(PathBuf),
-    /// linux-loader refused the image.
     #[error("kernel {}: {source}", path.display())]
     KernelLoad {
         /// The path.
@@ -46,7 +43,6 @@ pub enum BootError {
         /// The loader's error.
         source: linux_loader::loader::Error,
     },
-    /// The initrd could not be read.
     #[error("initrd {}: {source}", path.display())]
     InitrdFile {
         /// The path.
@@ -54,7 +50,6 @@ pub enum BootError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The initrd does not fit in RAM above the kernel.
     #[error("initrd {} ({size} bytes) does not fit in guest RAM above the kernel: give the VM more memory", path.display())]
     InitrdTooBig {
         /// The path.
@@ -62,13 +57,10 @@ pub enum BootError {
         /// Its size.
         size: u64,
     },
-    /// The command line could not be written.
     #[error("writing the command line: {0}")]
     Cmdline(linux_loader::loader::Error),
-    /// The zero page could not be written.
     #[error("writing boot_params: {0}")]
     BootParams(linux_loader::configurator::Error),
-    /// Guest memory access failed.
     #[error("writing guest memory at {addr:#x}: {source}")]
     GuestMemory {
         /// The address.
@@ -76,7 +68,6 @@ pub enum BootError {
         /// The error.
         source: vm_memory::GuestMemoryError,
     },
-    /// The MP table could not be written.
     #[error("MP table: {0}")]
     MpTable(#[from] mptable::MpTableError),
 }

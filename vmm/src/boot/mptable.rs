@@ -31,10 +31,8 @@ const CPU_FEATURES: u32 = (1 << 0) | (1 << 9);
 /// Errors writing the MP table.
 #[derive(Debug, thiserror::Error)]
 pub enum MpTableError {
-    /// More vCPUs than the table holds.
     #[error("{0} vCPUs: the MP table supports 1 to {MAX_CPUS}")]
     TooManyCpus(u8),
-    /// The table did not fit in guest memory.
     #[error("writing it to guest memory: {0}")]
     GuestMemory(#[from] vm_memory::GuestMemoryError),
 }

@@ -57,12 +57,8 @@ pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
     let vms = threads
         .into_iter()
         .map(|(name, t)| {
-            (
-                name,
-                t.join().unwrap_or_else(|_| {
-                    Err(VmmError::Io { what: "a VM thread panicked".into(), source: std::io::Error::other("panic") })
-                }),
-            )
+            let result = t.join().unwrap_or_else(|_| Err(VmmError::VmThreadPanicked(name.clone())));
+            (name, result)
         })
         .collect();
     let host_memory_after = crate::stats::process_memory();

@@ -53,10 +53,7 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
     let shared = map_regions(&fleet.regions)?;
     let mut fds = Vec::new();
     for region in &shared {
-        let fd = region.backing_fd().ok_or_else(|| VmmError::Io {
-            what: format!("region '{}' has no descriptor to hand down", region.spec.name),
-            source: std::io::Error::other("no fd"),
-        })?;
+        let fd = region.backing_fd().ok_or_else(|| VmmError::NoDescriptor(region.spec.name.clone()))?;
         // SAFETY: clears close-on-exec on a descriptor this process owns (the region's).
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
             return Err(VmmError::Io { what: "fcntl(F_SETFD)".into(), source: std::io::Error::last_os_error() });

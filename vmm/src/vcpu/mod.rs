@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Errors setting up a vCPU.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
-    /// A KVM ioctl failed.
     #[error("{what}: {source}")]
     Kvm {
         /// Which step.
@@ -30,9 +29,8 @@ pub enum VcpuError {
         /// The error.
         source: kvm_ioctls::Error,
     },
-    /// Building the MSR list failed.
-    #[error("building the MSR list: {0:?}")]
-    Msrs(vmm_sys_util::fam::Error),
+    #[error("building the MSR list: {0}")]
+    Msrs(#[source] vmm_sys_util::fam::Error),
 }
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
