@@ -11,6 +11,7 @@
 //! 0x1_0000_0000  RAM above the gap, if any
 //! ```
 
+use vm_allocator::{AddressAllocator, AllocPolicy};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Memslots of regions come after the (at most two) RAM slots.
@@ -61,6 +62,8 @@ pub enum MemoryError {
     Unaligned(u64),
     #[error("mapping guest RAM: {0}")]
     Mmap(#[from] vm_memory::mmap::FromRangesError),
+    #[error("placing the regions' BARs above guest RAM: {0} (fewer or smaller regions, or less RAM)")]
+    Bars(#[source] vm_allocator::Error),
 }
 
 /// RAM ranges (start, size) for `size` bytes of guest memory, split around the MMIO gap.
@@ -114,20 +117,23 @@ pub fn pci_registers_address(index: usize) -> u32 {
     (MMIO_GAP_START as u32) + (index as u32) * 0x1000
 }
 
-/// Addresses for the 64-bit BARs of `sizes` (powers of two), in order: just above guest RAM,
-/// each aligned to its size, never inside the MMIO gap below 4 GiB.
-pub fn pci_bar64_addresses(memory: u64, sizes: &[u64]) -> Vec<u64> {
-    let mut cursor = if memory <= MMIO_GAP_START { memory } else { MMIO_GAP_END + (memory - MMIO_GAP_START) };
+/// The end of the guest-physical space 64-bit BARs are placed in (64 TiB: within what every
+/// x86-64 host's KVM accepts).
+pub const PCI_BAR64_END: u64 = 1 << 46;
+
+/// Addresses for the 64-bit BARs of `sizes` (powers of two), in order: above guest RAM,
+/// each aligned to its size, never inside the MMIO gap below 4 GiB (vm-allocator's
+/// first fit, the gap reserved).
+pub fn pci_bar64_addresses(memory: u64, sizes: &[u64]) -> Result<Vec<u64>, MemoryError> {
+    let start = if memory <= MMIO_GAP_START { memory } else { MMIO_GAP_END + (memory - MMIO_GAP_START) };
+    let mut window = AddressAllocator::new(start, PCI_BAR64_END - start).map_err(MemoryError::Bars)?;
+    if start < MMIO_GAP_END {
+        let gap = MMIO_GAP_END - start.max(MMIO_GAP_START);
+        window.allocate(gap, 1, AllocPolicy::ExactMatch(start.max(MMIO_GAP_START))).map_err(MemoryError::Bars)?;
+    }
     sizes
         .iter()
-        .map(|&size| {
-            let mut base = cursor.next_multiple_of(size);
-            if base < MMIO_GAP_END && base + size > MMIO_GAP_START {
-                base = MMIO_GAP_END.next_multiple_of(size);
-            }
-            cursor = base + size;
-            base
-        })
+        .map(|&size| Ok(window.allocate(size, size, AllocPolicy::FirstMatch).map_err(MemoryError::Bars)?.start()))
         .collect()
 }
 
@@ -179,10 +185,12 @@ mod tests {
 
     #[test]
     fn region_bars_go_above_ram_aligned_and_around_the_gap() {
-        assert_eq!(pci_bar64_addresses(64 << 20, &[64 << 20, 4 << 20]), vec![64 << 20, 128 << 20]);
-        assert_eq!(pci_bar64_addresses(512 << 20, &[1 << 30]), vec![1 << 30]);
-        assert_eq!(pci_bar64_addresses(2 << 30, &[1 << 30, 1 << 30]), vec![2 << 30, 1 << 32]);
-        assert_eq!(pci_bar64_addresses(4 << 30, &[1 << 30]), vec![5 << 30]);
+        let place = |memory, sizes: &[u64]| pci_bar64_addresses(memory, sizes).unwrap();
+        assert_eq!(place(64 << 20, &[64 << 20, 4 << 20]), vec![64 << 20, 128 << 20]);
+        assert_eq!(place(512 << 20, &[1 << 30]), vec![1 << 30]);
+        assert_eq!(place(2 << 30, &[1 << 30, 1 << 30]), vec![2 << 30, 1 << 32]);
+        assert_eq!(place(4 << 30, &[1 << 30]), vec![5 << 30]);
+        assert!(pci_bar64_addresses(1 << 30, &[PCI_BAR64_END]).is_err(), "a BAR that cannot fit is an error");
         assert_eq!(pci_registers_address(2), 0xc000_2000);
     }
 

@@ -271,7 +271,7 @@ impl<'h> Run<'h> {
     fn new(harness: &'h IvshmemHarness) -> Self {
         let stop = Arc::new(StopSignal::new().expect("an eventfd for the stop signal"));
         let sizes: Vec<u64> = harness.regions.iter().map(|(r, _)| r.size()).collect();
-        let addresses = memory::pci_bar64_addresses(RAM_SIZE, &sizes);
+        let addresses = memory::pci_bar64_addresses(RAM_SIZE, &sizes).expect("BAR placement for the harness");
         let mut bus = PciBus::new();
         let mut devices = Vec::new();
         for (i, ((region, read_only), addr)) in harness.regions.iter().zip(addresses).enumerate() {

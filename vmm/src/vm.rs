@@ -279,7 +279,7 @@ fn attach_regions(
         })
         .collect::<Result<_, _>>()?;
     let sizes: Vec<u64> = regions.iter().map(|(r, _)| r.size()).collect();
-    let addresses = memory::pci_bar64_addresses(config.memory, &sizes);
+    let addresses = memory::pci_bar64_addresses(config.memory, &sizes)?;
     for (i, ((region, read_only), addr)) in regions.into_iter().zip(addresses).enumerate() {
         let slot = REGION_FIRST_SLOT + i as u32;
         let registers = memory::pci_registers_address(i + 1);

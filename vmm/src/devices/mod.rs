@@ -3,8 +3,9 @@
 //! Every port access is a VM exit (under a software hypervisor, a costly one), so the
 //! devices are the few Linux needs: the 16550 UART ([`serial`]), the keyboard controller's
 //! reset line ([`i8042`]), the VMM's exit device ([`exit`]), and PCI configuration space
-//! ([`pci`]) with one ivshmem-compatible device per shared region ([`ivshmem`]). Ports
-//! nobody claims read as all ones and ignore writes, as on a bus with nothing behind it.
+//! ([`pci`]) with one ivshmem-compatible device per shared region ([`ivshmem`]). The port
+//! bus is vm-device's; ports nobody claims read as all ones and ignore writes, as on a
+//! bus with nothing behind it.
 
 pub mod exit;
 pub mod i8042;
@@ -14,6 +15,8 @@ pub mod serial;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use vm_device::bus::{Bus, PioAddress, PioAddressOffset, PioRange};
+use vm_device::DevicePio;
 
 /// Locks a device. A lock poisoned by a panic in another thread (possible in test builds;
 /// release builds abort on panic) still guards the device's state: use it, rather than
@@ -31,7 +34,7 @@ pub trait PioDevice: Send {
 }
 
 /// Error adding a device to the bus.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("ports {base:#x}..{end:#x} overlap a device already on the bus")]
 pub struct BusOverlap {
     /// First port of the refused range.
@@ -40,16 +43,23 @@ pub struct BusOverlap {
     pub end: u32,
 }
 
-struct Range {
-    base: u16,
-    len: u16,
-    device: Arc<Mutex<dyn PioDevice>>,
+/// A device on vm-device's bus, locked through [`lock`] for each access.
+struct Slot(Arc<Mutex<dyn PioDevice>>);
+
+impl DevicePio for Slot {
+    fn pio_read(&self, _base: PioAddress, offset: PioAddressOffset, data: &mut [u8]) {
+        lock(&self.0).read(offset, data);
+    }
+
+    fn pio_write(&self, _base: PioAddress, offset: PioAddressOffset, data: &[u8]) {
+        lock(&self.0).write(offset, data);
+    }
 }
 
-/// The port-I/O bus of one VM.
+/// The port-I/O bus of one VM: vm-device's bus, and what falls outside every device.
 #[derive(Default)]
 pub struct PioBus {
-    ranges: Vec<Range>,
+    bus: Bus<PioAddress, Slot>,
     /// Accesses to ports no device claims.
     pub unclaimed: AtomicU64,
 }
@@ -57,27 +67,17 @@ pub struct PioBus {
 impl PioBus {
     /// Puts `device` at ports `base..base + len`.
     pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) -> Result<(), BusOverlap> {
-        let end = u32::from(base) + u32::from(len);
-        let overlaps = self
-            .ranges
-            .iter()
-            .any(|r| u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end);
-        if overlaps || len == 0 || end > 0x1_0000 {
-            return Err(BusOverlap { base, end });
-        }
-        self.ranges.push(Range { base, len, device });
-        Ok(())
+        let overlap = BusOverlap { base, end: u32::from(base) + u32::from(len) };
+        let range = PioRange::new(PioAddress(base), len).map_err(|_| overlap.clone())?;
+        self.bus.register(range, Slot(device)).map_err(|_| overlap)
     }
 
-    fn find(&self, port: u16) -> Option<(&Range, u16)> {
-        self.ranges.iter().find(|r| port >= r.base && port - r.base < r.len).map(|r| (r, port - r.base))
-    }
-
-    /// Dispatches a guest `in`; unclaimed ports read as all ones.
+    /// Dispatches a guest `in`; ports no device claims (for the whole access) read as all
+    /// ones.
     pub fn read(&self, port: u16, data: &mut [u8]) {
-        match self.find(port) {
-            Some((range, offset)) => lock(&range.device).read(offset, data),
-            None => {
+        match self.bus.check_access(PioAddress(port), data.len()) {
+            Ok((range, slot)) => slot.pio_read(range.base(), PioAddress(port) - range.base(), data),
+            Err(_) => {
                 self.unclaimed.fetch_add(1, Ordering::Relaxed);
                 data.fill(0xff);
             }
@@ -86,9 +86,9 @@ impl PioBus {
 
     /// Dispatches a guest `out`; writes to unclaimed ports are dropped.
     pub fn write(&self, port: u16, data: &[u8]) {
-        match self.find(port) {
-            Some((range, offset)) => lock(&range.device).write(offset, data),
-            None => {
+        match self.bus.check_access(PioAddress(port), data.len()) {
+            Ok((range, slot)) => slot.pio_write(range.base(), PioAddress(port) - range.base(), data),
+            Err(_) => {
                 self.unclaimed.fetch_add(1, Ordering::Relaxed);
             }
         }
