@@ -44,8 +44,8 @@ test: images
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
 # cargo-fuzz (nightly, libFuzzer, AddressSanitizer) over the VMM's input parsers, the
-# ivshmem devices (PCI configuration space and MMIO, in a KVM VM) and the exit device: FUZZ_SECONDS per target, from the seeds in
-# vmm/fuzz/seeds into a scratch corpus. A crash leaves its input in vmm/fuzz/artifacts/.
+# ivshmem devices (PCI configuration space and MMIO, in a KVM VM) and the exit device:
+# FUZZ_SECONDS per target, from the seeds in vmm/fuzz/seeds into a scratch corpus. A crash leaves its input in vmm/fuzz/artifacts/.
 FUZZ_TARGETS := fleet_file region_spec pci_config exit_device
 FUZZ_SECONDS ?= 300
 fuzz:

@@ -17,7 +17,7 @@ use guest_runner::images::repo_root;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use vmm::tiny::{bar2_address_into_rbx, exit_with, tiny_elf, touch_pages_from_rbx};
+use vmm_testing::tiny::{bar2_address_into_rbx, exit_with, tiny_elf, touch_pages_from_rbx};
 
 const REGION_GIB: u64 = 1;
 const KS: [usize; 4] = [1, 2, 4, 8];

@@ -18,7 +18,7 @@ use guest_runner::nested::NestedBoot;
 use guest_runner::qemu::log_path;
 use serde_json::Value;
 use std::fmt::Write as _;
-use vmm::tiny::{bar2_address_into_rbx, mov_dx, tiny_elf, touch_pages_from_rbx};
+use vmm_testing::tiny::{bar2_address_into_rbx, mov_dx, tiny_elf, touch_pages_from_rbx};
 
 const KS: [usize; 3] = [1, 2, 4];
 

@@ -6,8 +6,8 @@
 //! [`boot`] (kernel, initrd, zero page, MP table, long-mode tables), [`vcpu`] (CPU state and
 //! the run loop), [`devices`] (UART, i8042 reset, exit device), [`stop`] (why a VM ended),
 //! [`host`] (what kind of KVM this is), [`regions`] (host memory shared with guests),
-//! [`vmm`] (one VM from start to stop). `testing` (hidden from these docs) holds the
-//! harnesses that the randomized tests and the cargo-fuzz targets share.
+//! [`vmm`] (one VM from start to stop). Test support (tiny guests, the ivshmem harness) is
+//! the separate `vmm-testing` crate, not part of this library.
 
 pub mod boot;
 pub mod config;
@@ -26,9 +26,6 @@ pub mod signals;
 pub mod stats;
 pub mod stop;
 pub mod symbols;
-#[doc(hidden)]
-pub mod testing;
-pub mod tiny;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

@@ -4,7 +4,7 @@
 //! failure replayable. These run on stable with every `cargo test`; the coverage-guided runs
 //! of the same inputs are the cargo-fuzz targets in vmm/fuzz (`make fuzz`, 10 s each in
 //! `make test`). The device test and the `pci_config` target share one harness,
-//! `vmm::testing::IvshmemHarness`: the real devices in a real KVM VM (so this test needs
+//! `vmm_testing::IvshmemHarness`: the real devices in a real KVM VM (so this test needs
 //! /dev/kvm, as the tiny-guest tests do), their memslots checked against KVM after every
 //! step; a failing input is saved for replay under cargo-fuzz.
 
@@ -14,7 +14,7 @@ use std::path::Path;
 use vmm::config::parse_size;
 use vmm::fleet::Fleet;
 use vmm::regions::RegionSpec;
-use vmm::testing::{IvshmemHarness, OP_LEN};
+use vmm_testing::{IvshmemHarness, OP_LEN};
 
 #[test]
 fn fleet_files_never_panic_and_errors_are_one_line() {
@@ -49,7 +49,7 @@ fn region_specs_and_sizes_never_panic() {
 
 #[test]
 fn guest_accesses_to_ivshmem_devices_keep_bars_and_memslots_in_step() {
-    // The real devices in a real KVM VM (vmm::testing::IvshmemHarness, shared with the
+    // The real devices in a real KVM VM (vmm_testing::IvshmemHarness, shared with the
     // pci_config fuzz target): inputs of 1 to 64 operations until `rounds` operations ran.
     let (mut rng, rounds) = setup();
     let harness = IvshmemHarness::new().expect("a KVM VM for the ivshmem harness (this test needs /dev/kvm)");

@@ -5,13 +5,13 @@
 //! every step the IDs and BAR types hold, each device maps BAR2 exactly where the guest
 //! has it decoding, and KVM agrees (the slot is there, a removed slot is gone, no slot over
 //! RAM or another); a placement KVM refuses stops the VM, naming the region, and only
-//! where the place was taken. The harness is `vmm::testing::IvshmemHarness`, shared with
+//! where the place was taken. The harness is `vmm_testing::IvshmemHarness`, shared with
 //! the seeded test in vmm/tests/input_fuzz.rs; one VM per process, fresh devices per input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use vmm::testing::IvshmemHarness;
+use vmm_testing::IvshmemHarness;
 
 static HARNESS: OnceLock<IvshmemHarness> = OnceLock::new();
 

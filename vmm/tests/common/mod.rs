@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-pub use vmm::tiny::*;
+pub use vmm_testing::tiny::*;
 
 /// A tiny guest kernel and its console file, in a temporary directory.
 pub struct Guest {

@@ -17,19 +17,19 @@
 //! deleting the slot of an unmapped BAR2 must find nothing (the slot is gone), and a range
 //! a BAR2 moved away from must be free again.
 
-use crate::devices::ivshmem::{self, Ivshmem};
-use crate::devices::pci::{PciBus, PciConfigIo, PciDevice, COMMAND_MEMORY, REG_BAR0, REG_COMMAND};
-use crate::devices::{lock, PioDevice};
-use crate::memory;
-use crate::memory::REGION_FIRST_SLOT;
-use crate::regions::{RegionSpec, SharedRegion};
-use crate::stop::{StopReason, StopSignal};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use vm_memory::mmap::MmapRegion;
+use vmm::devices::ivshmem::{self, Ivshmem};
+use vmm::devices::pci::{PciBus, PciConfigIo, PciDevice, COMMAND_MEMORY, REG_BAR0, REG_COMMAND};
+use vmm::devices::{lock, PioDevice};
+use vmm::memory;
+use vmm::memory::REGION_FIRST_SLOT;
+use vmm::regions::{RegionSpec, SharedRegion};
+use vmm::stop::{StopReason, StopSignal};
 
 /// Bytes per operation of an [`IvshmemHarness`] input; a shorter tail is ignored.
 pub const OP_LEN: usize = 8;
