@@ -35,14 +35,9 @@ fn qemu_memory(tag: &str) -> (u64, u64) {
             continue;
         }
         let rollup = std::fs::read_to_string(entry.path().join("smaps_rollup")).unwrap_or_default();
-        let kib = |key: &str| -> u64 {
-            rollup
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        total.0 += kib("Rss:");
-        total.1 += kib("Pss:");
+        let kib = mshare_uapi::formats::kib_lines(&rollup);
+        total.0 += kib.get("Rss").copied().unwrap_or(0);
+        total.1 += kib.get("Pss").copied().unwrap_or(0);
     }
     total
 }

@@ -32,13 +32,7 @@ const SGA_PROCS: f64 = 1500.0;
 const SGA_GIB: f64 = 300.0;
 
 fn bytes(size: &str) -> u64 {
-    let (number, unit) = size.split_at(size.len() - 1);
-    let shift = match unit {
-        "G" => 30,
-        "M" => 20,
-        _ => panic!("BENCH_SIZES: '{size}' is not a number of M or G"),
-    };
-    number.parse::<u64>().unwrap_or_else(|_| panic!("BENCH_SIZES: '{size}'")) << shift
+    mshare_uapi::formats::parse_size(size).unwrap_or_else(|| panic!("BENCH_SIZES: '{size}' is not a size like 256M"))
 }
 
 /// One figure over the runs of a case.

@@ -35,7 +35,7 @@ pub fn status_kib(key: &str) -> u64 {
 }
 
 fn kib_line(text: &str, key: &str) -> u64 {
-    text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    mshare_uapi::formats::kib_lines(text).get(key.trim_end_matches(':')).copied().unwrap_or(0)
 }
 
 /// Minor faults this process has taken so far.
@@ -71,16 +71,7 @@ pub fn parse_number(text: &str) -> Option<u64> {
     }
 }
 
-/// Parses a size in bytes with an optional K, M or G suffix (binary units).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.char_indices().last()? {
-        (i, 'k' | 'K') => (&text[..i], 10),
-        (i, 'm' | 'M') => (&text[..i], 20),
-        (i, 'g' | 'G') => (&text[..i], 30),
-        _ => (text, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
+pub use mshare_uapi::formats::parse_size;
 
 #[cfg(test)]
 mod tests {

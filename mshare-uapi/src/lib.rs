@@ -3,12 +3,15 @@
 //! - [`msharefs`]: region files under /sys/fs/mshare and their ioctls, the interface of the
 //!   January 2025 series, plus this project's statistics and protection ioctls;
 //! - [`device`]: `/dev/mshare`, the calls of the 2026 syscall proposal as ioctls;
-//! - [`Window`]: a mapping of a region, unmapped when dropped.
+//! - [`Window`]: a mapping of a region, unmapped when dropped;
+//! - [`formats`]: what host tools and guest programs share (sizes, /proc's kB lines, the
+//!   ivshmem capability that names a device's region).
 //!
 //! `include/mshare.h` is the same API for C; a test compiles it and checks that both
 //! agree.
 
 pub mod device;
+pub mod formats;
 pub mod msharefs;
 mod window;
 

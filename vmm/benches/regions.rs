@@ -96,7 +96,7 @@ fn qemu_processes(dir: &Path, k: usize, bytes: u64) -> (u64, u64, u64) {
         .collect();
     let status_kib = |pid: u32, file: &str, key: &str| -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-        vmm::stats::parse_smaps_rollup(&text).get(key).copied()
+        mshare_uapi::formats::kib_lines(&text).get(key).copied()
     };
     // Preallocation is done when a process maps the whole file (its RSS holds it all).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);

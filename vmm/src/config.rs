@@ -77,18 +77,10 @@ pub enum ConfigError {
     },
 }
 
-/// Parses `512M`, `1G`, `65536`, `4k`: bytes, with binary K/M/G suffixes.
+/// Parses `512M`, `1G`, `65536`, `4k`: bytes, with binary K/M/G suffixes
+/// (`mshare_uapi::formats::parse_size`, the one definition host and guest share).
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
-    let bad = || ConfigError::BadSize(text.to_owned());
-    let trimmed = text.trim();
-    let (digits, shift) = match trimmed.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&trimmed[..i], 10),
-        Some((i, 'm' | 'M')) => (&trimmed[..i], 20),
-        Some((i, 'g' | 'G')) => (&trimmed[..i], 30),
-        _ => (trimmed, 0),
-    };
-    let value: u64 = digits.parse().map_err(|_| bad())?;
-    value.checked_mul(1 << shift).ok_or_else(bad)
+    mshare_uapi::formats::parse_size(text).ok_or_else(|| ConfigError::BadSize(text.to_owned()))
 }
 
 impl VmConfig {

@@ -26,9 +26,9 @@ pub fn process_memory() -> BTreeMap<String, u64> {
     let mut memory = BTreeMap::new();
     for (file, keep) in [("/proc/self/smaps_rollup", None), ("/proc/self/status", Some("VmPTE"))] {
         match std::fs::read_to_string(file) {
-            Ok(text) => {
-                memory.extend(parse_smaps_rollup(&text).into_iter().filter(|(k, _)| keep.is_none_or(|w| k == w)))
-            }
+            Ok(text) => memory.extend(
+                mshare_uapi::formats::kib_lines(&text).into_iter().filter(|(k, _)| keep.is_none_or(|w| k == w)),
+            ),
             Err(e) => log::error!("reading {file}: {e}: the host memory figures are missing (is /proc mounted?)"),
         }
     }
@@ -41,17 +41,6 @@ pub fn rss_pss(memory: &BTreeMap<String, u64>) -> String {
         (Some(rss), Some(pss)) => format!("RSS {} MiB, PSS {} MiB", rss >> 10, pss >> 10),
         _ => "RSS and PSS unknown (no smaps_rollup)".to_owned(),
     }
-}
-
-/// Parses `Name:   123 kB` lines.
-pub fn parse_smaps_rollup(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let kib = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-            Some((name.trim().to_owned(), kib))
-        })
-        .collect()
 }
 
 /// KVM's binary statistics of a VM: name -> value, single-value statistics only
@@ -145,17 +134,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_smaps_rollup() {
-        let text = "55a4-7ffd ---p 00000000 00:00 0   [rollup]\nRss:               28672 kB\nPss:               20480 kB\nPss_Shmem:          4096 kB\n";
-        let m = parse_smaps_rollup(text);
-        assert_eq!(m.get("Rss"), Some(&28672));
-        assert_eq!(m.get("Pss_Shmem"), Some(&4096));
-        assert_eq!(m.len(), 3);
-    }
-
-    #[test]
     fn own_process_memory_is_readable() {
-        assert!(process_memory().get("Rss").is_some_and(|rss| *rss > 0));
+        let memory = process_memory();
+        assert!(memory.get("Rss").is_some_and(|rss| *rss > 0));
+        assert!(memory.contains_key("VmPTE"), "{memory:?}");
     }
 
     #[test]

@@ -161,13 +161,7 @@ fn file_spec(option: &str, text: &str) -> Result<(PathBuf, String), String> {
 fn ivshmem_spec(text: &str) -> Result<(PathBuf, u64), String> {
     let bad = || format!("--ivshmem {text}: expected FILE:SIZE, e.g. /dev/shm/db:64M");
     let (path, size) = text.rsplit_once(':').ok_or_else(bad)?;
-    let (digits, shift) = match size.char_indices().last().ok_or_else(bad)? {
-        (i, 'k' | 'K') => (&size[..i], 10),
-        (i, 'm' | 'M') => (&size[..i], 20),
-        (i, 'g' | 'G') => (&size[..i], 30),
-        _ => (size, 0),
-    };
-    let size = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)).ok_or_else(bad)?;
+    let size = mshare_uapi::formats::parse_size(size).ok_or_else(bad)?;
     if path.is_empty() || !size.is_power_of_two() {
         return Err(format!("{}: the size must be a power of two (a PCI BAR)", bad()));
     }

@@ -5,8 +5,9 @@
 //!
 //! The region's name reaches the guest in a vendor-specific capability (ID 0x09):
 //! `[0x09, next, length, 'M', 'S', version 1, flags, name bytes..., 0]`, flags bit 0 set
-//! when the VM attached the region read-only. QEMU's devices have no such capability, and
-//! guest drivers treat its absence as "unnamed".
+//! when the VM attached the region read-only (`mshare_uapi::formats::ivshmem_capability`,
+//! the layout the guest programs read). QEMU's devices have no such capability, and guest
+//! drivers treat its absence as "unnamed".
 //!
 //! The memslot follows the BAR: when the guest turns memory decoding off, sizes the BAR or
 //! moves it, the slot is removed or re-registered at the new address.
@@ -16,19 +17,12 @@ use crate::regions::SharedRegion;
 use crate::stop::{StopReason, StopSignal};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
+use mshare_uapi::formats::ivshmem_capability as capability;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// QEMU's ivshmem vendor ID (Red Hat / Qumranet).
-pub const VENDOR_ID: u16 = 0x1af4;
-/// ivshmem device ID.
-pub const DEVICE_ID: u16 = 0x1110;
 /// Size of the BAR0 register block.
 pub const REGISTERS_SIZE: u32 = 0x100;
-/// Vendor-specific capability ID.
-const CAP_VENDOR: u8 = 0x09;
-/// Capability flag: attached read-only.
-pub const CAP_FLAG_READ_ONLY: u8 = 1;
 
 /// Counters of one device, shared with the VMM's stats.
 #[derive(Debug)]
@@ -85,19 +79,10 @@ pub struct Ivshmem {
     stop: Arc<StopSignal>,
 }
 
-/// The vendor capability body (after ID and next pointer).
-pub fn name_capability(name: &str, read_only: bool) -> Vec<u8> {
-    let mut body = vec![0u8, b'M', b'S', 1, if read_only { CAP_FLAG_READ_ONLY } else { 0 }];
-    body.extend(name.as_bytes());
-    body.push(0);
-    body[0] = (2 + body.len()) as u8;
-    body
-}
-
 /// An ivshmem-plain device's configuration space before firmware places it: its IDs,
 /// BAR0 (registers) and a 64-bit prefetchable BAR2 of `region_size` bytes.
 pub fn config_space(region_size: u64) -> ConfigSpace {
-    let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, 0x05, 0x00, 1);
+    let mut config = ConfigSpace::new(capability::VENDOR_ID, capability::DEVICE_ID, 0x05, 0x00, 1);
     config.add_bar32(0, REGISTERS_SIZE);
     config.add_bar64(2, region_size, true);
     config
@@ -119,7 +104,7 @@ impl Ivshmem {
         let mut config = config_space(region.size());
         config.set_bar_address(0, u64::from(registers_addr));
         config.set_bar_address(2, region_addr);
-        config.add_capability(CAP_VENDOR, &name_capability(&region.spec.name, read_only));
+        config.add_capability(capability::CAP_ID, &capability::body(&region.spec.name, read_only));
         config.enable_memory();
         let mut device = Self {
             config,
@@ -241,16 +226,5 @@ impl Drop for Ivshmem {
         if let Some(addr) = self.mapped_at.take() {
             let _ = self.set_memslot(addr, 0);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capability_carries_name_and_flags() {
-        let body = name_capability("db", true);
-        assert_eq!(body, vec![10, b'M', b'S', 1, CAP_FLAG_READ_ONLY, b'd', b'b', 0]);
     }
 }
