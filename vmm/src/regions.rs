@@ -6,7 +6,8 @@
 //! outlive the VMs). The mapping is `MAP_SHARED`, so every memslot pointing at it, in any VM
 //! of this process, sees the same host pages through the same host page tables.
 
-use crate::config::parse_size;
+use mshare_uapi::formats::parse_size;
+use serde::Deserialize;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::FromRawFd;
@@ -136,34 +137,39 @@ impl RegionSpec {
     }
 
     /// Parses `name=db,size=256M[,backing=memfd|hugetlbfs][,pagesize=2M][,path=FILE][,ro]`
-    /// into a region and this VM's attachment of it.
+    /// into a region and this VM's attachment of it: the fields of a fleet file's
+    /// `[[region]]` ([`RegionFields`]), plus `fd=` and the access.
     pub fn parse_flag(spec: &str) -> Result<(RegionSpec, Attachment), RegionError> {
         let err = |problem: String| RegionError::Spec { spec: one_line(spec), problem: one_line(&problem) };
-        let mut fd = None;
-        let (mut name, mut size, mut backing, mut page_size, mut path, mut read_only) =
-            (None, None, None, None, None, false);
+        let (mut fields, mut fd, mut read_only) = (RegionFields::default(), None, false);
+        let (mut name, mut size) = (None, None);
         for item in spec.split(',') {
             match item.split_once('=') {
                 Some(("name", v)) => name = Some(v.to_owned()),
-                Some(("size", v)) => size = Some(parse_size(v).map_err(|e| err(e.to_string()))?),
-                Some(("backing", v)) => backing = Some(v.to_owned()),
-                Some(("pagesize", v)) => page_size = Some(parse_size(v).map_err(|e| err(e.to_string()))?),
-                Some(("path", v)) => path = Some(PathBuf::from(v)),
+                Some(("size", v)) => size = Some(v.to_owned()),
+                Some(("backing", v)) => fields.backing = Some(v.to_owned()),
+                Some(("pagesize", v)) => fields.page_size = Some(v.to_owned()),
+                Some(("path", v)) => fields.path = Some(v.to_owned()),
                 Some(("fd", v)) => fd = Some(v.parse::<i32>().map_err(|_| err(format!("fd '{v}' is not a number")))?),
                 None if item == "ro" => read_only = true,
                 None if item == "rw" => read_only = false,
                 _ => return Err(err(format!("unknown item '{item}'"))),
             }
         }
-        let name = name.ok_or_else(|| err("no name=".into()))?;
-        let size = size.ok_or_else(|| err("no size=".into()))?;
-        let backing = match fd {
-            Some(fd) if backing.is_none() && path.is_none() => Backing::InheritedFd(fd),
-            Some(_) => return Err(err("fd= stands alone: no backing= or path= with it".into())),
-            None => backing_from(backing.as_deref(), page_size, path).map_err(err)?,
+        fields.name = name.ok_or_else(|| err("no name=".into()))?;
+        fields.size = size.ok_or_else(|| err("no size=".into()))?;
+        let region = match fd {
+            Some(_) if fields.backing.is_some() || fields.path.is_some() => {
+                return Err(err("fd= stands alone: no backing= or path= with it".into()))
+            }
+            Some(fd) => RegionSpec { backing: Backing::InheritedFd(fd), ..fields.to_spec(None).map_err(err)? },
+            None => {
+                let path = fields.path.as_ref().map(PathBuf::from);
+                fields.to_spec(path).map_err(err)?
+            }
         };
-        let region = RegionSpec { name: name.clone(), size, backing };
-        Ok((region, Attachment { region: name, read_only }))
+        let attach = Attachment { region: region.name.clone(), read_only };
+        Ok((region, attach))
     }
 
     /// The `--region` spec that [`RegionSpec::parse_flag`] reads back as this region and
@@ -177,6 +183,39 @@ impl RegionSpec {
         };
         let ro = if attach.read_only { ",ro" } else { "" };
         format!("name={},size={}{backing}{ro}", self.name, self.size)
+    }
+}
+
+/// A region as a user writes it, in a fleet file's `[[region]]` or a `--region` flag: the
+/// same fields, turned into a [`RegionSpec`] the same way.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFields {
+    /// Its name.
+    pub name: String,
+    /// Its size, e.g. `64M`.
+    pub size: String,
+    /// `memfd` (default), `hugetlbfs` or `path`.
+    pub backing: Option<String>,
+    /// Huge page size for `hugetlbfs`: `2M` (default) or `1G`.
+    pub page_size: Option<String>,
+    /// The file of `backing = "path"`, as written.
+    pub path: Option<String>,
+}
+
+impl RegionFields {
+    /// The region, with `path` (the file, resolved by the caller) as its backing file;
+    /// the problem, if any, as one message.
+    pub fn to_spec(&self, path: Option<PathBuf>) -> Result<RegionSpec, String> {
+        let size_of = |text: &str| {
+            parse_size(text).ok_or_else(|| {
+                format!("size '{text}': expected a number with an optional K, M or G suffix (e.g. 512M)")
+            })
+        };
+        let size = size_of(&self.size)?;
+        let page_size = self.page_size.as_deref().map(size_of).transpose()?;
+        let backing = backing_from(self.backing.as_deref(), page_size, path)?;
+        Ok(RegionSpec { name: self.name.clone(), size, backing })
     }
 }
 

@@ -3,7 +3,7 @@
 //! the fix.
 
 use crate::config::{parse_size, SerialTarget, VmConfig};
-use crate::regions::{backing_from, Attachment, RegionSpec};
+use crate::regions::{Attachment, RegionFields, RegionSpec};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,19 +22,9 @@ pub struct FleetError {
 #[serde(deny_unknown_fields)]
 struct FleetFile {
     #[serde(default)]
-    region: Vec<RegionEntry>,
+    region: Vec<RegionFields>,
     #[serde(default)]
     vm: Vec<VmEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegionEntry {
-    name: String,
-    size: String,
-    backing: Option<String>,
-    page_size: Option<String>,
-    path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,12 +126,8 @@ impl Fleet {
             if !names.insert(r.name.clone()) {
                 return Err(fail(entry, "defined twice; give each [[region]] its own name".into()));
             }
-            let size = parse_size(&r.size).map_err(|e| fail(entry.clone(), e.to_string()))?;
-            let page_size =
-                r.page_size.as_deref().map(parse_size).transpose().map_err(|e| fail(entry.clone(), e.to_string()))?;
             let path = r.path.as_deref().map(|p| resolve(&entry, p)).transpose()?;
-            let backing = backing_from(r.backing.as_deref(), page_size, path).map_err(|e| fail(entry.clone(), e))?;
-            let spec = RegionSpec { name: r.name.clone(), size, backing };
+            let spec = r.to_spec(path).map_err(|e| fail(entry.clone(), e))?;
             spec.validate().map_err(|e| fail(String::new(), e.to_string()))?;
             regions.push(spec);
         }
