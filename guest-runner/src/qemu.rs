@@ -7,6 +7,7 @@
 
 use crate::console::{self, GuestResult, ModuleState, Problem};
 use crate::images::{ImagePaths, ImagesError};
+use mshare_uapi::formats::{guest_command_word, CommandWordError};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -183,20 +184,12 @@ impl Boot {
         if !self.command.is_empty() {
             line.push_str(" --");
             for word in &self.command {
-                if word == "--" {
-                    return Err(QemuError::DoubleDash);
-                }
-                if word.contains(['"', '\n']) {
-                    return Err(QemuError::BadWord(word.clone()));
-                }
+                let quoted = guest_command_word(word).map_err(|e| match e {
+                    CommandWordError::DoubleDash => QemuError::DoubleDash,
+                    CommandWordError::Unquotable => QemuError::BadWord(word.clone()),
+                })?;
                 line.push(' ');
-                if word.is_empty() || word.contains(char::is_whitespace) {
-                    line.push('"');
-                    line.push_str(word);
-                    line.push('"');
-                } else {
-                    line.push_str(word);
-                }
+                line.push_str(&quoted);
             }
         }
         Ok(line)

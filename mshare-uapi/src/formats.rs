@@ -30,6 +30,28 @@ pub fn kib_lines(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Why a word of a guest command cannot go on the kernel command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandWordError {
+    /// A bare `--`: the kernel gives /init only the words after the first one and drops
+    /// everything from a second on.
+    DoubleDash,
+    /// A double quote or a newline, which the kernel's argument parser cannot carry.
+    Unquotable,
+}
+
+/// A word of the guest command as the kernel command line carries it to the guest's /init
+/// (after `--`): as it is, or in double quotes when it is empty or has blanks.
+pub fn guest_command_word(word: &str) -> Result<String, CommandWordError> {
+    if word == "--" {
+        return Err(CommandWordError::DoubleDash);
+    }
+    if word.contains(['"', '\n']) {
+        return Err(CommandWordError::Unquotable);
+    }
+    Ok(if word.is_empty() || word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word.to_owned() })
+}
+
 /// mshare-vmm's ivshmem capability: in the device's PCI configuration space, a vendor
 /// capability `[0x09, next, length, 'M', 'S', version 1, flags, name bytes..., 0]`, flags
 /// bit 0 set when the VM attached the region read-only. QEMU's devices have none.
@@ -101,6 +123,16 @@ mod tests {
         assert_eq!(parse_size("lots"), None);
         assert_eq!(parse_size(""), None);
         assert_eq!(parse_size("99999999999G"), None, "overflow");
+    }
+
+    #[test]
+    fn guest_command_words() {
+        assert_eq!(guest_command_word("mshare-api"), Ok("mshare-api".to_owned()));
+        assert_eq!(guest_command_word("exit 3"), Ok("\"exit 3\"".to_owned()));
+        assert_eq!(guest_command_word(""), Ok("\"\"".to_owned()));
+        assert_eq!(guest_command_word("--"), Err(CommandWordError::DoubleDash));
+        assert_eq!(guest_command_word("say \"hi\""), Err(CommandWordError::Unquotable));
+        assert_eq!(guest_command_word("a\nb"), Err(CommandWordError::Unquotable));
     }
 
     #[test]

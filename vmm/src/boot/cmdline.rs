@@ -3,6 +3,7 @@
 
 use crate::memory::CMDLINE_MAX_SIZE;
 use linux_loader::cmdline::Cmdline;
+use mshare_uapi::formats::{guest_command_word, CommandWordError};
 
 /// Every boot: the console on the 16550, reset through the keyboard controller (the VMM's
 /// i8042 ends the VM), reboot at once on panic, no port-0x80 delays (each one is an exit).
@@ -24,7 +25,9 @@ pub enum CmdlineError {
         /// Why it was refused.
         source: linux_loader::cmdline::Error,
     },
-    #[error("guest command word {0:?} contains a double quote, which the kernel command line cannot carry")]
+    #[error(
+        "guest command word {0:?} contains a double quote or a newline, which the kernel command line cannot carry"
+    )]
     Quote(String),
     #[error("the guest command has a bare `--` word, after which the kernel drops every word; put the command in a script, or quote it into an `sh -c` word")]
     DoubleDash,
@@ -43,15 +46,13 @@ pub struct CmdlineParts<'a> {
     pub command: &'a [String],
 }
 
-/// Quotes a word for the kernel's argument parser when it has spaces.
+/// Quotes a word for the kernel's argument parser (`mshare_uapi::formats`, shared with the
+/// QEMU runner).
 fn quote(word: &str) -> Result<String, CmdlineError> {
-    if word == "--" {
-        return Err(CmdlineError::DoubleDash);
-    }
-    if word.contains('"') {
-        return Err(CmdlineError::Quote(word.to_owned()));
-    }
-    Ok(if word.is_empty() || word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word.to_owned() })
+    guest_command_word(word).map_err(|e| match e {
+        CommandWordError::DoubleDash => CmdlineError::DoubleDash,
+        CommandWordError::Unquotable => CmdlineError::Quote(word.to_owned()),
+    })
 }
 
 /// Builds the command line: [`BASE`], host options, user options, device options, `-- command`.
