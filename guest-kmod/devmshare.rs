@@ -9,7 +9,8 @@
 //! reach the same regions. Unlike the proposal, a region lives while any descriptor or
 //! mapping of it does, not only while its creator does.
 
-use crate::msharefs::{self, read_arg, u32_at, u64_at, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::msharefs::{self, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::uapi::{read_arg, write_arg, MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
 use crate::region::Region;
 use core::ffi::{c_int, c_void};
 use kernel::{
@@ -19,7 +20,6 @@ use kernel::{
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
     sync::aref::ARef,
-    uaccess::{UserPtr, UserSlice},
 };
 
 extern "C" {
@@ -32,15 +32,15 @@ extern "C" {
 /// descriptor.
 pub(crate) const MSHARE_CREATE: u32 = _IO(b'x' as u32, 0x20);
 /// `MSHARE_ATTACH`: `_IOWR('x', 0x21, struct mshare_attach)`.
-pub(crate) const MSHARE_ATTACH: u32 = _IOWR::<[u64; 4]>(b'x' as u32, 0x21);
+pub(crate) const MSHARE_ATTACH: u32 = _IOWR::<MshareAttach>(b'x' as u32, 0x21);
 /// `MSHARE_DETACH`: `_IOW('x', 0x22, struct mshare_detach)`.
-pub(crate) const MSHARE_DETACH: u32 = _IOW::<[u64; 2]>(b'x' as u32, 0x22);
+pub(crate) const MSHARE_DETACH: u32 = _IOW::<MshareDetach>(b'x' as u32, 0x22);
 /// `MSHARE_MAP`: `_IOW('x', 0x23, struct mshare_map)`.
-pub(crate) const MSHARE_MAP: u32 = _IOW::<[u64; 4]>(b'x' as u32, 0x23);
+pub(crate) const MSHARE_MAP: u32 = _IOW::<MshareMap>(b'x' as u32, 0x23);
 /// `MSHARE_UNMAP`: `_IOW('x', 0x24, struct mshare_range)`.
-pub(crate) const MSHARE_UNMAP: u32 = _IOW::<[u64; 3]>(b'x' as u32, 0x24);
+pub(crate) const MSHARE_UNMAP: u32 = _IOW::<MshareRange>(b'x' as u32, 0x24);
 /// `MSHARE_PROTECT`: `_IOW('x', 0x25, struct mshare_protect)`.
-pub(crate) const MSHARE_PROTECT: u32 = _IOW::<u64>(b'x' as u32, 0x25);
+pub(crate) const MSHARE_PROTECT: u32 = _IOW::<MshareProtect>(b'x' as u32, 0x25);
 
 /// `struct mshare_attach` flags: map read-only; map at `addr` exactly (fails if taken).
 const ATTACH_READ_ONLY: u32 = 1;
@@ -100,12 +100,11 @@ fn create(flags: usize) -> Result<isize> {
 /// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`:
 /// maps `[offset, offset + size)` of the region into the caller, returning the address.
 fn attach(arg: usize) -> Result<isize> {
-    let raw = read_arg::<32>(arg)?;
-    let (fd, flags, offset, size, addr) = (u32_at(&raw, 0), u32_at(&raw, 4), u64_at(&raw, 8), u64_at(&raw, 16), u64_at(&raw, 24));
+    let MshareAttach { fd, flags, offset, size, addr } = read_arg(arg)?;
     if flags & !(ATTACH_READ_ONLY | ATTACH_FIXED) != 0 || (flags & ATTACH_FIXED != 0 && addr == 0) {
         return Err(EINVAL);
     }
-    let region = RegionFd::get(fd)?;
+    let region = RegionFd::get(fd as u32)?;
     let prot = if flags & ATTACH_READ_ONLY != 0 { PROT_READ } else { PROT_READ | PROT_WRITE };
     let map_flags = MAP_SHARED | if flags & ATTACH_FIXED != 0 { MAP_FIXED_NOREPLACE } else { 0 };
     let hint = if flags & ATTACH_FIXED != 0 { addr } else { 0 };
@@ -126,8 +125,8 @@ fn attach(arg: usize) -> Result<isize> {
     if mapped as isize as i64 >= -4095 && (mapped as isize) < 0 {
         return Err(Error::from_errno(mapped as isize as i32));
     }
-    let mut writer = UserSlice::new(UserPtr::from_addr(arg + 24), 8).writer();
-    if let Err(e) = writer.write_slice(&(mapped as u64).to_ne_bytes()) {
+    let result = MshareAttach { fd, flags, offset, size, addr: mapped as u64 };
+    if let Err(e) = write_arg(arg, &result) {
         // SAFETY: undoing the mapping made above, in the same process.
         unsafe { bindings::vm_munmap(mapped, size as usize) };
         return Err(e);
@@ -137,8 +136,7 @@ fn attach(arg: usize) -> Result<isize> {
 
 /// `struct mshare_detach { __u64 addr; __u64 size; }`: a whole window, nothing else.
 fn detach(arg: usize) -> Result<isize> {
-    let raw = read_arg::<16>(arg)?;
-    let (addr, size) = (u64_at(&raw, 0), u64_at(&raw, 8));
+    let MshareDetach { addr, size } = read_arg(arg)?;
     if size == 0 {
         return Err(EINVAL);
     }
@@ -150,16 +148,14 @@ fn detach(arg: usize) -> Result<isize> {
 /// `struct mshare_map { __s32 fd; __u32 prot; __u64 offset; __u64 size; __s32 object_fd;
 /// __u32 flags; }`: gives `[offset, offset + size)` of the region memory.
 fn map(arg: usize) -> Result<isize> {
-    let raw = read_arg::<32>(arg)?;
-    let (fd, prot, offset, size) = (u32_at(&raw, 0), u32_at(&raw, 4), u64_at(&raw, 8), u64_at(&raw, 16));
-    let (object_fd, flags) = (u32_at(&raw, 24) as i32, u32_at(&raw, 28));
+    let MshareMap { fd, prot, offset, size, object_fd, flags } = read_arg(arg)?;
     if prot != PROT_READ | PROT_WRITE || flags & !(MAP_SHARED | MAP_ANONYMOUS) != 0 {
         return Err(EINVAL);
     }
     if object_fd != -1 {
         return Err(EOPNOTSUPP);
     }
-    let region = RegionFd::get(fd)?;
+    let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
     region.region().create_mapping(offset, size)?;
     Ok(0)
@@ -167,22 +163,22 @@ fn map(arg: usize) -> Result<isize> {
 
 /// `struct mshare_range { __s32 fd; __u32 pad; __u64 offset; __u64 size; }`.
 fn unmap(arg: usize) -> Result<isize> {
-    let raw = read_arg::<24>(arg)?;
-    if u32_at(&raw, 4) != 0 {
+    let MshareRange { fd, pad, offset, size } = read_arg(arg)?;
+    if pad != 0 {
         return Err(EINVAL);
     }
-    let region = RegionFd::get(u32_at(&raw, 0))?;
+    let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
-    msharefs::unmap(region.region(), region.inode, u64_at(&raw, 8), u64_at(&raw, 16))?;
+    msharefs::unmap(region.region(), region.inode, offset, size)?;
     Ok(0)
 }
 
 /// `struct mshare_protect { __s32 fd; __u32 prot; }`.
 fn protect(arg: usize) -> Result<isize> {
-    let raw = read_arg::<8>(arg)?;
-    let region = RegionFd::get(u32_at(&raw, 0))?;
+    let MshareProtect { fd, prot } = read_arg(arg)?;
+    let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
-    msharefs::set_prot(region.region(), region.inode, u64::from(u32_at(&raw, 4)))?;
+    msharefs::set_prot(region.region(), region.inode, u64::from(prot))?;
     Ok(0)
 }
 

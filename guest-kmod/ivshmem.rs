@@ -127,7 +127,7 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
         dev_info!(pdev, "region '{}': not whole 2 MiB granules, not published in msharefs\n", name);
         return Ok(None);
     }
-    let region = Arc::pin_init(Region::device(size, (start >> 12) as usize, read_only)?, GFP_KERNEL)?;
+    let region = Arc::pin_init(Region::device(size, (start >> kernel::page::PAGE_SHIFT) as usize, read_only)?, GFP_KERNEL)?;
     // Reserves the range as write-back, so that the PFN mappings of it are cached, as the
     // host's memory behind it is.
     // SAFETY: maps the device's own BAR, which nothing else maps.

@@ -15,6 +15,7 @@ mod msharefs_api;
 mod region;
 mod shared_table;
 mod stats;
+mod uapi;
 
 use kernel::{driver, pci, prelude::*};
 
@@ -49,6 +50,9 @@ pub(crate) const GRANULE_SHIFT: u32 = 21;
 
 /// Size of the region granule in bytes.
 pub(crate) const GRANULE_SIZE: u64 = 1 << GRANULE_SHIFT;
+
+/// Pages per granule: the entries of one PTE table.
+pub(crate) const GRANULE_PAGES: usize = 1 << (GRANULE_SHIFT - kernel::page::PAGE_SHIFT as u32);
 
 /// The largest region: 1 TiB. A region's bookkeeping (16 bytes per granule, 8 MiB here)
 /// is allocated when its size is set, before any memory; larger sizes are EFBIG.

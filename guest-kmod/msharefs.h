@@ -13,10 +13,10 @@ struct inode;
 
 /* Rust: a region per msharefs file. */
 void *mshare_region_new(void);
-void mshare_region_drop(void *region);
+void mshare_region_release(void *region, void *inode);
 long mshare_region_ioctl(void *region, void *inode, int api, unsigned int cmd, unsigned long arg,
 			 bool writable);
-int mshare_region_truncate(void *region, void *inode, loff_t size);
+int mshare_region_truncate(void *region, void *inode, loff_t size, bool from_open);
 long mshare_region_fallocate(void *region, void *inode, int mode, loff_t offset, loff_t len);
 /* The address a region's page @pgoff must be mapped at (v1 start), 0 for anywhere. */
 long mshare_region_fixed_address(void *region, unsigned long pgoff);
@@ -32,7 +32,6 @@ int mshare_region_table(void *region, unsigned long pgoff, void **table);
 void mshare_region_window_opened(void *region, bool shared);
 void mshare_region_window_closed(void *region, bool shared);
 int mshare_device_region_attach(void *region, void *inode);
-void mshare_device_region_evicted(void *region, void *inode);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);

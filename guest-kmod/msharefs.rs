@@ -6,8 +6,10 @@
 //! are in [`crate::region`].
 
 use crate::msharefs_api::{Api, Request};
+use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
 use crate::region::{check_mapping, offset_of, Page, Region, Window};
 use crate::{stats, GRANULE_SIZE};
+use kernel::page::PAGE_SIZE;
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
@@ -39,30 +41,9 @@ extern "C" {
 /// `FALLOC_FL_ALLOCATE_RANGE`: the only `fallocate` mode a region takes.
 const FALLOC_FL_ALLOCATE_RANGE: c_int = 0;
 
-/// `struct mshare_create { u64 addr; u64 size; u64 offset; u32 prot; u32 flags; u32 fd; }`:
-/// `addr` is v1's address inside the region (an offset when the region has no start), or
-/// v3's `region_offset`.
-struct Create {
-    addr: u64,
-    size: u64,
-    offset: u64,
-    prot: u32,
-    flags: u32,
-    fd: u32,
-}
-
-impl Create {
-    fn parse(raw: &[u8; 40]) -> Self {
-        Self {
-            addr: u64_at(raw, 0),
-            size: u64_at(raw, 8),
-            offset: u64_at(raw, 16),
-            prot: u32_at(raw, 24),
-            flags: u32_at(raw, 28),
-            fd: u32_at(raw, 32),
-        }
-    }
-
+/// CREATE_MAPPING's checks of its argument (`addr` is v1's address inside the region, an
+/// offset when the region has no start, or v3's `region_offset`).
+impl MshareCreate {
     /// Anonymous shared memory, read-write, is what regions hold today; a file's memory
     /// (`fd`) is EOPNOTSUPP until ivshmem regions can back mappings. v3 requires
     /// `MAP_FIXED` too ("system-selected addresses are not supported").
@@ -82,34 +63,6 @@ impl Create {
         }
         Ok(())
     }
-}
-
-/// Reads an ioctl's structure argument: `N` bytes of user memory at `arg` (EFAULT if they
-/// cannot be read), taken apart with [`u32_at`] and [`u64_at`].
-pub(crate) fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
-    let mut raw = [0u8; N];
-    UserSlice::new(UserPtr::from_addr(arg), N).reader().read_slice(&mut raw)?;
-    Ok(raw)
-}
-
-/// The native-endian `u32` at byte `at` of an argument.
-pub(crate) fn u32_at(raw: &[u8], at: usize) -> u32 {
-    let mut bytes = [0u8; 4];
-    bytes.copy_from_slice(&raw[at..at + 4]);
-    u32::from_ne_bytes(bytes)
-}
-
-/// The native-endian `u64` at byte `at` of an argument.
-pub(crate) fn u64_at(raw: &[u8], at: usize) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&raw[at..at + 8]);
-    u64::from_ne_bytes(bytes)
-}
-
-/// `{ u64; u64; }` (`struct mshare_info`, `struct mshare_unmap`).
-fn read_pair(arg: usize) -> Result<(u64, u64)> {
-    let raw = read_arg::<16>(arg)?;
-    Ok((u64_at(&raw, 0), u64_at(&raw, 8)))
 }
 
 /// Sets the region's size (and with v1's SET_SIZE its start), and the inode's.
@@ -203,33 +156,31 @@ fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, wr
         return Err(EBADF);
     }
     match request {
-        Request::GetSize => {
-            let mut info = [0u8; 16];
-            info[..8].copy_from_slice(&region.start().to_ne_bytes());
-            info[8..].copy_from_slice(&region.size().to_ne_bytes());
-            UserSlice::new(UserPtr::from_addr(arg), info.len()).writer().write_slice(&info)
-        }
+        Request::GetSize => write_arg(arg, &MshareInfo { start: region.start(), size: region.size() }),
         Request::SetSize => {
-            let (start, size) = read_pair(arg)?;
-            set_size(region, inode, size, Some(start))
+            let info: MshareInfo = read_arg(arg)?;
+            set_size(region, inode, info.size, Some(info.start))
         }
         Request::CreateMapping => {
-            let create = Create::parse(&read_arg::<40>(arg)?);
+            let create: MshareCreate = read_arg(arg)?;
             create.check(api)?;
             region.create_mapping(region_offset(region, api, create.addr, create.size)?, create.size)
         }
         Request::Unmap => {
-            let (addr, len) = read_pair(arg)?;
-            unmap(region, inode, region_offset(region, api, addr, len)?, len)
+            let range: MshareUnmap = read_arg(arg)?;
+            unmap(region, inode, region_offset(region, api, range.addr, range.size)?, range.size)
         }
-        Request::SetProt => set_prot(region, inode, u64_at(&read_arg::<8>(arg)?, 0)),
+        Request::SetProt => set_prot(region, inode, read_arg::<u64>(arg)?),
         Request::GetStats => {
             let stats = region.stats();
-            let mut raw = [0u8; 40];
-            for (i, value) in [stats.windows, stats.faults, stats.backed, stats.tables, stats.links].iter().enumerate() {
-                raw[i * 8..i * 8 + 8].copy_from_slice(&value.to_ne_bytes());
-            }
-            UserSlice::new(UserPtr::from_addr(arg), raw.len()).writer().write_slice(&raw)
+            let stats = MshareStats {
+                windows: stats.windows,
+                faults: stats.faults,
+                backed: stats.backed,
+                tables: stats.tables,
+                links: stats.links,
+            };
+            write_arg(arg, &stats)
         }
     }
 }
@@ -253,29 +204,32 @@ impl Drop for Registration {
     }
 }
 
+/// A new, empty region for a new inode, which holds it (a reference given back by
+/// [`mshare_region_release`]); null when out of memory.
 #[no_mangle]
 extern "C" fn mshare_region_new() -> *mut c_void {
-    match KBox::pin_init(Region::new(), GFP_KERNEL) {
-        // SAFETY: the region is never moved out of its box: it is only used through the raw
-        // pointer until `mshare_region_drop` re-pins it.
-        Ok(region) => KBox::into_raw(unsafe { Pin::into_inner_unchecked(region) }).cast(),
+    match Arc::pin_init(Region::new(), GFP_KERNEL) {
+        Ok(region) => Arc::into_raw(region).cast_mut().cast(),
         Err(_) => core::ptr::null_mut(),
     }
 }
 
+/// The inode holding `region` was evicted: its reference goes (the region with it, unless
+/// a device still holds it).
+///
 /// # Safety
 ///
-/// `region` comes from `mshare_region_new` and is dropped once, when its inode is evicted.
+/// `region` is the reference `inode` holds, from [`mshare_region_new`] or
+/// [`mshare_device_region_attach`], given back once.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_drop(region: *mut c_void) {
-    if !region.is_null() {
-        // SAFETY: per the function's contract, `region` is an owned, pinned `KBox<Region>`.
-        drop(unsafe { Pin::new_unchecked(KBox::from_raw(region.cast::<Region>())) });
-    }
+unsafe extern "C" fn mshare_region_release(region: *mut c_void, inode: *mut c_void) {
+    // SAFETY: per the function's contract, the inode's reference, from `Arc::into_raw`.
+    let region = unsafe { Arc::from_raw(region.cast::<Region>().cast_const()) };
+    region.inode_evicted(inode as usize);
 }
 
 /// An msharefs inode shows a device region: the inode holds a reference to it, given back
-/// by [`mshare_device_region_evicted`]. 0 or a negative errno.
+/// by [`mshare_region_release`]. 0 or a negative errno.
 ///
 /// # Safety
 ///
@@ -293,18 +247,6 @@ unsafe extern "C" fn mshare_device_region_attach(region: *mut c_void, inode: *mu
         }
         Err(e) => e.to_errno(),
     }
-}
-
-/// The inode of a device region was evicted: its reference goes.
-///
-/// # Safety
-///
-/// `region` was attached to `inode` by [`mshare_device_region_attach`], once.
-#[no_mangle]
-unsafe extern "C" fn mshare_device_region_evicted(region: *mut c_void, inode: *mut c_void) {
-    // SAFETY: per the function's contract, the reference `mshare_device_region_attach` kept.
-    let region = unsafe { Arc::from_raw(region.cast::<Region>().cast_const()) };
-    region.inode_evicted(inode as usize);
 }
 
 /// # Safety
@@ -327,13 +269,23 @@ unsafe extern "C" fn mshare_region_ioctl(
     }
 }
 
-/// ftruncate: sets the size like `MSHAREFS_SET_SIZE`.
+/// ftruncate (and `open(O_TRUNC)`, `from_open`): sets the size like `MSHAREFS_SET_SIZE`.
+/// `open(O_TRUNC)` asks for size 0, which a region never has: the region keeps its size
+/// and memory, as a shell redirection onto it expects nothing else.
 ///
 /// # Safety
 ///
 /// `region` is the live region of `inode`.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_truncate(region: *mut c_void, inode: *mut c_void, size: bindings::loff_t) -> c_int {
+unsafe extern "C" fn mshare_region_truncate(
+    region: *mut c_void,
+    inode: *mut c_void,
+    size: bindings::loff_t,
+    from_open: bool,
+) -> c_int {
+    if from_open && size == 0 {
+        return 0;
+    }
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
     match u64::try_from(size).map_err(|_| EINVAL).and_then(|size| set_size(region, inode, size, None)) {
@@ -388,7 +340,7 @@ unsafe extern "C" fn mshare_region_fixed_address(region: *mut c_void, pgoff: c_u
     if start == 0 {
         return 0;
     }
-    match (pgoff as u64).checked_mul(4096).and_then(|offset| start.checked_add(offset)) {
+    match (pgoff as u64).checked_mul(PAGE_SIZE as u64).and_then(|offset| start.checked_add(offset)) {
         Some(address) => address as c_long,
         None => EINVAL.to_errno() as c_long,
     }
@@ -412,7 +364,7 @@ unsafe extern "C" fn mshare_region_mmap_check(
 ) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    let offset = (pgoff as u64).checked_mul(4096).unwrap_or(u64::MAX);
+    let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
     let (start, end) = (start as u64, end as u64);
     let window = region.window(writable).and_then(|window| {
         check_mapping(region.size(), start, end, offset, shared)?;

@@ -14,24 +14,25 @@
 //! say which it is. This project's extensions (`GET_STATS`, `SET_PROT`, from 0x10 on) are
 //! the same under both.
 
+use crate::uapi::{MshareCreate, MshareInfo, MshareStats, MshareUnmap};
 use kernel::ioctl::{_IOR, _IOW};
 use kernel::prelude::*;
 
 /// v1 `MSHAREFS_GET_SIZE`: `_IOR('x', 0, struct mshare_info)`.
-pub(crate) const V1_GET_SIZE: u32 = _IOR::<[u64; 2]>(b'x' as u32, 0);
+pub(crate) const V1_GET_SIZE: u32 = _IOR::<MshareInfo>(b'x' as u32, 0);
 /// v1 `MSHAREFS_SET_SIZE`: `_IOW('x', 1, struct mshare_info)`.
-pub(crate) const V1_SET_SIZE: u32 = _IOW::<[u64; 2]>(b'x' as u32, 1);
-/// v1 `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 2, struct mshare_create)` (40 bytes with padding).
-pub(crate) const V1_CREATE_MAPPING: u32 = _IOW::<[u64; 5]>(b'x' as u32, 2);
+pub(crate) const V1_SET_SIZE: u32 = _IOW::<MshareInfo>(b'x' as u32, 1);
+/// v1 `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 2, struct mshare_create)`.
+pub(crate) const V1_CREATE_MAPPING: u32 = _IOW::<MshareCreate>(b'x' as u32, 2);
 /// v1 `MSHAREFS_UNMAP`: `_IOW('x', 3, struct mshare_unmap)`.
-pub(crate) const V1_UNMAP: u32 = _IOW::<[u64; 2]>(b'x' as u32, 3);
+pub(crate) const V1_UNMAP: u32 = _IOW::<MshareUnmap>(b'x' as u32, 3);
 /// v3 `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 0, struct mshare_create)`.
-pub(crate) const V3_CREATE_MAPPING: u32 = _IOW::<[u64; 5]>(b'x' as u32, 0);
+pub(crate) const V3_CREATE_MAPPING: u32 = _IOW::<MshareCreate>(b'x' as u32, 0);
 /// v3 `MSHAREFS_UNMAP`: `_IOW('x', 1, struct mshare_unmap)`, the number of v1's SET_SIZE.
-pub(crate) const V3_UNMAP: u32 = _IOW::<[u64; 2]>(b'x' as u32, 1);
+pub(crate) const V3_UNMAP: u32 = _IOW::<MshareUnmap>(b'x' as u32, 1);
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
 /// (`{ u64 windows, faults, backed, tables, links; }`).
-pub(crate) const GET_STATS: u32 = _IOR::<[u64; 5]>(b'x' as u32, 0x10);
+pub(crate) const GET_STATS: u32 = _IOR::<MshareStats>(b'x' as u32, 0x10);
 /// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64 prot)`, this project's extension: the
 /// protection of the whole region for every process sharing its tables, at once.
 pub(crate) const SET_PROT: u32 = _IOW::<u64>(b'x' as u32, 0x11);

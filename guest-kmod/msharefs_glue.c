@@ -284,12 +284,9 @@ static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, stru
 
 	if (err)
 		return err;
-	/*
-	 * open(O_TRUNC) asks for size 0, which a region never has: it keeps its size and
-	 * memory, as a shell redirection onto it expects nothing else.
-	 */
-	if ((attr->ia_valid & ATTR_SIZE) && !((attr->ia_valid & ATTR_OPEN) && attr->ia_size == 0)) {
-		err = mshare_region_truncate(inode->i_private, inode, attr->ia_size);
+	if (attr->ia_valid & ATTR_SIZE) {
+		err = mshare_region_truncate(inode->i_private, inode, attr->ia_size,
+					     attr->ia_valid & ATTR_OPEN);
 		if (err)
 			return err;
 	}
@@ -307,7 +304,7 @@ static const struct file_operations msharefs_region_fops = {
 	.fallocate	= msharefs_fallocate,
 };
 
-/* The same operations for device regions; evict_inode tells them apart (shared with the driver). */
+/* The same operations for device regions (shared with the driver, which may unbind). */
 static const struct file_operations msharefs_device_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
@@ -447,10 +444,10 @@ static void msharefs_evict_inode(struct inode *inode)
 {
 	truncate_inode_pages_final(&inode->i_data);
 	clear_inode(inode);
-	if (S_ISREG(inode->i_mode) && inode->i_fop == &msharefs_region_fops)
-		mshare_region_drop(inode->i_private);
-	if (inode->i_fop == &msharefs_device_fops && inode->i_private)
-		mshare_device_region_evicted(inode->i_private, inode);
+	/* Every region inode holds a reference to its region (until attach succeeded, none). */
+	if ((inode->i_fop == &msharefs_region_fops || inode->i_fop == &msharefs_device_fops) &&
+	    inode->i_private)
+		mshare_region_release(inode->i_private, inode);
 	if (inode->i_op == &msharefs_anonymous_iops)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
 }

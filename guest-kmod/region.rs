@@ -18,7 +18,7 @@
 //! process (`unmap_mapping_range`), which flushes their TLBs.
 
 use crate::shared_table::Tables;
-use crate::{granule_align, stats, GRANULE_SHIFT, GRANULE_SIZE, MAX_REGION_SIZE};
+use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SHIFT, GRANULE_SIZE, MAX_REGION_SIZE};
 use core::ffi::{c_uint, c_void};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{new_mutex, prelude::*, sync::Mutex};
@@ -28,10 +28,8 @@ extern "C" {
     fn msharefs_free_chunk(pfn: usize, order: c_uint);
 }
 
-const PAGE_SHIFT: u32 = 12;
-/// Pages per granule.
-pub(crate) const GRANULE_PAGES: usize = 1 << (GRANULE_SHIFT - PAGE_SHIFT);
-const CHUNK_ORDER: c_uint = GRANULE_SHIFT - PAGE_SHIFT;
+/// The page order of a granule's chunk of memory.
+const CHUNK_ORDER: c_uint = GRANULE_SHIFT - kernel::page::PAGE_SHIFT as u32;
 
 /// What backs one page of a region.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,6 +86,14 @@ pub(crate) enum Kind {
 }
 
 /// One msharefs region.
+///
+/// # Invariants
+///
+/// A region is shared through `Arc`: each msharefs inode showing it holds one reference
+/// (taken when the file is created, or when a mount shows a device region; given back
+/// when the inode is evicted), and the ivshmem driver holds one for its device's region
+/// until it unbinds. A window (VMA) holds its file and so the inode: no mapping outlives
+/// the region. `inodes` lists exactly the inodes of a device region that are not evicted.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Region {
     #[pin]

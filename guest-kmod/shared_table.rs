@@ -9,7 +9,7 @@
 //! The tables of a region live as long as the region: freeing one while a fault may be
 //! about to link it would take a lock every fault path would have to share.
 
-use crate::region::GRANULE_PAGES;
+use crate::GRANULE_PAGES;
 use crate::stats;
 use core::ffi::{c_uint, c_ulong, c_void};
 use kernel::prelude::*;

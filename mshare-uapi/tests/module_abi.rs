@@ -21,16 +21,23 @@ fn encode(macro_name: &str, size: u64, nr: u64) -> u64 {
     (dir << 30) | (size << 16) | (u64::from(b'x') << 8) | nr
 }
 
-/// The size of the module's argument type: `u64`, `u32` or `[u64; N]`.
+/// The size of the module's argument type (its `#[repr(C)]` structures in guest-kmod/uapi.rs
+/// are named as this crate's, and pin their own sizes with const assertions).
 fn size_of_type(ty: &str) -> u64 {
-    match ty {
-        "u64" => 8,
-        "u32" => 4,
-        array => {
-            let inner = array.strip_prefix("[u64;").and_then(|r| r.strip_suffix(']'));
-            8 * inner.and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or_else(|| panic!("argument type {array}"))
-        }
-    }
+    use std::mem::size_of;
+    (match ty {
+        "u64" => size_of::<u64>(),
+        "MshareInfo" => size_of::<MshareInfo>(),
+        "MshareCreate" => size_of::<MshareCreate>(),
+        "MshareUnmap" => size_of::<[u64; 2]>(),
+        "MshareStats" => size_of::<MshareStats>(),
+        "MshareAttach" => size_of::<MshareAttach>(),
+        "MshareDetach" => size_of::<MshareDetach>(),
+        "MshareMap" => size_of::<MshareMap>(),
+        "MshareRange" => size_of::<MshareRange>(),
+        "MshareProtect" => size_of::<MshareProtect>(),
+        other => panic!("the module's argument type {other} has no counterpart here"),
+    }) as u64
 }
 
 /// Every ioctl constant the module's sources define: name -> request number.

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ioctl argument structures of both interfaces, laid out as `mshare.h` has them
+//! (`mshare-uapi/include/mshare.h`; a host test checks the request numbers these give
+//! against the Rust crate, which a second test checks against the header). They are read
+//! from and written to user memory whole, as plain data ([`FromBytes`], [`AsBytes`]).
+
+use kernel::prelude::*;
+use kernel::transmute::{AsBytes, FromBytes};
+use kernel::uaccess::{UserPtr, UserSlice};
+
+/// `struct mshare_info { __u64 start; __u64 size; }` (v1's GET_SIZE/SET_SIZE).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareInfo {
+    pub(crate) start: u64,
+    pub(crate) size: u64,
+}
+
+/// `struct mshare_create { __u64 addr (v3: region_offset); __u64 size; __u64 offset;
+/// __u32 prot; __u32 flags; __u32 fd; }`, 40 bytes with its tail padding.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareCreate {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+    pub(crate) offset: u64,
+    pub(crate) prot: u32,
+    pub(crate) flags: u32,
+    pub(crate) fd: u32,
+    pub(crate) padding: u32,
+}
+
+/// `struct mshare_unmap { __u64 addr (v3: region_offset); __u64 size; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareUnmap {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+}
+
+/// `struct mshare_stats` (`MSHAREFS_GET_STATS`, this project's extension).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareStats {
+    pub(crate) windows: u64,
+    pub(crate) faults: u64,
+    pub(crate) backed: u64,
+    pub(crate) tables: u64,
+    pub(crate) links: u64,
+}
+
+/// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareAttach {
+    pub(crate) fd: i32,
+    pub(crate) flags: u32,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) addr: u64,
+}
+
+/// `struct mshare_detach { __u64 addr; __u64 size; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareDetach {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+}
+
+/// `struct mshare_map { __s32 fd; __u32 prot; __u64 offset; __u64 size; __s32 object_fd;
+/// __u32 flags; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareMap {
+    pub(crate) fd: i32,
+    pub(crate) prot: u32,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) object_fd: i32,
+    pub(crate) flags: u32,
+}
+
+/// `struct mshare_range { __s32 fd; __u32 pad; __u64 offset; __u64 size; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareRange {
+    pub(crate) fd: i32,
+    pub(crate) pad: u32,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+}
+
+/// `struct mshare_protect { __s32 fd; __u32 prot; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareProtect {
+    pub(crate) fd: i32,
+    pub(crate) prot: u32,
+}
+
+macro_rules! plain_data {
+    ($($t:ty: $size:expr),* $(,)?) => {$(
+        // SAFETY: `#[repr(C)]` with integer fields only and no implicit padding (the
+        // assertion below pins the size the fields add up to): every bit pattern is a
+        // valid value, and every byte is initialized.
+        unsafe impl FromBytes for $t {}
+        // SAFETY: as above.
+        unsafe impl AsBytes for $t {}
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+    )*};
+}
+
+plain_data!(
+    MshareInfo: 16,
+    MshareCreate: 40,
+    MshareUnmap: 16,
+    MshareStats: 40,
+    MshareAttach: 32,
+    MshareDetach: 16,
+    MshareMap: 32,
+    MshareRange: 24,
+    MshareProtect: 8,
+);
+
+/// Reads an ioctl's argument: a `T` at user address `arg` (EFAULT if it cannot be read).
+pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+}
+
+/// Writes an ioctl's result: `value` to user address `arg` (EFAULT if it cannot be written).
+pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(value)
+}
