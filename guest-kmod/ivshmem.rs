@@ -127,14 +127,24 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
         dev_info!(pdev, "region '{}': not whole 2 MiB granules, not published in msharefs\n", name);
         return Ok(None);
     }
-    let region = Arc::pin_init(Region::device(size, (start >> kernel::page::PAGE_SHIFT) as usize, read_only)?, GFP_KERNEL)?;
     // Reserves the range as write-back, so that the PFN mappings of it are cached, as the
-    // host's memory behind it is.
+    // host's memory behind it is; file reads and writes go through this mapping.
     // SAFETY: maps the device's own BAR, which nothing else maps.
     let wb = unsafe { bindings::memremap(start, size as usize, bindings::MEMREMAP_WB as _) };
     if wb.is_null() {
         return Err(ENOMEM);
     }
+    let first_pfn = (start >> kernel::page::PAGE_SHIFT) as usize;
+    let region = match Region::device(size, first_pfn, read_only, wb as usize)
+        .and_then(|init| Arc::pin_init(init, GFP_KERNEL))
+    {
+        Ok(region) => region,
+        Err(e) => {
+            // SAFETY: mapped just above; nothing uses it yet.
+            unsafe { bindings::memunmap(wb) };
+            return Err(e);
+        }
+    };
     // From here on, dropping `published` undoes whatever of the steps below was done.
     let published = Published { region, wb };
     let cname = CString::try_from_fmt(fmt!("{}", name))?;

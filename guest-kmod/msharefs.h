@@ -18,6 +18,9 @@ long mshare_region_ioctl(void *region, void *inode, int api, unsigned int cmd, u
 			 bool writable);
 int mshare_region_truncate(void *region, void *inode, loff_t size, bool from_open);
 long mshare_region_fallocate(void *region, void *inode, int mode, loff_t offset, loff_t len);
+ssize_t mshare_region_read(void *region, void *inode, char __user *buf, size_t len, loff_t *pos);
+ssize_t mshare_region_write(void *region, void *inode, const char __user *buf, size_t len,
+			    loff_t *pos);
 /* The address a region's page @pgoff must be mapped at (v1 start), 0 for anywhere. */
 long mshare_region_fixed_address(void *region, unsigned long pgoff);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
@@ -43,6 +46,9 @@ void msharefs_free_chunk(unsigned long pfn, unsigned int order);
 void msharefs_invalidate_lock(void *inode);
 void msharefs_invalidate_unlock(void *inode);
 void msharefs_zap(void *inode, loff_t offset, loff_t len);
+void msharefs_invalidate_lock_shared(void *inode);
+void msharefs_invalidate_unlock_shared(void *inode);
+void *msharefs_chunk_address(unsigned long pfn);
 bool mshare_kernel_shares_tables(void);
 void *mshare_table_alloc(void);
 void mshare_table_free(void *table);

@@ -36,6 +36,82 @@ extern "C" {
     fn msharefs_invalidate_unlock(inode: *mut c_void);
     fn msharefs_zap(inode: *mut c_void, offset: bindings::loff_t, len: bindings::loff_t);
     fn msharefs_user_end() -> c_ulong;
+    fn msharefs_invalidate_lock_shared(inode: *mut c_void);
+    fn msharefs_invalidate_unlock_shared(inode: *mut c_void);
+}
+
+/// How much of a read or write goes through the kernel's buffer at a time.
+const IO_CHUNK: usize = 64 * 1024;
+
+/// Runs `io` on the region's bytes `[offset, offset + len)` under the invalidate lock,
+/// shared: UNMAP (which frees memory under it, exclusive) waits, faults and other reads
+/// and writes do not. The user buffer is never touched with the lock held, so a buffer
+/// that is itself a window of the region cannot deadlock against its own fault.
+fn with_region_bytes<T>(inode: *mut c_void, io: impl FnOnce() -> Result<T>) -> Result<T> {
+    // SAFETY: `inode` is the live inode of the file being read or written; unlocked below.
+    unsafe { msharefs_invalidate_lock_shared(inode) };
+    let result = io();
+    // SAFETY: locked above.
+    unsafe { msharefs_invalidate_unlock_shared(inode) };
+    result
+}
+
+/// `read`/`pread` of a region file: its bytes from `*pos`, holes as zeros, 0 at the end.
+fn read(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
+    region.check_present()?;
+    let offset = u64::try_from(*pos).map_err(|_| EINVAL)?;
+    let len = len.min(region.size().saturating_sub(offset) as usize);
+    let mut bounce = KVec::from_elem(0u8, len.min(IO_CHUNK), GFP_KERNEL)?;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(IO_CHUNK);
+        let at = offset + done as u64;
+        with_region_bytes(inode, || region.read_at(at, &mut bounce[..n]))?;
+        let copied = UserSlice::new(UserPtr::from_addr(buf + done), n).writer().write_slice(&bounce[..n]);
+        if let Err(e) = copied {
+            // What was copied before the fault is the read's result.
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n;
+    }
+    *pos += done as i64;
+    Ok(done)
+}
+
+/// `write`/`pwrite` of a region file: into its memory from `*pos`; a write never grows a
+/// region (ENOSPC at its end, short before it) nor gives memory to a hole (EIO).
+fn write(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
+    region.check_present()?;
+    let offset = u64::try_from(*pos).map_err(|_| EINVAL)?;
+    let room = region.size().saturating_sub(offset) as usize;
+    if len > 0 && room == 0 {
+        return Err(ENOSPC);
+    }
+    let len = len.min(room);
+    let mut bounce = KVec::from_elem(0u8, len.min(IO_CHUNK), GFP_KERNEL)?;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(IO_CHUNK);
+        if let Err(e) = UserSlice::new(UserPtr::from_addr(buf + done), n).reader().read_slice(&mut bounce[..n]) {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        let at = offset + done as u64;
+        if let Err(e) = with_region_bytes(inode, || region.write_at(at, &bounce[..n])) {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n;
+    }
+    *pos += done as i64;
+    Ok(done)
 }
 
 /// `FALLOC_FL_ALLOCATE_RANGE`: the only `fallocate` mode a region takes.
@@ -291,6 +367,48 @@ unsafe extern "C" fn mshare_region_truncate(
     match u64::try_from(size).map_err(|_| EINVAL).and_then(|size| set_size(region, inode, size, None)) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
+    }
+}
+
+/// `read` of a region file (see [`read`]).
+///
+/// # Safety
+///
+/// `region` is the live region of `inode`; `pos` is the file position the VFS passed.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_read(
+    region: *mut c_void,
+    inode: *mut c_void,
+    buf: *mut c_void,
+    len: usize,
+    pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: per the function's contract.
+    let (region, pos) = unsafe { (&*region.cast::<Region>(), &mut *pos) };
+    match read(region, inode, buf as usize, len, pos) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `write` of a region file (see [`write`]).
+///
+/// # Safety
+///
+/// `region` is the live region of `inode`; `pos` is the file position the VFS passed.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_write(
+    region: *mut c_void,
+    inode: *mut c_void,
+    buf: *const c_void,
+    len: usize,
+    pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: per the function's contract.
+    let (region, pos) = unsafe { (&*region.cast::<Region>(), &mut *pos) };
+    match write(region, inode, buf as usize, len, pos) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
     }
 }
 

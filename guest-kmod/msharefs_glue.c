@@ -64,6 +64,23 @@ void msharefs_invalidate_unlock(void *inode)
 	filemap_invalidate_unlock(((struct inode *)inode)->i_mapping);
 }
 
+/* read/write: no chunk is freed while they copy (UNMAP holds the lock exclusive). */
+void msharefs_invalidate_lock_shared(void *inode)
+{
+	filemap_invalidate_lock_shared(((struct inode *)inode)->i_mapping);
+}
+
+void msharefs_invalidate_unlock_shared(void *inode)
+{
+	filemap_invalidate_unlock_shared(((struct inode *)inode)->i_mapping);
+}
+
+/* A chunk's memory through the direct map (chunks are lowmem pages of this module). */
+void *msharefs_chunk_address(unsigned long pfn)
+{
+	return page_address(pfn_to_page(pfn));
+}
+
 /* Removes [offset, offset + len) of the region from every process that maps it. */
 void msharefs_zap(void *inode, loff_t offset, loff_t len)
 {
@@ -267,6 +284,20 @@ static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long
 	return fixed;
 }
 
+static ssize_t msharefs_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_read(inode->i_private, inode, buf, len, pos);
+}
+
+static ssize_t msharefs_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_write(inode->i_private, inode, buf, len, pos);
+}
+
 /* fallocate(fd, 0, 0, size) sets the size, as ftruncate does (the v2/v3 series). */
 static long msharefs_fallocate(struct file *file, int mode, loff_t offset, loff_t len)
 {
@@ -298,6 +329,10 @@ static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, stru
 static const struct file_operations msharefs_region_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
+	.read		= msharefs_read,
+	.write		= msharefs_write,
+	.llseek		= generic_file_llseek,
+	.fsync		= noop_fsync,
 	.unlocked_ioctl	= msharefs_ioctl,
 	.mmap		= msharefs_mmap,
 	.get_unmapped_area = msharefs_get_unmapped_area,
@@ -308,6 +343,10 @@ static const struct file_operations msharefs_region_fops = {
 static const struct file_operations msharefs_device_fops = {
 	.owner		= THIS_MODULE,
 	.open		= simple_open,
+	.read		= msharefs_read,
+	.write		= msharefs_write,
+	.llseek		= generic_file_llseek,
+	.fsync		= noop_fsync,
 	.unlocked_ioctl	= msharefs_ioctl,
 	.mmap		= msharefs_mmap,
 	.get_unmapped_area = msharefs_get_unmapped_area,

@@ -26,6 +26,7 @@ use kernel::{new_mutex, prelude::*, sync::Mutex};
 extern "C" {
     fn msharefs_alloc_chunk(order: c_uint) -> usize;
     fn msharefs_free_chunk(pfn: usize, order: c_uint);
+    fn msharefs_chunk_address(pfn: usize) -> *mut c_void;
 }
 
 /// The page order of a granule's chunk of memory.
@@ -82,6 +83,8 @@ pub(crate) enum Kind {
     Device {
         /// The VMM attached it read-only.
         read_only: bool,
+        /// Its kernel mapping (write-back), for read and write; 0 for none.
+        base: usize,
     },
 }
 
@@ -205,8 +208,13 @@ impl Region {
     }
 
     /// A region over a device's memory: `size` bytes (whole granules) of page frames from
-    /// `first_pfn` on.
-    pub(crate) fn device(size: u64, first_pfn: usize, read_only: bool) -> Result<impl PinInit<Self, Error>> {
+    /// `first_pfn` on, mapped for the kernel at `base` (0: not mapped).
+    pub(crate) fn device(
+        size: u64,
+        first_pfn: usize,
+        read_only: bool,
+        base: usize,
+    ) -> Result<impl PinInit<Self, Error>> {
         if size == 0 || size % GRANULE_SIZE != 0 {
             return Err(EINVAL);
         }
@@ -219,7 +227,7 @@ impl Region {
         stats::region_made();
         Ok(try_pin_init!(Self {
             state <- new_mutex!(State { size, start: 0, chunks, tables, writable: !read_only, unplugged: false }),
-            kind: Kind::Device { read_only },
+            kind: Kind::Device { read_only, base },
             windows: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
@@ -263,9 +271,87 @@ impl Region {
         Ok(())
     }
 
+    /// The kernel address of granule `index`'s memory, `None` for a hole: a chunk through
+    /// the direct map, a device through its write-back mapping.
+    fn granule_address(&self, state: &State, index: usize) -> Option<*mut u8> {
+        let pfn = *state.chunks.get(index)?;
+        if pfn == 0 || state.unplugged {
+            return None;
+        }
+        match self.kind {
+            // SAFETY: `pfn` is a live chunk of this region (it is in `chunks`).
+            Kind::Anonymous => Some(unsafe { msharefs_chunk_address(pfn) }.cast()),
+            Kind::Device { base: 0, .. } => None,
+            Kind::Device { base, .. } => Some((base + index * GRANULE_SIZE as usize) as *mut u8),
+        }
+    }
+
+    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` that lies
+    /// in one granule, with the piece's kernel address (`None`: a hole), under the state
+    /// lock. The range must be inside the region.
+    fn each_piece(&self, offset: u64, len: usize, mut copy: impl FnMut(Option<*mut u8>, usize, usize)) -> Result {
+        let state = self.state.lock();
+        if state.unplugged {
+            return Err(ENODEV);
+        }
+        let end = offset.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > state.size {
+            return Err(EINVAL);
+        }
+        let mut done = 0;
+        while done < len {
+            let at = offset + done as u64;
+            let within = (at % GRANULE_SIZE) as usize;
+            let n = (len - done).min(GRANULE_SIZE as usize - within);
+            let base = self.granule_address(&state, (at / GRANULE_SIZE) as usize);
+            // SAFETY (for the callers' copies): a granule's memory is GRANULE_SIZE bytes at
+            // its address; `within + n` stays inside it.
+            copy(base.map(|b| b.wrapping_add(within)), done, n);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes from `offset` (inside the region) into `out`; a hole reads
+    /// as zeros. The caller holds the region's invalidate lock shared, so no chunk is freed
+    /// meanwhile.
+    pub(crate) fn read_at(&self, offset: u64, out: &mut [u8]) -> Result {
+        self.each_piece(offset, out.len(), |address, done, n| match address {
+            // SAFETY: `address` has `n` readable bytes (see `each_piece`), kept alive by the
+            // state lock and the caller's invalidate lock; `out[done..done + n]` is ours.
+            // Processes writing through their mappings meanwhile only mix old and new bytes.
+            Some(address) => unsafe { core::ptr::copy_nonoverlapping(address, out[done..].as_mut_ptr(), n) },
+            None => out[done..done + n].fill(0),
+        })
+    }
+
+    /// Copies `data` to `offset` (inside the region): EIO if any of it falls in a hole
+    /// (a write gives no memory: nothing is written then), EACCES while the region is
+    /// read-only (`SET_PROT`), EPERM on a device attached read-only. The caller holds the
+    /// invalidate lock shared, as for [`Region::read_at`].
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result {
+        if self.read_only() {
+            return Err(EPERM);
+        }
+        if !self.writable() {
+            return Err(EACCES);
+        }
+        let mut hole = false;
+        self.each_piece(offset, data.len(), |address, _, _| hole |= address.is_none())?;
+        if hole {
+            return Err(EIO);
+        }
+        self.each_piece(offset, data.len(), |address, done, n| {
+            if let Some(address) = address {
+                // SAFETY: as in `read_at`, `address` has `n` writable bytes.
+                unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), address, n) };
+            }
+        })
+    }
+
     /// Whether processes may never write (the VMM attached it read-only).
     pub(crate) fn read_only(&self) -> bool {
-        self.kind == Kind::Device { read_only: true }
+        matches!(self.kind, Kind::Device { read_only: true, .. })
     }
 
     /// The size in bytes, 0 until set.
@@ -568,7 +654,7 @@ mod tests {
     #[test]
     fn an_unplugged_device_region_maps_nothing() {
         let g = GRANULE_SIZE;
-        let init = Region::device(2 * g, 0x40000, false).expect("device region");
+        let init = Region::device(2 * g, 0x40000, false, 0).expect("device region");
         let region = KBox::pin_init(init, GFP_KERNEL).expect("region");
         assert_eq!(region.page(GRANULE_PAGES + 3), Page::Frame(0x40000 + GRANULE_PAGES + 3));
         assert_eq!(region.check_present(), Ok(()));

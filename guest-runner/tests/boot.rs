@@ -21,8 +21,8 @@ fn ivshmem_backing(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// How many checks `mshare-api` runs in each mode: all of them must have run.
-const MODE_B_CHECKS: usize = 103;
-const MODE_C_CHECKS: usize = 82;
+const MODE_B_CHECKS: usize = 115;
+const MODE_C_CHECKS: usize = 93;
 
 fn images() -> ImagePaths {
     ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))
@@ -160,7 +160,9 @@ fn an_ivshmem_device_is_an_msharefs_region() {
     let (dir, backing) = ivshmem_backing("mshare-ivshmem-region");
     // QEMU's device has no name capability: its region is named by PCI address.
     let script = "d=$(ls /sys/fs/mshare/ivshmem) && mshare list && mshare read ivshmem/$d 0 19 && \
-                  mshare write ivshmem/$d 8192 written-through-msharefs";
+                  mshare write ivshmem/$d 8192 written-through-msharefs && \
+                  echo head: $(head -c 19 /sys/fs/mshare/ivshmem/$d) && \
+                  printf written-with-dd | dd of=/sys/fs/mshare/ivshmem/$d bs=1 seek=12288 conv=notrunc";
     let mut boot = guest_boot("boot-ivshmem-region", &["sh", "-c", script]);
     boot.ivshmem = vec![(backing.clone(), 4 << 20)];
     let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
@@ -168,8 +170,10 @@ fn an_ivshmem_device_is_an_msharefs_region() {
     assert_eq!(run.result.status, 0, "{console}");
     assert!(console.lines().any(|l| l.starts_with("ivshmem/0000:00:") && l.contains(" 4M ")), "listed: {console}");
     assert!(console.lines().any(|l| l == "hello from the host"), "{console}");
+    assert!(console.lines().any(|l| l == "head: hello from the host"), "read() of the region file: {console}");
     let after = std::fs::read(&backing).unwrap();
     assert_eq!(&after[8192..8192 + 24], b"written-through-msharefs");
+    assert_eq!(&after[12288..12288 + 15], b"written-with-dd", "write() of the region file");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

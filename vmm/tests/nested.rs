@@ -60,12 +60,12 @@ fn api_suite_passes(name: &str, mode: &str, vmm_args: &[&str], checks: usize) {
 
 #[test]
 fn msharefs_api_suite_passes_under_mshare_vmm_in_mode_b() {
-    api_suite_passes("nested-api-b", "B", &[], 103);
+    api_suite_passes("nested-api-b", "B", &[], 115);
 }
 
 #[test]
 fn msharefs_api_suite_passes_under_mshare_vmm_in_mode_c() {
-    api_suite_passes("nested-api-c", "C", &["--cmdline", "mshare_params=shared_tables=0"], 82);
+    api_suite_passes("nested-api-c", "C", &["--cmdline", "mshare_params=shared_tables=0"], 93);
 }
 
 /// `mshare-stress` and `mshare-fuzz` in one L2 guest, sized for nested emulation (each

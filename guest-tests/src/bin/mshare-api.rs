@@ -814,6 +814,98 @@ fn mount_msharefs() -> io::Result<()> {
     Ok(())
 }
 
+/// read/write/lseek/fsync on a region file: they and the mappings show the same bytes both
+/// ways; a hole reads as zeros and takes no write (EIO); a write never grows the region.
+fn file_io_checks(t: &mut Suite, shares_tables: bool) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
+    const SIZE: u64 = 4 * GRANULE;
+    let setup = create("api-io", 0o600).and_then(|f| {
+        set_size(&f, SIZE)?;
+        create_mapping(&f, &MshareCreate::anonymous(0, 2 * GRANULE))?;
+        Ok(f)
+    });
+    let file = match setup {
+        Ok(f) => f,
+        Err(e) => return t.check("a region for file I/O (2 of 4 granules with memory)", Err(e.to_string())),
+    };
+    t.check(
+        "pwrite into the region",
+        file.write_at(b"through the file", 100).map_err(|e| e.to_string()).and_then(|n| eq(n, 16)),
+    );
+    let window = match map(&file, SIZE as usize, libc::MAP_SHARED, 0) {
+        Ok(p) => p,
+        Err(e) => return t.check("map the region", Err(e.to_string())),
+    };
+    // SAFETY: inside the live window of SIZE bytes.
+    let seen = unsafe { std::slice::from_raw_parts(window.add(100), 16) }.to_vec();
+    t.check("the mapping shows what pwrite wrote", eq(seen.as_slice(), b"through the file".as_slice()));
+    // SAFETY: as above.
+    unsafe { window.add(GRANULE as usize - 4).copy_from_nonoverlapping(b"across granules".as_ptr(), 15) };
+    let mut back = [0u8; 15];
+    t.check(
+        "pread shows what the mapping wrote, across a granule boundary",
+        file.read_exact_at(&mut back, GRANULE - 4)
+            .map_err(|e| e.to_string())
+            .and_then(|()| eq(&back, b"across granules")),
+    );
+    t.check(
+        "lseek(SEEK_END) is the region's size",
+        (&file).seek(SeekFrom::End(0)).map_err(|e| e.to_string()).and_then(|end| eq(end, SIZE)),
+    );
+    let mut tail = [0xffu8; 10];
+    t.check(
+        "a read at the end is short, and a hole reads as zeros",
+        file.read_at(&mut tail, SIZE - 3)
+            .map_err(|e| e.to_string())
+            .and_then(|n| eq((n, &tail[..3]), (3, &[0u8; 3][..]))),
+    );
+    t.check(
+        "a read past the end is 0 (EOF)",
+        file.read_at(&mut tail, SIZE).map_err(|e| e.to_string()).and_then(|n| eq(n, 0)),
+    );
+    t.check(
+        "a write into a hole is EIO (writes give no memory)",
+        expect_errno(file.write_at(b"x", 3 * GRANULE), libc::EIO),
+    );
+    t.check(
+        "a write at the end is ENOSPC (writes never grow a region)",
+        expect_errno(file.write_at(b"x", SIZE), libc::ENOSPC),
+    );
+    t.check(
+        "fsync and fdatasync succeed (the memory is the truth)",
+        file.sync_all().and_then(|()| file.sync_data()).map_err(|e| e.to_string()),
+    );
+    let whole = File::open(format!("{MOUNT}/api-io")).and_then(|mut f| {
+        let mut all = Vec::new();
+        f.read_to_end(&mut all)?;
+        Ok(all)
+    });
+    t.check(
+        "read() of the whole region: its size, the bytes written, zeros in the holes",
+        whole.map_err(|e| e.to_string()).and_then(|all| {
+            eq(
+                (all.len() as u64, &all[100..116], all[3 * GRANULE as usize..].iter().all(|b| *b == 0)),
+                (SIZE, b"through the file".as_slice(), true),
+            )
+        }),
+    );
+    t.check(
+        "write through a read-only open is EBADF",
+        expect_errno(File::open(format!("{MOUNT}/api-io")).and_then(|mut f| f.write(b"x")), libc::EBADF),
+    );
+    if shares_tables {
+        let refused = set_prot(&file, libc::PROT_READ).and_then(|()| {
+            let result = file.write_at(b"x", 0);
+            set_prot(&file, libc::PROT_READ | libc::PROT_WRITE)?;
+            result
+        });
+        t.check("a write while the region is read-only (SET_PROT) is EACCES", expect_errno(refused, libc::EACCES));
+    }
+    let _ = unmap(window, SIZE as usize);
+    let _ = fs::remove_file(format!("{MOUNT}/api-io"));
+}
+
 fn main() -> ExitCode {
     // `mshare-api [B|C]`: the mode the module must be in (B by default); `mshare-api
     // unplug`: the device-unbind checks alone.
@@ -905,6 +997,7 @@ fn main() -> ExitCode {
     );
     let shares_tables = system.map(|s| s.shares_tables()).unwrap_or(false);
     mapping_checks(&mut t, shares_tables);
+    file_io_checks(&mut t, shares_tables);
     device_checks(&mut t, shares_tables);
     if shares_tables {
         shared_table_checks(&mut t);

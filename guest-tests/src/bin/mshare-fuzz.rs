@@ -65,6 +65,11 @@ mod errnos {
     pub const FTRUNCATE: &[i32] = &[EBADF, EINVAL, EFBIG, EPERM, EACCES, ENOMEM];
     /// The kernel copying to or from arena pages: a hole or a gone window.
     pub const TOUCH: &[i32] = &[EFAULT, EAGAIN];
+    /// pread, pwrite and lseek of any descriptor, to and from the arena: a bad descriptor
+    /// or one not open for it, bad offsets, a buffer the kernel cannot copy (EFAULT), a
+    /// write into a hole (EIO) or at the end (ENOSPC), a read-only region (EACCES) or
+    /// device (EPERM), an unplugged device (ENODEV), a descriptor with no such call.
+    pub const FILE_IO: &[i32] = &[EBADF, EINVAL, EFAULT, EIO, ENOSPC, EACCES, EPERM, ENODEV, ESPIPE, EOVERFLOW];
 }
 
 /// A size or offset on an edge, or anywhere.
@@ -380,13 +385,41 @@ fn caller(shared: &Shared, seed: u64) {
                 unsafe { *libc::__errno_location() = errno };
                 shared.judge("mremap in the arena", if ret == libc::MAP_FAILED { -1 } else { 0 }, errnos::MREMAP);
             }
-            _ => {
+            _ if rng.below(2) == 0 => {
                 // SAFETY: plain syscall on a descriptor that may be anything.
                 let ret = unsafe { libc::ftruncate(fd, edge_size(&mut rng) as i64) };
                 shared.judge(&format!("ftruncate(fd {fd})"), ret.into(), errnos::FTRUNCATE);
             }
+            _ => file_io(shared, &mut rng, fd),
         }
     }
+}
+
+/// pread, pwrite or lseek of `fd`, the buffer somewhere in the arena (often a window of a
+/// region, maybe of the very region read: the kernel must not deadlock on its own fault)
+/// or a bad address.
+fn file_io(shared: &Shared, rng: &mut Rng, fd: i32) {
+    let in_arena = (shared.addr(rng) as usize).max(shared.arena);
+    let buf = if rng.below(8) == 0 { rng.pick(&[0usize, 16, usize::MAX - 4095]) } else { in_arena };
+    let room = (shared.arena + ARENA).saturating_sub(buf).min(4 * GRANULE as usize);
+    let len = (edge_size(rng) as usize).min(room);
+    let offset = match rng.below(4) {
+        0 => edge_size(rng) as i64,
+        1 => rng.below(8) as i64 * GRANULE as i64 - 3,
+        _ => (rng.below(4 * GRANULE) & !7) as i64,
+    };
+    let (what, ret) = match rng.below(3) {
+        // SAFETY: the buffer is in the arena this program reserved for the kernel to copy
+        // into (or a bad address, which the kernel refuses with EFAULT).
+        0 => ("pread", unsafe { libc::pread(fd, buf as *mut _, len, offset) } as i64),
+        // SAFETY: as above; pwrite only reads the buffer.
+        1 => ("pwrite", unsafe { libc::pwrite(fd, buf as *const _, len, offset) } as i64),
+        // SAFETY: plain syscall.
+        _ => ("lseek", unsafe {
+            libc::lseek(fd, offset, rng.pick(&[libc::SEEK_SET, libc::SEEK_END, libc::SEEK_CUR, 9]))
+        }),
+    };
+    shared.judge(&format!("{what}(fd {fd}, len {len:#x}, offset {offset:#x})"), ret, errnos::FILE_IO);
 }
 
 /// Makes `[addr, addr + len)` of the arena inaccessible reserved memory again: a failed
