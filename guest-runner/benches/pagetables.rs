@@ -8,7 +8,8 @@
 //! median of each figure with its range over the runs.
 //!
 //! `make bench-pagetables`; BENCH_PROCS (default "1 8 64 256"), BENCH_SIZES (default
-//! "256M 1G") and BENCH_REPEATS (default 3) change the matrix.
+//! "256M 1G") and BENCH_REPEATS (default 3) change the matrix (give the same ones with
+//! BENCH_FROM_LOG=target/guest-logs/bench-pagetables.log to re-report an earlier run).
 
 use guest_runner::console;
 use guest_runner::images::{repo_root, ImagePaths};
@@ -86,11 +87,22 @@ fn main() {
         "pagetables bench: booting the guest under QEMU TCG (2 vCPUs, 3 GiB); N in {{{procs}}}, sizes {{{sizes}}}, \
          {repeats} runs each"
     );
-    let started = Instant::now();
-    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
-    let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
-    assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
-    let lines: Vec<&str> = run.output.console.lines().filter(|l| l.starts_with("BENCH ")).collect();
+    // BENCH_FROM_LOG: the report of an earlier run, from its console log (the figures are
+    // its BENCH lines; nothing is measured again).
+    let (console, duration) = match std::env::var("BENCH_FROM_LOG") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("BENCH_FROM_LOG {path}: {e}"));
+            (text, format!("re-reported from the console log {path}"))
+        }
+        Err(_) => {
+            let started = Instant::now();
+            let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+            let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
+            assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
+            (run.output.console, format!("{:.0} s in all", started.elapsed().as_secs_f64()))
+        }
+    };
+    let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("BENCH ")).collect();
     let spread = |way: &str, mode: &str, n: &str, size: &str, key: &str| -> Option<Spread> {
         let values = lines
             .iter()
@@ -112,7 +124,7 @@ fn main() {
     let mut report = format!(
         "# Page tables: N processes mapping shared memory and touching every page\n\n\
          Guest: Linux 7.3 with the core-mm patch under QEMU TCG (2 vCPUs, 3 GiB, 4-level paging), one boot, {repeats} \
-         runs of each case ({:.0} s in all); each cell is the median, with the range over the runs when they differ. \
+         runs of each case ({duration}); each cell is the median, with the range over the runs when they differ. \
          Ways: **mshare B** (page tables shared: one PTE table per 2 MiB for all processes, linked with one fault per \
          process), **mshare C** (the module with `shared_tables=0`: one PMD leaf per 2 MiB per process), **memfd** \
          (plain MAP_SHARED shmem, 4 KiB pages), **hugetlb** (hugetlbfs 2 MiB pages; PMD tables shared for the 1 GiB-aligned \
@@ -129,8 +141,8 @@ fn main() {
          run (VmPTE growth 0 or 4 KiB: the spread of the 256 MiB rows, and why one run read 508 KiB at N = 256 and \
          another 764 KiB at N = 64); mode C's PMD leaves go in the same PMD tables. A 1 GiB window is 1 GiB-aligned and \
          always needs its own: 4 KiB per process. The residual column shows the global counter adds only a page or two \
-         over these exact figures.\n",
-        started.elapsed().as_secs_f64()
+         over these exact figures, except for hugetlb at 1 GiB, where it is -N x 4 KiB: each process's VmPTE counts the \
+         PMD table hugetlb shares between them, which PageTables counts once.\n",
     );
     let mut json_rows = Vec::new();
     for size in sizes.split_whitespace() {
