@@ -91,7 +91,9 @@ fn main() {
     // its BENCH lines; nothing is measured again).
     let (console, duration) = match std::env::var("BENCH_FROM_LOG") {
         Ok(path) => {
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("BENCH_FROM_LOG {path}: {e}"));
+            // Relative to the repository (cargo runs benchmarks in the package's directory).
+            let text = std::fs::read_to_string(repo_root().join(&path))
+                .unwrap_or_else(|e| panic!("BENCH_FROM_LOG {path}: {e}"));
             (text, format!("re-reported from the console log {path}"))
         }
         Err(_) => {
