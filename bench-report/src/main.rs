@@ -139,13 +139,22 @@ fn plot_regions(path: &Path, rows: &[Value]) -> Result<(), String> {
     root.present().map_err(|e| e.to_string())
 }
 
+/// A figure as the tables print it: whole numbers without a fraction.
+fn number(value: &Value) -> String {
+    match value.as_f64() {
+        Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+        None => value.to_string(),
+    }
+}
+
 fn headline(rows: &[Value]) -> Option<(String, Value)> {
     let size = rows.iter().filter_map(|r| r["size_bytes"].as_u64()).max()?;
     let n = rows.iter().filter(|r| r["size_bytes"].as_u64() == Some(size)).filter_map(|r| r["procs"].as_u64()).max()?;
     let cell = |way: &str, key: &str| {
         rows.iter()
             .find(|r| r["way"] == way && r["size_bytes"].as_u64() == Some(size) && r["procs"].as_u64() == Some(n))
-            .map_or_else(|| "-".to_owned(), |r| r[key].to_string())
+            .map_or_else(|| "-".to_owned(), |r| number(&r[key]))
     };
     let mut table = format!(
         "Headline: {n} processes each mapping {} MiB and touching every page, one guest.\n\n\
