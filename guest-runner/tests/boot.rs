@@ -205,6 +205,34 @@ fn programs_written_for_the_posted_series_run_unchanged() {
     }
 }
 
+/// LMDB (the real library) with its data file an msharefs region: loaded through write(),
+/// read back, then 4 reader processes and a writer for 5 s, every reader seeing the
+/// writer's commits and every value checked (`mshare-lmdb`), in both modes.
+#[test]
+fn lmdb_runs_over_an_msharefs_region() {
+    let script =
+        "mshare create db 64M && i=0 && while [ $i -lt 20000 ]; do i=$((i+1)); echo k$i v$i; done > /tmp/kv && \
+                  mshare-lmdb load db /tmp/kv && mshare-lmdb get db k4242 && mshare-lmdb bench db 4 5";
+    for (mode, params) in [("B", None), ("C", Some("mshare_params=shared_tables=0"))] {
+        let mut boot = guest_boot(&format!("boot-lmdb-{mode}"), &["sh", "-c", script]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        boot.memory_mib = 1024;
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let console = &run.output.console;
+        assert_eq!(run.result.status, 0, "mode {mode}: {console}");
+        assert!(console.contains("mshare-lmdb: loaded 20000 pairs"), "mode {mode}: {console}");
+        assert!(console.lines().any(|l| l == "v4242"), "mode {mode}: {console}");
+        let line =
+            console.lines().find(|l| l.starts_with("LMDB ")).unwrap_or_else(|| panic!("no LMDB line: {console}"));
+        let figure = |key: &str| -> u64 {
+            console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
+        };
+        assert_eq!(figure("bad"), 0, "{line}");
+        assert!(figure("gets") > 0 && figure("commits") > 0, "{line}");
+        assert!(figure("newest_generation_seen_by_every_reader") > 0, "every reader saw commits: {line}");
+    }
+}
+
 /// Unbinding an ivshmem device while a process maps its region (`mshare-api unplug`, in
 /// both modes): the mapping loses the memory (SIGBUS), the open file gets ENODEV, the
 /// region lives until its last inode goes, and the driver binds again; then msharefs

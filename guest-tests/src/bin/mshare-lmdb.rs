@@ -1,0 +1,245 @@
+//! mshare-lmdb: an LMDB database (the real library, lmdb-master-sys through heed) whose
+//! data file is an msharefs region, so every process that opens it maps the one region.
+//!
+//! ```text
+//! mshare-lmdb load REGION FILE                  FILE's "key value" lines (tab or space) into REGION
+//! mshare-lmdb get REGION KEY                    print KEY's value
+//! mshare-lmdb bench REGION READERS SECONDS      READERS processes reading random keys while
+//!                                               a writer commits; one LMDB line of figures
+//! ```
+//! REGION is a region under /sys/fs/mshare made with memory for all of it (`mshare create
+//! db 64M`); LMDB maps all of it (its map size is the region's size). The lock file lives
+//! in /tmp (LMDB's reader table uses futexes, which region memory does not take yet); the
+//! environment is /tmp/mshare-lmdb-REGION, whose data.mdb is a symlink to the region.
+//! `load` builds the database in a scratch file and copies it into the region with
+//! write(2) (a fresh region holds zeros, which LMDB would not take for a database).
+//! Exit status: 0 done, 1 failed (the error says why), 2 bad usage.
+
+use guest_tests::msharefs::MOUNT;
+use guest_tests::process::{spawn_child, wait_child};
+use guest_tests::rng::Rng;
+use heed::types::Str;
+use heed::{CompactionOption, Database, Env, EnvFlags, EnvOpenOptions};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: mshare-lmdb load REGION FILE | get REGION KEY | bench REGION READERS SECONDS";
+/// The key the bench's writer bumps in every commit.
+const GENERATION: &str = "mshare-lmdb:generation";
+
+type Error = Box<dyn std::error::Error>;
+
+/// The LMDB environment over region `name`: /tmp/mshare-lmdb-NAME with data.mdb -> the region.
+fn env_dir(name: &str) -> Result<PathBuf, Error> {
+    let region = Path::new(MOUNT).join(name);
+    let size = fs::metadata(&region)
+        .map_err(|e| format!("{}: {e} (make it with: mshare create {name} SIZE)", region.display()))?
+        .len();
+    if size == 0 {
+        return Err(
+            format!("{}: the region has no size (make it with: mshare create {name} SIZE)", region.display()).into()
+        );
+    }
+    let dir = PathBuf::from(format!("/tmp/mshare-lmdb-{}", name.replace('/', "_")));
+    fs::create_dir_all(&dir)?;
+    let data = dir.join("data.mdb");
+    if fs::read_link(&data).ok().as_deref() != Some(region.as_path()) {
+        let _ = fs::remove_file(&data);
+        std::os::unix::fs::symlink(&region, &data)?;
+    }
+    Ok(dir)
+}
+
+/// Opens the environment of region `name`, mapping all of the region.
+fn open(name: &str) -> Result<(Env, Database<Str, Str>), Error> {
+    let dir = env_dir(name)?;
+    let size = fs::metadata(dir.join("data.mdb"))?.len() as usize;
+    let mut options = EnvOpenOptions::new();
+    options.map_size(size).max_readers(126);
+    // SAFETY: WRITE_MAP writes through the shared mapping of the region, which is what the
+    // region is for; no other flag changes LMDB's memory safety.
+    unsafe { options.flags(EnvFlags::WRITE_MAP) };
+    // SAFETY: the environment is opened once per process (each bench process opens its own
+    // after fork), as LMDB requires.
+    let env = unsafe { options.open(&dir)? };
+    let rtxn = env.read_txn()?;
+    let db = env.open_database(&rtxn, None)?.ok_or("the region holds no database (run mshare-lmdb load first)")?;
+    drop(rtxn);
+    Ok((env, db))
+}
+
+fn load(name: &str, input: &Path) -> Result<String, Error> {
+    let region = Path::new(MOUNT).join(name);
+    let size = fs::metadata(&region)?.len() as usize;
+    let scratch = PathBuf::from(format!("/tmp/mshare-lmdb-load-{}", std::process::id()));
+    fs::create_dir_all(&scratch)?;
+    let mut options = EnvOpenOptions::new();
+    options.map_size(size);
+    // SAFETY: a fresh environment in a scratch directory, opened once.
+    let env = unsafe { options.open(&scratch)? };
+    let mut wtxn = env.write_txn()?;
+    let db: Database<Str, Str> = env.create_database(&mut wtxn, None)?;
+    let mut count = 0u64;
+    for line in BufReader::new(File::open(input)?).lines() {
+        let line = line?;
+        let Some((key, value)) = line.split_once(['\t', ' ']) else { continue };
+        db.put(&mut wtxn, key, value)?;
+        count += 1;
+    }
+    db.put(&mut wtxn, GENERATION, "0")?;
+    wtxn.commit()?;
+    let mut target = OpenOptions::new().write(true).open(&region)?;
+    env.copy_to_file(&mut target, CompactionOption::Enabled)?;
+    drop(env);
+    fs::remove_dir_all(&scratch)?;
+    // The region's old environment (if any) describes another database: start afresh.
+    let _ = fs::remove_dir_all(format!("/tmp/mshare-lmdb-{}", name.replace('/', "_")));
+    let (env, db) = open(name)?;
+    let rtxn = env.read_txn()?;
+    let entries = db.len(&rtxn)?;
+    Ok(format!(
+        "mshare-lmdb: loaded {count} pairs into {} ({entries} entries, map {} MiB)",
+        region.display(),
+        size >> 20
+    ))
+}
+
+fn get(name: &str, key: &str) -> Result<Option<String>, Error> {
+    let (env, db) = open(name)?;
+    let rtxn = env.read_txn()?;
+    Ok(db.get(&rtxn, key)?.map(str::to_owned))
+}
+
+/// A reader process: random gets for `seconds`; checks each value and that the writer's
+/// generation never goes back. Returns (gets, highest generation seen, problems).
+fn reader(name: &str, seed: u64, seconds: u64) -> Result<(u64, u64, u64), Error> {
+    let (env, db) = open(name)?;
+    let mut rng = Rng::new(seed);
+    let keys = {
+        let rtxn = env.read_txn()?;
+        db.len(&rtxn)?.saturating_sub(1).max(1)
+    };
+    let (mut gets, mut newest, mut bad) = (0u64, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let rtxn = env.read_txn()?;
+        let generation: u64 = db.get(&rtxn, GENERATION)?.and_then(|g| g.parse().ok()).unwrap_or(u64::MAX);
+        if generation == u64::MAX || generation < newest {
+            bad += 1;
+        }
+        newest = newest.max(generation.min(u64::MAX - 1));
+        for _ in 0..64 {
+            let key = format!("k{}", rng.below(keys) + 1);
+            match db.get(&rtxn, &key)? {
+                Some(value) if value.starts_with(&format!("v{}", &key[1..])) => {}
+                _ => bad += 1,
+            }
+            gets += 1;
+        }
+    }
+    Ok((gets, newest, bad))
+}
+
+/// The writer: commits as fast as it can for `seconds`, each commit bumping the
+/// generation and rewriting one key's value. Returns the commits.
+fn writer(name: &str, seconds: u64) -> Result<u64, Error> {
+    let (env, db) = open(name)?;
+    let keys = {
+        let rtxn = env.read_txn()?;
+        db.len(&rtxn)?.saturating_sub(1).max(1)
+    };
+    let mut commits = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let mut wtxn = env.write_txn()?;
+        let generation: u64 = db.get(&wtxn, GENERATION)?.and_then(|g| g.parse().ok()).unwrap_or(0) + 1;
+        let key = format!("k{}", generation % keys + 1);
+        db.put(&mut wtxn, &key, &format!("v{}-{generation}", &key[1..]))?;
+        db.put(&mut wtxn, GENERATION, &generation.to_string())?;
+        wtxn.commit()?;
+        commits += 1;
+    }
+    Ok(commits)
+}
+
+/// Runs `work` in a child process that writes its figures to `out` and exits 0 (1 on error).
+fn child(out: PathBuf, work: impl FnOnce() -> Result<String, Error>) -> Option<libc::pid_t> {
+    spawn_child(move || match work() {
+        Ok(figures) => i32::from(fs::write(&out, figures).is_err()),
+        Err(e) => {
+            eprintln!("mshare-lmdb: {e}");
+            1
+        }
+    })
+}
+
+fn bench(name: &str, readers: u64, seconds: u64) -> Result<String, Error> {
+    env_dir(name)?;
+    let dir = PathBuf::from(format!("/tmp/mshare-lmdb-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let mut pids = Vec::new();
+    for i in 0..readers {
+        let out = dir.join(format!("reader{i}"));
+        let pid = child(out, move || reader(name, 0x6c6d_6462 + i, seconds).map(|(g, n, b)| format!("{g} {n} {b}")))
+            .ok_or("fork failed")?;
+        pids.push(pid);
+    }
+    let writer_pid =
+        child(dir.join("writer"), move || writer(name, seconds).map(|c| c.to_string())).ok_or("fork failed")?;
+    let failed = pids.iter().chain([&writer_pid]).map(|pid| wait_child(*pid)).filter(|status| *status != 0).count();
+    if failed > 0 {
+        return Err(format!("{failed} of {} bench processes failed (see above)", readers + 1).into());
+    }
+    let read = |file: &str| fs::read_to_string(dir.join(file));
+    let commits: u64 = read("writer")?.trim().parse()?;
+    let (mut gets, mut newest_min, mut bad) = (0u64, u64::MAX, 0u64);
+    for i in 0..readers {
+        let figures: Vec<u64> =
+            read(&format!("reader{i}"))?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        gets += figures[0];
+        newest_min = newest_min.min(figures[1]);
+        bad += figures[2];
+    }
+    fs::remove_dir_all(&dir)?;
+    Ok(format!(
+        "LMDB region={name} readers={readers} seconds={seconds} gets={gets} gets_per_s={:.0} commits={commits} \
+         newest_generation_seen_by_every_reader={newest_min} bad={bad}",
+        gets as f64 / seconds as f64
+    ))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["load", region, file] => load(region, Path::new(file)),
+        ["get", region, key] => match get(region, key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(format!("no key '{key}' in {region}").into()),
+            Err(e) => Err(e),
+        },
+        ["bench", region, readers, seconds] => match (readers.parse(), seconds.parse()) {
+            (Ok(readers), Ok(seconds)) if readers > 0 && seconds > 0 => bench(region, readers, seconds),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mshare-lmdb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
