@@ -233,6 +233,32 @@ fn lmdb_runs_over_an_msharefs_region() {
     }
 }
 
+/// An LMDB snapshot across VMs: one VM loads the database into an ivshmem region (a host
+/// file), a second VM opens it read-only without locks (`--snapshot`) and reads it with 4
+/// processes; the host file carries it from one to the other.
+#[test]
+fn an_lmdb_snapshot_loaded_in_one_vm_is_read_in_another() {
+    let (dir, backing) = ivshmem_backing("mshare-lmdb-snapshot");
+    let load = "d=$(ls /sys/fs/mshare/ivshmem) && i=0 && while [ $i -lt 20000 ]; do i=$((i+1)); echo k$i v$i; done \
+                > /tmp/kv && mshare-lmdb load ivshmem/$d /tmp/kv";
+    let read = "d=$(ls /sys/fs/mshare/ivshmem) && mshare-lmdb get ivshmem/$d k4242 --snapshot && \
+                mshare-lmdb bench ivshmem/$d 4 3 --snapshot";
+    for (name, script) in [("boot-lmdb-snapshot-load", load), ("boot-lmdb-snapshot-read", read)] {
+        let mut boot = guest_boot(name, &["sh", "-c", script]);
+        boot.ivshmem = vec![(backing.clone(), 4 << 20)];
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run.result.status, 0, "{name}: {}", run.output.console);
+        if name.ends_with("read") {
+            let console = &run.output.console;
+            assert!(console.lines().any(|l| l == "v4242"), "{console}");
+            let line = console.lines().find(|l| l.starts_with("LMDB ")).unwrap_or_else(|| panic!("{console}"));
+            assert!(line.contains(" snapshot=true ") && line.ends_with(" bad=0"), "{line}");
+            assert!(!line.contains(" gets=0 "), "{line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Unbinding an ivshmem device while a process maps its region (`mshare-api unplug`, in
 /// both modes): the mapping loses the memory (SIGBUS), the open file gets ENODEV, the
 /// region lives until its last inode goes, and the driver binds again; then msharefs

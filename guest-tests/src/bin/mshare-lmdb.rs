@@ -3,10 +3,16 @@
 //!
 //! ```text
 //! mshare-lmdb load REGION FILE                  FILE's "key value" lines (tab or space) into REGION
-//! mshare-lmdb get REGION KEY                    print KEY's value
-//! mshare-lmdb bench REGION READERS SECONDS      READERS processes reading random keys while
+//! mshare-lmdb get REGION KEY [--snapshot]       print KEY's value
+//! mshare-lmdb bench REGION READERS SECONDS [--snapshot]
+//!                                               READERS processes reading random keys while
 //!                                               a writer commits; one LMDB line of figures
 //! ```
+//! `--snapshot` opens the database read-only and without a lock file (MDB_RDONLY |
+//! MDB_NOLOCK), as a VM does with a region another VM loaded and the VMM attached to it
+//! read-only: nothing may write then (LMDB's lock table cannot span VMs, so a writer in
+//! one VM and readers without locks in another would read pages the writer is reusing),
+//! and the bench runs readers only.
 //! REGION is a region under /sys/fs/mshare made with memory for all of it (`mshare create
 //! db 64M`); LMDB maps all of it (its map size is the region's size). The lock file lives
 //! in /tmp (LMDB's reader table uses futexes, which region memory does not take yet); the
@@ -26,7 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: mshare-lmdb load REGION FILE | get REGION KEY | bench REGION READERS SECONDS";
+const USAGE: &str =
+    "usage: mshare-lmdb load REGION FILE | get REGION KEY [--snapshot] | bench REGION READERS SECONDS [--snapshot]";
 /// The key the bench's writer bumps in every commit.
 const GENERATION: &str = "mshare-lmdb:generation";
 
@@ -53,15 +60,18 @@ fn env_dir(name: &str) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-/// Opens the environment of region `name`, mapping all of the region.
-fn open(name: &str) -> Result<(Env, Database<Str, Str>), Error> {
+/// Opens the environment of region `name`, mapping all of the region; a `snapshot`
+/// read-only and without the lock file.
+fn open(name: &str, snapshot: bool) -> Result<(Env, Database<Str, Str>), Error> {
     let dir = env_dir(name)?;
     let size = fs::metadata(dir.join("data.mdb"))?.len() as usize;
     let mut options = EnvOpenOptions::new();
     options.map_size(size).max_readers(126);
+    let flags = if snapshot { EnvFlags::READ_ONLY | EnvFlags::NO_LOCK } else { EnvFlags::WRITE_MAP };
     // SAFETY: WRITE_MAP writes through the shared mapping of the region, which is what the
-    // region is for; no other flag changes LMDB's memory safety.
-    unsafe { options.flags(EnvFlags::WRITE_MAP) };
+    // region is for; a snapshot is only read, by readers that take no locks because nothing
+    // writes it (see the module's documentation).
+    unsafe { options.flags(flags) };
     // SAFETY: the environment is opened once per process (each bench process opens its own
     // after fork), as LMDB requires.
     let env = unsafe { options.open(&dir)? };
@@ -97,7 +107,7 @@ fn load(name: &str, input: &Path) -> Result<String, Error> {
     fs::remove_dir_all(&scratch)?;
     // The region's old environment (if any) describes another database: start afresh.
     let _ = fs::remove_dir_all(format!("/tmp/mshare-lmdb-{}", name.replace('/', "_")));
-    let (env, db) = open(name)?;
+    let (env, db) = open(name, false)?;
     let rtxn = env.read_txn()?;
     let entries = db.len(&rtxn)?;
     Ok(format!(
@@ -107,16 +117,16 @@ fn load(name: &str, input: &Path) -> Result<String, Error> {
     ))
 }
 
-fn get(name: &str, key: &str) -> Result<Option<String>, Error> {
-    let (env, db) = open(name)?;
+fn get(name: &str, key: &str, snapshot: bool) -> Result<Option<String>, Error> {
+    let (env, db) = open(name, snapshot)?;
     let rtxn = env.read_txn()?;
     Ok(db.get(&rtxn, key)?.map(str::to_owned))
 }
 
 /// A reader process: random gets for `seconds`; checks each value and that the writer's
 /// generation never goes back. Returns (gets, highest generation seen, problems).
-fn reader(name: &str, seed: u64, seconds: u64) -> Result<(u64, u64, u64), Error> {
-    let (env, db) = open(name)?;
+fn reader(name: &str, seed: u64, seconds: u64, snapshot: bool) -> Result<(u64, u64, u64), Error> {
+    let (env, db) = open(name, snapshot)?;
     let mut rng = Rng::new(seed);
     let keys = {
         let rtxn = env.read_txn()?;
@@ -146,7 +156,7 @@ fn reader(name: &str, seed: u64, seconds: u64) -> Result<(u64, u64, u64), Error>
 /// The writer: commits as fast as it can for `seconds`, each commit bumping the
 /// generation and rewriting one key's value. Returns the commits.
 fn writer(name: &str, seconds: u64) -> Result<u64, Error> {
-    let (env, db) = open(name)?;
+    let (env, db) = open(name, false)?;
     let keys = {
         let rtxn = env.read_txn()?;
         db.len(&rtxn)?.saturating_sub(1).max(1)
@@ -176,25 +186,26 @@ fn child(out: PathBuf, work: impl FnOnce() -> Result<String, Error>) -> Option<l
     })
 }
 
-fn bench(name: &str, readers: u64, seconds: u64) -> Result<String, Error> {
+fn bench(name: &str, readers: u64, seconds: u64, snapshot: bool) -> Result<String, Error> {
     env_dir(name)?;
     let dir = PathBuf::from(format!("/tmp/mshare-lmdb-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let mut pids = Vec::new();
     for i in 0..readers {
         let out = dir.join(format!("reader{i}"));
-        let pid = child(out, move || reader(name, 0x6c6d_6462 + i, seconds).map(|(g, n, b)| format!("{g} {n} {b}")))
-            .ok_or("fork failed")?;
-        pids.push(pid);
+        let work = move || reader(name, 0x6c6d_6462 + i, seconds, snapshot).map(|(g, n, b)| format!("{g} {n} {b}"));
+        pids.push(child(out, work).ok_or("fork failed")?);
     }
-    let writer_pid =
-        child(dir.join("writer"), move || writer(name, seconds).map(|c| c.to_string())).ok_or("fork failed")?;
-    let failed = pids.iter().chain([&writer_pid]).map(|pid| wait_child(*pid)).filter(|status| *status != 0).count();
+    if !snapshot {
+        let work = move || writer(name, seconds).map(|c| c.to_string());
+        pids.push(child(dir.join("writer"), work).ok_or("fork failed")?);
+    }
+    let failed = pids.iter().map(|pid| wait_child(*pid)).filter(|status| *status != 0).count();
     if failed > 0 {
-        return Err(format!("{failed} of {} bench processes failed (see above)", readers + 1).into());
+        return Err(format!("{failed} of {} bench processes failed (see above)", pids.len()).into());
     }
     let read = |file: &str| fs::read_to_string(dir.join(file));
-    let commits: u64 = read("writer")?.trim().parse()?;
+    let commits: u64 = if snapshot { 0 } else { read("writer")?.trim().parse()? };
     let (mut gets, mut newest_min, mut bad) = (0u64, u64::MAX, 0u64);
     for i in 0..readers {
         let figures: Vec<u64> =
@@ -205,7 +216,7 @@ fn bench(name: &str, readers: u64, seconds: u64) -> Result<String, Error> {
     }
     fs::remove_dir_all(&dir)?;
     Ok(format!(
-        "LMDB region={name} readers={readers} seconds={seconds} gets={gets} gets_per_s={:.0} commits={commits} \
+        "LMDB region={name} snapshot={snapshot} readers={readers} seconds={seconds} gets={gets} gets_per_s={:.0} commits={commits} \
          newest_generation_seen_by_every_reader={newest_min} bad={bad}",
         gets as f64 / seconds as f64
     ))
@@ -213,15 +224,17 @@ fn bench(name: &str, readers: u64, seconds: u64) -> Result<String, Error> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["load", region, file] => load(region, Path::new(file)),
-        ["get", region, key] => match get(region, key) {
+    let snapshot = args.iter().any(|a| a == "--snapshot");
+    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--snapshot").collect();
+    let result = match words.as_slice() {
+        ["load", region, file] if !snapshot => load(region, Path::new(file)),
+        ["get", region, key] => match get(region, key, snapshot) {
             Ok(Some(value)) => Ok(value),
             Ok(None) => Err(format!("no key '{key}' in {region}").into()),
             Err(e) => Err(e),
         },
         ["bench", region, readers, seconds] => match (readers.parse(), seconds.parse()) {
-            (Ok(readers), Ok(seconds)) if readers > 0 && seconds > 0 => bench(region, readers, seconds),
+            (Ok(readers), Ok(seconds)) if readers > 0 && seconds > 0 => bench(region, readers, seconds, snapshot),
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
