@@ -21,8 +21,9 @@ long mshare_region_fallocate(void *region, void *inode, int mode, loff_t offset,
 ssize_t mshare_region_read(void *region, void *inode, char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_region_write(void *region, void *inode, const char __user *buf, size_t len,
 			    loff_t *pos);
-/* The address a region's page @pgoff must be mapped at (v1 start), 0 for anywhere. */
-long mshare_region_fixed_address(void *region, unsigned long pgoff);
+/* Where a window goes (v1 start + offset), 0 for anywhere, or -errno; before any unmap. */
+long mshare_region_place(void *region, int api, unsigned long addr, unsigned long len,
+			 unsigned long pgoff, bool fixed, bool shared);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /* 1: the window shares the region's tables (mode B); 0: its own mappings; or -errno. */

@@ -7,7 +7,7 @@
 
 use crate::msharefs_api::{Api, Request};
 use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
-use crate::region::{check_mapping, offset_of, Page, Region, Window};
+use crate::region::{check_mapping, check_range, offset_of, Page, Region, Window};
 use crate::{stats, GRANULE_SIZE};
 use kernel::page::PAGE_SIZE;
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -441,26 +441,58 @@ unsafe extern "C" fn mshare_region_fallocate(
     }
 }
 
-/// Where page `pgoff` of the region must be mapped: its start (v1) plus the offset, 0 for
-/// anywhere, or a negative errno (ENODEV once its device went away).
+/// Where a window of `len` bytes at page `pgoff` of the region goes, decided before mmap
+/// unmaps anything of the caller's (a refusal later, in `->mmap`, would come after a
+/// `MAP_FIXED` call had already cleared what was at `addr`): the region's start plus the
+/// offset for a v1 region with a start (`addr`, with `MAP_FIXED` or as a hint, must be that
+/// or 0), 0 for anywhere; EINVAL for a window that cannot be (private, outside the region,
+/// unaligned, not the whole region under v3, `MAP_FIXED` elsewhere than the start), ENODEV
+/// once the device went away.
+fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool, shared: bool) -> Result<u64> {
+    region.check_present()?;
+    let offset = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
+    let size = region.size();
+    if !shared || size == 0 {
+        return Err(EINVAL);
+    }
+    check_range(size, offset, len)?;
+    if api == Api::V3 && (offset != 0 || len != size) {
+        return Err(EINVAL);
+    }
+    let start = region.start();
+    if start == 0 {
+        if fixed && addr % GRANULE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        return Ok(0);
+    }
+    let at = start.checked_add(offset).filter(|at| *at <= i64::MAX as u64).ok_or(EINVAL)?;
+    if addr != 0 && addr != at || fixed && addr != at {
+        return Err(EINVAL);
+    }
+    Ok(at)
+}
+
+/// [`place`] for the glue's `get_unmapped_area`: the address, 0, or a negative errno.
 ///
 /// # Safety
 ///
 /// `region` is the live region of the file being mapped.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_fixed_address(region: *mut c_void, pgoff: c_ulong) -> c_long {
+unsafe extern "C" fn mshare_region_place(
+    region: *mut c_void,
+    api: c_int,
+    addr: c_ulong,
+    len: c_ulong,
+    pgoff: c_ulong,
+    fixed: bool,
+    shared: bool,
+) -> c_long {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    if let Err(e) = region.check_present() {
-        return e.to_errno() as c_long;
-    }
-    let start = region.start();
-    if start == 0 {
-        return 0;
-    }
-    match (pgoff as u64).checked_mul(PAGE_SIZE as u64).and_then(|offset| start.checked_add(offset)) {
-        Some(address) => address as c_long,
-        None => EINVAL.to_errno() as c_long,
+    match place(region, Api::from_glue(api), addr as u64, len as u64, pgoff as u64, fixed, shared) {
+        Ok(at) => at as c_long,
+        Err(e) => e.to_errno() as c_long,
     }
 }
 

@@ -261,27 +261,30 @@ static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 }
 
 /*
- * A region with a fixed start address (the v1 API's SET_SIZE start) is mapped there: the
- * hint may be that address or none; MAP_FIXED elsewhere is refused by the mmap check.
- * Called with the mmap lock held, so the range found free stays free.
+ * Where a window goes, checked before mmap unmaps anything of the caller's (Rust decides:
+ * a refused MAP_FIXED must not have cleared the caller's mapping at addr). A region with
+ * a fixed start (the v1 API's SET_SIZE start) is mapped there. Called with the mmap lock
+ * held, so the range found free stays free.
  */
 static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long addr,
 						unsigned long len, unsigned long pgoff,
 						unsigned long flags)
 {
-	long fixed = mshare_region_fixed_address(file_inode(file)->i_private, pgoff);
+	struct inode *inode = file_inode(file);
+	long at = mshare_region_place(inode->i_private, msharefs_api(inode), addr, len, pgoff,
+				      flags & MAP_FIXED, (flags & MAP_TYPE) != MAP_PRIVATE);
 
-	if (fixed < 0)
-		return fixed;
-	if (!fixed || (flags & MAP_FIXED))
-		return fixed ? addr : thp_get_unmapped_area(file, addr, len, pgoff, flags);
-	if (addr && addr != fixed)
-		return -EINVAL;
-	if (len > TASK_SIZE || fixed > TASK_SIZE - len)
+	if (at < 0)
+		return at;
+	if (flags & MAP_FIXED)
+		return addr;
+	if (!at)
+		return thp_get_unmapped_area(file, addr, len, pgoff, flags);
+	if (len > TASK_SIZE || at > TASK_SIZE - len)
 		return -ENOMEM;
-	if (find_vma_intersection(current->mm, fixed, fixed + len))
+	if (find_vma_intersection(current->mm, at, at + len))
 		return -ENOMEM;
-	return fixed;
+	return at;
 }
 
 static ssize_t msharefs_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
@@ -669,6 +672,11 @@ static int msharefs_parse_param(struct fs_context *fc, struct fs_parameter *para
 
 	if (opt < 0)
 		return opt;
+	/* The API is the instance's: a remount cannot change it (mount another instance). */
+	if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE &&
+	    fc->root->d_sb->s_fs_info != &msharefs_apis[result.uint_32])
+		return invalfc(fc, "api= cannot change on remount; mount msharefs with -o api=v%d elsewhere",
+			       msharefs_apis[result.uint_32]);
 	fc->fs_private = (void *)&msharefs_apis[result.uint_32];
 	return 0;
 }

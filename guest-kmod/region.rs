@@ -196,11 +196,15 @@ pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared
 impl Region {
     /// An empty region: no size, no memory.
     pub(crate) fn new() -> impl PinInit<Self> {
-        stats::region_made();
         pin_init!(Self {
             state <- new_mutex!(State::new(true)),
             kind: Kind::Anonymous,
-            windows: AtomicU64::new(0),
+            // Counted as the region is made in its memory (nothing after can fail), so
+            // that every count has its drop.
+            windows: {
+                stats::region_made();
+                AtomicU64::new(0)
+            },
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
             inodes <- new_mutex!(KVVec::new()),
@@ -224,11 +228,14 @@ impl Region {
             chunks.push(first_pfn + i * GRANULE_PAGES, GFP_KERNEL)?;
         }
         let tables = Tables::new(granules)?;
-        stats::region_made();
         Ok(try_pin_init!(Self {
             state <- new_mutex!(State { size, start: 0, chunks, tables, writable: !read_only, unplugged: false }),
             kind: Kind::Device { read_only, base },
-            windows: AtomicU64::new(0),
+            // As in `new`: counted once the region is made.
+            windows: {
+                stats::region_made();
+                AtomicU64::new(0)
+            },
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
             inodes <- new_mutex!(KVVec::new()),

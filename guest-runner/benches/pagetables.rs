@@ -66,10 +66,9 @@ impl Spread {
     }
 }
 
-fn main() {
-    let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64 256".into());
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "256M 1G".into());
-    let repeats: usize = std::env::var("BENCH_REPEATS").map_or(3, |r| r.parse().expect("BENCH_REPEATS: a number"));
+/// Boots the guest once and runs every case `repeats` times; returns its console and how
+/// long it took.
+fn measure(procs: &str, sizes: &str, repeats: usize) -> (String, String) {
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("{e}"));
     let mut boot = Boot::guest_image(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.memory_mib = 3072;
@@ -87,6 +86,17 @@ fn main() {
         "pagetables bench: booting the guest under QEMU TCG (2 vCPUs, 3 GiB); N in {{{procs}}}, sizes {{{sizes}}}, \
          {repeats} runs each"
     );
+    let started = Instant::now();
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
+    assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
+    (run.output.console, format!("{:.0} s in all", started.elapsed().as_secs_f64()))
+}
+
+fn main() {
+    let procs = std::env::var("BENCH_PROCS").unwrap_or_else(|_| "1 8 64 256".into());
+    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "256M 1G".into());
+    let repeats: usize = std::env::var("BENCH_REPEATS").map_or(3, |r| r.parse().expect("BENCH_REPEATS: a number"));
     // BENCH_FROM_LOG: the report of an earlier run, from its console log (the figures are
     // its BENCH lines; nothing is measured again).
     let (console, duration) = match std::env::var("BENCH_FROM_LOG") {
@@ -96,13 +106,7 @@ fn main() {
                 .unwrap_or_else(|e| panic!("BENCH_FROM_LOG {path}: {e}"));
             (text, format!("re-reported from the console log {path}"))
         }
-        Err(_) => {
-            let started = Instant::now();
-            let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
-            let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
-            assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
-            (run.output.console, format!("{:.0} s in all", started.elapsed().as_secs_f64()))
-        }
+        Err(_) => measure(&procs, &sizes, repeats),
     };
     let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("BENCH ")).collect();
     let spread = |way: &str, mode: &str, n: &str, size: &str, key: &str| -> Option<Spread> {
@@ -140,11 +144,11 @@ fn main() {
          What mshare B costs, exactly: its shared PTE tables once (one 4 KiB page per 2 MiB: 512 KiB for 256 MiB) plus, per \
          process, a PMD table (4 KiB) when the window lands in a GiB of address space where the process has none yet. A \
          256 MiB window is placed by the kernel near the process's other mappings, so whether it needs one varies from run to \
-         run (VmPTE growth 0 or 4 KiB: the spread of the 256 MiB rows, and why one run read 508 KiB at N = 256 and \
-         another 764 KiB at N = 64); mode C's PMD leaves go in the same PMD tables. A 1 GiB window is 1 GiB-aligned and \
-         always needs its own: 4 KiB per process. The residual column shows the global counter adds only a page or two \
-         over these exact figures, except for hugetlb at 1 GiB, where it is -N x 4 KiB: each process's VmPTE counts the \
-         PMD table hugetlb shares between them, which PageTables counts once.\n",
+         run (VmPTE growth 0 or 4 KiB per process: where the 256 MiB rows have a range, this is it); mode C's PMD \
+         leaves go in the same PMD tables. A 1 GiB window is 1 GiB-aligned and \
+         always needs its own: 4 KiB per process. The residual column is what the global counter adds over these exact \
+         figures; where page tables are shared outside mshare (hugetlb's PMD sharing at 1 GiB) it goes negative, since \
+         each process's VmPTE counts the shared table and PageTables counts it once.\n",
     );
     let mut json_rows = Vec::new();
     for size in sizes.split_whitespace() {

@@ -201,7 +201,7 @@ fn programs_written_for_the_posted_series_run_unchanged() {
             assert!(console.lines().any(|l| l == line), "mode {mode}: no '{line}': {console}");
         }
         assert!(console.contains("mshare-cover-v1: ok") && console.contains("mshare-cover-v3: ok"), "{console}");
-        assert!(console.contains("mshare-selftests: 33 checks, 0 failed"), "mode {mode}: {console}");
+        assert!(console.contains("mshare-selftests: 36 checks, 0 failed"), "mode {mode}: {console}");
     }
 }
 

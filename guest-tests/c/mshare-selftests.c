@@ -183,6 +183,14 @@ static void v3_mmap_munmap(void)
 	check(p == at && munmap(p, MB(4)) == 0, "v3 MAP_FIXED at an aligned address maps there");
 	check_errno((long)mmap(NULL, MB(2), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), EINVAL,
 		    "v3 mmap of part of the region is EINVAL (whole region only)");
+	p = mmap(at, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p != MAP_FAILED)
+		strcpy(p, "still mine");
+	check_errno((long)mmap(at, MB(2), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0), EINVAL,
+		    "v3 MAP_FIXED of part of the region is EINVAL");
+	check(p == at && strcmp(p, "still mine") == 0, "v3 and the refused MAP_FIXED left what was there as it was");
+	if (p != MAP_FAILED)
+		munmap(p, 4096);
 	close(fd);
 	remove_region(v3_dir, "selftest");
 }
@@ -222,6 +230,7 @@ static void v1_start(void)
 	struct mshare_unmap u;
 	int fd = region(v1_dir, "selftest-v1");
 	void *p, *blocker;
+	char *mine;
 
 	check_errno(ioctl(fd, MSHAREFS_SET_SIZE, &info), EINVAL, "v1 SET_SIZE with a misaligned start is EINVAL");
 	info.start = TB(2);
@@ -246,8 +255,15 @@ static void v1_start(void)
 	check_errno(ioctl(fd, MSHAREFS_UNMAP, &u), EINVAL, "v1 UNMAP outside the region is EINVAL");
 	check_errno((long)mmap((void *)TB(4), MB(4), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), EINVAL,
 		    "v1 mmap with another address as hint is EINVAL");
+	mine = mmap((void *)TB(4), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (mine != MAP_FAILED)
+		strcpy(mine, "still mine");
 	check_errno((long)mmap((void *)TB(4), MB(4), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0), EINVAL,
 		    "v1 MAP_FIXED at another address is EINVAL");
+	check(mine == (void *)TB(4) && strcmp(mine, "still mine") == 0,
+	      "v1 and the refused MAP_FIXED left what the caller had there as it was");
+	if (mine != MAP_FAILED)
+		munmap(mine, 4096);
 	p = mmap(NULL, MB(4), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	check(p == (void *)TB(2), "v1 mmap(NULL) maps at start");
 	if (p != MAP_FAILED)

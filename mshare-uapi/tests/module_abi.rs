@@ -21,27 +21,51 @@ fn encode(macro_name: &str, size: u64, nr: u64) -> u64 {
     (dir << 30) | (size << 16) | (u64::from(b'x') << 8) | nr
 }
 
-/// The size of the module's argument type (its `#[repr(C)]` structures in guest-kmod/uapi.rs
-/// are named as this crate's, and pin their own sizes with const assertions).
-fn size_of_type(ty: &str) -> u64 {
+/// The sizes the module gives its argument structures: the `Name: size` pairs of the
+/// `plain_data!` list in guest-kmod/uapi.rs (each pinned there by a const assertion).
+fn module_sizes() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-kmod/uapi.rs")).unwrap();
+    let list = text.split("plain_data!(").nth(1).and_then(|rest| rest.split(");").next()).expect("plain_data! list");
+    list.split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .map(|(name, size)| (name.trim().to_owned(), size.trim().parse().expect("a size")))
+        .collect()
+}
+
+/// The size of the module's argument type: a plain integer or one of its structures.
+fn size_of_type(ty: &str, sizes: &BTreeMap<String, u64>) -> u64 {
+    match ty {
+        "u64" => 8,
+        name => *sizes.get(name).unwrap_or_else(|| panic!("the module's argument type {name} has no size in uapi.rs")),
+    }
+}
+
+#[test]
+fn the_modules_structures_are_the_crates_size() {
     use std::mem::size_of;
-    (match ty {
-        "u64" => size_of::<u64>(),
-        "MshareInfo" => size_of::<MshareInfo>(),
-        "MshareCreate" => size_of::<MshareCreate>(),
-        "MshareUnmap" => size_of::<[u64; 2]>(),
-        "MshareStats" => size_of::<MshareStats>(),
-        "MshareAttach" => size_of::<MshareAttach>(),
-        "MshareDetach" => size_of::<MshareDetach>(),
-        "MshareMap" => size_of::<MshareMap>(),
-        "MshareRange" => size_of::<MshareRange>(),
-        "MshareProtect" => size_of::<MshareProtect>(),
-        other => panic!("the module's argument type {other} has no counterpart here"),
-    }) as u64
+    let crate_sizes: BTreeMap<&str, usize> = [
+        ("MshareInfo", size_of::<MshareInfo>()),
+        ("MshareCreate", size_of::<MshareCreate>()),
+        ("MshareUnmap", size_of::<[u64; 2]>()),
+        ("MshareStats", size_of::<MshareStats>()),
+        ("MshareAttach", size_of::<MshareAttach>()),
+        ("MshareDetach", size_of::<MshareDetach>()),
+        ("MshareMap", size_of::<MshareMap>()),
+        ("MshareRange", size_of::<MshareRange>()),
+        ("MshareProtect", size_of::<MshareProtect>()),
+    ]
+    .into_iter()
+    .collect();
+    let module = module_sizes();
+    assert_eq!(module.keys().map(String::as_str).collect::<Vec<_>>(), crate_sizes.keys().copied().collect::<Vec<_>>());
+    for (name, size) in &module {
+        assert_eq!(*size, crate_sizes[name.as_str()] as u64, "{name}: the module's size differs from the crate's");
+    }
 }
 
 /// Every ioctl constant the module's sources define: name -> request number.
 fn module_requests() -> BTreeMap<String, u64> {
+    let sizes = module_sizes();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-kmod");
     let mut found = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -66,7 +90,7 @@ fn module_requests() -> BTreeMap<String, u64> {
                 Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
                 None => nr.parse().unwrap(),
             };
-            let size = if ty.is_empty() { 0 } else { size_of_type(ty) };
+            let size = if ty.is_empty() { 0 } else { size_of_type(ty, &sizes) };
             found.insert(name.to_owned(), encode(macro_name, size, nr));
         }
     }

@@ -77,46 +77,58 @@ fn launch(fleet: &Path) -> Run {
     }
 }
 
+/// K QEMU processes started by [`qemu_processes`] and their tmpfs file: killed and removed
+/// when dropped, whatever happened in between.
+struct QemuFleet {
+    pids: Vec<i32>,
+    file: std::path::PathBuf,
+}
+
+impl Drop for QemuFleet {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // SAFETY: signalling a QEMU this bench started (daemonized, so not our child).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
 /// K QEMU processes (no machine, no guest) each mapping the same tmpfs file of `bytes` as
 /// a shared `memory-backend-file` with `prealloc=on`: summed RSS, PSS and VmPTE, in KiB,
-/// once every process has touched all of it.
+/// once every process has touched all of it. Each is started with `-daemonize`, whose
+/// parent exits only once QEMU is initialized, preallocation included; the file's pages
+/// in each process (RssShmem) are checked too.
 fn qemu_processes(dir: &Path, k: usize, bytes: u64) -> (u64, u64, u64) {
     let file = Path::new("/dev/shm").join(format!("mshare-bench-regions-{}", std::process::id()));
     std::fs::File::create(&file).and_then(|f| f.set_len(bytes)).unwrap();
+    let mut fleet = QemuFleet { pids: Vec::new(), file: file.clone() };
     let object = format!("memory-backend-file,id=m,mem-path={},size={bytes},share=on,prealloc=on", file.display());
-    let mut children: Vec<std::process::Child> = (0..k)
-        .map(|i| {
-            Command::new(guest_runner::qemu::qemu_binary())
-                .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-object", &object])
-                .args(["-pidfile", &dir.join(format!("qemu{i}.pid")).display().to_string()])
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting QEMU: {e}"))
-        })
-        .collect();
-    let status_kib = |pid: u32, file: &str, key: &str| -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-        mshare_uapi::formats::kib_lines(&text).get(key).copied()
-    };
-    // Preallocation is done when a process maps the whole file (its RSS holds it all).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    for child in &mut children {
-        while status_kib(child.id(), "smaps_rollup", "Rss").unwrap_or(0) < bytes >> 10 {
-            assert!(child.try_wait().unwrap().is_none(), "QEMU exited before its preallocation finished");
-            assert!(std::time::Instant::now() < deadline, "QEMU did not preallocate within 300 s");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+    for i in 0..k {
+        let pidfile = dir.join(format!("qemu{i}.pid"));
+        let status = Command::new(guest_runner::qemu::qemu_binary())
+            .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-daemonize", "-object", &object])
+            .arg("-pidfile")
+            .arg(&pidfile)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("starting QEMU: {e}"));
+        assert!(status.success(), "QEMU {i} failed to start: {status}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        fleet.pids.push(pid.trim().parse().unwrap_or_else(|e| panic!("{}: {e}", pidfile.display())));
     }
-    let sum = |file: &str, key: &str| -> u64 {
-        children.iter().map(|c| status_kib(c.id(), file, key).unwrap_or_else(|| panic!("no {key} in {file}"))).sum()
+    let status_kib = |pid: i32, file: &str, key: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_else(|e| panic!("QEMU {pid}: {e}"));
+        mshare_uapi::formats::kib_lines(&text)
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("QEMU {pid}: no {key} in {file}"))
     };
-    let figures = (sum("smaps_rollup", "Rss"), sum("smaps_rollup", "Pss"), sum("status", "VmPTE"));
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
+    for pid in &fleet.pids {
+        assert!(status_kib(*pid, "status", "RssShmem") >= bytes >> 10, "QEMU {pid} did not map all of the file");
     }
-    std::fs::remove_file(&file).unwrap();
-    figures
+    let sum = |file: &str, key: &str| -> u64 { fleet.pids.iter().map(|pid| status_kib(*pid, file, key)).sum() };
+    (sum("smaps_rollup", "Rss"), sum("smaps_rollup", "Pss"), sum("status", "VmPTE"))
 }
 
 fn mib(kib: u64) -> String {

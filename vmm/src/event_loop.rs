@@ -1,10 +1,10 @@
 //! The VMM's main loop (event-manager): it waits for a stop reason, turns SIGINT/SIGTERM
 //! and the timeout into one, and feeds console input.
 
-use crate::signals::read_signal;
+use crate::signals::SignalFd;
 use crate::stop::{StopReason, StopSignal};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -13,7 +13,7 @@ pub struct Control {
     /// Raised by whoever stops the VM; wakes the loop.
     pub stop: Arc<StopSignal>,
     /// SIGINT/SIGTERM, when the VM owns them.
-    pub signals: Option<OwnedFd>,
+    pub signals: Option<SignalFd>,
     /// The timeout's timer and its length in seconds.
     pub timer: Option<(TimerFd, u64)>,
 }
@@ -24,7 +24,7 @@ impl MutEventSubscriber for Control {
         if fd == self.stop.event().as_raw_fd() {
             let _ = self.stop.event().read();
         } else if let Some(signals) = self.signals.as_ref().filter(|s| s.as_raw_fd() == fd) {
-            if let Some(signo) = read_signal(signals) {
+            if let Some(signo) = signals.read() {
                 self.stop.stop(StopReason::Signal(signo));
             }
         } else if let Some((timer, seconds)) = self.timer.as_mut() {

@@ -121,9 +121,10 @@ pub fn pci_registers_address(index: usize) -> u32 {
 /// x86-64 host's KVM accepts).
 pub const PCI_BAR64_END: u64 = 1 << 46;
 
-/// Addresses for the 64-bit BARs of `sizes` (powers of two), in order: above guest RAM,
-/// each aligned to its size, never inside the MMIO gap below 4 GiB (vm-allocator's
-/// first fit, the gap reserved).
+/// Addresses for the 64-bit BARs of `sizes` (powers of two), one per size in the same
+/// order: above guest RAM, each aligned to its size, never inside the MMIO gap below 4 GiB
+/// (vm-allocator's first fit, the gap reserved: a later, smaller BAR may take an alignment
+/// hole below an earlier one).
 pub fn pci_bar64_addresses(memory: u64, sizes: &[u64]) -> Result<Vec<u64>, MemoryError> {
     let start = if memory <= MMIO_GAP_START { memory } else { MMIO_GAP_END + (memory - MMIO_GAP_START) };
     let mut window = AddressAllocator::new(start, PCI_BAR64_END - start).map_err(MemoryError::Bars)?;

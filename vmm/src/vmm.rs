@@ -12,7 +12,7 @@ use crate::console::{ConsoleInput, TerminalGuard};
 use crate::error::{errno_err, io_err};
 use crate::event_loop::{wait_for_stop, Control};
 use crate::regions::{RegionSpec, SharedRegion};
-use crate::signals::{kick_signal, noop_signal_handler, signal_fd, unblock_signals};
+use crate::signals::{kick_signal, noop_signal_handler, SignalFd};
 use crate::stop::StopSignal;
 use crate::vm::{start_vcpus, Vm};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -46,7 +46,7 @@ pub fn run_with_regions(
     let start = Instant::now();
     let vm = Vm::build(config, shared, stop.clone())?;
 
-    let signals = if own_signals { Some(signal_fd().map_err(io_err("signalfd"))?) } else { None };
+    let signals = if own_signals { Some(SignalFd::new().map_err(io_err("signalfd"))?) } else { None };
     vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_signal_handler)
         .map_err(errno_err("registering the vCPU kick signal"))?;
     let timer = match config.timeout {
@@ -78,9 +78,6 @@ pub fn run_with_regions(
     wait_for_stop(&mut events, &stop);
     let elapsed = start.elapsed();
     let outcome = vm.finish(threads, elapsed, first_run.get().copied());
-    if own_signals {
-        unblock_signals();
-    }
     drop(terminal);
     Ok(outcome)
 }

@@ -4,8 +4,8 @@
 use super::{wait_for_signal, Fleet};
 use crate::error::io_err;
 use crate::outcome::Outcome;
-use crate::signals::{signal_fd, unblock_signals};
-use crate::stop::StopSignal;
+use crate::signals::SignalFd;
+use crate::stop::{StopReason, StopSignal};
 use crate::vm::map_regions;
 use crate::vmm::{self, VmmError};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct FleetOutcome {
 pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
     let shared = map_regions(&fleet.regions)?;
     // Blocked here, inherited by every VM and vCPU thread: only this thread sees them.
-    let signals = signal_fd().map_err(io_err("signalfd"))?;
+    let signals = SignalFd::new().map_err(io_err("signalfd"))?;
     let stops: Vec<Arc<StopSignal>> = fleet
         .vms
         .iter()
@@ -39,21 +39,35 @@ pub fn launch(fleet: &Fleet) -> Result<FleetOutcome, VmmError> {
     for (config, stop) in fleet.vms.iter().zip(&stops) {
         let (config, shared, stop) = (config.clone(), shared.clone(), stop.clone());
         let name = config.name.clone().unwrap_or_default();
-        let handle = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("vm-{name}"))
-            .spawn(move || vmm::run_with_regions(&config, &shared, stop, false))
-            .map_err(|source| VmmError::Io { what: "starting a VM thread".into(), source })?;
-        threads.push((name, handle));
+            .spawn(move || vmm::run_with_regions(&config, &shared, stop, false));
+        match spawned {
+            Ok(handle) => threads.push((name, handle)),
+            Err(source) => {
+                // Nothing of the fleet is left running behind the error.
+                for stop in &stops[..threads.len()] {
+                    stop.stop(StopReason::VmmFailure(format!("vm '{name}' could not start: {source}")));
+                }
+                let started = threads.len();
+                for (_, thread) in threads {
+                    let _ = thread.join();
+                }
+                let what =
+                    format!("starting the thread of vm '{name}' (the {started} VMs started before it were stopped)");
+                return Err(VmmError::Io { what, source });
+            }
+        }
     }
     while threads.iter().any(|(_, t)| !t.is_finished()) {
         if let Some(signo) = wait_for_signal(&signals, 200) {
             log::info!("signal {signo}: stopping every VM");
             for stop in &stops {
-                stop.stop(crate::stop::StopReason::Signal(signo));
+                stop.stop(StopReason::Signal(signo));
             }
         }
     }
-    unblock_signals();
+    drop(signals);
     let vms = threads
         .into_iter()
         .map(|(name, t)| {

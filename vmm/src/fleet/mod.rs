@@ -1,8 +1,8 @@
 //! Fleets: one TOML file describing shared regions and the VMs that attach them
-//! ([`file`]), launched together in this process ([`in_process`]) or a process per VM
-//! ([`per_process`]). All VMs run in this process; each region is mapped once and that one mapping
-//! is the memslot of its ivshmem BAR2 in every VM that attaches it, so host page tables and
-//! data exist once whatever the number of VMs.
+//! ([`file`]), launched together in this process ([`in_process`]: each region is mapped
+//! once and that one mapping is the memslot of its ivshmem BAR2 in every VM that attaches
+//! it, so host page tables and data exist once whatever the number of VMs) or a process
+//! per VM ([`per_process`]: the regions made once and handed down).
 //!
 //! ```toml
 //! [[region]]
@@ -35,15 +35,16 @@ pub use file::{Fleet, FleetError};
 pub use in_process::{launch, FleetOutcome, VmResult};
 pub use per_process::{launch_process_per_vm, VmProcess};
 
-use crate::signals::read_signal;
+use crate::signals::SignalFd;
+use std::os::fd::AsRawFd;
 
 /// Waits up to `millis` for a signal on the launcher's signalfd.
-pub(crate) fn wait_for_signal(signals: &std::os::fd::OwnedFd, millis: i32) -> Option<i32> {
-    let mut poll = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(signals), events: libc::POLLIN, revents: 0 };
+pub(crate) fn wait_for_signal(signals: &SignalFd, millis: i32) -> Option<i32> {
+    let mut poll = libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: polls one valid fd for a bounded time.
     let ready = unsafe { libc::poll(&mut poll, 1, millis) };
     if ready > 0 {
-        read_signal(signals)
+        signals.read()
     } else {
         None
     }

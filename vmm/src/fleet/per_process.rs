@@ -6,7 +6,7 @@ use super::{wait_for_signal, Fleet};
 use crate::config::VmConfig;
 use crate::error::io_err;
 use crate::regions::{Backing, RegionSpec};
-use crate::signals::{signal_fd, unblock_signals};
+use crate::signals::SignalFd;
 use crate::vm::map_regions;
 use crate::vmm::VmmError;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,14 @@ fn process_config(config: &VmConfig, regions: &[(String, i32)]) -> VmConfig {
         *spec = RegionSpec { backing: Backing::InheritedFd(fd), ..spec.clone() };
     }
     config
+}
+
+/// The report a VM process wrote, if it wrote one that reads (why not is logged).
+fn read_report(name: &str, path: &Path) -> Option<crate::report::Report> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| log::error!("vm '{name}': its report {}: {e}", path.display()))
+        .ok()?;
+    serde_json::from_str(&text).map_err(|e| log::error!("vm '{name}': its report {}: {e}", path.display())).ok()
 }
 
 /// Writes `config` where the VM process will read it (`mshare-vmm run-config`).
@@ -61,7 +69,7 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
         fds.push((region.spec.name.clone(), fd));
     }
     let exe = std::env::current_exe().map_err(io("finding this executable"))?;
-    let signals = signal_fd().map_err(io_err("signalfd"))?;
+    let signals = SignalFd::new().map_err(io_err("signalfd"))?;
     let mut children: Vec<(String, std::process::Child, PathBuf)> = Vec::new();
     for config in &fleet.vms {
         let name = config.name.clone().unwrap_or_default();
@@ -118,14 +126,13 @@ pub fn launch_process_per_vm(fleet: &Fleet, scratch: &Path) -> Result<Vec<VmProc
             }
         }
     }
-    unblock_signals();
     Ok(children
         .into_iter()
         .zip(statuses)
         .map(|((name, _, stats), status)| VmProcess {
+            stats: read_report(&name, &stats),
             name,
             status: status.flatten(),
-            stats: std::fs::read_to_string(&stats).ok().and_then(|t| serde_json::from_str(&t).ok()),
         })
         .collect())
 }
