@@ -90,6 +90,13 @@ impl Drop for QemuFleet {
             // SAFETY: signalling a QEMU this bench started (daemonized, so not our child).
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
+        // Gone before the next fleet starts (their memory and pid-file locks with them).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.pids.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = std::fs::remove_file(&self.file);
     }
 }
@@ -105,7 +112,7 @@ fn qemu_processes(dir: &Path, k: usize, bytes: u64) -> (u64, u64, u64) {
     let mut fleet = QemuFleet { pids: Vec::new(), file: file.clone() };
     let object = format!("memory-backend-file,id=m,mem-path={},size={bytes},share=on,prealloc=on", file.display());
     for i in 0..k {
-        let pidfile = dir.join(format!("qemu{i}.pid"));
+        let pidfile = dir.join(format!("qemu-{k}x{bytes}-{i}.pid"));
         let status = Command::new(guest_runner::qemu::qemu_binary())
             .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-daemonize", "-object", &object])
             .arg("-pidfile")
