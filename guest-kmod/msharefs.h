@@ -27,7 +27,7 @@ long mshare_region_place(void *region, int api, unsigned long addr, unsigned lon
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /* 1: the window shares the region's tables (mode B); 0: its own mappings; or -errno. */
-int mshare_region_mmap_check(void *region, int api, unsigned long start, unsigned long end,
+int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared, bool writable);
 bool mshare_region_writable(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);

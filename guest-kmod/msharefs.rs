@@ -497,7 +497,8 @@ unsafe extern "C" fn mshare_region_place(
 }
 
 /// mmap of a region: 1 for a window that shares the region's tables, 0 for one with its
-/// own mappings, or a negative errno.
+/// own mappings, or a negative errno. Where the window may go (the v1 start, v3's whole
+/// region) was decided by [`place`] before mmap unmapped anything.
 ///
 /// # Safety
 ///
@@ -505,7 +506,6 @@ unsafe extern "C" fn mshare_region_place(
 #[no_mangle]
 unsafe extern "C" fn mshare_region_mmap_check(
     region: *mut c_void,
-    api: c_int,
     start: c_ulong,
     end: c_ulong,
     pgoff: c_ulong,
@@ -516,16 +516,9 @@ unsafe extern "C" fn mshare_region_mmap_check(
     let region = unsafe { &*region.cast::<Region>() };
     let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
     let (start, end) = (start as u64, end as u64);
-    let window = region.window(writable).and_then(|window| {
-        check_mapping(region.size(), start, end, offset, shared)?;
-        // v3 maps the whole region only; a v1 region with a start is mapped there.
-        let whole = offset == 0 && end - start == region.size();
-        let fixed = region.start();
-        if (Api::from_glue(api) == Api::V3 && !whole) || (fixed != 0 && start != fixed + offset) {
-            return Err(EINVAL);
-        }
-        Ok(window)
-    });
+    let window = region
+        .window(writable)
+        .and_then(|window| check_mapping(region.size(), start, end, offset, shared).map(|()| window));
     match window {
         Ok(Window::Shared) => 1,
         Ok(Window::Private) => 0,

@@ -230,9 +230,8 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct inode *inode = file_inode(file);
 	void *region = inode->i_private;
-	int shared = mshare_region_mmap_check(region, msharefs_api(inode), vma->vm_start, vma->vm_end,
-					      vma->vm_pgoff, vma->vm_flags & VM_MAYSHARE,
-					      vma->vm_flags & VM_WRITE);
+	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
+					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
 
 	if (shared < 0)
 		return shared;

@@ -281,8 +281,9 @@ impl Region {
     /// The kernel address of granule `index`'s memory, `None` for a hole: a chunk through
     /// the direct map, a device through its write-back mapping.
     fn granule_address(&self, state: &State, index: usize) -> Option<*mut u8> {
+        // An unplugged region's chunks are all 0.
         let pfn = *state.chunks.get(index)?;
-        if pfn == 0 || state.unplugged {
+        if pfn == 0 {
             return None;
         }
         match self.kind {

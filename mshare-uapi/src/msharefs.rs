@@ -159,14 +159,24 @@ pub fn get_stats(file: &File) -> io::Result<MshareStats> {
 
 /// `MSHAREFS_CREATE_MAPPING`.
 pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
-    let mut create = *create;
-    ioctl(file, MSHAREFS_CREATE_MAPPING, &mut create as *mut MshareCreate as usize)
+    create_mapping_with(file, MSHAREFS_CREATE_MAPPING, create)
 }
 
 /// `MSHAREFS_UNMAP` of `[addr, addr + size)` of the region.
 pub fn unmap(file: &File, addr: u64, size: u64) -> io::Result<()> {
+    unmap_with(file, MSHAREFS_UNMAP, addr, size)
+}
+
+/// CREATE_MAPPING with the request number of one API or the other.
+fn create_mapping_with(file: &File, cmd: u64, create: &MshareCreate) -> io::Result<()> {
+    let mut create = *create;
+    ioctl(file, cmd, &mut create as *mut MshareCreate as usize)
+}
+
+/// UNMAP with the request number of one API or the other.
+fn unmap_with(file: &File, cmd: u64, addr: u64, size: u64) -> io::Result<()> {
     let mut range = [addr, size];
-    ioctl(file, MSHAREFS_UNMAP, range.as_mut_ptr() as usize)
+    ioctl(file, cmd, range.as_mut_ptr() as usize)
 }
 
 /// `ioctl(fd, cmd, arg)` with errno as an `io::Error`. `arg` is an address in this
@@ -222,7 +232,7 @@ pub fn mount_api(mount: &str) -> io::Result<String> {
 /// the size by `ftruncate`/`fallocate` and `fstat`, no size ioctls, and these two taking a
 /// `region_offset`.
 pub mod v3 {
-    use super::{ioc, ioctl, MshareCreate};
+    use super::{create_mapping_with, ioc, unmap_with, MshareCreate};
     use std::fs::File;
     use std::io;
 
@@ -233,14 +243,12 @@ pub mod v3 {
 
     /// `MSHAREFS_CREATE_MAPPING` (v3 requires `MAP_FIXED` in `flags`).
     pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
-        let mut create = *create;
-        ioctl(file, MSHAREFS_CREATE_MAPPING, &mut create as *mut MshareCreate as usize)
+        create_mapping_with(file, MSHAREFS_CREATE_MAPPING, create)
     }
 
     /// `MSHAREFS_UNMAP` of `[region_offset, region_offset + size)`.
     pub fn unmap(file: &File, region_offset: u64, size: u64) -> io::Result<()> {
-        let mut range = [region_offset, size];
-        ioctl(file, MSHAREFS_UNMAP, range.as_mut_ptr() as usize)
+        unmap_with(file, MSHAREFS_UNMAP, region_offset, size)
     }
 }
 
