@@ -9,6 +9,7 @@
 //! reach the same regions. Unlike the proposal, a region lives while any descriptor or
 //! mapping of it does, not only while its creator does.
 
+use crate::file_pages::MappedFile;
 use crate::msharefs::{self, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
 use crate::uapi::{read_arg, write_arg, MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
 use crate::region::Region;
@@ -146,18 +147,22 @@ fn detach(arg: usize) -> Result<isize> {
 }
 
 /// `struct mshare_map { __s32 fd; __u32 prot; __u64 offset; __u64 size; __s32 object_fd;
-/// __u32 flags; }`: gives `[offset, offset + size)` of the region memory.
+/// __u32 flags; }`: gives `[offset, offset + size)` of the region memory: anonymous
+/// (`object_fd` -1), or the pages of the shmem file `object_fd` from its start (without
+/// `MAP_ANONYMOUS`).
 fn map(arg: usize) -> Result<isize> {
     let MshareMap { fd, prot, offset, size, object_fd, flags } = read_arg(arg)?;
     if prot != PROT_READ | PROT_WRITE || flags & !(MAP_SHARED | MAP_ANONYMOUS) != 0 {
         return Err(EINVAL);
     }
-    if object_fd != -1 {
-        return Err(EOPNOTSUPP);
-    }
     let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
-    region.region().create_mapping(offset, size)?;
+    match (object_fd, flags & MAP_ANONYMOUS != 0) {
+        (-1, _) => region.region().create_mapping(offset, size)?,
+        // The object's pages from its start.
+        (object_fd, false) => region.region().create_file_mapping(offset, size, &MappedFile::get(object_fd)?, 0)?,
+        (_, true) => return Err(EINVAL),
+    }
     Ok(0)
 }
 

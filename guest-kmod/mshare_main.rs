@@ -5,10 +5,12 @@
 //! msharefs regions ([`msharefs`], with `msharefs_glue.c`, speaking the ioctl API of the
 //! series' v1 or v3 per mount, [`msharefs_api`]; [`region`]), mapped through
 //! PTE tables shared by every process (mode B, [`shared_table`], on a kernel with the
-//! core-mm patch) or through a huge PFN mapping per process (mode C, any kernel), the
+//! core-mm patch) or through huge mappings of each process's own (mode C, any kernel), the
 //! system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices ([`ivshmem`]).
 
 mod devmshare;
+mod file_pages;
+mod granule;
 mod ivshmem;
 mod msharefs;
 mod msharefs_api;
@@ -36,7 +38,7 @@ module! {
         },
         shared_tables: u32 {
             default: 1,
-            description: "1: share page tables between processes when the kernel can (mode B); 0: per-process huge PFN mappings (mode C)",
+            description: "1: share page tables between processes when the kernel can (mode B); 0: per-process huge mappings (mode C)",
         },
     },
 }
@@ -103,7 +105,7 @@ impl kernel::InPlaceModule for Mshare {
             stats::mode_name(),
             match (stats::shared_tables(), kernel_can) {
                 (true, _) => ", page tables shared between processes",
-                (false, true) => ", shared_tables=0: a huge PFN mapping per process",
+                (false, true) => ", shared_tables=0: huge mappings per process",
                 (false, false) => ", this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)",
             }
         );

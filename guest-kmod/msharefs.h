@@ -12,7 +12,7 @@ struct file;
 struct inode;
 
 /* Rust: a region per msharefs file. */
-void *mshare_region_new(void);
+void *mshare_region_new(void *inode);
 void mshare_region_release(void *region, void *inode);
 long mshare_region_ioctl(void *region, void *inode, int api, unsigned int cmd, unsigned long arg,
 			 bool writable);
@@ -30,6 +30,7 @@ ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared, bool writable);
 bool mshare_region_writable(void *region);
+bool mshare_region_has_pages(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
 void mshare_region_fault_mapped(void *region);
 int mshare_region_table(void *region, unsigned long pgoff, void **table);
@@ -42,19 +43,25 @@ int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(void *inode, loff_t size);
 unsigned long msharefs_user_end(void);
-unsigned long msharefs_alloc_chunk(unsigned int order);
-void msharefs_free_chunk(unsigned long pfn, unsigned int order);
+unsigned long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index);
+void msharefs_free_chunk(unsigned long pfn);
 void msharefs_invalidate_lock(void *inode);
 void msharefs_invalidate_unlock(void *inode);
 void msharefs_zap(void *inode, loff_t offset, loff_t len);
 void msharefs_invalidate_lock_shared(void *inode);
 void msharefs_invalidate_unlock_shared(void *inode);
-void *msharefs_chunk_address(unsigned long pfn);
+void *msharefs_page_address(unsigned long pfn);
+int msharefs_file_get(int fd, void **file);
+void msharefs_file_put(void *file);
+long msharefs_file_pin(void *file, loff_t offset, unsigned long *frames, void **folios);
+void msharefs_file_unpin(void **folios, unsigned int nr);
+void msharefs_folio_settle(unsigned long pfn);
 bool mshare_kernel_shares_tables(void);
 void *mshare_table_alloc(void);
 void mshare_table_free(void *table);
 void mshare_table_grace_period(void);
-void mshare_table_map(void *table, unsigned long pfn, bool writable);
+void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
+		      bool special);
 unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable);
 struct file *msharefs_new_anonymous_file(void);
 void *msharefs_file_region(struct file *file, void **inode);

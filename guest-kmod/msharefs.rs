@@ -5,6 +5,7 @@
 //! behind `mmap` of a region and the page lookups behind its faults. Regions themselves
 //! are in [`crate::region`].
 
+use crate::file_pages::MappedFile;
 use crate::msharefs_api::{Api, Request};
 use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
 use crate::region::{check_mapping, check_range, offset_of, Page, Region, Window};
@@ -120,10 +121,11 @@ const FALLOC_FL_ALLOCATE_RANGE: c_int = 0;
 /// CREATE_MAPPING's checks of its argument (`addr` is v1's address inside the region, an
 /// offset when the region has no start, or v3's `region_offset`).
 impl MshareCreate {
-    /// Anonymous shared memory, read-write, is what regions hold today; a file's memory
-    /// (`fd`) is EOPNOTSUPP until ivshmem regions can back mappings. v3 requires
-    /// `MAP_FIXED` too ("system-selected addresses are not supported").
-    fn check(&self, api: Api) -> Result {
+    /// Shared read-write memory: anonymous (`MAP_ANONYMOUS`, `fd` -1, `offset` 0) or a
+    /// shmem file's from `offset` (no `MAP_ANONYMOUS`, checked further when the file is
+    /// taken). v3 requires `MAP_FIXED` too ("system-selected addresses are not supported").
+    /// Returns the file's descriptor, if any.
+    fn check(&self, api: Api) -> Result<Option<i32>> {
         if self.prot != PROT_READ | PROT_WRITE || self.flags & !(MAP_SHARED | MAP_FIXED | MAP_ANONYMOUS) != 0 {
             return Err(EINVAL);
         }
@@ -131,13 +133,13 @@ impl MshareCreate {
         if self.flags & required != required {
             return Err(EINVAL);
         }
-        if self.flags & MAP_ANONYMOUS == 0 || self.fd != NO_FD {
-            return Err(EOPNOTSUPP);
+        if self.flags & MAP_ANONYMOUS == 0 {
+            return Ok(Some(self.fd as i32));
         }
-        if self.offset != 0 {
+        if self.fd != NO_FD || self.offset != 0 {
             return Err(EINVAL);
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -239,8 +241,12 @@ fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, wr
         }
         Request::CreateMapping => {
             let create: MshareCreate = read_arg(arg)?;
-            create.check(api)?;
-            region.create_mapping(region_offset(region, api, create.addr, create.size)?, create.size)
+            let fd = create.check(api)?;
+            let offset = region_offset(region, api, create.addr, create.size)?;
+            match fd {
+                None => region.create_mapping(offset, create.size),
+                Some(fd) => region.create_file_mapping(offset, create.size, &MappedFile::get(fd)?, create.offset),
+            }
         }
         Request::Unmap => {
             let range: MshareUnmap = read_arg(arg)?;
@@ -283,8 +289,8 @@ impl Drop for Registration {
 /// A new, empty region for a new inode, which holds it (a reference given back by
 /// [`mshare_region_release`]); null when out of memory.
 #[no_mangle]
-extern "C" fn mshare_region_new() -> *mut c_void {
-    match Arc::pin_init(Region::new(), GFP_KERNEL) {
+extern "C" fn mshare_region_new(inode: *mut c_void) -> *mut c_void {
+    match Arc::pin_init(Region::new(inode as usize), GFP_KERNEL) {
         Ok(region) => Arc::into_raw(region).cast_mut().cast(),
         Err(_) => core::ptr::null_mut(),
     }
@@ -536,6 +542,18 @@ unsafe extern "C" fn mshare_region_mmap_check(
 unsafe extern "C" fn mshare_region_writable(region: *mut c_void) -> bool {
     // SAFETY: per the function's contract.
     unsafe { &*region.cast::<Region>() }.writable()
+}
+
+/// Whether the region's memory is folios (mapped as normal pages, which GUP takes) rather
+/// than a device's page frames.
+///
+/// # Safety
+///
+/// `region` is a live region.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_has_pages(region: *mut c_void) -> bool {
+    // SAFETY: per the function's contract.
+    unsafe { &*region.cast::<Region>() }.has_pages()
 }
 
 /// The shared table of page `pgoff`'s granule, in `*table` (null for a hole): 0 or a

@@ -8,6 +8,8 @@
  * sticky and world-writable, like /tmp: anyone may create a region, its file mode decides
  * who may open (attach) it, and only its owner may remove it.
  */
+#include <linux/fcntl.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/falloc.h>
 #include <linux/fs_context.h>
@@ -22,6 +24,7 @@
 #include <linux/string.h>
 #include <linux/pagemap.h>
 #include <linux/seq_file.h>
+#include <linux/shmem_fs.h>
 #include <linux/sysfs.h>
 
 #include "msharefs.h"
@@ -40,17 +43,37 @@ void msharefs_inode_set_size(void *inode, loff_t size)
 	i_size_write(inode, size);
 }
 
-/* Backing memory: one zeroed, physically contiguous chunk of 2^order pages; 0 if none. */
-unsigned long msharefs_alloc_chunk(unsigned int order)
+/*
+ * Backing memory: one zeroed 2^order-page folio (0 if none). Its mapping and index are
+ * the region file's and the chunk's page offset, as a page-cache folio's would be, so
+ * that futexes key it by (inode, offset) in every process, however it maps the region.
+ * It is in no page-cache xarray and on no LRU list: reclaim, compaction and migration do
+ * not see it, and the region holds its reference until msharefs_free_chunk().
+ */
+unsigned long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index)
 {
-	struct page *page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	struct folio *folio = folio_alloc(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
 
-	return page ? page_to_pfn(page) : 0;
+	if (!folio)
+		return 0;
+	if (inode) {
+		folio->mapping = ((struct inode *)inode)->i_mapping;
+		folio->index = index;
+	}
+	return folio_pfn(folio);
 }
 
-void msharefs_free_chunk(unsigned long pfn, unsigned int order)
+/*
+ * The chunk left the region and no process maps it any more. A GUP reference (a futex
+ * lookup, O_DIRECT) may keep the folio a little longer: without its mapping it is then
+ * memory of no file, which a racing futex lookup reports as EFAULT.
+ */
+void msharefs_free_chunk(unsigned long pfn)
 {
-	__free_pages(pfn_to_page(pfn), order);
+	struct folio *folio = pfn_folio(pfn);
+
+	WRITE_ONCE(folio->mapping, NULL);
+	folio_put(folio);
 }
 
 /* UNMAP: no fault may map a chunk of the range between its zap and its freeing. */
@@ -75,10 +98,83 @@ void msharefs_invalidate_unlock_shared(void *inode)
 	filemap_invalidate_unlock_shared(((struct inode *)inode)->i_mapping);
 }
 
-/* A chunk's memory through the direct map (chunks are lowmem pages of this module). */
-void *msharefs_chunk_address(unsigned long pfn)
+/* A page of a region through the direct map (a chunk's, or a file's pinned page). */
+void *msharefs_page_address(unsigned long pfn)
 {
 	return page_address(pfn_to_page(pfn));
+}
+
+/*
+ * A shmem file (tmpfs, memfd, SysV shm) for CREATE_MAPPING/MSHARE_MAP with a descriptor,
+ * taken as a shared writable mmap of it would be: open for writing, not write-sealed,
+ * with a reference and a writable-mapping count (F_SEAL_WRITE is refused while they
+ * last). Policy (which region, which range) is Rust's.
+ */
+int msharefs_file_get(int fd, void **out)
+{
+	struct file *file = fget(fd);
+	int err;
+
+	if (!file)
+		return -EBADF;
+	err = -EOPNOTSUPP;
+	if (!shmem_file(file))
+		goto put;
+	err = -EACCES;
+	if (!(file->f_mode & FMODE_WRITE))
+		goto put;
+	err = -EPERM;
+	if (SHMEM_I(file_inode(file))->seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+		goto put;
+	err = mapping_map_writable(file->f_mapping);
+	if (err)
+		goto put;
+	*out = file;
+	return 0;
+put:
+	fput(file);
+	return err;
+}
+
+void msharefs_file_put(void *file)
+{
+	mapping_unmap_writable(((struct file *)file)->f_mapping);
+	fput(file);
+}
+
+/*
+ * Pins the 2 MiB of @file at @offset (allocating pages where the file has none): each
+ * page's frame in @frames (PTRS_PER_PTE), the folios pinned in @folios (as many); returns
+ * their number, or -errno (EINVAL past the end of the file).
+ */
+long msharefs_file_pin(void *file, loff_t offset, unsigned long *frames, void **folios)
+{
+	struct folio **pinned = (struct folio **)folios;
+	unsigned long page = 0;
+	pgoff_t first;
+	long nr, i;
+
+	nr = memfd_pin_folios(file, offset, offset + PTRS_PER_PTE * PAGE_SIZE - 1, pinned,
+			      PTRS_PER_PTE, &first);
+	if (nr < 0)
+		return nr;
+	for (i = 0; i < nr; i++) {
+		unsigned long at = i ? 0 : first >> PAGE_SHIFT;
+
+		for (; at < folio_nr_pages(pinned[i]) && page < PTRS_PER_PTE; at++)
+			frames[page++] = folio_pfn(pinned[i]) + at;
+	}
+	/* The folios cover the range: memfd_pin_folios() fills every hole. */
+	if (WARN_ON_ONCE(page < PTRS_PER_PTE)) {
+		unpin_folios(pinned, nr);
+		return -EINVAL;
+	}
+	return nr;
+}
+
+void msharefs_file_unpin(void **folios, unsigned int nr)
+{
+	unpin_folios((struct folio **)folios, nr);
 }
 
 /* Removes [offset, offset + len) of the region from every process that maps it. */
@@ -139,6 +235,45 @@ static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 	return ret;
 }
 
+/*
+ * Mode C for a region's own pages (a chunk's folio, a file's pinned pages): the page goes
+ * to the core locked and with a reference, as a page-cache fault's does, and the core
+ * maps it: a whole 2 MiB folio by one PMD leaf when the PMD is empty (do_set_pmd(), which
+ * the THP sysfs setting does not stop: the folio exists already), else its pages by PTEs.
+ * The folio lock, taken before the invalidate lock is dropped, is what keeps UNMAP from
+ * zapping before the mapping exists: it locks each folio it took before it zaps
+ * (msharefs_folio_settle()).
+ */
+static vm_fault_t msharefs_page_fault(struct vm_fault *vmf)
+{
+	struct address_space *mapping = vmf->vma->vm_file->f_mapping;
+	struct folio *folio = NULL;
+	long pfn;
+
+	filemap_invalidate_lock_shared(mapping);
+	pfn = mshare_region_pfn(vmf->vma->vm_private_data, vmf->pgoff);
+	if (pfn > 0) {
+		vmf->page = pfn_to_page(pfn);
+		folio = page_folio(vmf->page);
+		folio_get(folio);
+		folio_lock(folio);
+	}
+	filemap_invalidate_unlock_shared(mapping);
+	if (!folio)
+		return msharefs_pfn_result(pfn);
+	mshare_region_fault_mapped(vmf->vma->vm_private_data);
+	return VM_FAULT_LOCKED;
+}
+
+/* UNMAP took this page from its region: wait for a fault that is mapping it. */
+void msharefs_folio_settle(unsigned long pfn)
+{
+	struct folio *folio = pfn_folio(pfn);
+
+	folio_lock(folio);
+	folio_unlock(folio);
+}
+
 /* Windows are counted for the region's statistics (fork copies them through .open). */
 static void msharefs_vm_open(struct vm_area_struct *vma)
 {
@@ -161,11 +296,21 @@ static int msharefs_mremap(struct vm_area_struct *vma)
 	return -EINVAL;
 }
 
+/* Mode C over device memory: page frames, no struct pages. */
 static const struct vm_operations_struct msharefs_vm_ops = {
 	.open		= msharefs_vm_open,
 	.close		= msharefs_vm_close,
 	.fault		= msharefs_fault,
 	.huge_fault	= msharefs_huge_fault,
+	.may_split	= msharefs_may_split,
+	.mremap		= msharefs_mremap,
+};
+
+/* Mode C over a region's own pages. */
+static const struct vm_operations_struct msharefs_page_vm_ops = {
+	.open		= msharefs_vm_open,
+	.close		= msharefs_vm_close,
+	.fault		= msharefs_page_fault,
 	.may_split	= msharefs_may_split,
 	.mremap		= msharefs_mremap,
 };
@@ -195,7 +340,10 @@ static vm_fault_t msharefs_shared_fault(struct vm_fault *vmf)
 	return pfn > 0 ? VM_FAULT_NOPAGE : msharefs_pfn_result(pfn);
 }
 
-/* A write to a read-only shared entry: the region is read-only (MSHAREFS_SET_PROT). */
+/*
+ * A write to a read-only shared entry: the region is read-only (MSHAREFS_SET_PROT), or
+ * was until just now. page_mkwrite for a region's folios, pfn_mkwrite for device memory.
+ */
 static vm_fault_t msharefs_shared_mkwrite(struct vm_fault *vmf)
 {
 	return mshare_region_writable(vmf->vma->vm_private_data) ? 0 : VM_FAULT_SIGSEGV;
@@ -212,6 +360,7 @@ static const struct vm_operations_struct msharefs_shared_vm_ops = {
 	.open		= msharefs_vm_open,
 	.close		= msharefs_vm_close,
 	.fault		= msharefs_shared_fault,
+	.page_mkwrite	= msharefs_shared_mkwrite,
 	.pfn_mkwrite	= msharefs_shared_mkwrite,
 	.shared_pgtable	= msharefs_shared_pgtable,
 	.may_split	= msharefs_may_split,
@@ -232,14 +381,22 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 	void *region = inode->i_private;
 	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
 					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
+	bool pages;
 
 	if (shared < 0)
 		return shared;
-	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	/*
+	 * A region's own pages are normal pages, which GUP and futexes take (VM_MIXEDMAP);
+	 * a device's memory has no struct pages (VM_PFNMAP). VM_DONTEXPAND (in VM_SPECIAL)
+	 * keeps mlock, khugepaged and KSM away, VM_MIXEDMAP NUMA balancing; core dumps leave
+	 * the region out (VM_DONTDUMP), as they do device memory.
+	 */
+	pages = mshare_region_has_pages(region);
+	vm_flags_set(vma, (pages ? VM_MIXEDMAP : VM_PFNMAP) | VM_DONTEXPAND | VM_DONTDUMP);
 	/* A window mapped read-only stays so: write access is the region's to give. */
 	if (!(vma->vm_flags & VM_WRITE))
 		vm_flags_clear(vma, VM_MAYWRITE);
-	vma->vm_ops = &msharefs_vm_ops;
+	vma->vm_ops = pages ? &msharefs_page_vm_ops : &msharefs_vm_ops;
 #ifdef CONFIG_SHARED_PGTABLE
 	if (shared) {
 		vm_flags_set(vma, VM_SHARED_PT);
@@ -355,6 +512,21 @@ static const struct file_operations msharefs_device_fops = {
 	.fallocate	= msharefs_fallocate,
 };
 
+/*
+ * A region's folios carry its inode's mapping (see msharefs_alloc_chunk()); GUP unpins and
+ * zaps mark them dirty through it. Nothing is ever written back: the memory is the truth.
+ */
+static const struct address_space_operations msharefs_region_aops = {
+	.dirty_folio	= noop_dirty_folio,
+};
+
+/* An inode that shows a region of folios (msharefs files, /dev/mshare regions). */
+static void msharefs_region_mapping_init(struct inode *inode)
+{
+	inode->i_mapping->a_ops = &msharefs_region_aops;
+	mapping_set_unevictable(inode->i_mapping);
+}
+
 static const struct inode_operations msharefs_region_iops = {
 	.setattr	= msharefs_setattr,
 	.getattr	= simple_getattr,
@@ -385,7 +557,8 @@ struct file *msharefs_new_anonymous_file(void)
 		goto unpin;
 	/* From here on, evicting the inode unpins msharefs. */
 	inode->i_op = &msharefs_anonymous_iops;
-	inode->i_private = mshare_region_new();
+	msharefs_region_mapping_init(inode);
+	inode->i_private = mshare_region_new(inode);
 	if (!inode->i_private) {
 		iput(inode);
 		return file;
@@ -440,7 +613,8 @@ static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct de
 
 	if (!inode)
 		return -ENOMEM;
-	inode->i_private = mshare_region_new();
+	msharefs_region_mapping_init(inode);
+	inode->i_private = mshare_region_new(inode);
 	if (!inode->i_private) {
 		iput(inode);
 		return -ENOMEM;

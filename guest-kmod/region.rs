@@ -2,9 +2,10 @@
 
 //! A region: its size (set once, whole granules) and its memory. An anonymous region's
 //! memory is what `CREATE_MAPPING` fills and `UNMAP` empties granule by granule: one
-//! zeroed, physically contiguous chunk per granule; a granule without one is a hole
-//! (touching it is SIGSEGV). A device region is the BAR2 of an ivshmem device: its size
-//! and memory are the device's, fixed, and read-only when the VMM attached it so.
+//! zeroed, physically contiguous chunk per granule, or a shmem file's pages
+//! ([`Memory`]); a granule without memory is a hole (touching it is SIGSEGV). A device
+//! region is the BAR2 of an ivshmem device: its size and memory are the device's, fixed,
+//! and read-only when the VMM attached it so.
 //!
 //! A device region lives as long as its last user: the driver and each msharefs inode
 //! made for it hold a reference ([`kernel::sync::Arc`]). When the device unbinds, the region
@@ -17,20 +18,13 @@
 //! the protection changes. Whoever takes access away then unlinks the tables from every
 //! process (`unmap_mapping_range`), which flushes their TLBs.
 
+use crate::file_pages::{FilePages, MappedFile};
+use crate::granule::Memory;
 use crate::shared_table::Tables;
-use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SHIFT, GRANULE_SIZE, MAX_REGION_SIZE};
-use core::ffi::{c_uint, c_void};
+use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SIZE, MAX_REGION_SIZE};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{new_mutex, prelude::*, sync::Mutex};
-
-extern "C" {
-    fn msharefs_alloc_chunk(order: c_uint) -> usize;
-    fn msharefs_free_chunk(pfn: usize, order: c_uint);
-    fn msharefs_chunk_address(pfn: usize) -> *mut c_void;
-}
-
-/// The page order of a granule's chunk of memory.
-const CHUNK_ORDER: c_uint = GRANULE_SHIFT - kernel::page::PAGE_SHIFT as u32;
+use kernel::{new_mutex, prelude::*, sync::Arc, sync::Mutex};
 
 /// What backs one page of a region.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,8 +41,8 @@ struct State {
     size: u64,
     /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
     start: u64,
-    /// First page frame of each granule's chunk; 0 for a hole.
-    chunks: KVVec<usize>,
+    /// Each granule's memory.
+    memory: KVVec<Memory>,
     /// The shared PTE tables (mode B).
     tables: Tables,
     /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
@@ -59,7 +53,7 @@ struct State {
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self { size: 0, start: 0, chunks: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
+        Self { size: 0, start: 0, memory: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
     }
 }
 
@@ -69,16 +63,20 @@ pub(crate) enum Window {
     /// Through the region's shared PTE tables (mode B): the window has the region's
     /// protection, whatever it changes to.
     Shared,
-    /// With its own huge PFN mappings (mode C, and read-only windows of a writable
-    /// region in mode B): its own faults and permissions.
+    /// With mappings of its own (mode C, and read-only windows of a writable region in
+    /// mode B): its own faults and permissions.
     Private,
 }
 
 /// Where a region's memory comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// Chunks this module allocates and frees (msharefs files).
-    Anonymous,
+    /// Chunks this module allocates and frees (msharefs files): folios of `inode`'s mapping
+    /// (0 in KUnit, where there is no file).
+    Anonymous {
+        /// The region's inode, whose mapping each chunk's folio carries.
+        inode: usize,
+    },
     /// A device's memory (an ivshmem BAR2): never freed here, its size fixed.
     Device {
         /// The VMM attached it read-only.
@@ -194,11 +192,11 @@ pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared
 }
 
 impl Region {
-    /// An empty region: no size, no memory.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    /// An empty region of `inode` (0 for none): no size, no memory.
+    pub(crate) fn new(inode: usize) -> impl PinInit<Self> {
         pin_init!(Self {
             state <- new_mutex!(State::new(true)),
-            kind: Kind::Anonymous,
+            kind: Kind::Anonymous { inode },
             // Counted as the region is made in its memory (nothing after can fail), so
             // that every count has its drop.
             windows: {
@@ -223,13 +221,13 @@ impl Region {
             return Err(EINVAL);
         }
         let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-        let mut chunks = KVVec::with_capacity(granules, GFP_KERNEL)?;
+        let mut memory = KVVec::with_capacity(granules, GFP_KERNEL)?;
         for i in 0..granules {
-            chunks.push(first_pfn + i * GRANULE_PAGES, GFP_KERNEL)?;
+            memory.push(Memory::device(first_pfn + i * GRANULE_PAGES), GFP_KERNEL)?;
         }
-        let tables = Tables::new(granules)?;
+        let tables = Tables::new(granules, true)?;
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State { size, start: 0, chunks, tables, writable: !read_only, unplugged: false }),
+            state <- new_mutex!(State { size, start: 0, memory, tables, writable: !read_only, unplugged: false }),
             kind: Kind::Device { read_only, base },
             // As in `new`: counted once the region is made.
             windows: {
@@ -264,9 +262,9 @@ impl Region {
     pub(crate) fn unplug(&self) {
         let mut state = self.state.lock();
         state.unplugged = true;
-        for i in 0..state.chunks.len() {
-            state.tables.map(i, 0, false);
-            state.chunks[i] = 0;
+        for i in 0..state.memory.len() {
+            state.tables.map(i, None, false);
+            state.memory[i] = Memory::Hole;
         }
     }
 
@@ -278,25 +276,10 @@ impl Region {
         Ok(())
     }
 
-    /// The kernel address of granule `index`'s memory, `None` for a hole: a chunk through
-    /// the direct map, a device through its write-back mapping.
-    fn granule_address(&self, state: &State, index: usize) -> Option<*mut u8> {
-        // An unplugged region's chunks are all 0.
-        let pfn = *state.chunks.get(index)?;
-        if pfn == 0 {
-            return None;
-        }
-        match self.kind {
-            // SAFETY: `pfn` is a live chunk of this region (it is in `chunks`).
-            Kind::Anonymous => Some(unsafe { msharefs_chunk_address(pfn) }.cast()),
-            Kind::Device { base: 0, .. } => None,
-            Kind::Device { base, .. } => Some((base + index * GRANULE_SIZE as usize) as *mut u8),
-        }
-    }
-
-    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` that lies
-    /// in one granule, with the piece's kernel address (`None`: a hole), under the state
-    /// lock. The range must be inside the region.
+    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` that is
+    /// contiguous in the kernel's view (a granule of a chunk or a device, a page of a
+    /// file), with the piece's kernel address (`None`: a hole), under the state lock. The
+    /// range must be inside the region.
     fn each_piece(&self, offset: u64, len: usize, mut copy: impl FnMut(Option<*mut u8>, usize, usize)) -> Result {
         let state = self.state.lock();
         if state.unplugged {
@@ -309,12 +292,16 @@ impl Region {
         let mut done = 0;
         while done < len {
             let at = offset + done as u64;
-            let within = (at % GRANULE_SIZE) as usize;
-            let n = (len - done).min(GRANULE_SIZE as usize - within);
-            let base = self.granule_address(&state, (at / GRANULE_SIZE) as usize);
-            // SAFETY (for the callers' copies): a granule's memory is GRANULE_SIZE bytes at
-            // its address; `within + n` stays inside it.
-            copy(base.map(|b| b.wrapping_add(within)), done, n);
+            let (index, within) = ((at / GRANULE_SIZE) as usize, (at % GRANULE_SIZE) as usize);
+            let device_base = match self.kind {
+                Kind::Device { base, .. } if base != 0 => Some(base + index * GRANULE_SIZE as usize),
+                _ => None,
+            };
+            let piece = state.memory.get(index).and_then(|memory| memory.address(within, device_base));
+            let n = (len - done).min(piece.map_or(GRANULE_SIZE as usize - within, |(_, room)| room));
+            // SAFETY (for the callers' copies): the address has `room >= n` bytes of the
+            // granule's memory, alive while the state lock is held.
+            copy(piece.map(|(address, _)| address), done, n);
             done += n;
         }
         Ok(())
@@ -377,7 +364,7 @@ impl Region {
     /// must be granule aligned and leave the region below `user_end`.
     pub(crate) fn set_size(&self, requested: u64, start: Option<u64>, user_end: u64) -> Result<u64> {
         let mut state = self.state.lock();
-        if self.kind != Kind::Anonymous && requested != state.size {
+        if !self.has_pages() && requested != state.size {
             return Err(EINVAL);
         }
         let size = check_new_size(state.size, requested)?;
@@ -389,9 +376,12 @@ impl Region {
         }
         if state.size == 0 {
             let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-            let chunks = KVVec::from_elem(0, granules, GFP_KERNEL)?;
-            state.tables = Tables::new(granules)?;
-            state.chunks = chunks;
+            let mut memory = KVVec::with_capacity(granules, GFP_KERNEL)?;
+            for _ in 0..granules {
+                memory.push(Memory::Hole, GFP_KERNEL)?;
+            }
+            state.tables = Tables::new(granules, false)?;
+            state.memory = memory;
             state.size = size;
             state.start = start.unwrap_or(0);
         }
@@ -400,31 +390,50 @@ impl Region {
 
     /// Gives memory to `[offset, offset + len)`: every granule of it must be a hole.
     pub(crate) fn create_mapping(&self, offset: u64, len: u64) -> Result {
-        if self.kind != Kind::Anonymous {
+        let Kind::Anonymous { inode } = self.kind else {
+            return Err(EINVAL);
+        };
+        self.fill(offset, len, |i| Memory::allocate(inode as *mut c_void, i * GRANULE_PAGES))
+    }
+
+    /// Gives `[offset, offset + len)` the pages of the shmem file `file` from byte
+    /// `file_offset` on (granule aligned: EINVAL otherwise, or past the file's end).
+    pub(crate) fn create_file_mapping(&self, offset: u64, len: u64, file: &Arc<MappedFile>, file_offset: u64) -> Result {
+        if !self.has_pages() || file_offset % GRANULE_SIZE != 0 {
             return Err(EINVAL);
         }
+        let first = offset / GRANULE_SIZE;
+        self.fill(offset, len, |i| {
+            let at = (i as u64 - first).checked_mul(GRANULE_SIZE).and_then(|d| d.checked_add(file_offset));
+            Ok(Memory::File(FilePages::pin(file, at.ok_or(EINVAL)?)?))
+        })
+    }
+
+    /// Gives each granule `i` of `[offset, offset + len)`, all holes, the memory `make(i)`
+    /// makes; on failure the range is all holes again.
+    fn fill(&self, offset: u64, len: u64, mut make: impl FnMut(usize) -> Result<Memory>) -> Result {
         let mut state = self.state.lock();
         let granules = check_range(state.size, offset, len)?;
-        if state.chunks[granules.clone()].iter().any(|&pfn| pfn != 0) {
+        if state.memory[granules.clone()].iter().any(|memory| !memory.is_hole()) {
             return Err(EINVAL);
         }
         for i in granules.clone() {
-            // SAFETY: plain allocation call into the C glue.
-            let pfn = unsafe { msharefs_alloc_chunk(CHUNK_ORDER) };
-            if pfn == 0 {
-                // Give back what this call took: the range is all holes again.
-                for j in granules.start..i {
-                    free_chunk(core::mem::take(&mut state.chunks[j]));
+            match make(i) {
+                Ok(memory) => state.memory[i] = memory,
+                Err(e) => {
+                    // Give back what this call took.
+                    for j in granules.start..i {
+                        state.memory[j] = Memory::Hole;
+                    }
+                    return Err(e);
                 }
-                return Err(ENOMEM);
             }
-            state.chunks[i] = pfn;
-            stats::chunk_allocated();
         }
         // A granule that had memory before keeps its table, maybe still linked: no fault
         // would fill it, so it is pointed at the new memory here.
+        let State { memory, tables, writable, .. } = &mut *state;
         for i in granules {
-            state.tables.map(i, state.chunks[i], state.writable);
+            tables.map(i, memory[i].frames(), *writable);
         }
         Ok(())
     }
@@ -433,18 +442,23 @@ impl Region {
     /// shared tables. The caller then removes every mapping of the range (which flushes
     /// the TLBs) before it frees what this returns, all under the region's invalidate
     /// lock: a process that links a table after the zap finds it empty.
-    pub(crate) fn take(&self, offset: u64, len: u64) -> Result<Chunks> {
-        if self.kind != Kind::Anonymous {
+    pub(crate) fn take(&self, offset: u64, len: u64) -> Result<Taken> {
+        if !self.has_pages() {
             return Err(EINVAL);
         }
         let mut state = self.state.lock();
         let granules = check_range(state.size, offset, len)?;
         let mut taken = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
         for i in granules {
-            state.tables.map(i, 0, false);
-            taken.push(core::mem::take(&mut state.chunks[i]), GFP_KERNEL)?;
+            state.tables.map(i, None, false);
+            taken.push(core::mem::take(&mut state.memory[i]), GFP_KERNEL)?;
         }
-        Ok(Chunks(taken))
+        drop(state);
+        // A mode C fault that found the memory before it was taken maps it after
+        // returning, with its folio locked: wait for it, so that the caller's zap finds
+        // its mapping.
+        taken.iter().for_each(Memory::settle);
+        Ok(Taken { _memory: taken })
     }
 
     /// Sets the region's protection and rewrites its shared tables to match. Like `take`,
@@ -455,12 +469,18 @@ impl Region {
         }
         let mut state = self.state.lock();
         state.writable = writable;
-        for (i, &pfn) in state.chunks.iter().enumerate() {
-            if pfn != 0 {
-                state.tables.map(i, pfn, writable);
+        let State { memory, tables, .. } = &mut *state;
+        for (i, granule) in memory.iter().enumerate() {
+            if let Some(frames) = granule.frames() {
+                tables.map(i, Some(frames), writable);
             }
         }
         Ok(())
+    }
+
+    /// Whether the region's memory is folios of its own (not a device's page frames).
+    pub(crate) fn has_pages(&self) -> bool {
+        matches!(self.kind, Kind::Anonymous { .. })
     }
 
     /// Whether processes may write now.
@@ -495,12 +515,11 @@ impl Region {
             return Err(ENODEV);
         }
         let index = pgoff / GRANULE_PAGES;
-        let pfn = *state.chunks.get(index).ok_or(EINVAL)?;
-        if pfn == 0 {
+        let State { memory, tables, writable, .. } = &mut *state;
+        let Some(frames) = memory.get(index).ok_or(EINVAL)?.frames() else {
             return Ok(core::ptr::null_mut());
-        }
-        let writable = state.writable;
-        let table = state.tables.get_or_make(index, pfn, writable)?;
+        };
+        let table = tables.get_or_make(index, frames, *writable)?;
         self.links.fetch_add(1, Ordering::Relaxed);
         stats::table_linked();
         Ok(table)
@@ -514,10 +533,9 @@ impl Region {
     /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
-        match state.chunks.get(pgoff / GRANULE_PAGES) {
+        match state.memory.get(pgoff / GRANULE_PAGES) {
             _ if state.unplugged => Page::Outside,
-            Some(0) => Page::Hole,
-            Some(pfn) => Page::Frame(pfn + pgoff % GRANULE_PAGES),
+            Some(memory) => memory.frame(pgoff % GRANULE_PAGES).map_or(Page::Hole, Page::Frame),
             None => Page::Outside,
         }
     }
@@ -543,7 +561,7 @@ impl Region {
     /// Current statistics.
     pub(crate) fn stats(&self) -> Stats {
         let state = self.state.lock();
-        let backed = state.chunks.iter().filter(|&&pfn| pfn != 0).count() as u64 * GRANULE_SIZE;
+        let backed = state.memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
         Stats {
             windows: self.windows.load(Ordering::Relaxed),
             faults: self.faults.load(Ordering::Relaxed),
@@ -554,38 +572,17 @@ impl Region {
     }
 }
 
-/// Memory taken from a region by [`Region::take`], freed when dropped.
-pub(crate) struct Chunks(KVVec<usize>);
-
-impl Drop for Chunks {
-    fn drop(&mut self) {
-        for pfn in self.0.iter_mut() {
-            free_chunk(core::mem::take(pfn));
-        }
-    }
-}
-
-fn free_chunk(pfn: usize) {
-    if pfn != 0 {
-        // SAFETY: `pfn` is a chunk of this order from `msharefs_alloc_chunk`, freed once:
-        // callers take it out of the region's table first.
-        unsafe { msharefs_free_chunk(pfn, CHUNK_ORDER) };
-        stats::chunk_freed();
-    }
+/// Memory taken from a region by [`Region::take`], freed (or unpinned) when dropped.
+pub(crate) struct Taken {
+    _memory: KVVec<Memory>,
 }
 
 #[pinned_drop]
 impl PinnedDrop for Region {
     fn drop(self: Pin<&mut Self>) {
         stats::region_dropped();
-        if self.kind != Kind::Anonymous {
-            return;
-        }
-        // No mapping outlives the region: every VMA of it holds the region's file.
-        let mut state = self.state.lock();
-        for pfn in state.chunks.iter_mut() {
-            free_chunk(core::mem::take(pfn));
-        }
+        // No mapping outlives the region (every VMA of it holds the region's file): its
+        // memory goes with `state`.
     }
 }
 
@@ -684,7 +681,7 @@ mod tests {
             return;
         }
         let g = GRANULE_SIZE;
-        let region = KBox::pin_init(Region::new(), GFP_KERNEL).expect("region");
+        let region = KBox::pin_init(Region::new(0), GFP_KERNEL).expect("region");
         assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
         assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
         let page = GRANULE_PAGES + 7;

@@ -9,6 +9,7 @@
 //! The tables of a region live as long as the region: freeing one while a fault may be
 //! about to link it would take a lock every fault path would have to share.
 
+use crate::granule::Frames;
 use crate::GRANULE_PAGES;
 use crate::stats;
 use core::ffi::{c_uint, c_ulong, c_void};
@@ -19,7 +20,7 @@ extern "C" {
     fn mshare_table_alloc() -> *mut c_void;
     fn mshare_table_free(table: *mut c_void);
     fn mshare_table_grace_period();
-    fn mshare_table_map(table: *mut c_void, pfn: c_ulong, writable: bool);
+    fn mshare_table_map(table: *mut c_void, first: c_ulong, each: *const usize, writable: bool, special: bool);
     fn mshare_table_entry(table: *mut c_void, index: c_uint, writable: *mut bool) -> c_ulong;
 }
 
@@ -33,6 +34,8 @@ pub(crate) fn kernel_shares_tables() -> bool {
 pub(crate) struct Tables {
     /// The table of each granule (a `struct ptdesc`), null while it has none.
     tables: KVVec<*mut c_void>,
+    /// The memory has no struct pages (a device's): special entries, which GUP refuses.
+    special: bool,
 }
 
 // SAFETY: the tables are page-table pages owned by this set; they are changed only under
@@ -40,18 +43,20 @@ pub(crate) struct Tables {
 unsafe impl Send for Tables {}
 
 impl Tables {
-    /// No tables for a region of `granules` granules.
-    pub(crate) fn new(granules: usize) -> Result<Self> {
-        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), granules, GFP_KERNEL)? })
+    /// No tables for a region of `granules` granules; `special` for memory without
+    /// struct pages.
+    pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
+        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), granules, GFP_KERNEL)?, special })
     }
 
-    /// An empty set, for a region with no size yet.
+    /// An empty set, for a region of folios with no size yet.
     pub(crate) fn empty() -> Self {
-        Self { tables: KVVec::new() }
+        Self { tables: KVVec::new(), special: false }
     }
 
-    /// The table of granule `index`, made and pointed at `first_pfn` if it has none yet.
-    pub(crate) fn get_or_make(&mut self, index: usize, first_pfn: usize, writable: bool) -> Result<*mut c_void> {
+    /// The table of granule `index`, made and pointed at `frames` if it has none yet.
+    pub(crate) fn get_or_make(&mut self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut c_void> {
+        let special = self.special;
         let slot = self.tables.get_mut(index).ok_or(EINVAL)?;
         if slot.is_null() {
             // SAFETY: plain allocation call into the core.
@@ -60,19 +65,19 @@ impl Tables {
                 return Err(ENOMEM);
             }
             // SAFETY: a fresh table, not linked anywhere yet.
-            unsafe { mshare_table_map(table, first_pfn as c_ulong, writable) };
+            unsafe { map_table(table, Some(frames), writable, special) };
             *slot = table;
             stats::table_made();
         }
         Ok(*slot)
     }
 
-    /// Points granule `index`'s table, if it has one, at `first_pfn` (0: maps nothing).
+    /// Points granule `index`'s table, if it has one, at `frames` (`None`: maps nothing).
     /// Taking access away is only complete once every sharer's TLB is flushed.
-    pub(crate) fn map(&self, index: usize, first_pfn: usize, writable: bool) {
+    pub(crate) fn map(&self, index: usize, frames: Option<Frames<'_>>, writable: bool) {
         if let Some(&table) = self.tables.get(index).filter(|table| !table.is_null()) {
             // SAFETY: a table of this set; the call takes the table's lock.
-            unsafe { mshare_table_map(table, first_pfn as c_ulong, writable) };
+            unsafe { map_table(table, frames, writable, self.special) };
         }
     }
 
@@ -93,6 +98,23 @@ impl Tables {
         let pfn = unsafe { mshare_table_entry(table, page as c_uint, &mut writable) };
         (pfn != 0).then_some((pfn as usize, writable))
     }
+}
+
+/// Fills `table`'s entries from `frames` (or clears them).
+///
+/// # Safety
+///
+/// `table` is a live table from `mshare_table_alloc`.
+unsafe fn map_table(table: *mut c_void, frames: Option<Frames<'_>>, writable: bool, special: bool) {
+    let (first, each) = match frames {
+        None => (0, core::ptr::null()),
+        Some(Frames::Contiguous(first)) => (first, core::ptr::null()),
+        // A granule's frames: `GRANULE_PAGES` of them, one per entry.
+        Some(Frames::Each(each)) if each.len() == GRANULE_PAGES => (0, each.as_ptr()),
+        Some(Frames::Each(_)) => (0, core::ptr::null()),
+    };
+    // SAFETY: per the function's contract; `each` is null or has an entry per PTE.
+    unsafe { mshare_table_map(table, first as c_ulong, each, writable, special) };
 }
 
 impl Drop for Tables {

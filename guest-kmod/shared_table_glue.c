@@ -35,12 +35,16 @@ void mshare_table_grace_period(void)
 }
 
 /*
- * Points the table's entries at the 2 MiB chunk from @pfn on, or clears them (@pfn 0),
- * under the table's lock. Entries are special (no struct page refcounts, no rmap, no RSS),
- * young, and dirty when writable, so the hardware has nothing to update in a table shared
- * by many processes. Callers flush the sharers' TLBs when they take access away.
+ * Points the table's entries at @each's page frames, or at the 2 MiB from @first on, or
+ * clears them (neither), under the table's lock. Pages (a region's folios, a file's
+ * pinned pages) get normal entries, which GUP and futexes follow (vm_normal_page()),
+ * device memory special ones; either way the entries take no reference, mapcount or RSS:
+ * the table is the region's, which holds the memory as long as the table maps it. Entries are young, and dirty when writable, so the hardware has
+ * nothing to update in a table shared by many processes. Callers flush the sharers' TLBs
+ * when they take access away.
  */
-void mshare_table_map(void *table, unsigned long pfn, bool writable)
+void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
+		      bool special)
 {
 	struct ptdesc *ptdesc = table;
 	pgprot_t prot = vm_get_page_prot(VM_READ | VM_SHARED | (writable ? VM_WRITE : 0));
@@ -52,8 +56,12 @@ void mshare_table_map(void *table, unsigned long pfn, bool writable)
 	for (i = 0; i < PTRS_PER_PTE; i++) {
 		pte_t entry = __pte(0);
 
+		unsigned long pfn = each ? each[i] : first ? first + i : 0;
+
 		if (pfn) {
-			entry = pte_mkspecial(pte_mkyoung(pfn_pte(pfn + i, prot)));
+			entry = pte_mkyoung(pfn_pte(pfn, prot));
+			if (special)
+				entry = pte_mkspecial(entry);
 			if (writable)
 				entry = pte_mkdirty(entry);
 		}
@@ -84,7 +92,8 @@ void mshare_table_grace_period(void)
 {
 }
 
-void mshare_table_map(void *table, unsigned long pfn, bool writable)
+void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
+		      bool special)
 {
 }
 

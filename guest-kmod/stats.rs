@@ -16,7 +16,7 @@ static FAULTS: AtomicU64 = AtomicU64::new(0);
 static CHUNKS: AtomicU64 = AtomicU64::new(0);
 
 /// Chooses the mode at load time: mode B (shared PTE tables) when the kernel can and the
-/// `shared_tables` parameter allows it, else mode C (a huge PFN mapping per process).
+/// `shared_tables` parameter allows it, else mode C (huge mappings per process).
 pub(crate) fn set_shared_tables(enabled: bool) {
     SHARED_TABLES.store(enabled, Ordering::Relaxed);
 }

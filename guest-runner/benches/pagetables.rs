@@ -1,6 +1,6 @@
 //! Page-table memory and faults in one guest: N processes map the same memory and touch
 //! every page, four ways in the same boot: an mshare region with page tables shared (mode
-//! B), the same with a huge PFN mapping per process (mode C, the module reloaded with
+//! B), the same with huge mappings per process (mode C, the module reloaded with
 //! `shared_tables=0`), a shared memfd (plain MAP_SHARED shmem, each process its own
 //! tables) and hugetlbfs 2 MiB pages (which share PMD tables for 1 GiB-aligned mappings of
 //! 1 GiB or more). Runs the guest's `mshare-bench` under QEMU TCG, each case

@@ -205,6 +205,64 @@ fn programs_written_for_the_posted_series_run_unchanged() {
     }
 }
 
+/// Region pages the kernel can take (`mshare-gup`): glibc's process-shared primitives —
+/// a raw futex wait woken from another address, a mutex hammered by 16 processes at 16
+/// addresses (counter exact), a condition-variable hand-off across fork, a semaphore
+/// ping-pong, a private mutex among threads, a robust mutex whose owner is killed
+/// (EOWNERDEAD) — and GUP of another process (process_vm_readv/writev) and vmsplice, in
+/// both modes. Region pages are folios with the region file's mapping, so futexes key
+/// them by (inode, offset).
+#[test]
+fn region_pages_take_futexes_and_gup() {
+    for (mode, params) in [("B", None), ("C", Some("mshare_params=shared_tables=0"))] {
+        let mut boot = guest_boot(&format!("boot-gup-{mode}"), &["mshare-gup"]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let console = &run.output.console;
+        assert_eq!(run.result.status, 0, "mode {mode}: {console}");
+        for line in [
+            "mshare-gup: mutex processes=16 counter=16000 expected=16000 addresses=16",
+            "mshare-gup: condvar handoffs=600 turn=0",
+            "mshare-gup: semaphore rounds=300",
+            "mshare-gup: threads=4 counter=4000 expected=4000",
+            "mshare-gup: robust owner_killed=yes waiter=EOWNERDEAD value=42 relocked=yes",
+            "mshare-gup: vmsplice bytes=16384 referenced=yes",
+            "mshare-gup: ok",
+        ] {
+            assert!(console.lines().any(|l| l == line), "mode {mode}: no '{line}': {console}");
+        }
+        assert!(
+            console.lines().any(|l| l.starts_with("mshare-gup: raw ") && l.ends_with(" woken=1")),
+            "mode {mode}: the raw wake found no waiter: {console}"
+        );
+        assert!(
+            console.lines().any(|l| l.starts_with("mshare-gup: remote ") && l.ends_with(" read=65536 written=65536")),
+            "mode {mode}: process_vm_readv/writev: {console}"
+        );
+    }
+}
+
+/// A memfd inside a region (`mshare-memfd`): CREATE_MAPPING with the memfd's descriptor
+/// gives part of the region its pages: read through windows and read(2), written both
+/// ways, a futex waited on through the memfd's own mapping and woken through the window,
+/// 64 processes touching every page of that part (one fault each in mode B: the tables
+/// are linked once), the memfd closed while the region lives, F_SEAL_WRITE refused, UNMAP,
+/// and the errors of bad requests, in both modes.
+#[test]
+fn a_memfd_inside_a_region() {
+    for (mode, params, faults) in [("B", None, 1), ("C", Some("mshare_params=shared_tables=0"), 1024)] {
+        let mut boot = guest_boot(&format!("boot-memfd-{mode}"), &["mshare-memfd"]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let console = &run.output.console;
+        assert_eq!(run.result.status, 0, "mode {mode}: {console}");
+        let line = format!("mshare-memfd: sharers=64 bad=0 max_faults_per_sharer={faults} pages_each=1024");
+        assert!(console.lines().any(|l| l == line), "mode {mode}: no '{line}': {console}");
+        assert!(console.lines().any(|l| l == "mshare-memfd: ok"), "mode {mode}: {console}");
+        assert!(console.lines().any(|l| l == "mshare-memfd: 24 checks, 0 failed"), "mode {mode}: {console}");
+    }
+}
+
 /// LMDB (the real library) with its data file an msharefs region: loaded through write(),
 /// read back, then 4 reader processes and a writer for 5 s, every reader seeing the
 /// writer's commits and every value checked (`mshare-lmdb`), in both modes.

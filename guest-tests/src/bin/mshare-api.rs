@@ -185,7 +185,7 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
         expect_errno(bad(|c| c.flags = libc::MAP_ANONYMOUS as u32), libc::EINVAL),
     );
     t.check(
-        "CREATE_MAPPING of a file is EOPNOTSUPP (for now)",
+        "CREATE_MAPPING of a file that is not shmem (the console) is EOPNOTSUPP",
         expect_errno(
             bad(|c| {
                 c.flags = libc::MAP_SHARED as u32;
@@ -660,7 +660,7 @@ fn device_checks(t: &mut Suite, shares_tables: bool) {
         ioctl(dev.file(), MSHARE_ATTACH, &mut a as *mut MshareAttach as usize)
     };
     t.check(
-        "MSHARE_MAP with a file object is EOPNOTSUPP (for now)",
+        "MSHARE_MAP with a file object that is not shmem (the console) is EOPNOTSUPP",
         expect_errno(map_raw(region.as_raw_fd(), 0), libc::EOPNOTSUPP),
     );
     t.check("MSHARE_MAP past the end is EINVAL", expect_errno(dev.map(&region, GRANULE, SIZE as u64), libc::EINVAL));

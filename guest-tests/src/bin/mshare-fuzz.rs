@@ -4,7 +4,8 @@
 //! mshare-fuzz CALLS [SEED]
 //! ```
 //! Three threads share a handful of regions (named, unnamed, an ivshmem one if there is
-//! one) and a reserved address range for their windows:
+//! one), a memfd (which CREATE_MAPPING and MSHARE_MAP may put into a region) and a
+//! reserved address range for their windows:
 //! - the caller makes ioctls on region files and /dev/mshare with arguments drawn from
 //!   sizes, offsets, descriptors and pointers that sit on every edge (0, a granule +/- 1,
 //!   past the end, overflowing, kernel and unmapped addresses, closed and foreign
@@ -12,8 +13,9 @@
 //! - the racer unlinks, replaces windows, UNMAPs, changes the protection and closes
 //!   descriptors under the caller's feet;
 //! - the toucher faults pages of the windows in through the kernel (`read(2)` from
-//!   /dev/zero into them, `write(2)` from them into a pipe), which links and uses the
-//!   shared tables; a hole or a gone window is EFAULT, never a signal.
+//!   /dev/zero into them, `write(2)` from them into a pipe) and takes them with GUP
+//!   (futex wait and wake, `vmsplice`, reads of its own `/proc/self/mem`), which links and uses
+//!   the shared tables; a hole or a gone window is EFAULT, never a signal.
 //!
 //! Every result must be success or an errno the call may give; anything else (EIO,
 //! ENOSYS, a signal) fails the run, and so does an oops on the console (the harness).
@@ -63,8 +65,13 @@ mod errnos {
     pub const MREMAP: &[i32] = &[EINVAL, EFAULT, ENOMEM, EAGAIN];
     /// ftruncate of any descriptor: a region's size is set once, in whole granules.
     pub const FTRUNCATE: &[i32] = &[EBADF, EINVAL, EFBIG, EPERM, EACCES, ENOMEM];
-    /// The kernel copying to or from arena pages: a hole or a gone window.
-    pub const TOUCH: &[i32] = &[EFAULT, EAGAIN];
+    /// The kernel copying to or from arena pages, or taking them (GUP): a hole or a gone
+    /// window (EFAULT), a full pipe (EAGAIN), a futex word with another value (EAGAIN) or
+    /// a wait that timed out at once (ETIMEDOUT).
+    pub const TOUCH: &[i32] = &[EFAULT, EAGAIN, ETIMEDOUT];
+    /// A read of `/proc/self/mem` (the kernel takes the page with GUP): a hole or a gone
+    /// window is EIO there.
+    pub const PROC_MEM: &[i32] = &[EIO];
     /// pread, pwrite and lseek of any descriptor, to and from the arena: a bad descriptor
     /// or one not open for it, bad offsets, a buffer the kernel cannot copy (EFAULT), a
     /// write into a hole (EIO) or at the end (ENOSPC), a read-only region (EACCES) or
@@ -350,6 +357,7 @@ fn caller(shared: &Shared, seed: u64) {
                                 libc::MADV_HUGEPAGE,
                                 libc::MADV_POPULATE_READ,
                                 libc::MADV_COLD,
+                                libc::MADV_PAGEOUT,
                             ]),
                         )
                     },
@@ -506,22 +514,39 @@ fn racer(shared: &Shared, seed: u64) {
 fn toucher(shared: &Shared, seed: u64) {
     let mut rng = Rng::new(seed ^ 0xa5a5);
     let zero = File::open("/dev/zero").ok();
+    let mem = File::open("/proc/self/mem").ok();
     let mut pipe = [0; 2];
     // SAFETY: a fresh pipe.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_NONBLOCK) } != 0 || zero.is_none() {
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_NONBLOCK) } != 0 || zero.is_none() || mem.is_none() {
         return;
     }
     let mut sink = [0u8; 64];
     while shared.spend() {
         let addr = shared.arena + rng.below(ARENA as u64 / 4096) as usize * 4096;
-        // SAFETY: the kernel copies to or from `addr`, failing with EFAULT where it cannot.
+        let no_wait = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let iov = libc::iovec { iov_base: addr as *mut _, iov_len: 8 };
+        // SAFETY: the kernel copies to or from `addr`, or takes its page (GUP), failing with
+        // EFAULT where it cannot; `sink` is this thread's own buffer.
         let ret = unsafe {
-            if rng.below(2) == 0 {
-                libc::read(zero.as_ref().map_or(-1, |z| z.as_raw_fd()), addr as *mut _, 8)
-            } else {
-                let ret = libc::write(pipe[1], addr as *const _, 8);
-                libc::read(pipe[0], sink.as_mut_ptr().cast(), sink.len());
-                ret
+            match rng.below(6) {
+                0 => libc::read(zero.as_ref().map_or(-1, |z| z.as_raw_fd()), addr as *mut _, 8),
+                1 | 2 => {
+                    let ret = if rng.below(2) == 0 {
+                        libc::write(pipe[1], addr as *const _, 8)
+                    } else {
+                        libc::vmsplice(pipe[1], &iov, 1, 0)
+                    };
+                    libc::read(pipe[0], sink.as_mut_ptr().cast(), sink.len());
+                    ret
+                }
+                3 => libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, 1, 0usize, 0usize, 0) as isize,
+                4 => libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAIT, 0, &no_wait, 0usize, 0) as isize,
+                _ => {
+                    let fd = mem.as_ref().map_or(-1, |m| m.as_raw_fd());
+                    let ret = libc::pread(fd, sink.as_mut_ptr().cast(), 8, addr as libc::off_t);
+                    shared.judge("reading /proc/self/mem", ret as i64, errnos::PROC_MEM);
+                    continue;
+                }
             }
         };
         if ret > 0 {
@@ -586,6 +611,15 @@ fn main() -> ExitCode {
     if let Ok(ro) = File::open(format!("{MOUNT}/{}", NAMES[0])) {
         fds.push(AtomicI32::new(ro.into_raw_fd()));
     }
+    // A memfd, for CREATE_MAPPING and MSHARE_MAP with a file (and everything else).
+    // SAFETY: plain call with a NUL-terminated name.
+    let memfd = unsafe { libc::memfd_create(c"fuzz-memfd".as_ptr(), 0) };
+    // SAFETY: plain call on the descriptor just made.
+    if memfd < 0 || unsafe { libc::ftruncate(memfd, 8 * GRANULE as i64) } != 0 {
+        eprintln!("mshare-fuzz: cannot make a memfd: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    fds.push(AtomicI32::new(memfd));
     let shared = Arc::new(Shared {
         fds,
         dev: dev.into_raw_fd(),

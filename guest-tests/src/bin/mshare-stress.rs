@@ -10,7 +10,8 @@
 //! own checksummed page in it after checking what it wrote last, check pages other workers
 //! wrote, detach, fork a child that checks its page through the inherited window, run a
 //! private region through its whole life (create, size, memory, map, a child attaching it
-//! by name, SET_PROT read-only and back, UNMAP part, unlink), do the same through
+//! by name and waiting on a futex in it that the worker wakes from its own address,
+//! SET_PROT read-only and back, UNMAP part, unlink), do the same through
 //! /dev/mshare, or exit and be replaced by a fresh worker that takes over its pages.
 //! Every mismatch is reported with its place and fails the run. At the end the parent
 //! removes the regions and checks that the module's counters, PageTables and free memory
@@ -19,7 +20,7 @@
 use guest_tests::msharefs::{
     create_mapping, set_prot, set_size, unmap as unmap_range, MshareCreate, SystemStats, MOUNT,
 };
-use guest_tests::process::{in_child, pipe};
+use guest_tests::process::{in_child, pipe, spawn_child, wait_child};
 use guest_tests::rng::Rng;
 use guest_tests::{checksum, meminfo_kib};
 use mshare_uapi::device::Device;
@@ -29,6 +30,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const GRANULE: usize = 2 << 20;
@@ -222,6 +224,7 @@ impl Worker {
         let mut ack = [0u8; 3];
         window.read(2 * PAGE, &mut ack);
         self.check(&ack == b"ack", || format!("{path}: the child's write did not show: {ack:?}"))?;
+        self.futex_handoff(&path, &window)?;
         if self.shares_tables {
             set_prot(&file, libc::PROT_READ).map_err(|e| fail("SET_PROT read-only", e))?;
             let code = in_child(|| {
@@ -247,6 +250,48 @@ impl Worker {
         self.check(hole == 128 + libc::SIGSEGV, || format!("{path}: reading the UNMAPped granule gave {hole}"))?;
         fs::remove_file(&path).map_err(|e| fail("unlink", e))?;
         Ok(())
+    }
+
+    /// A child maps the region anew (another address) and waits on a futex word in it;
+    /// this worker wakes it through its own window: the wake must find the waiter (the
+    /// futex key is the region's page, not an address).
+    fn futex_handoff(&mut self, path: &str, window: &Window) -> Result<(), Failure> {
+        const WORD: usize = 5 * PAGE;
+        // SAFETY: an aligned u32 inside the window, which outlives every use below.
+        let word = unsafe { &*window.as_ptr().add(WORD).cast::<AtomicU32>() };
+        word.store(0, Ordering::SeqCst);
+        let child_path = path.to_owned();
+        let child = spawn_child(|| {
+            let Ok(w) = open_rw(&child_path).and_then(|f| Window::map(&f, 2 * GRANULE, 0, false)) else { return 2 };
+            let timeout = libc::timespec { tv_sec: 30, tv_nsec: 0 };
+            // SAFETY: FUTEX_WAIT on a u32 of the child's own window, with a timeout.
+            let ret = unsafe {
+                libc::syscall(libc::SYS_futex, w.as_ptr().add(WORD), libc::FUTEX_WAIT, 0, &timeout, 0usize, 0)
+            };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            match (ret, errno) {
+                (0, _) | (_, Some(libc::EAGAIN)) => 0,
+                (_, Some(libc::ETIMEDOUT)) => 4,
+                _ => 5,
+            }
+        })
+        .ok_or_else(|| format!("{path}: fork for the futex hand-off failed"))?;
+        let started = Instant::now();
+        let mut woken = 0;
+        while woken == 0 && started.elapsed() < Duration::from_secs(20) {
+            // SAFETY: FUTEX_WAKE on the same word through this worker's window.
+            woken = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0) };
+            if woken == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        word.store(1, Ordering::SeqCst);
+        // SAFETY: as above; releases the child if the wake above found no waiter.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0) };
+        let code = wait_child(child);
+        self.check(woken == 1 && code == 0, || {
+            format!("{path}: futex hand-off: the wake found {woken} waiters, the child ended {code}")
+        })
     }
 
     /// The same through /dev/mshare, with a region that has no name.

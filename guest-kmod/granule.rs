@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What backs one granule (2 MiB) of a region: nothing (a hole), a physically contiguous
+//! chunk (a 2 MiB folio of this module, or 2 MiB of a device's memory), or the pinned
+//! pages of a file ([`FilePages`]).
+//!
+//! A chunk of this module is a folio whose mapping and index are the region file's, so
+//! GUP and futexes take its pages as they take a shmem file's; it is on no LRU list and in
+//! no page-cache xarray, and the region holds its reference until the chunk is dropped.
+
+use crate::file_pages::FilePages;
+use crate::{stats, GRANULE_PAGES, GRANULE_SHIFT};
+use core::ffi::{c_uint, c_void};
+use kernel::prelude::*;
+
+extern "C" {
+    fn msharefs_alloc_chunk(order: c_uint, inode: *mut c_void, index: usize) -> usize;
+    fn msharefs_free_chunk(pfn: usize);
+    fn msharefs_page_address(pfn: usize) -> *mut c_void;
+    fn msharefs_folio_settle(pfn: usize);
+}
+
+/// The page order of a granule's chunk of memory.
+const CHUNK_ORDER: c_uint = GRANULE_SHIFT - kernel::page::PAGE_SHIFT as u32;
+
+const PAGE_SIZE: usize = kernel::page::PAGE_SIZE;
+
+/// The page frames of a granule, as its shared table maps them.
+#[derive(Clone, Copy)]
+pub(crate) enum Frames<'a> {
+    /// `GRANULE_PAGES` frames from this one on.
+    Contiguous(usize),
+    /// Each page's frame.
+    Each(&'a [usize]),
+}
+
+/// The memory of one granule. Dropping it frees what the region owned.
+#[derive(Default)]
+pub(crate) enum Memory {
+    /// No memory: an access is SIGSEGV.
+    #[default]
+    Hole,
+    /// `GRANULE_PAGES` page frames from `first` on: this module's folio when `owned`, else
+    /// a device's memory (never freed here).
+    Chunk { first: usize, owned: bool },
+    /// A file's pages.
+    File(KBox<FilePages>),
+}
+
+impl Memory {
+    /// A zeroed chunk for the granule at page offset `index` of the region of `inode`
+    /// (null in KUnit, where there is no file).
+    pub(crate) fn allocate(inode: *mut c_void, index: usize) -> Result<Self> {
+        // SAFETY: `inode` outlives the chunk (its region frees it first) or is null.
+        let first = unsafe { msharefs_alloc_chunk(CHUNK_ORDER, inode, index) };
+        if first == 0 {
+            return Err(ENOMEM);
+        }
+        stats::chunk_allocated();
+        Ok(Self::Chunk { first, owned: true })
+    }
+
+    /// A device's memory from page frame `first` on.
+    pub(crate) fn device(first: usize) -> Self {
+        Self::Chunk { first, owned: false }
+    }
+
+    pub(crate) fn is_hole(&self) -> bool {
+        matches!(self, Self::Hole)
+    }
+
+    /// The page frame of page `page` (< `GRANULE_PAGES`) of the granule.
+    pub(crate) fn frame(&self, page: usize) -> Option<usize> {
+        match self {
+            Self::Hole => None,
+            Self::Chunk { first, .. } => (page < GRANULE_PAGES).then_some(first + page),
+            Self::File(pages) => pages.frame(page),
+        }
+    }
+
+    /// Waits for every fault that holds one of the granule's folios locked (one that
+    /// found the memory and is mapping it). Device memory has no folios.
+    pub(crate) fn settle(&self) {
+        let settle = |frame: usize| {
+            // SAFETY: a page of this module or a pinned page of a file, alive while the
+            // granule is.
+            unsafe { msharefs_folio_settle(frame) }
+        };
+        match self {
+            Self::Chunk { first, owned: true } => settle(*first),
+            Self::File(pages) => pages.frames().iter().copied().for_each(settle),
+            _ => {}
+        }
+    }
+
+    /// The frames a shared table maps; `None` for a hole.
+    pub(crate) fn frames(&self) -> Option<Frames<'_>> {
+        match self {
+            Self::Hole => None,
+            Self::Chunk { first, .. } => Some(Frames::Contiguous(*first)),
+            Self::File(pages) => Some(Frames::Each(pages.frames())),
+        }
+    }
+
+    /// The kernel address of the granule's byte `at` and how many bytes from there are
+    /// contiguous in the kernel's view: through the direct map for pages of this module or
+    /// a file, `device_base` (the granule's start in the device's kernel mapping; `None`
+    /// for none) for a device. `None` for a hole.
+    pub(crate) fn address(&self, at: usize, device_base: Option<usize>) -> Option<(*mut u8, usize)> {
+        let granule = GRANULE_PAGES * PAGE_SIZE;
+        match self {
+            Self::Hole => None,
+            Self::Chunk { owned: false, .. } => device_base.map(|base| ((base + at) as *mut u8, granule - at)),
+            Self::Chunk { first, owned: true } => {
+                // SAFETY: a chunk of this module, alive while the region holds it.
+                let base = unsafe { msharefs_page_address(*first) }.cast::<u8>();
+                Some((base.wrapping_add(at), granule - at))
+            }
+            Self::File(pages) => {
+                let frame = pages.frame(at / PAGE_SIZE)?;
+                // SAFETY: a pinned page of the file, alive while the region holds it.
+                let base = unsafe { msharefs_page_address(frame) }.cast::<u8>();
+                Some((base.wrapping_add(at % PAGE_SIZE), PAGE_SIZE - at % PAGE_SIZE))
+            }
+        }
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        if let Self::Chunk { first, owned: true } = *self {
+            // SAFETY: a chunk from `msharefs_alloc_chunk`, freed once: it leaves the region
+            // by being dropped, after every mapping of it is gone.
+            unsafe { msharefs_free_chunk(first) };
+            stats::chunk_freed();
+        }
+    }
+}
