@@ -69,6 +69,10 @@ impl Memory {
         matches!(self, Self::Hole)
     }
 
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self, Self::File(_))
+    }
+
     /// The page frame of page `page` (< `GRANULE_PAGES`) of the granule.
     pub(crate) fn frame(&self, page: usize) -> Option<usize> {
         match self {
@@ -134,5 +138,29 @@ impl Drop for Memory {
             unsafe { msharefs_free_chunk(first) };
             stats::chunk_freed();
         }
+    }
+}
+
+#[kunit_tests(mshare_memory)]
+mod tests {
+    use super::*;
+
+    /// A device's chunk gives its frames in order and is read through the device's kernel
+    /// mapping; a hole gives nothing. (Chunks and files need a running allocator and a
+    /// file: the boot tests cover them.)
+    #[test]
+    fn a_granules_frames_and_kernel_view_follow_its_memory() {
+        let device = Memory::device(0x40000);
+        assert_eq!(device.frame(0), Some(0x40000));
+        assert_eq!(device.frame(GRANULE_PAGES - 1), Some(0x40000 + GRANULE_PAGES - 1));
+        assert_eq!(device.frame(GRANULE_PAGES), None);
+        assert!(matches!(device.frames(), Some(Frames::Contiguous(0x40000))));
+        let granule = GRANULE_PAGES * PAGE_SIZE;
+        assert_eq!(device.address(4096, Some(0x1000_0000)), Some((0x1000_1000 as *mut u8, granule - 4096)));
+        assert_eq!(device.address(0, None), None);
+        assert!(!device.is_hole() && !device.is_file());
+        let hole = Memory::Hole;
+        assert!(hole.is_hole() && hole.frame(0).is_none() && hole.frames().is_none());
+        assert_eq!(hole.address(0, Some(0x1000_0000)), None);
     }
 }

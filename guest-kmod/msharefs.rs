@@ -261,6 +261,7 @@ fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, wr
                 backed: stats.backed,
                 tables: stats.tables,
                 links: stats.links,
+                file_backed: stats.file_backed,
             };
             write_arg(arg, &stats)
         }

@@ -31,7 +31,7 @@ pub(crate) const V3_CREATE_MAPPING: u32 = _IOW::<MshareCreate>(b'x' as u32, 0);
 /// v3 `MSHAREFS_UNMAP`: `_IOW('x', 1, struct mshare_unmap)`, the number of v1's SET_SIZE.
 pub(crate) const V3_UNMAP: u32 = _IOW::<MshareUnmap>(b'x' as u32, 1);
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
-/// (`{ u64 windows, faults, backed, tables, links; }`).
+/// (`{ u64 windows, faults, backed, tables, links, file_backed; }`).
 pub(crate) const GET_STATS: u32 = _IOR::<MshareStats>(b'x' as u32, 0x10);
 /// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64 prot)`, this project's extension: the
 /// protection of the whole region for every process sharing its tables, at once.

@@ -125,6 +125,8 @@ pub(crate) struct Stats {
     pub(crate) tables: u64,
     /// Times a shared table was linked into a process.
     pub(crate) links: u64,
+    /// Bytes with a file's pages (`CREATE_MAPPING` with a descriptor).
+    pub(crate) file_backed: u64,
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
@@ -562,12 +564,14 @@ impl Region {
     pub(crate) fn stats(&self) -> Stats {
         let state = self.state.lock();
         let backed = state.memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
+        let file_backed = state.memory.iter().filter(|memory| memory.is_file()).count() as u64 * GRANULE_SIZE;
         Stats {
             windows: self.windows.load(Ordering::Relaxed),
             faults: self.faults.load(Ordering::Relaxed),
             backed,
             tables: state.tables.count() as u64,
             links: self.links.load(Ordering::Relaxed),
+            file_backed,
         }
     }
 }

@@ -48,6 +48,7 @@ pub(crate) struct MshareStats {
     pub(crate) backed: u64,
     pub(crate) tables: u64,
     pub(crate) links: u64,
+    pub(crate) file_backed: u64,
 }
 
 /// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`.
@@ -116,7 +117,7 @@ plain_data!(
     MshareInfo: 16,
     MshareCreate: 40,
     MshareUnmap: 16,
-    MshareStats: 40,
+    MshareStats: 48,
     MshareAttach: 32,
     MshareDetach: 16,
     MshareMap: 32,

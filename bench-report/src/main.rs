@@ -209,7 +209,10 @@ fn main() {
             }
         }
         if plots.contains(&"pagetables.png") {
-            let _ = std::fs::copy(dir.join("pagetables.png"), root.join("docs").join("bench-pagetables.png"));
+            let shown = root.join("docs").join("bench-pagetables.png");
+            if let Err(e) = std::fs::copy(dir.join("pagetables.png"), &shown) {
+                eprintln!("bench-report: copying pagetables.png to {} (the README's plot): {e}", shown.display());
+            }
         }
     }
     if let Some(rows) = regions.as_ref().and_then(|r| r["rows"].as_array()) {

@@ -262,6 +262,8 @@ int main(int argc, char **argv)
 	printf("mshare-memfd: sharers=%d bad=%d max_faults_per_sharer=%ld pages_each=%lu\n", SHARERS, bad_sharers,
 	       max_faults, FILE_LEN / PAGE);
 	check(bad_sharers == 0, "every sharer read the memfd's pages");
+	fflush(stdout);
+	check(system("mshare list") == 0, "mshare list shows the region");
 
 	check(fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EBUSY,
 	      "F_SEAL_WRITE is refused while the region holds the memfd");

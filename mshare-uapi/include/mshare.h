@@ -75,6 +75,7 @@ struct mshare_stats {
 	__u64 backed;		/* bytes with memory */
 	__u64 tables;		/* shared PTE tables, one page each (mode B) */
 	__u64 links;		/* times a shared table was linked into a process */
+	__u64 file_backed;	/* bytes that are a file's pages (CREATE_MAPPING with an fd) */
 };
 
 #define MSHAREFS_V1_GET_SIZE		_IOR('x', 0, struct mshare_info)

@@ -68,7 +68,7 @@ impl MshareCreate {
 }
 
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension.
-pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 40);
+pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 48);
 /// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64)`, this project's extension: `PROT_READ` or
 /// `PROT_READ | PROT_WRITE` for every process sharing the region's page tables at once.
 pub const MSHAREFS_SET_PROT: u64 = ioc(1, 0x11, 8);
@@ -87,6 +87,8 @@ pub struct MshareStats {
     pub tables: u64,
     /// Times a shared table was linked into a process (mode B).
     pub links: u64,
+    /// Bytes of the region that are a file's pages (CREATE_MAPPING with a descriptor).
+    pub file_backed: u64,
 }
 
 /// `MSHAREFS_SET_PROT`: `libc::PROT_READ`, or with `libc::PROT_WRITE`.
@@ -263,12 +265,12 @@ mod tests {
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
         assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
-        assert_eq!(MSHAREFS_GET_STATS, 0x8028_7810);
+        assert_eq!(MSHAREFS_GET_STATS, 0x8030_7810);
         assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
         assert_eq!(v3::MSHAREFS_CREATE_MAPPING, 0x4028_7800);
         assert_eq!(v3::MSHAREFS_UNMAP, MSHAREFS_SET_SIZE, "the collision the mount resolves");
         assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
-        assert_eq!(std::mem::size_of::<MshareStats>(), 40);
+        assert_eq!(std::mem::size_of::<MshareStats>(), 48);
     }
 
     #[test]

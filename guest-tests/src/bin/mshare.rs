@@ -61,11 +61,14 @@ fn list() -> ExitCode {
         let Ok(meta) = entry.metadata() else { continue };
         let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
         let counts = stats.map_or_else(
-            || ["-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()],
-            |s| [s.windows, s.tables, s.links, s.faults].map(|n| n.to_string()),
+            || ["-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()],
+            |s| {
+                let file = if s.file_backed == 0 { "-".to_owned() } else { human(s.file_backed) };
+                [s.windows.to_string(), s.tables.to_string(), s.links.to_string(), s.faults.to_string(), file]
+            },
         );
         let row = format!(
-            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>7} {:>7}",
+            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6}",
             name,
             human(meta.size()),
             meta.mode() & 0o7777,
@@ -73,14 +76,15 @@ fn list() -> ExitCode {
             counts[0],
             counts[1],
             counts[2],
-            counts[3]
+            counts[3],
+            counts[4]
         );
         rows.push((name, row));
     }
     rows.sort();
     println!(
-        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7}",
-        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "LINKS", "FAULTS"
+        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6}",
+        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "LINKS", "FAULTS", "FILE"
     );
     for (_, row) in rows {
         println!("{row}");
