@@ -266,8 +266,9 @@ fn a_memfd_inside_a_region() {
 }
 
 /// LMDB (the real library) with its data file an msharefs region: loaded through write(),
-/// read back, then 4 reader processes and a writer for 5 s, every reader seeing the
-/// writer's commits and every value checked (`mshare-lmdb`), in both modes. The map is
+/// read back, then 4 reader processes (Zipfian gets and cursor scans) and a writer for 5 s,
+/// every reader seeing the writer's commits and every value checked (`mshare-lmdb`), in
+/// both modes. The map is
 /// 256 MiB: LMDB reuses a commit's freed pages only once no reader holds an older snapshot,
 /// and while a reader is descheduled (make test runs several emulated VMs on two cores) the
 /// writer's 5,000-6,000 commits a second pile up garbage: 64 MiB once filled (MDB_MAP_FULL).
@@ -291,7 +292,7 @@ fn lmdb_runs_over_an_msharefs_region() {
             console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
         };
         assert_eq!(figure("bad"), 0, "{line}");
-        assert!(figure("gets") > 0 && figure("commits") > 0, "{line}");
+        assert!(figure("gets") > 0 && figure("scans") > 0 && figure("commits") > 0, "{line}");
         assert!(figure("newest_generation_seen_by_every_reader") > 0, "every reader saw commits: {line}");
     }
 }
@@ -305,7 +306,7 @@ fn an_lmdb_snapshot_loaded_in_one_vm_is_read_in_another() {
     let load = "d=$(ls /sys/fs/mshare/ivshmem) && i=0 && while [ $i -lt 20000 ]; do i=$((i+1)); echo k$i v$i; done \
                 > /tmp/kv && mshare-lmdb load ivshmem/$d /tmp/kv";
     let read = "d=$(ls /sys/fs/mshare/ivshmem) && mshare-lmdb get ivshmem/$d k4242 --snapshot && \
-                mshare-lmdb bench ivshmem/$d 4 3 --snapshot";
+                mshare-lmdb bench ivshmem/$d 4 3 --snapshot --seed 7";
     for (name, script) in [("boot-lmdb-snapshot-load", load), ("boot-lmdb-snapshot-read", read)] {
         let mut boot = guest_boot(name, &["sh", "-c", script]);
         boot.ivshmem = vec![(backing.clone(), 4 << 20)];
@@ -315,7 +316,10 @@ fn an_lmdb_snapshot_loaded_in_one_vm_is_read_in_another() {
             let console = &run.output.console;
             assert!(console.lines().any(|l| l == "v4242"), "{console}");
             let line = console.lines().find(|l| l.starts_with("LMDB ")).unwrap_or_else(|| panic!("{console}"));
-            assert!(line.contains(" snapshot=true ") && line.ends_with(" bad=0"), "{line}");
+            assert!(
+                line.contains(" snapshot=true ") && line.contains(" seed=7 ") && line.ends_with(" bad=0"),
+                "{line}"
+            );
             assert!(!line.contains(" gets=0 "), "{line}");
         }
     }

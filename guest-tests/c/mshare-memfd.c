@@ -64,6 +64,13 @@ static void stamp(char *buf, unsigned long index)
 	snprintf(buf, 64, "memfd page %lu", index);
 }
 
+/* A handled SIGSEGV leaves no "segfault at" line on the console, interleaved with ours. */
+static void exit_on_segv(int sig)
+{
+	(void)sig;
+	_exit(42);
+}
+
 static long minor_faults(void)
 {
 	struct rusage usage;
@@ -280,11 +287,11 @@ int main(int argc, char **argv)
 	int status;
 
 	if (pid == 0) {
-		signal(SIGSEGV, SIG_DFL);
-		return ((volatile char *)window)[FILE_PART] == 1;
+		signal(SIGSEGV, exit_on_segv);
+		_exit(((volatile char *)window)[FILE_PART] == 1);
 	}
 	waitpid(pid, &status, 0);
-	check(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "the UNMAPped part is a hole (SIGSEGV)");
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 42, "the UNMAPped part is a hole (SIGSEGV)");
 	check(pread(region, buf, 8, FILE_PART) == 8 && buf[0] == 0, "and reads as zeros");
 
 	munmap(window, REGION_SIZE);

@@ -4,6 +4,7 @@
 pub mod ivshmem;
 pub mod process;
 pub mod rng;
+pub mod workload;
 pub use mshare_uapi::msharefs;
 
 use std::ffi::CStr;

@@ -21,6 +21,7 @@
 
 use guest_tests::process::pipe;
 use guest_tests::rng::Rng;
+use guest_tests::workload::{scatter, Latencies, Zipf};
 use guest_tests::{checksum, memfd, meminfo_kib};
 use mshare_uapi::Window;
 use std::fs::{self, File, OpenOptions};
@@ -32,43 +33,8 @@ use std::time::{Duration, Instant};
 const PAGE: usize = 8192;
 /// Header: version (even: stable; odd: being written), checksum of the payload.
 const HEADER: usize = 16;
+/// The Zipfian skew (YCSB's).
 const THETA: f64 = 0.99;
-
-/// Zipfian ranks over `n` items (Gray et al., "Quickly generating billion-record synthetic
-/// databases"), hottest first.
-struct Zipf {
-    n: f64,
-    alpha: f64,
-    eta: f64,
-    zeta_n: f64,
-}
-
-impl Zipf {
-    fn new(n: usize) -> Self {
-        let zeta = |m: usize| (1..=m).map(|i| 1.0 / (i as f64).powf(THETA)).sum::<f64>();
-        let zeta_n = zeta(n);
-        let zeta_2 = zeta(2);
-        let n_f = n as f64;
-        Self {
-            n: n_f,
-            alpha: 1.0 / (1.0 - THETA),
-            eta: (1.0 - (2.0 / n_f).powf(1.0 - THETA)) / (1.0 - zeta_2 / zeta_n),
-            zeta_n,
-        }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let uz = u * self.zeta_n;
-        if uz < 1.0 {
-            return 0;
-        }
-        if uz < 1.0 + 0.5f64.powf(THETA) {
-            return 1;
-        }
-        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as usize).min(self.n as usize - 1)
-    }
-}
 
 /// The page's header word `at` (0: version, 8: checksum) as an atomic.
 fn header(window: &Window, page: usize, at: usize) -> &AtomicU64 {
@@ -177,19 +143,17 @@ fn worker(
     (seed, tag): (u64, u64),
     write_percent: u64,
     deadline: Instant,
-) -> Result<(Counts, Vec<u32>), String> {
+) -> Result<(Counts, Latencies), String> {
     let window = Window::map(file, size, 0, false).map_err(|e| format!("mapping the pool: {e}"))?;
     let pages = size / PAGE;
-    let zipf = Zipf::new(pages);
+    let zipf = Zipf::new(pages, THETA);
     let mut rng = Rng::new(seed);
-    // Spread the hot pages over the pool, as a hash of the key would.
-    let scatter = |rank: usize| (rank.wrapping_mul(0x9e37_79b1) ^ (rank >> 7)) % pages;
     let mut buf = vec![0u8; PAGE - HEADER];
     let mut counts = Counts { ops: 0, torn: 0, bad: 0, foreign: 0 };
-    let mut latencies = Vec::with_capacity(1 << 20);
+    let mut latencies = Latencies::new();
     while Instant::now() < deadline {
         for _ in 0..64 {
-            let page = scatter(zipf.sample(&mut rng));
+            let page = scatter(zipf.sample(&mut rng), pages);
             let start = Instant::now();
             if rng.below(100) < write_percent {
                 write(&window, page, &mut buf, &mut rng, tag);
@@ -206,7 +170,7 @@ fn worker(
                     Err(()) => counts.bad += 1,
                 }
             }
-            latencies.push(start.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+            latencies.record(start.elapsed().as_nanos());
             counts.ops += 1;
         }
     }
@@ -254,13 +218,7 @@ fn main() -> ExitCode {
         if pid == 0 {
             let line = match worker(&file, size, (seed.rotate_left(16) ^ w as u64, tag), write_percent, deadline) {
                 Ok((c, mut lat)) => {
-                    lat.sort_unstable();
-                    let at = |q: f64| {
-                        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-                            .copied()
-                            .unwrap_or(0)
-                    };
-                    let (p50, p99, tables) = (at(0.5), at(0.99), meminfo_kib("PageTables:"));
+                    let (p50, p99, tables) = (lat.quantile(0.5), lat.quantile(0.99), meminfo_kib("PageTables:"));
                     format!("{} {} {} {} {p50} {p99} {tables}\n", c.ops, c.torn, c.bad, c.foreign)
                 }
                 Err(e) => format!("FAIL {e}\n"),

@@ -4,10 +4,18 @@
 //! ```text
 //! mshare-lmdb load REGION FILE                  FILE's "key value" lines (tab or space) into REGION
 //! mshare-lmdb get REGION KEY [--snapshot]       print KEY's value
-//! mshare-lmdb bench REGION READERS SECONDS [--snapshot]
-//!                                               READERS processes reading random keys while
-//!                                               a writer commits; one LMDB line of figures
+//! mshare-lmdb bench REGION READERS SECONDS [--snapshot] [--seed N]
+//!                                               READERS processes reading while a writer
+//!                                               commits; one LMDB line of figures
 //! ```
+//! A bench reader draws keys with a Zipfian distribution (theta 0.99, hot keys scattered
+//! over the key space); 90 % of its operations are gets, 10 % short cursor scans (10
+//! entries from the drawn key); every value is checked against its key and the writer's
+//! generation must never go back. The figures: gets, scans, operations per second over the
+//! measured time (the slowest reader's), p50 (the readers' median) and p99 (the worst
+//! reader's) per operation in microseconds ("n/a" when the clock is coarser than 1 us, as a
+//! guest's on the jiffies is under QEMU TCG), the clock's resolution. `--seed` varies the
+//! draws (give each VM its own).
 //! `--snapshot` opens the database read-only and without a lock file (MDB_RDONLY |
 //! MDB_NOLOCK), as a VM does with a region another VM loaded and the VMM attached to it
 //! read-only: nothing may write then (LMDB's lock table cannot span VMs, so a writer in
@@ -15,8 +23,9 @@
 //! and the bench runs readers only.
 //! REGION is a region under /sys/fs/mshare made with memory for all of it (`mshare create
 //! db 64M`); LMDB maps all of it (its map size is the region's size). The lock file lives
-//! in /tmp (LMDB's reader table uses futexes, which region memory does not take yet); the
-//! environment is /tmp/mshare-lmdb-REGION, whose data.mdb is a symlink to the region.
+//! in /tmp: LMDB sizes it with ftruncate to a few KiB, which a region (whole 2 MiB granules)
+//! refuses; the environment is /tmp/mshare-lmdb-REGION, whose data.mdb is a symlink to the
+//! region.
 //! `load` builds the database in a scratch file and copies it into the region with
 //! write(2) (a fresh region holds zeros, which LMDB would not take for a database).
 //! Exit status: 0 done, 1 failed (the error says why), 2 bad usage.
@@ -24,18 +33,37 @@
 use guest_tests::msharefs::MOUNT;
 use guest_tests::process::{spawn_child, wait_child};
 use guest_tests::rng::Rng;
+use guest_tests::workload::{clock_resolution_ns, scatter, Latencies, Zipf};
 use heed::types::Str;
 use heed::{CompactionOption, Database, Env, EnvFlags, EnvOpenOptions};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str =
-    "usage: mshare-lmdb load REGION FILE | get REGION KEY [--snapshot] | bench REGION READERS SECONDS [--snapshot]";
+const USAGE: &str = "usage: mshare-lmdb load REGION FILE | get REGION KEY [--snapshot] | \
+                     bench REGION READERS SECONDS [--snapshot] [--seed N]";
 /// The key the bench's writer bumps in every commit.
 const GENERATION: &str = "mshare-lmdb:generation";
+/// The bench's key skew (YCSB's).
+const THETA: f64 = 0.99;
+/// Entries a bench scan reads.
+const SCAN: usize = 10;
+/// One operation in this many is a scan.
+const SCAN_EVERY: u64 = 10;
+
+/// What one bench reader did.
+struct ReaderFigures {
+    gets: u64,
+    scans: u64,
+    newest: u64,
+    bad: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    elapsed_ns: u64,
+}
 
 type Error = Box<dyn std::error::Error>;
 
@@ -123,34 +151,60 @@ fn get(name: &str, key: &str, snapshot: bool) -> Result<Option<String>, Error> {
     Ok(db.get(&rtxn, key)?.map(str::to_owned))
 }
 
-/// A reader process: random gets for `seconds`; checks each value and that the writer's
-/// generation never goes back. Returns (gets, highest generation seen, problems).
-fn reader(name: &str, seed: u64, seconds: u64, snapshot: bool) -> Result<(u64, u64, u64), Error> {
+/// Whether `value` is what the load or the writer put under `key` ("kN" -> "vN..."). The
+/// generation key is the writer's.
+fn value_matches(key: &str, value: &str) -> bool {
+    key == GENERATION
+        || key.strip_prefix('k').is_some_and(|n| value.strip_prefix('v').is_some_and(|v| v.starts_with(n)))
+}
+
+/// A reader process: Zipfian gets and scans for `seconds` (see the module's
+/// documentation), each value checked, the writer's generation never going back.
+fn reader(name: &str, seed: u64, seconds: u64, snapshot: bool) -> Result<ReaderFigures, Error> {
     let (env, db) = open(name, snapshot)?;
     let mut rng = Rng::new(seed);
     let keys = {
         let rtxn = env.read_txn()?;
-        db.len(&rtxn)?.saturating_sub(1).max(1)
+        (db.len(&rtxn)?.saturating_sub(1) as usize).max(2)
     };
-    let (mut gets, mut newest, mut bad) = (0u64, 0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let zipf = Zipf::new(keys, THETA);
+    let mut latencies = Latencies::new();
+    let mut f = ReaderFigures { gets: 0, scans: 0, newest: 0, bad: 0, p50_ns: 0, p99_ns: 0, elapsed_ns: 0 };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         let rtxn = env.read_txn()?;
         let generation: u64 = db.get(&rtxn, GENERATION)?.and_then(|g| g.parse().ok()).unwrap_or(u64::MAX);
-        if generation == u64::MAX || generation < newest {
-            bad += 1;
+        if generation == u64::MAX || generation < f.newest {
+            f.bad += 1;
         }
-        newest = newest.max(generation.min(u64::MAX - 1));
+        f.newest = f.newest.max(generation.min(u64::MAX - 1));
         for _ in 0..64 {
-            let key = format!("k{}", rng.below(keys) + 1);
-            match db.get(&rtxn, &key)? {
-                Some(value) if value.starts_with(&format!("v{}", &key[1..])) => {}
-                _ => bad += 1,
+            let key = format!("k{}", scatter(zipf.sample(&mut rng), keys) + 1);
+            let start = Instant::now();
+            if rng.below(SCAN_EVERY) == 0 {
+                let mut seen = 0;
+                for entry in db.range(&rtxn, &(Bound::Included(key.as_str()), Bound::Unbounded))?.take(SCAN) {
+                    let (k, v) = entry?;
+                    f.bad += u64::from(!value_matches(k, v));
+                    seen += 1;
+                }
+                // A scan from an existing key finds it at least.
+                f.bad += u64::from(seen == 0);
+                f.scans += 1;
+            } else {
+                match db.get(&rtxn, &key)? {
+                    Some(value) if value_matches(&key, value) => {}
+                    _ => f.bad += 1,
+                }
+                f.gets += 1;
             }
-            gets += 1;
+            latencies.record(start.elapsed().as_nanos());
         }
     }
-    Ok((gets, newest, bad))
+    f.elapsed_ns = started.elapsed().as_nanos() as u64;
+    (f.p50_ns, f.p99_ns) = (latencies.quantile(0.5), latencies.quantile(0.99));
+    Ok(f)
 }
 
 /// The writer: commits as fast as it can for `seconds`, each commit bumping the
@@ -186,14 +240,18 @@ fn child(out: PathBuf, work: impl FnOnce() -> Result<String, Error>) -> Option<l
     })
 }
 
-fn bench(name: &str, readers: u64, seconds: u64, snapshot: bool) -> Result<String, Error> {
+fn bench(name: &str, readers: u64, seconds: u64, snapshot: bool, seed: u64) -> Result<String, Error> {
     env_dir(name)?;
     let dir = PathBuf::from(format!("/tmp/mshare-lmdb-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let mut pids = Vec::new();
     for i in 0..readers {
         let out = dir.join(format!("reader{i}"));
-        let work = move || reader(name, 0x6c6d_6462 + i, seconds, snapshot).map(|(g, n, b)| format!("{g} {n} {b}"));
+        let work = move || {
+            reader(name, seed ^ (0x6c6d_6462 + i).rotate_left(17), seconds, snapshot).map(|f| {
+                format!("{} {} {} {} {} {} {}", f.gets, f.scans, f.newest, f.bad, f.p50_ns, f.p99_ns, f.elapsed_ns)
+            })
+        };
         pids.push(child(out, work).ok_or("fork failed")?);
     }
     if !snapshot {
@@ -206,26 +264,56 @@ fn bench(name: &str, readers: u64, seconds: u64, snapshot: bool) -> Result<Strin
     }
     let read = |file: &str| fs::read_to_string(dir.join(file));
     let commits: u64 = if snapshot { 0 } else { read("writer")?.trim().parse()? };
-    let (mut gets, mut newest_min, mut bad) = (0u64, u64::MAX, 0u64);
+    let (mut gets, mut scans, mut newest_min, mut bad, mut slowest_ns) = (0u64, 0u64, u64::MAX, 0u64, 0u64);
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     for i in 0..readers {
         let figures: Vec<u64> =
             read(&format!("reader{i}"))?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-        gets += figures[0];
-        newest_min = newest_min.min(figures[1]);
-        bad += figures[2];
+        let [g, s, newest, b, p50, p99, elapsed] = figures[..] else {
+            return Err(format!("reader {i} reported {figures:?}").into());
+        };
+        gets += g;
+        scans += s;
+        newest_min = newest_min.min(newest);
+        bad += b;
+        p50s.push(p50);
+        p99s.push(p99);
+        slowest_ns = slowest_ns.max(elapsed);
     }
     fs::remove_dir_all(&dir)?;
+    p50s.sort_unstable();
+    // Per-operation times need a clock finer than an operation: under QEMU TCG the guest's
+    // is the jiffies (10 ms), and the figures say so rather than print zeros.
+    let resolution = clock_resolution_ns();
+    let micros = |ns: u64| if resolution <= 1000 { format!("{:.1}", ns as f64 / 1000.0) } else { "n/a".to_owned() };
+    let (p50_us, p99_us) = (micros(p50s[p50s.len() / 2]), micros(p99s.iter().copied().max().unwrap_or(0)));
+    let measured_s = slowest_ns as f64 / 1e9;
     Ok(format!(
-        "LMDB region={name} snapshot={snapshot} readers={readers} seconds={seconds} gets={gets} gets_per_s={:.0} commits={commits} \
-         newest_generation_seen_by_every_reader={newest_min} bad={bad}",
-        gets as f64 / seconds as f64
+        "LMDB region={name} snapshot={snapshot} readers={readers} seconds={seconds} seed={seed} gets={gets} scans={scans} \
+         ops_per_s={:.0} p50_us={p50_us} p99_us={p99_us} clock_resolution_ns={resolution} measured_s={measured_s:.2} \
+         commits={commits} newest_generation_seen_by_every_reader={newest_min} bad={bad}",
+        (gets + scans) as f64 / measured_s.max(1e-9)
     ))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let snapshot = args.iter().any(|a| a == "--snapshot");
-    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--snapshot").collect();
+    let seed = match args.iter().position(|a| a == "--seed").map(|i| args.get(i + 1).map(|s| s.parse::<u64>())) {
+        None => 1,
+        Some(Some(Ok(seed))) => seed,
+        Some(_) => {
+            eprintln!("mshare-lmdb: --seed takes a number\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed_value = args.iter().position(|a| a == "--seed").map(|i| i + 1);
+    let words: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| *a != "--snapshot" && *a != "--seed" && Some(*i) != seed_value)
+        .map(|(_, a)| a.as_str())
+        .collect();
     let result = match words.as_slice() {
         ["load", region, file] if !snapshot => load(region, Path::new(file)),
         ["get", region, key] => match get(region, key, snapshot) {
@@ -234,7 +322,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         ["bench", region, readers, seconds] => match (readers.parse(), seconds.parse()) {
-            (Ok(readers), Ok(seconds)) if readers > 0 && seconds > 0 => bench(region, readers, seconds, snapshot),
+            (Ok(readers), Ok(seconds)) if readers > 0 && seconds > 0 => bench(region, readers, seconds, snapshot, seed),
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
