@@ -31,6 +31,9 @@ pub const L2_INITRD: &str = "/l2/initramfs.cpio";
 pub const L1_SCRIPT: &str = "/nested/run.sh";
 /// The name [`NestedBoot::vm`] gives its one L2 VM.
 pub const L2_NAME: &str = "l2";
+/// The `--timeout` an L2 gets when its VMM arguments give none: well under L1's own limit
+/// (600 s), so that a hung L2 ends with the VMM's report rather than L1's.
+pub const L2_TIMEOUT: &str = "300";
 
 /// A file to add to an initramfs.
 #[derive(Debug, Clone)]
@@ -133,10 +136,15 @@ impl NestedBoot {
     }
 
     /// The `mshare-vmm run` command line (quoted for `sh`) that boots the guest image as
-    /// VM `name` with `vmm_args` and the guest `command`.
+    /// VM `name` with `vmm_args` and the guest `command`. Without a `--timeout` in
+    /// `vmm_args` the VM gets [`L2_TIMEOUT`], so that an L2 that stops making progress
+    /// ends (and, before its /init, is retried: [`NestedBoot::run_vm`]).
     pub fn vm_command(name: &str, vmm_args: &[&str], command: &[&str]) -> String {
         let mut words: Vec<&str> =
             vec!["mshare-vmm", "run", "--name", name, "--kernel", L2_KERNEL, "--initrd", L2_INITRD];
+        if !vmm_args.contains(&"--timeout") {
+            words.extend_from_slice(&["--timeout", L2_TIMEOUT]);
+        }
         words.extend_from_slice(vmm_args);
         if !command.is_empty() {
             words.push("--");
@@ -177,16 +185,17 @@ impl NestedBoot {
     /// Boots L1 running the one L2 of [`NestedBoot::vm`] and returns the guest's result
     /// line: an error when the guest printed none or its status is not L1's (the VMM's).
     ///
-    /// One L2 boot in about fifty triple-faults on a secondary vCPU before the kernel
-    /// reaches /init under QEMU's emulated SVM (docs/vmm.md, "nested host"); that boot,
-    /// and only that (a triple fault before the guest's /init ran), is retried once, and
-    /// the retry is printed on stderr, so it shows in the test's output.
+    /// Now and then (a few boots in a hundred) an L2 triple-faults or stops making
+    /// progress before its kernel reaches /init under QEMU's emulated SVM (docs/vmm.md,
+    /// "nested host"); that boot, and only that (a triple fault, or the VMM's timeout,
+    /// before the guest's /init ran), is retried once, and the retry is printed on
+    /// stderr, so it shows in the test's output.
     pub fn run_vm(&self) -> Result<(GuestResult, NestedRun), QemuError> {
         let mut run = self.run()?;
         if run.guest(L2_NAME).is_err() && run.crashed_before_init(L2_NAME) {
             eprintln!(
-                "nested boot: guest '{L2_NAME}' triple-faulted before its /init ran (QEMU's emulated SVM, \
-                 docs/vmm.md); booting it once more. The failed boot's console:\n{}",
+                "nested boot: guest '{L2_NAME}' triple-faulted or stopped before its /init ran (QEMU's \
+                 emulated SVM, docs/vmm.md); booting it once more. The failed boot's console:\n{}",
                 tail(&run.host.output.console)
             );
             run = self.run()?;
@@ -217,12 +226,18 @@ impl NestedRun {
         })
     }
 
-    /// Whether L2 VM `name` died of a triple fault before its /init started (no
-    /// `MSHARE-INIT` line from it, and mshare-vmm reporting the triple fault).
+    /// Whether L2 VM `name` died before its /init started: no `MSHARE-INIT` line from
+    /// it, and mshare-vmm reporting a triple fault or its `--timeout` (a guest that
+    /// stopped making progress).
     pub fn crashed_before_init(&self, name: &str) -> bool {
-        let triple_fault = format!("vm '{name}': vCPU");
+        let vm = format!("vm '{name}': ");
         !self.guest_console(name).contains("MSHARE-INIT")
-            && self.host.output.console.lines().any(|l| l.contains(&triple_fault) && l.contains("triple-faulted"))
+            && self
+                .host
+                .output
+                .console
+                .lines()
+                .any(|l| l.contains(&vm) && (l.contains("triple-faulted") || l.contains("did not finish within")))
     }
 
     /// The console lines of L2 VM `name` (empty if it printed none).
@@ -301,9 +316,11 @@ mod tests {
         let line = NestedBoot::vm_command("l2", &["--memory", "1G"], &["sh", "-c", "mshare list && exit 3"]);
         assert_eq!(
             line,
-            "mshare-vmm run --name l2 --kernel /l2/vmlinux --initrd /l2/initramfs.cpio --memory 1G -- sh -c \
-             'mshare list && exit 3'"
+            "mshare-vmm run --name l2 --kernel /l2/vmlinux --initrd /l2/initramfs.cpio --timeout 300 --memory 1G \
+             -- sh -c 'mshare list && exit 3'"
         );
+        let own = NestedBoot::vm_command("l2", &["--timeout", "60"], &[]);
+        assert_eq!(own, "mshare-vmm run --name l2 --kernel /l2/vmlinux --initrd /l2/initramfs.cpio --timeout 60");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
     }

@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! qemu-run --nested -- mshare-vmm run --name l2 --kernel /l2/vmlinux --initrd /l2/initramfs.cpio \
-//!     --cpus 2 --memory 512M -- mshare-api B
+//!     --cpus 2 --memory 512M --timeout 300 -- mshare-api B
 //! ```
 //!
 //! Exit status: the guest command's status; with `--ktap`, 0 or 1. 2 for bad arguments,
@@ -226,14 +226,14 @@ fn run_nested(boot: Boot, nested: &Nested) -> ExitCode {
         Ok(result) => result,
         Err(e) => return fail(&e),
     };
-    // The one known flake of QEMU's emulated SVM (docs/vmm.md): an L2 that triple-faults
-    // before its /init ran. As the test harness does (NestedBoot::run_vm), that and only
-    // that is retried once, and said.
+    // The known flake of QEMU's emulated SVM (docs/vmm.md): an L2 that triple-faults, or
+    // stops until its --timeout, before its /init ran. As the test harness does
+    // (NestedBoot::run_vm), that and only that is retried once, and said.
     let crashed = result.guests.keys().find(|name| result.guest(name).is_err() && result.crashed_before_init(name));
     if let Some(name) = crashed {
         eprintln!(
-            "qemu-run: guest '{name}' triple-faulted before its /init ran (QEMU's emulated SVM, docs/vmm.md); \
-             booting the nested host once more"
+            "qemu-run: guest '{name}' triple-faulted or stopped before its /init ran (QEMU's emulated SVM, \
+             docs/vmm.md); booting the nested host once more"
         );
         result = match run.run() {
             Ok(result) => result,

@@ -38,6 +38,10 @@ const PAGE: usize = 4096;
 const SHARED_REGIONS: usize = 8;
 const SHARED_SIZE: usize = 4 * GRANULE;
 const HEADER: usize = 32;
+/// How far the coarse free-memory figure may end below where it started, in KiB. It moves
+/// between identical runs: 0.1-4.2 MiB in seven make test runs on 2026-11-30, since each
+/// region cycle also forks a futex waiter (2.5 MiB either way before).
+const FREE_TOLERANCE_KIB: u64 = 8192;
 /// Operations by letter: attach, write own page, check others, detach, fork and check,
 /// region cycle, /dev/mshare cycle, exit.
 const ALL_OPS: &str = "awcdfrvx";
@@ -511,10 +515,10 @@ fn main() -> ExitCode {
         failures.push(format!("regions left behind: {leftovers:?}"));
     }
     // Page tables and stacks of exited processes go after an RCU grace period: wait for them
-    // (up to 15 s: under make test, five emulated VMs share two cores and it takes longer).
+    // (up to 30 s: under make test, five emulated VMs share two cores and it takes longer).
     let mut after = (SystemStats::read().ok(), meminfo_kib("PageTables:"), free_kib());
-    for _ in 0..150 {
-        if after.1 <= before.1 + 64 && after.2 + 4096 >= before.2 {
+    for _ in 0..300 {
+        if after.1 <= before.1 + 64 && after.2 + FREE_TOLERANCE_KIB >= before.2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -531,10 +535,11 @@ fn main() -> ExitCode {
     if pagetables_growth > 64 {
         failures.push(format!("PageTables grew by {pagetables_growth} KiB (tolerance 64 KiB)"));
     }
-    // Coarse: this measure moves by up to 2.5 MiB either way between identical runs; the
-    // module's memory_bytes above is the exact check on region memory.
-    if memfree_drop > 4096 {
-        failures.push(format!("free memory fell by {memfree_drop} KiB (tolerance 4 MiB)"));
+    // Coarse: the module's memory_bytes above is the exact check on region memory; this one
+    // catches memory lost per operation (a 2 MiB chunk per region cycle would be hundreds
+    // of MiB), not one stray allocation.
+    if memfree_drop > FREE_TOLERANCE_KIB as i64 {
+        failures.push(format!("free memory fell by {memfree_drop} KiB (tolerance {FREE_TOLERANCE_KIB} KiB)"));
     }
     println!(
         "STRESS procs={procs} seconds={elapsed:.1} seed={seed} ops={ops} checks={checks} respawns={respawns} \
