@@ -16,8 +16,8 @@ help:
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a region against K private copies; stage-2 tables on the nested KVM host"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
-	@echo "make bench-dbtier K VMs x M workers over one buffer pool: mshare against private shmem copies"
-	@echo "make bench-kvm    the same under mshare-vmm (hardware virtualization; not yet run on such a host)"
+	@echo "make bench-dbtier LMDB, K VMs x N readers: private copies (4 KiB, THP) against one shared copy (mshare C, B); then under mshare-vmm on the nested KVM host"
+	@echo "make bench-kvm    the LMDB tier under mshare-vmm with K VMs at once (hardware virtualization; not yet run on such a host)"
 	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
 	@echo "make clean-cache  remove every cached image build"
@@ -78,10 +78,12 @@ bench-regions: images
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables
 
+# The LMDB tier under QEMU TCG, then under mshare-vmm on the nested KVM host.
 bench-dbtier: images
 	cargo bench --locked -p guest-runner --bench dbtier
+	cargo bench --locked -p vmm --bench dbtier_nested
 
-# The database tier under mshare-vmm: hosts whose KVM runs guest user space (not kvm_pvm).
+# The LMDB tier under mshare-vmm: hosts whose KVM runs guest user space (not kvm_pvm).
 bench-kvm: images
 	cargo bench --locked -p vmm --bench dbtier_kvm
 

@@ -1,8 +1,9 @@
 //! `bench-report`: the last step of `make bench`. Reads what the benchmarks wrote in
-//! target/bench/ (pagetables.json, regions.json, boot.json and their .md reports) and
-//! writes target/bench/report.md, report.json and PNG plots; the page-table plot is also
-//! copied to docs/bench-pagetables.png, which the README shows. A benchmark that did not
-//! run is said so in the report, not made up.
+//! target/bench/ (pagetables.json, dbtier.json, dbtier-nested.json, regions.json,
+//! boot.json and their .md reports) and writes target/bench/report.md, report.json and PNG
+//! plots; the page-table and database-tier plots are also copied to docs/
+//! (bench-pagetables.png, bench-dbtier.png), which the README shows. A benchmark that did
+//! not run is said so in the report, not made up.
 
 use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
@@ -104,18 +105,17 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .map_err(|e| e.to_string())
 }
 
-/// Host memory growth against K VMs, shared against private copies.
-fn plot_regions(path: &Path, rows: &[Value]) -> Result<(), String> {
-    let line = |key: &str| -> Vec<(f64, f64)> {
-        rows.iter().filter_map(|r| Some((r["vms"].as_f64()?, r[key].as_f64()?))).collect()
-    };
-    let (shared, private) = (line("shared_growth_mib"), line("private_growth_mib"));
-    let max_k = shared.iter().map(|p| p.0).fold(1.0, f64::max);
-    let max_v = private.iter().chain(shared.iter()).map(|p| p.1).fold(1.0, f64::max);
+/// A labelled line of a plot: label, (x, y) points, colour.
+type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+/// A linear chart of lines against K VMs.
+fn plot_against_vms(path: &Path, caption: &str, y_label: &str, lines: Vec<Line<'_>>) -> Result<(), String> {
+    let max_k = lines.iter().flat_map(|(_, l, _)| l.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let max_v = lines.iter().flat_map(|(_, l, _)| l.iter().map(|p| p.1)).fold(1.0, f64::max);
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Host memory: K VMs touching a 1 GiB region", ("sans-serif", 22))
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(46)
         .y_label_area_size(80)
@@ -124,19 +124,55 @@ fn plot_regions(path: &Path, rows: &[Value]) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc("VMs (K)")
-        .y_desc("VMM RSS growth, MiB")
+        .y_desc(y_label)
+        // One tick per VM count: the default halves would print each K twice.
+        .x_labels(max_k as usize + 2)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (name, points, color) in
-        [("shared region (mshare-vmm)", shared, COLORS[0]), ("private copies", private, COLORS[2])]
-    {
+    for (name, points, color) in lines {
         draw_line(&mut chart, points, name, color)?;
     }
     draw_legend(&mut chart)?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// Host memory growth against K VMs, shared against private copies.
+fn plot_regions(path: &Path, rows: &[Value]) -> Result<(), String> {
+    let line = |key: &str| -> Vec<(f64, f64)> {
+        rows.iter().filter_map(|r| Some((r["vms"].as_f64()?, r[key].as_f64()?))).collect()
+    };
+    let lines = vec![
+        ("shared region (mshare-vmm)", line("shared_growth_mib"), COLORS[0]),
+        ("private copies", line("private_growth_mib"), COLORS[2]),
+    ];
+    plot_against_vms(path, "Host memory: K VMs touching a 1 GiB region", "VMM RSS growth, MiB", lines)
+}
+
+/// The database tier's ways, in the order its report lists them.
+const DB_WAYS: [&str; 4] = ["private", "private-thp", "mshare-c", "mshare-b"];
+
+/// Host memory of the database tier's fleets against K VMs, one line per way, at the
+/// largest database and reader count that ran.
+fn plot_dbtier(path: &Path, rows: &[Value]) -> Result<(), String> {
+    let size = rows.iter().filter_map(|r| r["size_mib"].as_u64()).max().ok_or("no rows")?;
+    let n = rows.iter().filter_map(|r| r["readers_per_vm"].as_u64()).max().ok_or("no rows")?;
+    let line = |way: &str| -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| {
+                r["way"] == way && r["size_mib"].as_u64() == Some(size) && r["readers_per_vm"].as_u64() == Some(n)
+            })
+            .filter_map(|r| Some((r["vms"].as_f64()?, r["fleet_pss_mib"].as_f64()?)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
+    };
+    let lines = DB_WAYS.iter().enumerate().map(|(i, w)| (*w, line(w), COLORS[(i + 2) % COLORS.len()])).collect();
+    let caption = format!("LMDB tier: host memory, K VMs x {n} readers, {size} MiB database");
+    plot_against_vms(path, &caption, "fleet PSS (QEMU processes), MiB", lines)
 }
 
 /// A figure as the tables print it: whole numbers without a fraction.
@@ -189,6 +225,7 @@ fn main() {
     let regions = read_json(&dir, "regions.json");
     let boot = read_json(&dir, "boot.json");
     let dbtier = read_json(&dir, "dbtier.json");
+    let dbtier_nested = read_json(&dir, "dbtier-nested.json");
     let pt_rows: Vec<Value> = pagetables.as_ref().and_then(|p| p["rows"].as_array().cloned()).unwrap_or_default();
     let mut plots = Vec::new();
     if let Some(size) = pt_rows.iter().filter_map(|r| r["size_bytes"].as_u64()).max() {
@@ -219,6 +256,19 @@ fn main() {
         match plot_regions(&dir.join("regions.png"), rows) {
             Ok(()) => plots.push("regions.png"),
             Err(e) => eprintln!("bench-report: regions.png: {e}"),
+        }
+    }
+
+    if let Some(rows) = dbtier.as_ref().and_then(|r| r["rows"].as_array()) {
+        match plot_dbtier(&dir.join("dbtier.png"), rows) {
+            Ok(()) => {
+                plots.push("dbtier.png");
+                let shown = root.join("docs").join("bench-dbtier.png");
+                if let Err(e) = std::fs::copy(dir.join("dbtier.png"), &shown) {
+                    eprintln!("bench-report: copying dbtier.png to {} (the README's plot): {e}", shown.display());
+                }
+            }
+            Err(e) => eprintln!("bench-report: dbtier.png: {e}"),
         }
     }
 
@@ -256,13 +306,16 @@ fn main() {
         gib("memfd_gib"),
         gib("mshare_b_gib"),
     );
-    report += "- The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
-               memory against 6 s with msharefs, and 1.35-1.45x throughput. The closest figure here is the time per \
-               process to map and touch a region (connect.png), and the database tier's throughput, mshare against private \
-               copies.\n\n";
+    report +=
+        "- The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
+               memory against 6 s with msharefs, and 1.35-1.45x throughput. The closest figures here are the time per \
+               process to map and touch a region (connect.png) and the database tier's connect storm (N processes \
+               opening LMDB at once; its section's anchors).\n\n";
     report += &section("pagetables.md", "Page tables");
     report += "\n";
     report += &section("dbtier.md", "Database tier");
+    report += "\n";
+    report += &section("dbtier-nested.md", "Database tier under mshare-vmm (nested KVM host)");
     report += "\n";
     report += &section("regions.md", "Shared regions across VMs");
     report += "\n";
@@ -272,6 +325,7 @@ fn main() {
         "headline": head.map(|h| h.1),
         "pagetables": pagetables,
         "dbtier": dbtier,
+        "dbtier_nested": dbtier_nested,
         "regions": regions,
         "boot": boot,
         "plots": plots,

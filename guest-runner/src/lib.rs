@@ -8,7 +8,8 @@
 //! - [`nested`]: the nested KVM host (QEMU TCG emulating SVM, a Linux KVM host in it) on
 //!   which `mshare-vmm` runs the guest image with its user space;
 //! - [`cpio`]: initramfs archives, to add files to a built one;
-//! - [`fuzz`]: bounded randomized runs (a seeded PRNG and text mutations).
+//! - [`fuzz`]: bounded randomized runs (a seeded PRNG and text mutations);
+//! - [`lmdb_tier`]: the LMDB database tier every host runs: ways, guest script, figures.
 //!
 //! The same console and KTAP checks serve boots under `mshare-vmm`.
 
@@ -17,5 +18,6 @@ pub mod cpio;
 pub mod fuzz;
 pub mod images;
 pub mod ktap;
+pub mod lmdb_tier;
 pub mod nested;
 pub mod qemu;

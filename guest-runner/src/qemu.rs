@@ -10,6 +10,7 @@ use crate::images::{ImagePaths, ImagesError};
 use mshare_uapi::formats::{guest_command_word, CommandWordError};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -124,6 +125,11 @@ pub struct Boot {
     /// QEMU's `-cpu` model (`max`: every feature TCG emulates, AMD SVM with nested paging
     /// among them).
     pub cpu: String,
+    /// Whether the host may back guest RAM with transparent huge pages (QEMU asks for them).
+    /// Off, a guest's host memory is what it touched in 4 KiB pages, not rounded up to
+    /// 2 MiB around each scattered allocation: what a memory comparison between guests
+    /// wants.
+    pub host_thp: bool,
 }
 
 /// What a boot printed and how QEMU ended.
@@ -163,6 +169,7 @@ impl Boot {
             echo: false,
             ivshmem: Vec::new(),
             cpu: "max".to_owned(),
+            host_thp: true,
         }
     }
 
@@ -236,7 +243,18 @@ impl Boot {
             None => None,
         };
         let start = Instant::now();
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if !self.host_thp {
+            // SAFETY: between fork and exec only prctl runs, which is async-signal-safe;
+            // PR_SET_THP_DISABLE survives the exec.
+            unsafe {
+                command.pre_exec(|| match libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

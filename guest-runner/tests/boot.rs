@@ -326,6 +326,58 @@ fn an_lmdb_snapshot_loaded_in_one_vm_is_read_in_another() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One writer VM publishes LMDB snapshot generations into two ivshmem regions taking
+/// turns, through a header in a third (`mshare-lmdb publish`); a reader VM's 4 processes
+/// follow them without locks (`mshare-lmdb follow`): each switches to every newer
+/// generation, and each batch it keeps read exactly the generation the header named
+/// (the snapshot's generation key, values checked), none torn.
+#[test]
+fn lmdb_snapshots_published_by_one_vm_are_followed_in_another() {
+    let dir = std::env::temp_dir().join(format!("mshare-lmdb-publication-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let devices: Vec<(std::path::PathBuf, u64)> = [("header", 2u64 << 20), ("slot0", 8 << 20), ("slot1", 8 << 20)]
+        .iter()
+        .map(|(name, size)| {
+            let path = dir.join(name);
+            std::fs::File::create(&path).and_then(|f| f.set_len(*size)).unwrap();
+            (path, *size)
+        })
+        .collect();
+    let regions = "set -- $(ls /sys/fs/mshare/ivshmem) && h=ivshmem/$1 && s0=ivshmem/$2 && s1=ivshmem/$3";
+    let publish = format!(
+        "{regions} && i=0 && while [ $i -lt 8 ]; do mshare-lmdb publish $h $s0 $s1 --generate 20000 || exit 1; \
+         i=$((i+1)); sleep 1; done"
+    );
+    let follow = format!("{regions} && mshare-lmdb follow $h $s0 $s1 4 10 --seed 5");
+    let handles: Vec<_> = [("boot-lmdb-publish", publish), ("boot-lmdb-follow", follow)]
+        .into_iter()
+        .map(|(name, script)| {
+            let mut boot = guest_boot(name, &["sh", "-c", &script]);
+            boot.ivshmem = devices.clone();
+            std::thread::spawn(move || (name, boot.run_command()))
+        })
+        .collect();
+    for handle in handles {
+        let (name, run) = handle.join().unwrap();
+        let run = run.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let console = &run.output.console;
+        assert_eq!(run.result.status, 0, "{name}: {console}");
+        if name.ends_with("publish") {
+            assert!(console.contains("mshare-lmdb: published generation 8 (20000 pairs)"), "{console}");
+            continue;
+        }
+        let line = console.lines().find(|l| l.starts_with("FOLLOW ")).unwrap_or_else(|| panic!("{console}"));
+        let figure = |key: &str| -> u64 {
+            console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
+        };
+        assert_eq!(figure("bad"), 0, "{line}");
+        assert!(figure("gets") > 0 && figure("scans") > 0, "{line}");
+        assert!(figure("switches_of_every_reader") >= 1, "every reader followed a publication: {line}");
+        assert!(figure("newest_generation_seen_by_every_reader") > figure("first_generation"), "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Unbinding an ivshmem device while a process maps its region (`mshare-api unplug`, in
 /// both modes): the mapping loses the memory (SIGBUS), the open file gets ENODEV, the
 /// region lives until its last inode goes, and the driver binds again; then msharefs

@@ -87,7 +87,8 @@ fn fuzz_in_mode_c() {
 /// processes reading and writing 8 KiB pages under per-page locks (`mshare-db`): no reader
 /// in either VM may see a page that fails its checksum, and readers see pages the other VM
 /// wrote (the pool outlives each VM, so at least the later one must: else nothing is
-/// shared).
+/// shared). One VM maps the pool with shared page tables (mode B), the other with its
+/// processes' own (mode C): the two modes meet on the same pages.
 #[test]
 fn two_vms_share_a_buffer_pool_consistently() {
     let backing = std::env::temp_dir().join(format!("mshare-pool-{}", std::process::id()));
@@ -97,6 +98,9 @@ fn two_vms_share_a_buffer_pool_consistently() {
             let mut boot = boot(&format!("pool-vm{vm}"), &["mshare-db", "mshare", "4", "5", "30"], true);
             boot.memory_mib = 512;
             boot.ivshmem = vec![(backing.clone(), 64 << 20)];
+            if vm == 1 {
+                boot.cmdline.push("mshare_params=shared_tables=0".to_owned());
+            }
             std::thread::spawn(move || boot.run_command())
         })
         .collect();
@@ -106,6 +110,8 @@ fn two_vms_share_a_buffer_pool_consistently() {
         let line =
             run.output.console.lines().find(|l| l.starts_with("DB ")).unwrap_or_else(|| panic!("vm{vm}: no DB line"));
         assert_eq!(run.result.status, 0, "vm{vm}: {line}");
+        let mode = if vm == 1 { "): mode C" } else { "): mode B" };
+        assert!(run.output.console.contains(mode), "vm{vm} should have run in{}", &mode[2..]);
         assert_eq!(field(line, "bad"), 0, "vm{vm}: {line}");
         assert!(field(line, "ops") > 1_000, "vm{vm}: {line}");
         foreign.push(field(line, "foreign"));

@@ -3,6 +3,7 @@
 
 pub mod ivshmem;
 pub mod process;
+pub mod publication;
 pub mod rng;
 pub mod workload;
 pub use mshare_uapi::msharefs;
@@ -29,6 +30,23 @@ pub fn meminfo_kib(key: &str) -> u64 {
     kib_line(&fs::read_to_string("/proc/meminfo").unwrap_or_default(), key)
 }
 
+/// PageTables in KiB once it stopped falling: page tables of processes that just exited
+/// are freed after an RCU grace period, which takes a while in an emulated guest; a
+/// baseline taken before would hide the tables of the processes measured next. Waits at
+/// most 5 s.
+pub fn settled_pagetables_kib() -> u64 {
+    let mut last = meminfo_kib("PageTables:");
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = meminfo_kib("PageTables:");
+        if now >= last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// A `/proc/self/status` figure of this process in KiB (`key` with its colon, e.g.
 /// `"VmPTE:"`), 0 if absent.
 pub fn status_kib(key: &str) -> u64 {
@@ -45,6 +63,15 @@ pub fn minor_faults() -> u64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid rusage to fill.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_minflt as u64
+}
+
+/// Minor faults of this process's children that were waited for, so far.
+pub fn children_minor_faults() -> u64 {
+    // SAFETY: rusage is plain data, filled by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     usage.ru_minflt as u64
 }
 

@@ -64,3 +64,128 @@ pub fn wait_child(pid: libc::pid_t) -> i32 {
         libc::WEXITSTATUS(status)
     }
 }
+
+/// Forked processes that meet at a gate: each says it is there (or that it failed), then
+/// waits until the parent opens the gate for all of them. The parent measures what only
+/// exists while all of them are alive (their page tables, the time until the last is
+/// ready) between [`Crew::gather`] and [`Crew::finish`].
+pub struct Crew {
+    pids: Vec<libc::pid_t>,
+    /// Status of each child already reaped while gathering (it ended before arriving).
+    ended: Vec<Option<i32>>,
+    arrivals: File,
+    arrive_fd: libc::c_int,
+    release: Option<File>,
+    release_fd: libc::c_int,
+    wait_fd: libc::c_int,
+}
+
+/// How long [`Crew::gather`] waits between looks for children that ended early.
+const GATHER_POLL_MS: libc::c_int = 500;
+
+impl Crew {
+    pub fn new() -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let (arrivals, arrive) = pipe()?;
+        let (wait, release) = pipe()?;
+        let (arrive_fd, wait_fd, release_fd) = (arrive.as_raw_fd(), wait.as_raw_fd(), release.as_raw_fd());
+        // The children's ends stay open in the parent for the crew's lifetime (each child
+        // inherits them at fork); the raw descriptors are closed in `Drop`.
+        std::mem::forget(arrive);
+        std::mem::forget(wait);
+        Ok(Self {
+            pids: Vec::new(),
+            ended: Vec::new(),
+            arrivals,
+            arrive_fd,
+            release: Some(release),
+            release_fd,
+            wait_fd,
+        })
+    }
+
+    /// Forks a member running `work`, which returns what the member holds at the gate (its
+    /// mappings, say) or `None` if it failed; the member then arrives, waits for the gate
+    /// to open and exits 0 (1 if `work` failed).
+    pub fn spawn<Held>(&mut self, work: impl FnOnce() -> Option<Held>) -> io::Result<()> {
+        let (arrive_fd, release_fd, wait_fd) = (self.arrive_fd, self.release_fd, self.wait_fd);
+        let pid = spawn_child(move || {
+            let held = work();
+            let ok = held.is_some();
+            let mark = if ok { b"+" } else { b"!" };
+            // SAFETY: our inherited descriptors: say we are here, drop our copy of the
+            // release end (else the gate could never open), block until every copy is gone.
+            unsafe {
+                libc::write(arrive_fd, mark.as_ptr().cast(), 1);
+                libc::close(release_fd);
+                let mut byte = 0u8;
+                while libc::read(wait_fd, (&raw mut byte).cast(), 1) > 0 {}
+            }
+            drop(held);
+            i32::from(!ok)
+        })
+        .ok_or_else(io::Error::last_os_error)?;
+        self.pids.push(pid);
+        self.ended.push(None);
+        Ok(())
+    }
+
+    /// Waits until every member arrived or ended; `Err` names how many failed or died.
+    pub fn gather(&mut self) -> io::Result<()> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (mut arrived, mut failed) = (0, 0);
+        let mut marks = [0u8; 256];
+        while arrived + self.ended.iter().filter(|e| e.is_some()).count() < self.pids.len() {
+            let mut poll = libc::pollfd { fd: self.arrivals.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut poll, 1, GATHER_POLL_MS) } > 0 {
+                let want = (self.pids.len() - arrived).min(marks.len());
+                let n = self.arrivals.read(&mut marks[..want])?;
+                arrived += n;
+                failed += marks[..n].iter().filter(|m| **m != b'+').count();
+                continue;
+            }
+            for (pid, ended) in self.pids.iter().zip(self.ended.iter_mut()).filter(|(_, e)| e.is_none()) {
+                let mut status = 0;
+                // SAFETY: looking at our own child without blocking.
+                if unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) } == *pid {
+                    *ended = Some(status);
+                }
+            }
+        }
+        let died = self.ended.iter().filter(|e| e.is_some()).count();
+        match (failed, died) {
+            (0, 0) => Ok(()),
+            _ => Err(io::Error::other(format!(
+                "{failed} of {} processes failed and {died} ended before they were ready (see above)",
+                self.pids.len()
+            ))),
+        }
+    }
+
+    /// Opens the gate and waits for every member; `Err` if any did not exit 0.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.release.take();
+        let mut bad = self.ended.iter().flatten().count();
+        for (pid, ended) in self.pids.iter().zip(&self.ended) {
+            if ended.is_none() && wait_child(*pid) != 0 {
+                bad += 1;
+            }
+        }
+        match bad {
+            0 => Ok(()),
+            _ => Err(io::Error::other(format!("{bad} of {} processes failed (see above)", self.pids.len()))),
+        }
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        // SAFETY: the children's ends, owned by the crew since `new`.
+        unsafe {
+            libc::close(self.arrive_fd);
+            libc::close(self.wait_fd);
+        }
+    }
+}

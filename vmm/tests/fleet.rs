@@ -190,3 +190,39 @@ fn a_killed_vm_process_leaves_the_region_for_the_next_vm() {
     let out = run_vmm(&guest(&reader), &["--region", &region]);
     assert_eq!(out.status.code(), Some(0x6b), "the next VM reads what the killed one wrote: {}", stderr(&out));
 }
+
+/// The database tier's fleet files (`make bench-kvm`, and the nested half of
+/// `make bench-dbtier`) are fleet files this VMM takes: each way's, as written.
+#[test]
+fn the_lmdb_tier_fleet_files_parse() {
+    use guest_runner::lmdb_tier::{FleetSpec, Way};
+    let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-tier-fleet-").unwrap();
+    let file = |name: &str, size: u64| {
+        let path = dir.as_path().join(name);
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        path.display().to_string()
+    };
+    let (database, kernel, initrd) = (file("db.img", 256 << 20), file("vmlinux", 4096), file("initramfs.cpio", 4096));
+    for way in Way::ALL {
+        let spec = FleetSpec {
+            way,
+            size_mib: 256,
+            vms: 2,
+            database: &database,
+            kernel: &kernel,
+            initrd: &initrd,
+            readers: &[8, 64],
+            seconds: 3,
+            repeats: 3,
+            base_memory_mib: 768,
+            serial_dir: Some("/tmp/tier"),
+            timeout_s: 1800,
+        };
+        let fleet = vmm::fleet::Fleet::parse(&dir.as_path().join("tier.toml"), &spec.toml())
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", way.name(), spec.toml()));
+        assert_eq!(fleet.regions.len(), 1);
+        assert_eq!(fleet.vms.len(), 2);
+        let memory = if way.private() { 1024 } else { 768 } << 20;
+        assert!(fleet.vms.iter().all(|vm| vm.memory == memory), "{}: {:?}", way.name(), fleet.vms);
+    }
+}

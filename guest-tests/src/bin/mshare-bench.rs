@@ -21,7 +21,7 @@
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
 use guest_tests::process::pipe;
-use guest_tests::{memfd, meminfo_kib, minor_faults, parse_size, status_kib};
+use guest_tests::{memfd, meminfo_kib, minor_faults, parse_size, settled_pagetables_kib, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -108,21 +108,6 @@ fn child(file: Option<&File>, size: usize, report: &mut File, barrier: &mut File
     unsafe { libc::_exit(0) }
 }
 
-/// Waits until PageTables stops shrinking: page tables of exited processes are freed after
-/// an RCU grace period, and a round must not start while the last one's are still going.
-fn settled_page_tables() -> u64 {
-    let mut last = meminfo_kib("PageTables:");
-    for _ in 0..50 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let now = meminfo_kib("PageTables:");
-        if now >= last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 /// One child's report: minor faults, VmPTE in KiB, microseconds to map and touch.
 type Report = (i64, i64, i64);
 
@@ -131,7 +116,7 @@ type Report = (i64, i64, i64);
 fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(i64, Vec<Report>)> {
     let (mut report_r, report_w) = pipe()?;
     let (barrier_r, barrier_w) = pipe()?;
-    let before = settled_page_tables();
+    let before = settled_pagetables_kib();
     let mut pids = Vec::new();
     for _ in 0..procs {
         // SAFETY: fork in a single-threaded program; the child only maps, touches, writes

@@ -1,4 +1,5 @@
-//! mshare-db: a buffer-pool workload, the database tier of the benchmarks.
+//! mshare-db: a cross-VM lock-contention stress over one buffer pool (the database
+//! benchmarks use LMDB: `mshare-lmdb`).
 //!
 //! ```text
 //! mshare-db mshare|shmem WORKERS SECONDS [WRITE_PERCENT]
@@ -11,8 +12,9 @@
 //! (copy the page, validating it against its header's version and checksum: a seqlock) or
 //! write (take the page's lock in its header with an atomic compare-and-swap, write,
 //! release) for SECONDS. Prints one line:
-//! `DB way=.. workers=.. seconds=.. ops=.. ops_per_s=.. p50_us=.. p99_us=.. pagetables_kib=.. torn=.. bad=..`
-//! with the PageTables growth while the workers run; `bad` counts pages that failed
+//! `DB way=.. workers=.. seconds=.. ops=.. ops_per_s=.. p50_us=.. p99_us=.. measured_s=.. pagetables_kib=.. torn=.. bad=..`
+//! with operations per second over the measured time (first fork to last worker reaped)
+//! and the PageTables growth while the workers run; `bad` counts pages that failed
 //! validation on a stable read (must be 0), `torn` reads retried because a writer was busy,
 //! `foreign` validated reads of pages last written by another VM (each writer puts its
 //! VM's tag, from the kernel's boot id, first in the payload): above zero only if the VMs
@@ -212,6 +214,7 @@ fn main() -> ExitCode {
         }
     };
     let seed = tag ^ std::process::id() as u64;
+    let started = Instant::now();
     for w in 0..workers {
         // SAFETY: fork; the worker maps, runs, writes its report and leaves with _exit.
         let pid = unsafe { libc::fork() };
@@ -233,6 +236,7 @@ fn main() -> ExitCode {
     let _ = reports.read_to_string(&mut text);
     // SAFETY: reaping our children.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+    let measured_s = started.elapsed().as_secs_f64();
     let mut failures = Vec::new();
     let (mut ops, mut torn, mut bad, mut foreign) = (0u64, 0u64, 0u64, 0u64);
     let (mut p50s, mut p99s, mut peak) = (Vec::new(), Vec::new(), 0u64);
@@ -262,9 +266,9 @@ fn main() -> ExitCode {
     let p99 = p99s.last().copied().unwrap_or(0) as f64 / 1000.0;
     println!(
         "DB way={way} workers={workers} seconds={seconds} pool_mib={} write_percent={write_percent} ops={ops} ops_per_s={:.0} \
-         p50_us={p50:.1} p99_us={p99:.1} pagetables_kib={} torn={torn} bad={bad} foreign={foreign}",
+         p50_us={p50:.1} p99_us={p99:.1} measured_s={measured_s:.2} pagetables_kib={} torn={torn} bad={bad} foreign={foreign}",
         size >> 20,
-        ops as f64 / seconds.max(1) as f64,
+        ops as f64 / measured_s.max(1e-9),
         peak.saturating_sub(before)
     );
     for why in &failures {
