@@ -140,6 +140,10 @@ fn fleet(images: &ImagePaths, p: &Params, database: &Path, size_mib: u64, way: W
     let memory = BASE_MEMORY_MIB + if way.private() { size_mib } else { 0 };
     let logs: Vec<PathBuf> =
         (0..vms).map(|vm| log_path(&format!("dbtier-{}-{size_mib}M-k{vms}-vm{vm}", way.name()))).collect();
+    // An older run's logs say READY too: gone before the sampler looks.
+    for log in &logs {
+        let _ = std::fs::remove_file(log);
+    }
     let handles: Vec<_> = (0..vms)
         .map(|vm| {
             let mut b = boot(images, p, &format!("dbtier-{}-{size_mib}M-k{vms}-vm{vm}", way.name()), memory);
@@ -191,6 +195,11 @@ fn fleet(images: &ImagePaths, p: &Params, database: &Path, size_mib: u64, way: W
     sampler.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_file(&source);
     let (pss_peak, pss_samples) = *peak.lock().unwrap();
+    assert!(
+        pss_samples > 0,
+        "{} K={vms}: the fleet's memory was never sampled while every VM's readers ran",
+        way.name()
+    );
     Fleet { consoles, logs, pss_peak, pss_samples }
 }
 
@@ -340,8 +349,8 @@ fn main() {
          Command: `make bench-dbtier` ({:.0} min on this host's {} cores). Guests: Linux 7.3 (core-mm patch) under \
          QEMU TCG, 2 vCPUs each, all K VMs of a row at once, the guest clock on the TSC. Each VM: a connect storm \
          (N processes open the database and read a key: ms until the last is ready, worst VM), then N readers \
-         (Zipfian gets, 10 % 10-entry scans, every value checked) for {} s, {} times (ops/s: the fleet's sum, \
-         median and range of the runs; p50: median; p99: worst VM, median of the runs). Read-only snapshot opens \
+         (Zipfian gets, 10 % 10-entry scans, every value checked) for {} s, {} times (ops/s: the sum of the VMs' \
+         rates, whose runs overlap only as their unsynchronised scripts make them; median and range of the runs; p50: median; p99: worst VM, median of the runs). Read-only snapshot opens \
          (MDB_RDONLY | MDB_NOLOCK) in every way. Fleet PSS: the QEMU processes' peak, sampled every {} ms while \
          every VM's readers ran, after the private ways' source was dropped. PageTables growth and minor faults: \
          per VM, median, with the N readers alive. Ways: **private** (a copy per VM on tmpfs, huge=never; \

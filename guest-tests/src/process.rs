@@ -56,8 +56,12 @@ pub fn spawn_child(child: impl FnOnce() -> i32) -> Option<libc::pid_t> {
 /// Waits for a child from [`spawn_child`]: its exit status, or 128 + the signal.
 pub fn wait_child(pid: libc::pid_t) -> i32 {
     let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: waiting for our own child, again if a signal interrupted the wait.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 255;
+        }
+    }
     if libc::WIFSIGNALED(status) {
         128 + libc::WTERMSIG(status)
     } else {
@@ -182,6 +186,15 @@ impl Crew {
 
 impl Drop for Crew {
     fn drop(&mut self) {
+        // A crew given up before `finish` (a later spawn failed): open the gate and reap
+        // its members, leaving none behind.
+        if self.release.take().is_some() {
+            for (pid, ended) in self.pids.iter().zip(&self.ended) {
+                if ended.is_none() {
+                    wait_child(*pid);
+                }
+            }
+        }
         // SAFETY: the children's ends, owned by the crew since `new`.
         unsafe {
             libc::close(self.arrive_fd);

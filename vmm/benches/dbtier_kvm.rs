@@ -58,15 +58,17 @@ fn launch(dir: &Path, spec: &FleetSpec<'_>) -> Run {
         .unwrap_or_else(|e| panic!("starting mshare-vmm: {e}"));
     let consoles: Vec<_> = (0..spec.vms).map(|vm| dir.join(format!("vm{vm}.log"))).collect();
     let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-    let mut peak = (0, 0);
+    let (mut peak, mut samples) = ((0, 0), 0);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("waiting for mshare-vmm: {e}")) {
             break status;
         }
         let texts: Vec<String> = consoles.iter().map(|c| read(c)).collect();
-        let running = texts.iter().all(|t| t.lines().any(|l| l == READY))
+        // Serial lines end in the guest tty's \r.
+        let running = texts.iter().all(|t| t.lines().any(|l| l.trim_end() == READY))
             && !texts.iter().any(|t| t.lines().any(|l| l.starts_with("MSHARE-RESULT ")));
         if let Some((anon, file)) = pss(child.id()).filter(|_| running) {
+            samples += 1;
             if anon + file > peak.0 + peak.1 {
                 peak = (anon, file);
             }
@@ -79,6 +81,12 @@ fn launch(dir: &Path, spec: &FleetSpec<'_>) -> Run {
         spec.way.name(),
         spec.vms,
         dir.display()
+    );
+    assert!(
+        samples > 0,
+        "{} K={}: the VMM's memory was never sampled while every VM's readers ran",
+        spec.way.name(),
+        spec.vms
     );
     let stats = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{}: {e}", stats.display()));

@@ -51,13 +51,15 @@ fn way_script(way: Way) -> String {
     )
 }
 
-/// The largest of the `key=` figure on the way's FLEETPSS lines, KiB.
-fn peak(console: &str, way: Way, key: &str) -> Option<u64> {
+/// The way's FLEETPSS sample with the largest total: its (anon, shmem) KiB.
+fn peak(console: &str, way: Way) -> Option<(u64, u64)> {
+    let figure = |line: &str, key: &str| guest_runner::console::field(line, key).and_then(|v| v.parse::<u64>().ok());
     console
         .lines()
         .filter(|l| l.starts_with(&format!("FLEETPSS way={} ", way.name())))
-        .filter_map(|l| guest_runner::console::field(l, key).and_then(|v| v.parse().ok()))
+        .filter_map(|l| Some((figure(l, "total")?, figure(l, "anon")?, figure(l, "shmem")?)))
         .max()
+        .map(|(_, anon, shmem)| (anon, shmem))
 }
 
 fn main() {
@@ -127,17 +129,18 @@ fn main() {
         let stats: Value =
             serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{} statistics: {e}", way.name()));
         let kvm = |key: &str| stats["vms"][0]["kvm_stats"][key].as_u64();
-        let (anon, shmem) = (peak(console, way, "anon"), peak(console, way, "shmem"));
+        let (anon, shmem) = peak(console, way)
+            .unwrap_or_else(|| panic!("{}: the VMM's memory was never sampled while its readers ran", way.name()));
         // The region's file pages are the database for the mshare ways, only the copy's
         // source for the private ones.
-        let memory = anon.map(|a| (a + if way.private() { 0 } else { shmem.unwrap_or(0) }) >> 10);
+        let memory = (anon + if way.private() { 0 } else { shmem }) >> 10;
         for &n in &readers {
             let f = TierFigures::read(&[guest], n, repeats)
                 .unwrap_or_else(|e| panic!("{}: {e} (console: {:?})", way.name(), run.host.output.console_log));
             let (ops, ops_min, ops_max) = f.ops_spread();
             rows.push(json!({
                 "way": way.name(), "size_mib": size_mib, "vms": 1, "readers_per_vm": n,
-                "vmm_memory_mib": memory, "vmm_pss_anon_mib": anon.map(|k| k >> 10), "vmm_pss_region_mib": shmem.map(|k| k >> 10),
+                "vmm_memory_mib": memory, "vmm_pss_anon_mib": anon >> 10, "vmm_pss_region_mib": shmem >> 10,
                 "stage2_pages_4k": kvm("pages_4k"), "stage2_pages_2m": kvm("pages_2m"),
                 "pagetables_kib": f.pagetables_kib, "minor_faults": f.minor_faults, "thp_mapped_kib": f.thp_mapped_kib,
                 "storm_ms": f.storm_ms, "ops_per_s": ops, "ops_per_s_min": ops_min, "ops_per_s_max": ops_max,

@@ -145,8 +145,12 @@ fn env_dir(db: &str) -> Result<PathBuf, Error> {
     fs::create_dir_all(&dir)?;
     let link = dir.join("data.mdb");
     if fs::read_link(&link).ok().as_deref() != Some(data.as_path()) {
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&data, &link)?;
+        // Made under a name of this process's and renamed into place: processes opening
+        // the same database at once (followers switching slots) never see it missing.
+        let fresh = dir.join(format!("data.mdb.{}", std::process::id()));
+        let _ = fs::remove_file(&fresh);
+        std::os::unix::fs::symlink(&data, &fresh)?;
+        fs::rename(&fresh, &link)?;
     }
     Ok(dir)
 }
@@ -583,7 +587,15 @@ fn follower(header: &Header, slots: [&str; 2], seed: u64, seconds: u64) -> Resul
         if current.as_ref().map(|c| c.generation) != Some(generation) {
             // The environment of the other slot closes before this one opens.
             drop(current.take());
-            current = Some(open_generation(slots, generation)?);
+            current = match open_generation(slots, generation) {
+                Ok(opened) => Some(opened),
+                // Its slot is being rewritten already: the next generation is on its way.
+                Err(_) if publication::overwritten(generation, header.writing()) => {
+                    f.retried += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             f.switches += u64::from(f.first != 0);
             if f.first == 0 {
                 f.first = generation;
@@ -633,6 +645,9 @@ fn follow(header_name: &str, slots: [&str; 2], readers: u64, seconds: u64, seed:
             return Err(format!("{header_name}: nothing published in {} s", FIRST_PUBLICATION_WAIT.as_secs()).into());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    for slot in slots {
+        env_dir(slot)?;
     }
     let dir = PathBuf::from(format!("/tmp/mshare-lmdb-follow-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
@@ -708,10 +723,17 @@ fn answer(env: &Env, database: Database<Str, Str>, request: &str) -> Result<Stri
 fn serve_connections(db: &str, listener: &UnixListener, snapshot: bool) -> Result<(), Error> {
     let (env, database) = open(db, snapshot)?;
     loop {
-        let (stream, _) = listener.accept()?;
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            // A client that gave up before it was accepted, or a signal: not the server's.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EINTR)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let mut out = &stream;
+        // A client's bad bytes or early close end its connection, never the worker.
         for line in BufReader::new(&stream).lines() {
-            let reply = answer(&env, database, &line?).unwrap_or_else(|e| format!("ERROR {e}\n"));
+            let Ok(line) = line else { break };
+            let reply = answer(&env, database, &line).unwrap_or_else(|e| format!("ERROR {e}\n"));
             if out.write_all(reply.as_bytes()).is_err() {
                 break;
             }
