@@ -40,7 +40,10 @@ fn guest_command_status_is_the_guests_and_the_vmms() {
     assert_eq!(guest.status, 7, "modcheck failed, or the status was lost: {}", run.guest_console(L2_NAME));
     assert_eq!(run.host.result.status, 7, "mshare-vmm's status is the guest command's");
     assert!(run.host.output.console.contains("kvm_amd: Nested Paging enabled"), "L1's KVM uses nested paging");
-    assert!(run.guest_console(L2_NAME).contains("modcheck: mshare is live"));
+    // The kernel's console output is printed by a thread of its own and can land inside
+    // modcheck's line (seen once: "modcheck: mshareok 4 mshare_memory"); status 7 already
+    // says modcheck succeeded, this says it ran here.
+    assert!(run.guest_console(L2_NAME).contains("modcheck: mshare"), "{}", run.guest_console(L2_NAME));
 }
 
 /// Runs `mshare-api` for `mode` (B or C) in an L2 guest with `vmm_args` and checks that

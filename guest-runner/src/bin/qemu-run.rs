@@ -222,24 +222,12 @@ fn run_nested(boot: Boot, nested: &Nested) -> ExitCode {
             }
         }
     }
-    let mut result = match run.run() {
+    // An L2 that triple-faults, or stops until its --timeout, before its /init ran (QEMU's
+    // emulated SVM, docs/vmm.md) is retried once, and said, as in the test harness.
+    let result = match run.run_retrying_early_crash() {
         Ok(result) => result,
         Err(e) => return fail(&e),
     };
-    // The known flake of QEMU's emulated SVM (docs/vmm.md): an L2 that triple-faults, or
-    // stops until its --timeout, before its /init ran. As the test harness does
-    // (NestedBoot::run_vm), that and only that is retried once, and said.
-    let crashed = result.guests.keys().find(|name| result.guest(name).is_err() && result.crashed_before_init(name));
-    if let Some(name) = crashed {
-        eprintln!(
-            "qemu-run: guest '{name}' triple-faulted or stopped before its /init ran (QEMU's emulated SVM, \
-             docs/vmm.md); booting the nested host once more"
-        );
-        result = match run.run() {
-            Ok(result) => result,
-            Err(e) => return fail(&e),
-        };
-    }
     let status = result.host.result.status;
     for name in result.guests.keys() {
         match result.guest(name) {
