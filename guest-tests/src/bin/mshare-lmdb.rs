@@ -356,18 +356,13 @@ fn storm(db: &str, processes: u64, snapshot: bool) -> Result<String, Error> {
     for _ in 0..processes {
         // Each process keeps its environment (its mapping) open until the gate opens.
         crew.spawn(move || {
-            match open(db, snapshot).and_then(|(env, database)| {
+            let opened = open(db, snapshot).and_then(|(env, database)| {
                 let rtxn = env.read_txn()?;
                 database.get(&rtxn, "k1")?.ok_or_else(|| Error::from("k1 is missing"))?;
                 drop(rtxn);
                 Ok(env)
-            }) {
-                Ok(env) => Some(env),
-                Err(e) => {
-                    eprintln!("mshare-lmdb: storm: {e}");
-                    None
-                }
-            }
+            });
+            held("storm: ", opened)
         })?;
     }
     let gathered = crew.gather();
@@ -454,16 +449,16 @@ fn writer(db: &str, keys: usize, seconds: u64) -> Result<(u64, Env), Error> {
     Ok((commits, env))
 }
 
+/// What a crew member holds at the gate, or its error said on stderr (prefixed by `what`)
+/// and nothing held: the crew then counts it failed.
+fn held<T>(what: &str, result: Result<T, Error>) -> Option<T> {
+    result.map_err(|e| eprintln!("mshare-lmdb: {what}{e}")).ok()
+}
+
 /// Runs `work` in a crew member that writes its figures to `out` and holds its
 /// environment open at the gate.
 fn member(crew: &mut Crew, out: PathBuf, work: impl FnOnce() -> Result<(String, Env), Error>) -> Result<(), Error> {
-    crew.spawn(move || match work().and_then(|(figures, env)| Ok(fs::write(&out, figures).map(|()| env)?)) {
-        Ok(env) => Some(env),
-        Err(e) => {
-            eprintln!("mshare-lmdb: {e}");
-            None
-        }
-    })?;
+    crew.spawn(move || held("", work().and_then(|(figures, env)| Ok(fs::write(&out, figures).map(|()| env)?))))?;
     Ok(())
 }
 
@@ -660,13 +655,7 @@ fn follow(header_name: &str, slots: [&str; 2], readers: u64, seconds: u64, seed:
                     format!("{} {} {} {} {} {} {}", f.gets, f.scans, f.bad, f.first, f.newest, f.switches, f.retried);
                 Ok(fs::write(&out, line)?)
             });
-            match figures {
-                Ok(()) => Some(()),
-                Err(e) => {
-                    eprintln!("mshare-lmdb: follow: {e}");
-                    None
-                }
-            }
+            held("follow: ", figures)
         })?;
     }
     let gathered = crew.gather();
