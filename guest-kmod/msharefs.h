@@ -26,7 +26,10 @@ long mshare_region_place(void *region, int api, unsigned long addr, unsigned lon
 			 unsigned long pgoff, bool fixed, bool shared);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
-/* 1: the window shares the region's tables (mode B); 0: its own mappings; or -errno. */
+/*
+ * 1: the window shares the region's PTE tables (mode B); 2: its PMD tables too (mode B, a
+ * window of whole, aligned GiBs); 0: its own mappings; or -errno.
+ */
 int mshare_region_mmap_check(void *region, unsigned long start, unsigned long end,
 			     unsigned long pgoff, bool shared, bool writable);
 bool mshare_region_writable(void *region);
@@ -34,6 +37,7 @@ bool mshare_region_has_pages(void *region);
 long mshare_region_pfn(void *region, unsigned long pgoff);
 void mshare_region_fault_mapped(void *region);
 int mshare_region_table(void *region, unsigned long pgoff, void **table);
+int mshare_region_pmd_table(void *region, unsigned long pgoff, void **table);
 void mshare_region_window_opened(void *region, bool shared);
 void mshare_region_window_closed(void *region, bool shared);
 int mshare_device_region_attach(void *region, void *inode);
@@ -63,6 +67,10 @@ void mshare_table_grace_period(void);
 void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
 		      bool special);
 unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable);
+void *mshare_pmd_table_alloc(void);
+void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, void *pte_table,
+			  bool writable, bool special);
+int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, bool *writable);
 struct file *msharefs_new_anonymous_file(void);
 void *msharefs_file_region(struct file *file, void **inode);
 int msharefs_detach(unsigned long addr, unsigned long size);

@@ -8,7 +8,7 @@
 use crate::file_pages::MappedFile;
 use crate::msharefs_api::{Api, Request};
 use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
-use crate::region::{check_mapping, check_range, offset_of, Page, Region, Window};
+use crate::region::{check_mapping, check_range, offset_of, spans_pmd_tables, window_reach, Page, Region, Window};
 use crate::{stats, GRANULE_SIZE};
 use kernel::page::PAGE_SIZE;
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -262,6 +262,9 @@ fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, wr
                 tables: stats.tables,
                 links: stats.links,
                 file_backed: stats.file_backed,
+                pmd_tables: stats.pmd_tables,
+                pmd_links: stats.pmd_links,
+                huge_leaf_bytes: stats.huge_leaf_bytes,
             };
             write_arg(arg, &stats)
         }
@@ -452,9 +455,10 @@ unsafe extern "C" fn mshare_region_fallocate(
 /// unmaps anything of the caller's (a refusal later, in `->mmap`, would come after a
 /// `MAP_FIXED` call had already cleared what was at `addr`): the region's start plus the
 /// offset for a v1 region with a start (`addr`, with `MAP_FIXED` or as a hint, must be that
-/// or 0), 0 for anywhere; EINVAL for a window that cannot be (private, outside the region,
-/// unaligned, not the whole region under v3, `MAP_FIXED` elsewhere than the start), ENODEV
-/// once the device went away.
+/// or 0), 0 for anywhere; EINVAL for a window that cannot be (private, outside the region's
+/// reach, unaligned, not the whole region under v3, `MAP_FIXED` elsewhere than the start),
+/// ENODEV once the device went away. Under v3 the whole region may also be mapped with its
+/// size rounded up to whole GiBs, to share PMD tables.
 fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool, shared: bool) -> Result<u64> {
     region.check_present()?;
     let offset = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
@@ -462,8 +466,9 @@ fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool
     if !shared || size == 0 {
         return Err(EINVAL);
     }
-    check_range(size, offset, len)?;
-    if api == Api::V3 && (offset != 0 || len != size) {
+    let reach = window_reach(size, offset, len);
+    check_range(reach, offset, len)?;
+    if api == Api::V3 && (offset != 0 || len != size && len != reach) {
         return Err(EINVAL);
     }
     let start = region.start();
@@ -503,8 +508,9 @@ unsafe extern "C" fn mshare_region_place(
     }
 }
 
-/// mmap of a region: 1 for a window that shares the region's tables, 0 for one with its
-/// own mappings, or a negative errno. Where the window may go (the v1 start, v3's whole
+/// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that
+/// shares its PMD tables too (whole, aligned GiBs), 0 for one with its own mappings, or a
+/// negative errno. Where the window may go (the v1 start, v3's whole
 /// region) was decided by [`place`] before mmap unmapped anything.
 ///
 /// # Safety
@@ -524,10 +530,11 @@ unsafe extern "C" fn mshare_region_mmap_check(
     let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
     let (start, end) = (start as u64, end as u64);
     let window = region
-        .window(writable)
+        .window(writable, spans_pmd_tables(start, offset, end.wrapping_sub(start)))
         .and_then(|window| check_mapping(region.size(), start, end, offset, shared).map(|()| window));
     match window {
         Ok(Window::Shared) => 1,
+        Ok(Window::SharedPmd) => 2,
         Ok(Window::Private) => 0,
         Err(e) => e.to_errno(),
     }
@@ -568,6 +575,26 @@ unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, ta
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
     match region.table(pgoff as usize) {
+        Ok(found) => {
+            // SAFETY: per the function's contract.
+            unsafe { *table = found };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// The shared PMD table of page `pgoff`'s GiB, in `*table` (never null): 0 or a negative
+/// errno.
+///
+/// # Safety
+///
+/// `region` is the live region of the faulting mapping; `table` is writable.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_pmd_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region.cast::<Region>() };
+    match region.pmd_table(pgoff as usize) {
         Ok(found) => {
             // SAFETY: per the function's contract.
             unsafe { *table = found };

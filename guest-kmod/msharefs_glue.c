@@ -367,6 +367,46 @@ static const struct vm_operations_struct msharefs_shared_vm_ops = {
 	.mremap		= msharefs_mremap,
 	.mprotect	= msharefs_shared_mprotect,
 };
+
+/*
+ * Mode B, a window of whole, aligned GiBs: the core links the region's PMD tables into the
+ * window's PUD entries (made by Rust, one per GiB, with every entry the region's).
+ */
+static struct ptdesc *msharefs_shared_pmd_table(struct vm_area_struct *vma, unsigned long addr)
+{
+	void *table = NULL;
+	int err = mshare_region_pmd_table(vma->vm_private_data, linear_page_index(vma, addr), &table);
+
+	return err ? ERR_PTR(err) : table;
+}
+
+/*
+ * At the PMD level of a shared PMD table: an empty entry is a hole (or memory being given
+ * to it right now: retry), and a write to a read-only 2 MiB leaf is SIGSEGV unless the
+ * region became writable meanwhile. Never VM_FAULT_FALLBACK at the PMD level: the core
+ * would then split the leaf, which other processes map too.
+ */
+static vm_fault_t msharefs_shared_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	if (order != PMD_ORDER)
+		return VM_FAULT_FALLBACK;
+	if (pmd_none(pmdp_get_lockless(vmf->pmd)))
+		return msharefs_shared_fault(vmf);
+	return msharefs_shared_mkwrite(vmf) ? VM_FAULT_SIGSEGV : VM_FAULT_NOPAGE;
+}
+
+static const struct vm_operations_struct msharefs_shared_pmd_vm_ops = {
+	.open		  = msharefs_vm_open,
+	.close		  = msharefs_vm_close,
+	.fault		  = msharefs_shared_fault,
+	.huge_fault	  = msharefs_shared_huge_fault,
+	.page_mkwrite	  = msharefs_shared_mkwrite,
+	.pfn_mkwrite	  = msharefs_shared_mkwrite,
+	.shared_pmd_table = msharefs_shared_pmd_table,
+	.may_split	  = msharefs_may_split,
+	.mremap		  = msharefs_mremap,
+	.mprotect	  = msharefs_shared_mprotect,
+};
 #endif
 
 /* The API a mount speaks (api=v1|v3), which gives the ioctl numbers their meaning. */
@@ -400,7 +440,7 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 #ifdef CONFIG_SHARED_PGTABLE
 	if (shared) {
 		vm_flags_set(vma, VM_SHARED_PT);
-		vma->vm_ops = &msharefs_shared_vm_ops;
+		vma->vm_ops = shared == 2 ? &msharefs_shared_pmd_vm_ops : &msharefs_shared_vm_ops;
 	}
 #endif
 	vma->vm_private_data = region;
@@ -414,6 +454,24 @@ static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 
 	return mshare_region_ioctl(inode->i_private, inode, msharefs_api(inode), cmd, arg,
 				   file->f_mode & FMODE_WRITE);
+}
+
+/*
+ * A window of whole GiBs at a GiB-aligned offset goes to a GiB-aligned address, where it
+ * can share the region's PMD tables: the first fit for the window and a GiB more, rounded
+ * up (the mmap lock is held, so the gap stays free).
+ */
+static unsigned long msharefs_pud_aligned_area(struct file *file, unsigned long len,
+					       unsigned long pgoff, unsigned long flags)
+{
+	unsigned long found;
+
+	if (len > TASK_SIZE - PUD_SIZE)
+		return -ENOMEM;
+	found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
+	if (IS_ERR_VALUE(found))
+		return found;
+	return ALIGN(found, PUD_SIZE);
 }
 
 /*
@@ -434,6 +492,8 @@ static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long
 		return at;
 	if (flags & MAP_FIXED)
 		return addr;
+	if (!at && !addr && IS_ALIGNED(len | (pgoff << PAGE_SHIFT), PUD_SIZE))
+		return msharefs_pud_aligned_area(file, len, pgoff, flags);
 	if (!at)
 		return thp_get_unmapped_area(file, addr, len, pgoff, flags);
 	if (len > TASK_SIZE || at > TASK_SIZE - len)

@@ -16,12 +16,19 @@
 //! entries follow the granule's memory and the region's protection: filled when the table
 //! is made or the granule gets memory, cleared before the memory is freed, rewritten when
 //! the protection changes. Whoever takes access away then unlinks the tables from every
-//! process (`unmap_mapping_range`), which flushes their TLBs.
+//! process (`unmap_mapping_range`), which flushes their TLBs. Each GiB of the region that a
+//! window of whole, aligned GiBs maps has a shared PMD table too ([`PmdTables`]), whose
+//! entries (2 MiB leaves, or the PTE tables) follow the same rules.
+//!
+//! A window at a GiB-aligned offset may reach past the region's end to the next GiB
+//! boundary (so that a region smaller than a GiB can share a PMD table): that part is a
+//! hole, SIGSEGV, like any hole.
 
 use crate::file_pages::{FilePages, MappedFile};
 use crate::granule::Memory;
-use crate::shared_table::Tables;
+use crate::shared_table::{PmdEntry, PmdTables, Tables, PMD_TABLE_GRANULES, PMD_TABLE_REACH};
 use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SIZE, MAX_REGION_SIZE};
+use kernel::page::PAGE_SIZE;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{new_mutex, prelude::*, sync::Arc, sync::Mutex};
@@ -45,6 +52,8 @@ struct State {
     memory: KVVec<Memory>,
     /// The shared PTE tables (mode B).
     tables: Tables,
+    /// The shared PMD tables (mode B, windows of whole GiBs).
+    pmd_tables: PmdTables,
     /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
     writable: bool,
     /// The device behind a device region went away: nothing of it may be mapped again.
@@ -53,7 +62,29 @@ struct State {
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self { size: 0, start: 0, memory: KVVec::new(), tables: Tables::empty(), writable, unplugged: false }
+        Self {
+            size: 0,
+            start: 0,
+            memory: KVVec::new(),
+            tables: Tables::empty(),
+            pmd_tables: PmdTables::empty(),
+            writable,
+            unplugged: false,
+        }
+    }
+
+    /// Points granule `index`'s shared tables (its PTE table, and its entry in its GiB's
+    /// PMD table) at its memory, with the region's protection. ENOMEM only when the
+    /// granule needs a PTE table it has none of yet (a file's pages under a PMD table).
+    fn sync(&mut self, index: usize) -> Result {
+        let Self { memory, tables, pmd_tables, writable, .. } = self;
+        let frames = memory[index].frames();
+        tables.map(index, frames, *writable);
+        if pmd_tables.get(index / PMD_TABLE_GRANULES).is_some() {
+            let entry = PmdEntry::for_frames(frames, || tables.get_or_make(index, frames.ok_or(EINVAL)?, *writable))?;
+            pmd_tables.set(index, entry, *writable);
+        }
+        Ok(())
     }
 }
 
@@ -63,6 +94,10 @@ pub(crate) enum Window {
     /// Through the region's shared PTE tables (mode B): the window has the region's
     /// protection, whatever it changes to.
     Shared,
+    /// Through the region's shared PMD tables too (mode B, a window of whole, aligned
+    /// GiBs): no page table of its own below its PUD table, 2 MiB leaves where the memory
+    /// allows.
+    SharedPmd,
     /// With mappings of its own (mode C, and read-only windows of a writable region in
     /// mode B): its own faults and permissions.
     Private,
@@ -106,6 +141,8 @@ pub(crate) struct Region {
     faults: AtomicU64,
     /// Times a shared table was linked into a process (mode B).
     links: AtomicU64,
+    /// Times a shared PMD table was linked into a process (mode B).
+    pmd_links: AtomicU64,
     /// The msharefs inodes of a device region (one per msharefs instance that showed it),
     /// whose mappings unplugging removes. Taken before an inode's invalidate lock, which
     /// is taken before `state`.
@@ -125,6 +162,12 @@ pub(crate) struct Stats {
     pub(crate) tables: u64,
     /// Times a shared table was linked into a process.
     pub(crate) links: u64,
+    /// Shared PMD tables (each one page, counted once in PageTables).
+    pub(crate) pmd_tables: u64,
+    /// Times a shared PMD table was linked into a process.
+    pub(crate) pmd_links: u64,
+    /// Bytes mapped by 2 MiB leaves in the shared PMD tables.
+    pub(crate) huge_leaf_bytes: u64,
     /// Bytes with a file's pages (`CREATE_MAPPING` with a descriptor).
     pub(crate) file_backed: u64,
 }
@@ -184,13 +227,31 @@ pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<core::ops:
     Ok((offset / GRANULE_SIZE) as usize..(end / GRANULE_SIZE) as usize)
 }
 
+/// The bytes a window may map of a region of `size` bytes at `offset`, for `len` bytes: up
+/// to its end, or up to the next GiB boundary for a window of whole GiBs at a GiB-aligned
+/// offset (the rest of the GiB a hole).
+pub(crate) fn window_reach(size: u64, offset: u64, len: u64) -> u64 {
+    let whole_gibs = offset % PMD_TABLE_REACH == 0 && len % PMD_TABLE_REACH == 0;
+    if whole_gibs {
+        size.next_multiple_of(PMD_TABLE_REACH)
+    } else {
+        size
+    }
+}
+
 /// Checks an mmap of a region of `size` bytes: shared only, the window granule aligned in
-/// address and offset, and inside the region.
+/// address and offset, and inside the region's reach ([`window_reach`]).
 pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared: bool) -> Result {
     if !shared || size == 0 || start % GRANULE_SIZE != 0 || end <= start {
         return Err(EINVAL);
     }
-    check_range(size, offset, end - start).map(|_| ())
+    check_range(window_reach(size, offset, end - start), offset, end - start).map(|_| ())
+}
+
+/// Whether a window at `start` (address) and `offset` of `len` bytes can share PMD tables:
+/// whole, aligned GiBs in both.
+pub(crate) fn spans_pmd_tables(start: u64, offset: u64, len: u64) -> bool {
+    (start | offset | len) % PMD_TABLE_REACH == 0 && len != 0
 }
 
 impl Region {
@@ -207,6 +268,7 @@ impl Region {
             },
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
+            pmd_links: AtomicU64::new(0),
             inodes <- new_mutex!(KVVec::new()),
         })
     }
@@ -228,8 +290,17 @@ impl Region {
             memory.push(Memory::device(first_pfn + i * GRANULE_PAGES), GFP_KERNEL)?;
         }
         let tables = Tables::new(granules, true)?;
+        let pmd_tables = PmdTables::new(granules, true)?;
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State { size, start: 0, memory, tables, writable: !read_only, unplugged: false }),
+            state <- new_mutex!(State {
+                size,
+                start: 0,
+                memory,
+                tables,
+                pmd_tables,
+                writable: !read_only,
+                unplugged: false,
+            }),
             kind: Kind::Device { read_only, base },
             // As in `new`: counted once the region is made.
             windows: {
@@ -238,6 +309,7 @@ impl Region {
             },
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
+            pmd_links: AtomicU64::new(0),
             inodes <- new_mutex!(KVVec::new()),
         }? Error))
     }
@@ -265,8 +337,9 @@ impl Region {
         let mut state = self.state.lock();
         state.unplugged = true;
         for i in 0..state.memory.len() {
-            state.tables.map(i, None, false);
             state.memory[i] = Memory::Hole;
+            // Emptying a table allocates nothing: it cannot fail.
+            let _ = state.sync(i);
         }
     }
 
@@ -383,6 +456,7 @@ impl Region {
                 memory.push(Memory::Hole, GFP_KERNEL)?;
             }
             state.tables = Tables::new(granules, false)?;
+            state.pmd_tables = PmdTables::new(granules, false)?;
             state.memory = memory;
             state.size = size;
             state.start = start.unwrap_or(0);
@@ -431,11 +505,17 @@ impl Region {
                 }
             }
         }
-        // A granule that had memory before keeps its table, maybe still linked: no fault
-        // would fill it, so it is pointed at the new memory here.
-        let State { memory, tables, writable, .. } = &mut *state;
-        for i in granules {
-            tables.map(i, memory[i].frames(), *writable);
+        // A granule that had memory before keeps its tables, maybe still linked: no fault
+        // would fill them, so they are pointed at the new memory here.
+        for i in granules.clone() {
+            if let Err(e) = state.sync(i) {
+                for j in granules.clone() {
+                    state.memory[j] = Memory::Hole;
+                    // Emptying a table allocates nothing: it cannot fail.
+                    let _ = state.sync(j);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -452,8 +532,9 @@ impl Region {
         let granules = check_range(state.size, offset, len)?;
         let mut taken = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
         for i in granules {
-            state.tables.map(i, None, false);
             taken.push(core::mem::take(&mut state.memory[i]), GFP_KERNEL)?;
+            // Emptying a table allocates nothing: it cannot fail.
+            let _ = state.sync(i);
         }
         drop(state);
         // A mode C fault that found the memory before it was taken maps it after
@@ -471,11 +552,10 @@ impl Region {
         }
         let mut state = self.state.lock();
         state.writable = writable;
-        let State { memory, tables, .. } = &mut *state;
-        for (i, granule) in memory.iter().enumerate() {
-            if let Some(frames) = granule.frames() {
-                tables.map(i, Some(frames), writable);
-            }
+        for i in 0..state.memory.len() {
+            // Every granule with memory under a PMD table got its PTE table, if it needs
+            // one, when the PMD table was made: this allocates nothing.
+            state.sync(i)?;
         }
         Ok(())
     }
@@ -492,8 +572,9 @@ impl Region {
 
     /// How a new window that asks for write access (`write`) or not maps the region, or
     /// why it may not: EACCES for write access to a region that does not allow it, ENODEV
-    /// once its device went away.
-    pub(crate) fn window(&self, write: bool) -> Result<Window> {
+    /// once its device went away. A shared window also shares PMD tables when
+    /// `pmd_tables` (it spans whole, aligned GiBs: [`spans_pmd_tables`]).
+    pub(crate) fn window(&self, write: bool, pmd_tables: bool) -> Result<Window> {
         self.check_present()?;
         let writable = self.writable();
         if write && !writable {
@@ -502,7 +583,7 @@ impl Region {
         // A shared table carries the region's protection, so only windows asking for all
         // of it share: read-only windows of a writable region keep their own mappings.
         if stats::shared_tables() && write != self.read_only() {
-            Ok(Window::Shared)
+            Ok(if pmd_tables { Window::SharedPmd } else { Window::Shared })
         } else {
             Ok(Window::Private)
         }
@@ -527,6 +608,32 @@ impl Region {
         Ok(table)
     }
 
+    /// The shared PMD table of the GiB holding page `pgoff`, made on first use with an
+    /// entry for each granule (and a PTE table for each granule a leaf cannot map); never
+    /// null (a GiB of holes, or past the region's end, has a table of empty entries);
+    /// ENODEV (SIGBUS) once the device went away.
+    pub(crate) fn pmd_table(&self, pgoff: usize) -> Result<*mut c_void> {
+        let mut state = self.state.lock();
+        if state.unplugged {
+            return Err(ENODEV);
+        }
+        let index = pgoff / (GRANULE_PAGES * PMD_TABLE_GRANULES);
+        let State { memory, tables, pmd_tables, writable, .. } = &mut *state;
+        let granules = memory.len();
+        let table = pmd_tables.get_or_make(index, granules, *writable, |granule| {
+            let frames = memory[granule].frames();
+            PmdEntry::for_frames(frames, || tables.get_or_make(granule, frames.ok_or(EINVAL)?, *writable))
+        })?;
+        self.pmd_links.fetch_add(1, Ordering::Relaxed);
+        stats::pmd_table_linked();
+        Ok(table)
+    }
+
+    /// Granule `index`'s entry in its shared PMD table (tests).
+    pub(crate) fn pmd_table_entry(&self, index: usize) -> Option<(PmdEntry, bool)> {
+        self.state.lock().pmd_tables.entry(index)
+    }
+
     /// Entry `page` of granule `index`'s shared table (tests).
     pub(crate) fn table_entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
         self.state.lock().tables.entry(index, page)
@@ -535,9 +642,12 @@ impl Region {
     /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
+        let reach = state.size.next_multiple_of(PMD_TABLE_REACH) / PAGE_SIZE as u64;
         match state.memory.get(pgoff / GRANULE_PAGES) {
             _ if state.unplugged => Page::Outside,
             Some(memory) => memory.frame(pgoff % GRANULE_PAGES).map_or(Page::Hole, Page::Frame),
+            // The rest of the last GiB, which a window of whole GiBs maps.
+            None if (pgoff as u64) < reach => Page::Hole,
             None => Page::Outside,
         }
     }
@@ -551,13 +661,13 @@ impl Region {
     /// A window of the region was mapped (mmap, or a fork copying it).
     pub(crate) fn window_opened(&self, window: Window) {
         self.windows.fetch_add(1, Ordering::Relaxed);
-        stats::window_opened(window == Window::Shared);
+        stats::window_opened(window != Window::Private);
     }
 
     /// A window of the region went away.
     pub(crate) fn window_closed(&self, window: Window) {
         self.windows.fetch_sub(1, Ordering::Relaxed);
-        stats::window_closed(window == Window::Shared);
+        stats::window_closed(window != Window::Private);
     }
 
     /// Current statistics.
@@ -565,12 +675,18 @@ impl Region {
         let state = self.state.lock();
         let backed = state.memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
         let file_backed = state.memory.iter().filter(|memory| memory.is_file()).count() as u64 * GRANULE_SIZE;
+        let huge_leaves = (0..state.memory.len())
+            .filter(|&i| matches!(state.pmd_tables.entry(i), Some((PmdEntry::Leaf(_), _))))
+            .count() as u64;
         Stats {
             windows: self.windows.load(Ordering::Relaxed),
             faults: self.faults.load(Ordering::Relaxed),
             backed,
             tables: state.tables.count() as u64,
             links: self.links.load(Ordering::Relaxed),
+            pmd_tables: state.pmd_tables.count() as u64,
+            pmd_links: self.pmd_links.load(Ordering::Relaxed),
+            huge_leaf_bytes: huge_leaves * GRANULE_SIZE,
             file_backed,
         }
     }
@@ -654,8 +770,29 @@ mod tests {
         assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 4096, true), Err(EINVAL));
         // past the end
         assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
+        // whole GiBs at a GiB-aligned offset reach the end of the region's last GiB
+        let gib = PMD_TABLE_REACH;
+        assert_eq!(check_mapping(4 * g, gib, 2 * gib, 0, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, gib, 3 * gib, 0, true), Err(EINVAL));
+        assert_eq!(check_mapping(gib + 4 * g, gib, 3 * gib, 0, true), Ok(()));
+        assert_eq!(check_mapping(gib + 4 * g, gib, 2 * gib, gib, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, gib, 2 * gib - g, 0, true), Err(EINVAL));
         // no size yet
         assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
+    }
+
+    #[test]
+    fn only_whole_aligned_gibs_share_pmd_tables() {
+        let (g, gib) = (GRANULE_SIZE, PMD_TABLE_REACH);
+        assert!(spans_pmd_tables(gib, 0, gib));
+        assert!(spans_pmd_tables(4 * gib, gib, 2 * gib));
+        assert!(!spans_pmd_tables(gib + g, 0, gib));
+        assert!(!spans_pmd_tables(gib, g, gib));
+        assert!(!spans_pmd_tables(gib, 0, gib - g));
+        assert!(!spans_pmd_tables(0, 0, 0));
+        assert_eq!(window_reach(4 * g, 0, gib), gib);
+        assert_eq!(window_reach(4 * g, 0, 4 * g), 4 * g);
+        assert_eq!(window_reach(gib, 0, gib), gib);
     }
 
     /// An unplugged device region maps nothing: faults find nothing (SIGBUS), new windows
@@ -671,7 +808,8 @@ mod tests {
         assert_eq!(region.page(GRANULE_PAGES + 3), Page::Outside);
         assert_eq!(region.page(0), Page::Outside);
         assert_eq!(region.table(0).err(), Some(ENODEV));
-        assert_eq!(region.window(false).err(), Some(ENODEV));
+        assert_eq!(region.window(false, false).err(), Some(ENODEV));
+        assert_eq!(region.pmd_table(0).err(), Some(ENODEV));
         assert_eq!(region.check_present(), Err(ENODEV));
         assert_eq!(region.stats().backed, 0);
     }
@@ -700,7 +838,7 @@ mod tests {
 
         assert_eq!(region.set_writable(false), Ok(()));
         assert_eq!(region.table_entry(1, 7), Some((pfn, false)));
-        assert_eq!(region.window(true), Err(EACCES));
+        assert_eq!(region.window(true, false), Err(EACCES));
         assert_eq!(region.set_writable(true), Ok(()));
         assert_eq!(region.table_entry(1, 7), Some((pfn, true)));
 
@@ -712,5 +850,41 @@ mod tests {
         assert_eq!(region.create_mapping(g, g), Ok(()));
         let Page::Frame(again) = region.page(page) else { panic!("no memory after CREATE_MAPPING") };
         assert_eq!(region.table_entry(1, 7), Some((again, true)));
+    }
+
+    /// A GiB's shared PMD table maps each granule's chunk by a 2 MiB leaf with the
+    /// region's protection, has no entry for a hole (nor past the region's end, where the
+    /// region's pages are holes too), and follows UNMAP and CREATE_MAPPING.
+    #[test]
+    fn shared_pmd_tables_follow_memory_and_protection() {
+        if !crate::shared_table::kernel_shares_tables() {
+            crate::kunit_skip(c"this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)");
+            return;
+        }
+        let g = GRANULE_SIZE;
+        let region = KBox::pin_init(Region::new(0), GFP_KERNEL).expect("region");
+        assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
+        assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
+        let Page::Frame(first) = region.page(GRANULE_PAGES) else { panic!("no memory in granule 1") };
+        assert_eq!(region.pmd_table_entry(1), None);
+        assert!(!region.pmd_table(0).expect("PMD table").is_null());
+        assert_eq!(region.pmd_table_entry(1), Some((PmdEntry::Leaf(first), true)));
+        assert_eq!(region.pmd_table_entry(3), None);
+        assert_eq!(region.page(4 * GRANULE_PAGES), Page::Hole);
+        let stats = region.stats();
+        assert_eq!((stats.pmd_tables, stats.tables, stats.huge_leaf_bytes), (1, 0, 2 * g));
+
+        assert_eq!(region.set_writable(false), Ok(()));
+        assert_eq!(region.pmd_table_entry(1), Some((PmdEntry::Leaf(first), false)));
+        assert_eq!(region.set_writable(true), Ok(()));
+
+        let taken = region.take(g, g).expect("take");
+        assert_eq!(region.pmd_table_entry(1), None);
+        drop(taken);
+        assert_eq!(region.create_mapping(g, 3 * g), Ok(()));
+        let Page::Frame(again) = region.page(GRANULE_PAGES) else { panic!("no memory after CREATE_MAPPING") };
+        assert_eq!(region.pmd_table_entry(1), Some((PmdEntry::Leaf(again), true)));
+        assert!(matches!(region.pmd_table_entry(3), Some((PmdEntry::Leaf(_), true))));
+        assert_eq!(region.stats().huge_leaf_bytes, 4 * g);
     }
 }

@@ -6,13 +6,20 @@
 //! zapped, when a process unmaps it. A fault on a granule is therefore taken once per
 //! window by each process, to link all its tables, and never per page.
 //!
+//! One level up, a window of whole, aligned GiBs shares the region's PMD tables
+//! ([`PmdTables`], `vm_operations_struct::shared_pmd_table`): one per GiB of the region,
+//! linked into each process's PUD entry, whose entries are the region's too: a 2 MiB leaf
+//! for a granule of physically contiguous memory (no PTE table at all), the granule's
+//! shared PTE table otherwise (a file's pages), none for a hole. A process then pays no
+//! page table of its own for the window and takes one fault per window.
+//!
 //! The tables of a region live as long as the region: freeing one while a fault may be
 //! about to link it would take a lock every fault path would have to share.
 
 use crate::granule::Frames;
 use crate::GRANULE_PAGES;
 use crate::stats;
-use core::ffi::{c_uint, c_ulong, c_void};
+use core::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 
 extern "C" {
@@ -22,7 +29,23 @@ extern "C" {
     fn mshare_table_grace_period();
     fn mshare_table_map(table: *mut c_void, first: c_ulong, each: *const usize, writable: bool, special: bool);
     fn mshare_table_entry(table: *mut c_void, index: c_uint, writable: *mut bool) -> c_ulong;
+    fn mshare_pmd_table_alloc() -> *mut c_void;
+    fn mshare_pmd_table_set(
+        table: *mut c_void,
+        index: c_uint,
+        leaf: c_ulong,
+        pte_table: *mut c_void,
+        writable: bool,
+        special: bool,
+    );
+    fn mshare_pmd_table_entry(table: *mut c_void, index: c_uint, pfn: *mut c_ulong, writable: *mut bool) -> c_int;
 }
+
+/// Granules per PMD table: the entries of one (512 x 2 MiB = 1 GiB on x86-64).
+pub(crate) const PMD_TABLE_GRANULES: usize = 512;
+
+/// The reach of one PMD table in bytes: windows of whole, aligned multiples share them.
+pub(crate) const PMD_TABLE_REACH: u64 = PMD_TABLE_GRANULES as u64 * crate::GRANULE_SIZE;
 
 /// Whether the running kernel can share tables (it has `CONFIG_SHARED_PGTABLE`).
 pub(crate) fn kernel_shares_tables() -> bool {
@@ -97,6 +120,155 @@ impl Tables {
         // SAFETY: a table of this set; `page` is inside it.
         let pfn = unsafe { mshare_table_entry(table, page as c_uint, &mut writable) };
         (pfn != 0).then_some((pfn as usize, writable))
+    }
+}
+
+/// What a granule's entry in a shared PMD table points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PmdEntry {
+    /// Nothing: a hole.
+    None,
+    /// A 2 MiB leaf over `GRANULE_PAGES` frames from this one (2 MiB aligned) on.
+    Leaf(usize),
+    /// The granule's shared PTE table (4 KiB leaves).
+    Table(*mut c_void),
+}
+
+impl PmdEntry {
+    /// The entry for a granule's `frames` (`None`: a hole), with `table` giving the
+    /// granule's PTE table for memory a leaf cannot map (not contiguous, or not aligned).
+    pub(crate) fn for_frames(frames: Option<Frames<'_>>, table: impl FnOnce() -> Result<*mut c_void>) -> Result<Self> {
+        match frames {
+            None => Ok(Self::None),
+            Some(Frames::Contiguous(first)) if first % GRANULE_PAGES == 0 => Ok(Self::Leaf(first)),
+            Some(_) => table().map(Self::Table),
+        }
+    }
+}
+
+/// The shared PMD tables of one region, by GiB, made when a whole-GiB window first
+/// faults on that GiB.
+pub(crate) struct PmdTables {
+    /// The table of each GiB (a `struct ptdesc`), null while it has none.
+    tables: KVVec<*mut c_void>,
+    /// The memory has no struct pages (a device's): special leaves, which GUP refuses.
+    special: bool,
+}
+
+// SAFETY: as for `Tables`: page-table pages owned by this set, changed under their own
+// lock (in `mshare_pmd_table_set`), freed once, in `drop`.
+unsafe impl Send for PmdTables {}
+
+impl PmdTables {
+    /// No tables for a region of `granules` granules.
+    pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
+        let count = granules.div_ceil(PMD_TABLE_GRANULES);
+        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?, special })
+    }
+
+    /// An empty set, for a region with no size yet.
+    pub(crate) fn empty() -> Self {
+        Self { tables: KVVec::new(), special: false }
+    }
+
+    /// The table of GiB `index`, if made.
+    pub(crate) fn get(&self, index: usize) -> Option<*mut c_void> {
+        self.tables.get(index).copied().filter(|table| !table.is_null())
+    }
+
+    /// The table of GiB `index`, made with `entry(granule)` for each of its granules (by
+    /// region granule index) if it has none yet.
+    pub(crate) fn get_or_make(
+        &mut self,
+        index: usize,
+        granules: usize,
+        writable: bool,
+        mut entry: impl FnMut(usize) -> Result<PmdEntry>,
+    ) -> Result<*mut c_void> {
+        if let Some(table) = self.get(index) {
+            return Ok(table);
+        }
+        let slot = self.tables.get_mut(index).ok_or(EINVAL)?;
+        // SAFETY: plain allocation call into the core.
+        let table = unsafe { mshare_pmd_table_alloc() };
+        if table.is_null() {
+            return Err(ENOMEM);
+        }
+        let first = index * PMD_TABLE_GRANULES;
+        for granule in first..granules.min(first + PMD_TABLE_GRANULES) {
+            match entry(granule) {
+                // SAFETY: a fresh table, not linked anywhere yet.
+                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) },
+                Err(e) => {
+                    // SAFETY: made above and never linked: no walker can be in it.
+                    unsafe { mshare_table_free(table) };
+                    return Err(e);
+                }
+            }
+        }
+        *slot = table;
+        stats::pmd_table_made();
+        Ok(table)
+    }
+
+    /// Points region granule `granule`'s entry at `entry`, if its GiB has a table. Taking
+    /// access away is only complete once every sharer's TLB is flushed.
+    pub(crate) fn set(&self, granule: usize, entry: PmdEntry, writable: bool) {
+        if let Some(table) = self.get(granule / PMD_TABLE_GRANULES) {
+            // SAFETY: a table of this set; the call takes the table's lock.
+            unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, entry, writable, self.special) };
+        }
+    }
+
+    /// How many tables exist.
+    pub(crate) fn count(&self) -> usize {
+        self.tables.iter().filter(|table| !table.is_null()).count()
+    }
+
+    /// Region granule `granule`'s entry: a leaf's first frame and whether it is writable,
+    /// `Table` with a null table for a PTE table; `None` without a table or an entry.
+    pub(crate) fn entry(&self, granule: usize) -> Option<(PmdEntry, bool)> {
+        let table = self.get(granule / PMD_TABLE_GRANULES)?;
+        let (mut pfn, mut writable) = (0, false);
+        // SAFETY: a table of this set; the index is inside it.
+        let kind = unsafe { mshare_pmd_table_entry(table, (granule % PMD_TABLE_GRANULES) as c_uint, &mut pfn, &mut writable) };
+        match kind {
+            1 => Some((PmdEntry::Leaf(pfn as usize), writable)),
+            2 => Some((PmdEntry::Table(core::ptr::null_mut()), false)),
+            _ => None,
+        }
+    }
+}
+
+/// Sets entry `index` of PMD table `table`.
+///
+/// # Safety
+///
+/// `table` is a live table from `mshare_pmd_table_alloc`; a `PmdEntry::Table` is a live
+/// PTE table of the same region.
+unsafe fn set_entry(table: *mut c_void, index: usize, entry: PmdEntry, writable: bool, special: bool) {
+    let (leaf, pte_table) = match entry {
+        PmdEntry::None => (0, core::ptr::null_mut()),
+        PmdEntry::Leaf(first) => (first as c_ulong, core::ptr::null_mut()),
+        PmdEntry::Table(pte_table) => (0, pte_table),
+    };
+    // SAFETY: per the function's contract; `index` < PMD_TABLE_GRANULES.
+    unsafe { mshare_pmd_table_set(table, index as c_uint, leaf, pte_table, writable, special) };
+}
+
+impl Drop for PmdTables {
+    fn drop(&mut self) {
+        if self.count() == 0 {
+            return;
+        }
+        // As for `Tables`: unlinked everywhere, but GUP-fast may still be reading one.
+        // SAFETY: plain call; may sleep, as dropping a region may.
+        unsafe { mshare_table_grace_period() };
+        for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
+            // SAFETY: made by `get_or_make`, unlinked everywhere, freed once.
+            unsafe { mshare_table_free(core::mem::replace(table, core::ptr::null_mut())) };
+            stats::pmd_table_freed();
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Shared PTE tables (mode B), the page-table inlines Rust cannot call: each region granule
+ * Shared page tables (mode B), the page-table inlines Rust cannot call: each region granule
  * that has memory gets one PTE table from the core (CONFIG_SHARED_PGTABLE), which every
- * process mapping the granule links. Which tables exist and what they map is decided in
- * Rust (shared_table.rs).
+ * process mapping the granule links, and each GiB of a region mapped by whole-GiB windows
+ * one PMD table. Which tables exist and what they map is decided in Rust (shared_table.rs).
  */
 #include <linux/mm.h>
 #include <linux/pgtable.h>
+#include <asm/pgalloc.h>
 #include <linux/rcupdate.h>
 #include <linux/spinlock.h>
 
@@ -70,6 +71,64 @@ void mshare_table_map(void *table, unsigned long first, const unsigned long *eac
 	spin_unlock(ptl);
 }
 
+/*
+ * Shared PMD tables (mode B, windows of whole GiBs): one per GiB of a region, linked by
+ * the core into each process's PUD entry. Each entry is the region's: a 2 MiB leaf over
+ * a granule's physically contiguous memory, a shared PTE table, or none (a hole).
+ */
+void *mshare_pmd_table_alloc(void)
+{
+	return shared_pmd_table_alloc();
+}
+
+/*
+ * Points entry @index at the 2 MiB from @leaf on (a leaf), or at @pte_table, or clears
+ * it (neither), under the table's lock. A leaf takes no reference or mapcount, as the
+ * PTE entries do not; it is young, and dirty when writable, for the same reason.
+ */
+void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, void *pte_table,
+			  bool writable, bool special)
+{
+	struct ptdesc *ptdesc = table;
+	pgprot_t prot = vm_get_page_prot(VM_READ | VM_SHARED | (writable ? VM_WRITE : 0));
+	pmd_t *pmd = (pmd_t *)ptdesc_address(ptdesc) + index;
+	spinlock_t *ptl = ptlock_ptr(ptdesc);
+	pmd_t entry = __pmd(0);
+
+	if (leaf) {
+		entry = pmd_mkyoung(pmd_mkhuge(pfn_pmd(leaf, prot)));
+		if (special)
+			entry = pmd_mkspecial(entry);
+		if (writable)
+			entry = pmd_mkdirty(entry);
+	}
+	spin_lock(ptl);
+	if (pte_table)
+		pmd_populate(NULL, pmd, ptdesc_page((struct ptdesc *)pte_table));
+	else
+		set_pmd(pmd, entry);
+	spin_unlock(ptl);
+}
+
+/*
+ * Entry @index of a PMD table: 1 for a leaf (its first page frame in *@pfn, whether it is
+ * writable in *@writable), 2 for a PTE table, 0 for none.
+ */
+int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, bool *writable)
+{
+	pmd_t entry = pmdp_get((pmd_t *)ptdesc_address(table) + index);
+
+	*pfn = 0;
+	*writable = false;
+	if (!pmd_present(entry))
+		return 0;
+	if (!pmd_leaf(entry))
+		return 2;
+	*pfn = pmd_pfn(entry);
+	*writable = pmd_write(entry);
+	return 1;
+}
+
 /* Entry @index of the table: its page frame (0 if none) and whether it is writable. */
 unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
 {
@@ -99,6 +158,23 @@ void mshare_table_map(void *table, unsigned long first, const unsigned long *eac
 
 unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
 {
+	*writable = false;
+	return 0;
+}
+
+void *mshare_pmd_table_alloc(void)
+{
+	return NULL;
+}
+
+void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, void *pte_table,
+			  bool writable, bool special)
+{
+}
+
+int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, bool *writable)
+{
+	*pfn = 0;
 	*writable = false;
 	return 0;
 }

@@ -12,6 +12,8 @@ static WINDOWS: AtomicU64 = AtomicU64::new(0);
 static SHARED_WINDOWS: AtomicU64 = AtomicU64::new(0);
 static TABLES: AtomicU64 = AtomicU64::new(0);
 static TABLE_LINKS: AtomicU64 = AtomicU64::new(0);
+static PMD_TABLES: AtomicU64 = AtomicU64::new(0);
+static PMD_TABLE_LINKS: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static CHUNKS: AtomicU64 = AtomicU64::new(0);
 
@@ -71,6 +73,16 @@ pub(crate) fn table_freed() {
 pub(crate) fn table_linked() {
     add(&TABLE_LINKS, 1);
 }
+pub(crate) fn pmd_table_made() {
+    add(&PMD_TABLES, 1);
+}
+pub(crate) fn pmd_table_freed() {
+    add(&PMD_TABLES, -1);
+}
+/// A PMD table was linked into a process.
+pub(crate) fn pmd_table_linked() {
+    add(&PMD_TABLE_LINKS, 1);
+}
 /// A granule's memory (a 2 MiB chunk) was allocated.
 pub(crate) fn chunk_allocated() {
     add(&CHUNKS, 1);
@@ -88,15 +100,17 @@ pub(crate) fn fault() {
 pub(crate) fn render() -> Result<CString> {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     CString::try_from_fmt(fmt!(
-        "mode {}\nregions {}\nmemory_bytes {}\nwindows {}\nshared_windows {}\nshared_tables {}\nshared_table_bytes {}\ntable_links {}\npfn_faults {}\n",
+        "mode {}\nregions {}\nmemory_bytes {}\nwindows {}\nshared_windows {}\nshared_tables {}\nshared_table_bytes {}\ntable_links {}\nshared_pmd_tables {}\npmd_table_links {}\npfn_faults {}\n",
         mode_name(),
         load(&REGIONS),
         load(&CHUNKS) * crate::GRANULE_SIZE,
         load(&WINDOWS),
         load(&SHARED_WINDOWS),
         load(&TABLES),
-        load(&TABLES) * 4096,
+        (load(&TABLES) + load(&PMD_TABLES)) * 4096,
         load(&TABLE_LINKS),
+        load(&PMD_TABLES),
+        load(&PMD_TABLE_LINKS),
         load(&FAULTS),
     ))
 }

@@ -49,6 +49,9 @@ pub(crate) struct MshareStats {
     pub(crate) tables: u64,
     pub(crate) links: u64,
     pub(crate) file_backed: u64,
+    pub(crate) pmd_tables: u64,
+    pub(crate) pmd_links: u64,
+    pub(crate) huge_leaf_bytes: u64,
 }
 
 /// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`.
@@ -117,7 +120,7 @@ plain_data!(
     MshareInfo: 16,
     MshareCreate: 40,
     MshareUnmap: 16,
-    MshareStats: 48,
+    MshareStats: 72,
     MshareAttach: 32,
     MshareDetach: 16,
     MshareMap: 32,

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// The font the plots are labelled with (Debian's fonts-dejavu-core, from `make toolchain`).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const WAYS: [&str; 4] = ["mshare B", "mshare C", "memfd", "hugetlb"];
-const COLORS: [RGBColor; 4] =
-    [RGBColor(0, 114, 178), RGBColor(86, 180, 233), RGBColor(213, 94, 0), RGBColor(0, 158, 115)];
+const WAYS: [&str; 5] = ["mshare B, PMD tables", "mshare B, PTE tables", "mshare C", "memfd", "hugetlb"];
+const COLORS: [RGBColor; 5] =
+    [RGBColor(0, 73, 140), RGBColor(0, 114, 178), RGBColor(86, 180, 233), RGBColor(213, 94, 0), RGBColor(0, 158, 115)];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -301,10 +301,11 @@ fn main() {
         "## Anchors\n\n\
          - The upstream series' motivation: 1,500 processes over a 300 GiB SGA pay about 880 GiB of PTEs. Scaled from \
          this run's exact per-GiB figures ({}; VmPTE per process, shared tables once, see the page-table section): memfd \
-         {}, mshare B {}.\n",
+         {}, mshare B with PTE tables {}, with PMD tables {}.\n",
         sga.and_then(|a| a["from"].as_str()).unwrap_or("page-table bench not run"),
         gib("memfd_gib"),
         gib("mshare_b_gib"),
+        gib("mshare_b_pmd_gib"),
     );
     report +=
         "- The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \

@@ -20,10 +20,6 @@ fn ivshmem_backing(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, backing)
 }
 
-/// How many checks `mshare-api` runs in each mode: all of them must have run.
-const MODE_B_CHECKS: usize = 115;
-const MODE_C_CHECKS: usize = 93;
-
 fn images() -> ImagePaths {
     ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"))
 }
@@ -131,14 +127,14 @@ fn api_suite_passes(boot: Boot, checks: usize) {
 
 #[test]
 fn msharefs_api_suite_passes_with_shared_page_tables() {
-    api_suite_passes(guest_boot("boot-msharefs-api", &["mshare-api", "B"]), MODE_B_CHECKS);
+    api_suite_passes(guest_boot("boot-msharefs-api", &["mshare-api", "B"]), guest_runner::API_CHECKS_MODE_B);
 }
 
 #[test]
 fn msharefs_api_suite_passes_in_mode_c() {
     let mut boot = guest_boot("boot-msharefs-api-c", &["mshare-api", "C"]);
     boot.cmdline.push("mshare_params=shared_tables=0".to_owned());
-    api_suite_passes(boot, MODE_C_CHECKS);
+    api_suite_passes(boot, guest_runner::API_CHECKS_MODE_C);
 }
 
 #[test]
@@ -398,6 +394,34 @@ fn an_ivshmem_device_unbound_under_a_live_mapping() {
         assert!(console.contains("mshare-api: 14 checks, 0 failed"), "mode {mode}: {console}");
         assert!(console.contains("mshare 0.1.0 unloaded"), "mode {mode}: {console}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// 64 processes, each mapping a region through a window of whole GiBs and touching every
+/// page of it, share the region's PMD table (2 MiB leaves): at 256 MiB (the rest of the GiB
+/// a hole) and at 1 GiB, the page tables grow by at most 256 KiB in all (the one shared
+/// PMD table, 4 KiB) and each process takes at most two faults (one here).
+#[test]
+fn sixty_four_sharers_of_whole_gib_windows_pay_no_page_tables_of_their_own() {
+    let mut boot = guest_boot(
+        "boot-pagetables-pmd",
+        &["sh", "-c", "mshare-bench mshare-pmd 64 256M && mshare-bench mshare-pmd 64 1G"],
+    );
+    boot.memory_mib = 2048;
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.console;
+    assert_eq!(run.result.status, 0, "{console}");
+    let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("BENCH way=mshare-pmd ")).collect();
+    assert_eq!(lines.len(), 2, "{console}");
+    for line in lines {
+        let figure = |key: &str| -> f64 {
+            console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
+        };
+        assert_eq!(console::field(line, "mode"), Some("B"), "{line}");
+        assert!(figure("faults") <= 2.0 * 64.0, "at most two faults per process: {line}");
+        assert!(figure("pagetables_kib") <= 256.0, "at most 256 KiB of page tables in all: {line}");
+        assert_eq!(figure("shared_tables_kib"), 4.0, "one shared PMD table, no PTE table: {line}");
+        assert!(figure("vmpte_kib") <= 4.0, "a process pays a PUD table at most: {line}");
     }
 }
 

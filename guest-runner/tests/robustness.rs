@@ -46,6 +46,9 @@ fn stress(name: &str, shared_tables: bool, seconds: &str) {
     assert_eq!(field(line, "failures"), 0, "{line}");
     assert!(field(line, "ops") >= 1_000, "too few operations to mean anything: {line}");
     assert!(field(line, "respawns") > 0, "no worker exited and was replaced: {line}");
+    if shared_tables {
+        assert!(field(line, "pmd_table_links") > 0, "no whole-GiB window shared a PMD table: {line}");
+    }
     println!("{line}");
 }
 
@@ -70,6 +73,9 @@ fn fuzz(name: &str, shared_tables: bool, calls: &str, seed: &str) {
     assert_eq!(field(line, "unexpected"), 0, "{line}");
     assert_eq!(field(line, "calls"), calls.parse::<u64>().unwrap(), "{line}");
     assert!(field(line, "touched") > 0, "no page of any window was reached: {line}");
+    if shared_tables {
+        assert!(field(line, "pmd_table_links") > 0, "no whole-GiB window shared a PMD table: {line}");
+    }
     println!("{line}");
 }
 

@@ -76,6 +76,9 @@ struct mshare_stats {
 	__u64 tables;		/* shared PTE tables, one page each (mode B) */
 	__u64 links;		/* times a shared table was linked into a process */
 	__u64 file_backed;	/* bytes that are a file's pages (CREATE_MAPPING with an fd) */
+	__u64 pmd_tables;	/* shared PMD tables, one page each (mode B, whole-GiB windows) */
+	__u64 pmd_links;	/* times a shared PMD table was linked into a process */
+	__u64 huge_leaf_bytes;	/* bytes mapped by 2 MiB leaves in the shared PMD tables */
 };
 
 #define MSHAREFS_V1_GET_SIZE		_IOR('x', 0, struct mshare_info)

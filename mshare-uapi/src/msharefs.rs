@@ -68,7 +68,7 @@ impl MshareCreate {
 }
 
 /// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension.
-pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 48);
+pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 72);
 /// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64)`, this project's extension: `PROT_READ` or
 /// `PROT_READ | PROT_WRITE` for every process sharing the region's page tables at once.
 pub const MSHAREFS_SET_PROT: u64 = ioc(1, 0x11, 8);
@@ -89,6 +89,12 @@ pub struct MshareStats {
     pub links: u64,
     /// Bytes of the region that are a file's pages (CREATE_MAPPING with a descriptor).
     pub file_backed: u64,
+    /// Shared PMD tables (mode B, windows of whole GiBs), one page each.
+    pub pmd_tables: u64,
+    /// Times a shared PMD table was linked into a process.
+    pub pmd_links: u64,
+    /// Bytes mapped by 2 MiB leaves in the shared PMD tables.
+    pub huge_leaf_bytes: u64,
 }
 
 /// `MSHAREFS_SET_PROT`: `libc::PROT_READ`, or with `libc::PROT_WRITE`.
@@ -114,6 +120,10 @@ pub struct SystemStats {
     pub shared_tables: u64,
     /// Times a shared table was linked into a process.
     pub table_links: u64,
+    /// Shared PMD tables.
+    pub shared_pmd_tables: u64,
+    /// Times a shared PMD table was linked into a process.
+    pub pmd_table_links: u64,
     /// Faults that mapped memory into one process (mode C).
     pub pfn_faults: u64,
 }
@@ -139,6 +149,8 @@ impl SystemStats {
                 "shared_windows" => stats.shared_windows = number()?,
                 "shared_tables" => stats.shared_tables = number()?,
                 "table_links" => stats.table_links = number()?,
+                "shared_pmd_tables" => stats.shared_pmd_tables = number()?,
+                "pmd_table_links" => stats.pmd_table_links = number()?,
                 "pfn_faults" => stats.pfn_faults = number()?,
                 _ => {}
             }
@@ -265,21 +277,22 @@ mod tests {
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
         assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
-        assert_eq!(MSHAREFS_GET_STATS, 0x8030_7810);
+        assert_eq!(MSHAREFS_GET_STATS, 0x8048_7810);
         assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
         assert_eq!(v3::MSHAREFS_CREATE_MAPPING, 0x4028_7800);
         assert_eq!(v3::MSHAREFS_UNMAP, MSHAREFS_SET_SIZE, "the collision the mount resolves");
         assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
-        assert_eq!(std::mem::size_of::<MshareStats>(), 48);
+        assert_eq!(std::mem::size_of::<MshareStats>(), 72);
     }
 
     #[test]
     fn system_stats_parse_and_reject_garbage() {
-        let text = "mode B\nregions 2\nwindows 3\nshared_windows 1\nshared_tables 4\nshared_table_bytes 16384\ntable_links 5\npfn_faults 6\n";
+        let text = "mode B\nregions 2\nwindows 3\nshared_windows 1\nshared_tables 4\nshared_table_bytes 16384\ntable_links 5\nshared_pmd_tables 7\npmd_table_links 8\npfn_faults 6\n";
         let stats = SystemStats::parse(text).expect("parses");
         assert!(stats.shares_tables());
         assert_eq!((stats.regions, stats.windows, stats.shared_windows), (2, 3, 1));
         assert_eq!((stats.shared_tables, stats.table_links, stats.pfn_faults), (4, 5, 6));
+        assert_eq!((stats.shared_pmd_tables, stats.pmd_table_links), (7, 8));
         assert_eq!(SystemStats::parse("regions 2\n"), None);
         assert_eq!(SystemStats::parse("mode C\nregions x\n"), None);
     }

@@ -63,12 +63,17 @@ fn api_suite_passes(name: &str, mode: &str, vmm_args: &[&str], checks: usize) {
 
 #[test]
 fn msharefs_api_suite_passes_under_mshare_vmm_in_mode_b() {
-    api_suite_passes("nested-api-b", "B", &[], 115);
+    api_suite_passes("nested-api-b", "B", &[], guest_runner::API_CHECKS_MODE_B);
 }
 
 #[test]
 fn msharefs_api_suite_passes_under_mshare_vmm_in_mode_c() {
-    api_suite_passes("nested-api-c", "C", &["--cmdline", "mshare_params=shared_tables=0"], 93);
+    api_suite_passes(
+        "nested-api-c",
+        "C",
+        &["--cmdline", "mshare_params=shared_tables=0"],
+        guest_runner::API_CHECKS_MODE_C,
+    );
 }
 
 /// `mshare-stress` and `mshare-fuzz` in one L2 guest, sized for nested emulation (each

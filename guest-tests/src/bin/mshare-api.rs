@@ -12,7 +12,7 @@ use guest_tests::{memfd, meminfo_kib, minor_faults, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::process::ExitCode;
 
 const GRANULE: u64 = 2 << 20;
@@ -615,6 +615,275 @@ fn shared_table_checks(t: &mut Suite) {
     );
 }
 
+/// A window of whole GiBs over a region smaller than a GiB: it goes at a GiB boundary and
+/// the rest of the GiB is a hole, in both modes. In mode B the window shares the region's
+/// PMD table, with 2 MiB leaves: one fault for the window, no page table of the process's
+/// own, and every rule of the shared PTE tables kept (fork, futexes, SET_PROT, UNMAP of a
+/// leaf, a file's pages, munmap, exit).
+fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
+    const GIB: usize = 1 << 30;
+    const G: usize = GRANULE as usize;
+    const SIZE: usize = 32 * G;
+    const HOLE: usize = 5 * G;
+    let start = SystemStats::read().map(|s| (s.shared_pmd_tables, s.shared_tables, s.memory_bytes)).unwrap_or_default();
+    let region = match create("api-gib", 0o600) {
+        Ok(r) => r,
+        Err(e) => return t.check("create a region for a GiB window", Err(e.to_string())),
+    };
+    let setup = set_size(&region, SIZE as u64)
+        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous(0, HOLE as u64)))
+        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous((HOLE + G) as u64, (SIZE - HOLE - G) as u64)));
+    if let Err(e) = setup {
+        return t.check("size and fill a 64 MiB region with a hole", Err(e.to_string()));
+    }
+    t.check(
+        "a window of 2 GiB over a 64 MiB region is EINVAL (only the rest of its last GiB may be mapped)",
+        expect_errno(map(&region, 2 * GIB, libc::MAP_SHARED, 0), libc::EINVAL),
+    );
+    t.check(
+        "a window past the end that is not whole GiBs is EINVAL",
+        expect_errno(map(&region, SIZE + G, libc::MAP_SHARED, 0), libc::EINVAL),
+    );
+    let pte_before = status_kib("VmPTE:");
+    let p = match map(&region, GIB, libc::MAP_SHARED, 0) {
+        Ok(p) => p,
+        Err(e) => return t.check("mmap a window of 1 GiB over the 64 MiB region", Err(e.to_string())),
+    };
+    t.check("the window is at a GiB boundary", eq(p as usize % GIB, 0));
+    let touch_all = |q: *mut u8| {
+        touch(q, HOLE);
+        // SAFETY: past the hole, inside the window.
+        touch(unsafe { q.add(HOLE + G) }, SIZE - HOLE - G);
+    };
+    let faults = faults_of(|| touch_all(p));
+    let pte_grown = status_kib("VmPTE:").saturating_sub(pte_before);
+    // SAFETY: inside the window (and the region).
+    unsafe { p.add(SIZE - 1).write_volatile(0x42) };
+    if !shares_tables {
+        t.check("mode C: a fault per granule touched", eq(faults, (SIZE / G - 1) as u64));
+    } else {
+        t.check("touching every page of 62 MiB takes one fault", eq(faults, 1));
+        t.check(
+            "and the process pays no page table for it (VmPTE)",
+            if pte_grown <= 4 { Ok(()) } else { Err(format!("VmPTE grew by {pte_grown} KiB")) },
+        );
+        t.check(
+            "statistics: one PMD table, linked once, 2 MiB leaves over all the memory, no PTE table",
+            get_stats(&region).map_err(|e| e.to_string()).and_then(|s| {
+                eq((s.pmd_tables, s.pmd_links, s.huge_leaf_bytes, s.tables), (1, 1, (SIZE - G) as u64, 0))
+            }),
+        );
+    }
+    // SAFETY: offsets inside the window.
+    let (hole, past_end, last) = unsafe { (p.add(HOLE), p.add(SIZE), p.add(GIB - 1)) };
+    t.check(
+        "the hole, the rest of the GiB and its last byte are SIGSEGV",
+        eq(
+            (read_in_child(hole), read_in_child(past_end), read_in_child(last)),
+            (Some(libc::SIGSEGV), Some(libc::SIGSEGV), Some(libc::SIGSEGV)),
+        ),
+    );
+    if shares_tables {
+        shared_pmd_checks(t, &region, p);
+    }
+    let _ = unmap(p, GIB);
+    drop(region);
+    let _ = fs::remove_file(format!("{MOUNT}/api-gib"));
+    t.check(
+        "the region's PMD table, PTE tables and memory are freed with it",
+        SystemStats::read()
+            .map_err(|e| e.to_string())
+            .and_then(|s| eq((s.shared_pmd_tables, s.shared_tables, s.memory_bytes), start)),
+    );
+}
+
+/// Mode B: what a shared PMD table keeps of the shared PTE tables' rules, on the 64 MiB
+/// region of [`gib_window_checks`] (a hole at granule 5) mapped by a 1 GiB window at `p`.
+fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
+    const GIB: usize = 1 << 30;
+    const G: usize = GRANULE as usize;
+    const SIZE: usize = 32 * G;
+    const HOLE: usize = 5 * G;
+    let codes: Vec<i32> = (0..8)
+        .map(|_| {
+            in_child(|| {
+                let Ok(q) = open_rw("api-gib").and_then(|f| map(&f, GIB, libc::MAP_SHARED, 0)) else { return 200 };
+                warm_stack();
+                let mut seen = 0;
+                // SAFETY: reads and writes inside the child's own window, not its hole.
+                let faults = faults_of(|| unsafe {
+                    seen = q.add(SIZE - 1).read_volatile();
+                    touch(q, HOLE);
+                    touch(q.add(HOLE + G), SIZE - HOLE - G);
+                });
+                if seen != 0x42 {
+                    return 201;
+                }
+                faults.min(199) as i32
+            })
+        })
+        .collect();
+    t.check(
+        "8 more processes each take one fault for the whole window and see the data",
+        eq(codes.iter().all(|&c| c == 1), true).map_err(|e| format!("{e}: {codes:?}")),
+    );
+    t.check(
+        "a forked child links the table on its first access (one fault) and sees the data",
+        eq(
+            in_child(|| {
+                warm_stack();
+                let mut seen = 0;
+                // SAFETY: inside the inherited window.
+                let faults = faults_of(|| seen = unsafe { p.add(SIZE - 1).read_volatile() });
+                if seen != 0x42 {
+                    return 201;
+                }
+                faults.min(199) as i32
+            }),
+            1,
+        ),
+    );
+    t.check(
+        "still one PMD table however many processes linked it, and no PTE table",
+        get_stats(region).map_err(|e| e.to_string()).and_then(|s| eq((s.pmd_tables, s.tables), (1, 0))),
+    );
+    t.check("a futex in a 2 MiB leaf wakes a waiter in another process", futex_across_processes(p));
+
+    t.check("SET_PROT read-only", set_prot(region, libc::PROT_READ).map_err(|e| e.to_string()));
+    t.check(
+        "then a write through the 2 MiB leaf is SIGSEGV, a read is not",
+        eq((write_in_child(p), read_in_child(p)), (Some(libc::SIGSEGV), None)),
+    );
+    t.check("SET_PROT read-write", set_prot(region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()));
+    t.check("writes work again", eq(write_in_child(p), None));
+
+    // SAFETY: offsets inside the window.
+    let (second, third) = unsafe { (p.add(2 * G), p.add(3 * G)) };
+    // SAFETY: inside the window.
+    unsafe { second.add(8).write_volatile(7) };
+    t.check("UNMAP of one 2 MiB leaf", unmap_range(region, 2 * GRANULE, GRANULE).map_err(|e| e.to_string()));
+    t.check(
+        "takes it from every process (SIGSEGV), its neighbour stays",
+        eq((read_in_child(second), read_in_child(third)), (Some(libc::SIGSEGV), None)),
+    );
+    t.check(
+        "CREATE_MAPPING gives it zeroed memory again, through the same table",
+        create_mapping(region, &MshareCreate::anonymous(2 * GRANULE, GRANULE))
+            .map_err(|e| e.to_string())
+            // SAFETY: inside the window, with memory again.
+            .and_then(|()| eq(unsafe { second.add(8).read_volatile() }, 0)),
+    );
+
+    // A file's pages are not contiguous: the PMD table points at a shared PTE table.
+    let file = memfd(c"api-gib-file", 0).and_then(|f| {
+        f.set_len(GRANULE)?;
+        f.write_all_at(b"file", 0)?;
+        Ok(f)
+    });
+    let given = file.and_then(|f| {
+        unmap_range(region, 3 * GRANULE, GRANULE)?;
+        let mut create = MshareCreate::anonymous(3 * GRANULE, GRANULE);
+        create.flags = libc::MAP_SHARED as u32;
+        create.fd = f.as_raw_fd() as u32;
+        create_mapping(region, &create)
+    });
+    t.check(
+        "a file's pages under the PMD table show through a shared PTE table",
+        given.map_err(|e| e.to_string()).and_then(|()| {
+            // SAFETY: the file's first bytes, through the window.
+            let seen: Vec<u8> = (0..4).map(|i| unsafe { third.add(i).read_volatile() }).collect();
+            eq(seen.as_slice(), b"file".as_slice())
+        }),
+    );
+    t.check(
+        "statistics: one PTE table, the rest 2 MiB leaves",
+        get_stats(region)
+            .map_err(|e| e.to_string())
+            .and_then(|s| eq((s.pmd_tables, s.tables, s.huge_leaf_bytes), (1, 1, (SIZE - 2 * G) as u64))),
+    );
+    t.check(
+        "a window at a 2 MiB offset shares PTE tables, not the PMD table",
+        open_rw("api-gib")
+            .and_then(|f| map(&f, 4 * G, libc::MAP_SHARED, (4 * G) as i64))
+            .map_err(|e| e.to_string())
+            .and_then(|q| {
+                // SAFETY: inside that window (granule 4; its first fault links the PTE tables
+                // of granules 4, 6 and 7, beside the file's of granule 3).
+                let byte = unsafe { q.add(8).read_volatile() };
+                let tables = get_stats(region).map(|s| (s.pmd_tables, s.tables)).map_err(|e| e.to_string());
+                let _ = unmap(q, 4 * G);
+                eq((byte, tables?), (0, (1, 4)))
+            }),
+    );
+
+    // munmap unlinks the PMD table and flushes every entry below it: a window of another
+    // region mapped at the same address right after shows that region's data everywhere.
+    t.check("after munmap, a new window at the same address sees its own region on every page", {
+        let other = create("api-gib-2", 0o600).and_then(|f| {
+            set_size(&f, SIZE as u64)?;
+            create_mapping(&f, &MshareCreate::anonymous(0, SIZE as u64))?;
+            Ok(f)
+        });
+        other.map_err(|e| e.to_string()).and_then(|other| {
+            let pages = || (0..SIZE).step_by(4096).filter(|&o| !(HOLE..HOLE + G).contains(&o));
+            // SAFETY: reads inside the first window, to fill the TLB.
+            let warm: u64 = pages().map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
+            std::hint::black_box(warm);
+            if !map_fixed(p, GIB, &other) {
+                return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
+            }
+            // SAFETY: reads the other region (zeroed) through the new window.
+            let stale = pages().filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
+            let _ = fs::remove_file(format!("{MOUNT}/api-gib-2"));
+            if !map_fixed(p, GIB, region) {
+                return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
+            }
+            eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
+        })
+    });
+    t.check(
+        "mapped back, it shows its data again (the table linked anew)",
+        // SAFETY: inside the window.
+        eq(unsafe { p.add(SIZE - 1).read_volatile() }, 0x42),
+    );
+    t.check(
+        "exited processes left one window: this one",
+        get_stats(region).map_err(|e| e.to_string()).and_then(|s| eq(s.windows, 1)),
+    );
+}
+
+/// A child waits on a futex word at `p` (a shared futex, keyed by the region's file and
+/// offset through GUP), this process wakes it: `Ok` if the child saw the wake-up.
+fn futex_across_processes(p: *mut u8) -> Result<(), String> {
+    let word = p.cast::<u32>();
+    // SAFETY: an aligned word inside the window.
+    unsafe { word.write_volatile(0) };
+    let Some(pid) = spawn_child(|| {
+        let timeout = libc::timespec { tv_sec: 20, tv_nsec: 0 };
+        // SAFETY: FUTEX_WAIT on a word of the inherited window, with a timeout.
+        let r = unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAIT, 0, &timeout, 0usize, 0) };
+        // Woken (0), or the value changed before it slept (EAGAIN): either way it saw ours.
+        let woken = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+        if woken {
+            0
+        } else {
+            1
+        }
+    }) else {
+        return Err(io::Error::last_os_error().to_string());
+    };
+    let mut woke = 0;
+    for _ in 0..400 {
+        // SAFETY: FUTEX_WAKE on the same word, through this process's window.
+        woke = unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, 1, 0usize, 0usize, 0) };
+        if woke > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eq((woke, wait_child(pid)), (1, 0))
+}
+
 /// `/dev/mshare`: the 2026 calls on regions with no name, and on named ones.
 fn device_checks(t: &mut Suite, shares_tables: bool) {
     use guest_tests::msharefs::ioctl_value;
@@ -1004,6 +1273,7 @@ fn main() -> ExitCode {
     );
     let shares_tables = system.map(|s| s.shares_tables()).unwrap_or(false);
     mapping_checks(&mut t, shares_tables);
+    gib_window_checks(&mut t, shares_tables);
     file_io_checks(&mut t, shares_tables);
     device_checks(&mut t, shares_tables);
     if shares_tables {

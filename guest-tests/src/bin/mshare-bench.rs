@@ -1,12 +1,15 @@
 //! mshare-bench: page-table memory and faults of N processes sharing memory, in the guest.
 //!
 //! ```text
-//! mshare-bench WAY PROCS SIZE     WAY: mshare | memfd | hugetlb; SIZE with K/M/G
+//! mshare-bench WAY PROCS SIZE     WAY: mshare | mshare-pte | mshare-pmd | memfd | hugetlb
 //! ```
-//! The parent makes the memory once (an msharefs region with its memory, a shared memfd,
-//! or a hugetlb memfd of 2 MiB pages); PROCS children each map all of it and touch every
-//! page, report their minor faults, VmPTE and time, and stay alive until the parent has
-//! read PageTables. The same is done with children that map nothing, and their cost is
+//! SIZE with K/M/G. The parent makes the memory once (an msharefs region with its memory,
+//! a shared memfd, or a hugetlb memfd of 2 MiB pages); PROCS children each map all of it
+//! and touch every page, report their minor faults, VmPTE and time, and stay alive until
+//! the parent has read PageTables. The region's windows: `mshare` maps its size where the
+//! kernel puts it; `mshare-pte` at an address 2 MiB- but not 1 GiB-aligned, so that mode B
+//! shares PTE tables (4 KiB leaves); `mshare-pmd` its size rounded up to whole GiBs at a
+//! GiB-aligned address, so that mode B shares PMD tables (2 MiB leaves). The same is done with children that map nothing, and their cost is
 //! subtracted (design.md, "Measuring"). Prints one line:
 //! `BENCH way=.. mode=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. shared_tables_kib=.. residual_kib=.. faults=.. ms_per_proc=..`
 //! with the module's mode (B or C; `-` for the other ways), and the mapping's own cost:
@@ -16,8 +19,11 @@
 //! churn in the system, the global counter's noise), the minor faults of all children
 //! (each minus the same children mapping nothing), and the mean time for a child to map
 //! and touch. Differences are signed: a negative one is printed, never clamped to 0.
-//! Mappings of 1 GiB or more are placed at 1 GiB-aligned addresses, which hugetlbfs needs
-//! to share PMD tables.
+//! Mappings of 1 GiB or more of the other ways are placed at 1 GiB-aligned addresses,
+//! which hugetlbfs needs to share PMD tables. Last, the parent maps the memory once more
+//! and times random 8-byte reads over it (`ns_per_access`): a TLB-reach figure on hardware;
+//! under QEMU TCG, whose software TLB caches 4 KiB translations whatever the guest's leaf
+//! size, it shows the emulator's cost, not the TLB's.
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
 use guest_tests::process::pipe;
@@ -32,7 +38,7 @@ use std::time::Instant;
 /// The shared memory of `way`, made once by the parent.
 fn make(way: &str, size: u64) -> io::Result<File> {
     match way {
-        "mshare" => {
+        "mshare" | "mshare-pte" | "mshare-pmd" => {
             let path = format!("{MOUNT}/bench");
             let _ = fs::remove_file(&path);
             let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
@@ -53,44 +59,96 @@ fn make(way: &str, size: u64) -> io::Result<File> {
             file.set_len(size)?;
             Ok(file)
         }
-        other => Err(io::Error::other(format!("unknown way '{other}' (mshare, memfd, hugetlb)"))),
+        other => {
+            Err(io::Error::other(format!("unknown way '{other}' (mshare, mshare-pte, mshare-pmd, memfd, hugetlb)")))
+        }
     }
 }
 
 const GIB: usize = 1 << 30;
+const GRANULE: usize = 2 << 20;
 
-/// Maps all of `file` shared read-write; at a 1 GiB-aligned address if it is that large.
-fn map(file: &File, size: usize) -> *mut libc::c_void {
-    let mut hint = std::ptr::null_mut();
-    if size >= GIB {
-        // Find a free 1 GiB-aligned range: reserve more than needed, keep the address.
-        // SAFETY: an inaccessible anonymous reservation, unmapped right away.
-        unsafe {
-            let reserve = libc::mmap(
-                std::ptr::null_mut(),
-                size + GIB,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            );
-            if reserve != libc::MAP_FAILED {
-                libc::munmap(reserve, size + GIB);
-                hint = ((reserve as usize).div_ceil(GIB) * GIB) as *mut libc::c_void;
-            }
+/// A free address for `len` bytes at `skew` past a 1 GiB boundary (null if none found):
+/// reserves more than needed and keeps the address.
+fn free_address(len: usize, skew: usize) -> *mut libc::c_void {
+    // SAFETY: an inaccessible anonymous reservation, unmapped right away.
+    unsafe {
+        let reserve = libc::mmap(
+            std::ptr::null_mut(),
+            len + 2 * GIB,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if reserve == libc::MAP_FAILED {
+            return std::ptr::null_mut();
         }
+        libc::munmap(reserve, len + 2 * GIB);
+        ((reserve as usize).div_ceil(GIB) * GIB + skew) as *mut libc::c_void
     }
+}
+
+/// The length of `way`'s window over `size` bytes: whole GiBs for `mshare-pmd`.
+fn window_len(way: &str, size: usize) -> usize {
+    if way == "mshare-pmd" {
+        size.next_multiple_of(GIB)
+    } else {
+        size
+    }
+}
+
+/// Maps `file` shared read-write as `way` does (see the module documentation).
+fn map(way: &str, file: &File, size: usize) -> *mut libc::c_void {
+    let len = window_len(way, size);
+    let hint = match way {
+        "mshare" => std::ptr::null_mut(),
+        "mshare-pte" => free_address(len, GRANULE),
+        _ if way == "mshare-pmd" || size >= GIB => free_address(len, 0),
+        _ => std::ptr::null_mut(),
+    };
     let flags = libc::MAP_SHARED | if hint.is_null() { 0 } else { libc::MAP_FIXED_NOREPLACE };
     // SAFETY: a fresh shared mapping at a free address, checked by the caller.
-    unsafe { libc::mmap(hint, size, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), 0) }
+    unsafe { libc::mmap(hint, len, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), 0) }
+}
+
+/// Nanoseconds per random 8-byte read over `size` bytes of `file` mapped as `way` does,
+/// every page touched first.
+fn ns_per_access(way: &str, file: &File, size: usize) -> io::Result<f64> {
+    const READS: u64 = 1 << 21;
+    let ptr = map(way, file, size);
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = ptr.cast::<u64>();
+    let words = (size / 8) as u64;
+    for word in (0..words).step_by(512) {
+        // SAFETY: inside the mapping.
+        unsafe { base.add(word as usize).read_volatile() };
+    }
+    // xorshift64: a fixed seed, the same sequence of addresses for every way.
+    let (mut x, mut sum) = (0x9e37_79b9_7f4a_7c15u64, 0u64);
+    let start = Instant::now();
+    for _ in 0..READS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // SAFETY: a word inside the mapping.
+        sum = sum.wrapping_add(unsafe { base.add((x % words) as usize).read_volatile() });
+    }
+    let ns = start.elapsed().as_nanos() as f64 / READS as f64;
+    std::hint::black_box(sum);
+    // SAFETY: unmapping the window made above.
+    unsafe { libc::munmap(ptr, window_len(way, size)) };
+    Ok(ns)
 }
 
 /// What one child reports: minor faults, VmPTE (KiB), microseconds to map and touch.
-fn child(file: Option<&File>, size: usize, report: &mut File, barrier: &mut File) -> ! {
+fn child(way: &str, file: Option<&File>, size: usize, report: &mut File, barrier: &mut File) -> ! {
     let faults = minor_faults();
     let start = Instant::now();
     if let Some(file) = file {
-        let ptr = map(file, size);
+        let ptr = map(way, file, size);
         if ptr == libc::MAP_FAILED {
             // SAFETY: leaving the child.
             unsafe { libc::_exit(2) };
@@ -113,7 +171,7 @@ type Report = (i64, i64, i64);
 
 /// Runs `procs` children mapping `file` (or nothing); returns PageTables growth (KiB) while
 /// they all live and their reports.
-fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(i64, Vec<Report>)> {
+fn round(way: &str, file: Option<&File>, size: usize, procs: usize) -> io::Result<(i64, Vec<Report>)> {
     let (mut report_r, report_w) = pipe()?;
     let (barrier_r, barrier_w) = pipe()?;
     let before = settled_pagetables_kib();
@@ -134,7 +192,7 @@ fn round(file: Option<&File>, size: usize, procs: usize) -> io::Result<(i64, Vec
             let (mut w, mut r) =
                 (report_w.try_clone().unwrap_or_else(fail), barrier_r.try_clone().unwrap_or_else(fail));
             drop(barrier_w);
-            child(file, size, &mut w, &mut r);
+            child(way, file, size, &mut w, &mut r);
         }
         pids.push(pid);
     }
@@ -175,17 +233,24 @@ fn main() -> ExitCode {
     let (Some(way), Some(procs), Some(size)) =
         (args.first(), args.get(1).and_then(|p| p.parse::<usize>().ok()), args.get(2).and_then(|s| parse_size(s)))
     else {
-        eprintln!("usage: mshare-bench mshare|memfd|hugetlb PROCS SIZE");
+        eprintln!("usage: mshare-bench mshare|mshare-pte|mshare-pmd|memfd|hugetlb PROCS SIZE");
         return ExitCode::from(2);
     };
     let run = || -> io::Result<String> {
         let file = make(way, size)?;
-        let mode = if way == "mshare" { SystemStats::read()?.mode } else { "-".to_owned() };
-        let (idle_grown, idle) = round(None, 0, procs)?;
-        let (grown, reports) = round(Some(&file), size as usize, procs)?;
-        // Shared tables (a 4 KiB page each) live while the region does: read while `file`
-        // holds it.
-        let shared_tables_kib = if way == "mshare" { SystemStats::read()?.shared_tables as i64 * 4 } else { 0 };
+        let region = way.starts_with("mshare");
+        let mode = if region { SystemStats::read()?.mode } else { "-".to_owned() };
+        let (idle_grown, idle) = round(way, None, 0, procs)?;
+        let (grown, reports) = round(way, Some(&file), size as usize, procs)?;
+        // Shared tables (a 4 KiB page each, PTE and PMD) live while the region does: read
+        // while `file` holds it.
+        let shared_tables_kib = if region {
+            let system = SystemStats::read()?;
+            (system.shared_tables + system.shared_pmd_tables) as i64 * 4
+        } else {
+            0
+        };
+        let ns = ns_per_access(way, &file, size as usize)?;
         // The mapping's own: minus what the same children cost mapping nothing.
         let sum = |reports: &[Report], field: fn(&Report) -> i64| reports.iter().map(field).sum::<i64>();
         let faults = sum(&reports, |r| r.0) - sum(&idle, |r| r.0);
@@ -198,7 +263,8 @@ fn main() -> ExitCode {
         }
         Ok(format!(
             "BENCH way={way} mode={mode} procs={procs} size={size} pagetables_kib={pagetables} vmpte_kib={vmpte:.1} \
-             shared_tables_kib={shared_tables_kib} residual_kib={residual:.0} faults={faults} ms_per_proc={:.1}",
+             shared_tables_kib={shared_tables_kib} residual_kib={residual:.0} faults={faults} ms_per_proc={:.1} \
+             ns_per_access={ns:.1}",
             micros / 1000.0
         ))
     };

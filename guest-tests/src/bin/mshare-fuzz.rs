@@ -41,6 +41,10 @@ use std::sync::Arc;
 const GRANULE: u64 = 2 << 20;
 /// Windows go into this much reserved address space, and only there.
 const ARENA: usize = 32 << 20;
+/// Now and then a window of a whole GiB goes over the arena, which starts at a GiB
+/// boundary of a reserved GiB: in mode B it shares its region's PMD table (2 MiB leaves),
+/// and the calls on the arena run into it (a partial replacement of it is EINVAL).
+const GIB: usize = 1 << 30;
 const NAMES: [&str; 3] = ["fuzz-a", "fuzz-b", "fuzz-c"];
 /// The errnos each kind of call may give for bad input, races and limits (docs/module.md);
 /// any other fails the run, so a call that answers with another call's errno is caught.
@@ -298,17 +302,25 @@ fn caller(shared: &Shared, seed: u64) {
                 // A window in the arena, replacing whatever was there: mostly well formed
                 // (a region, granules, shared) so that the toucher has windows to fault.
                 let well_formed = rng.below(10) < 7;
-                let addr = if well_formed {
+                let giant = well_formed && rng.below(8) == 0;
+                let addr = if giant {
+                    shared.arena as u64
+                } else if well_formed {
                     shared.arena as u64 + rng.below(ARENA as u64 / GRANULE) * GRANULE
                 } else {
                     shared.addr(&mut rng).max(shared.arena as u64)
                 };
                 let room = (shared.arena + ARENA) as u64 - addr;
-                let len = rng.pick(&[GRANULE, 2 * GRANULE, 4096, 3 * GRANULE, 8 * GRANULE]).min(room);
+                let len = if giant {
+                    GIB as u64
+                } else {
+                    rng.pick(&[GRANULE, 2 * GRANULE, 4096, 3 * GRANULE, 8 * GRANULE]).min(room)
+                };
                 let (prot, flags, offset, fd) = if well_formed {
                     let fd = shared.fds[rng.below(shared.fds.len() as u64) as usize].load(Ordering::Relaxed);
                     let prot = rng.pick(&[libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ]);
-                    (prot, libc::MAP_FIXED | libc::MAP_SHARED, (rng.below(4) * GRANULE) as i64, fd)
+                    let offset = if giant { 0 } else { (rng.below(4) * GRANULE) as i64 };
+                    (prot, libc::MAP_FIXED | libc::MAP_SHARED, offset, fd)
                 } else {
                     let prot = rng.pick(&[
                         libc::PROT_READ | libc::PROT_WRITE,
@@ -472,13 +484,18 @@ fn racer(shared: &Shared, seed: u64) {
                 }
             }
             1 => {
-                // Replace a window with inaccessible memory: the window's unmap path.
-                let addr = shared.arena + (rng.below(ARENA as u64 / GRANULE) * GRANULE) as usize;
+                // Replace a window with inaccessible memory: the window's unmap path (the
+                // whole GiB now and then, which takes a GiB window away too).
+                let (addr, len) = if rng.below(8) == 0 {
+                    (shared.arena, GIB)
+                } else {
+                    (shared.arena + (rng.below(ARENA as u64 / GRANULE) * GRANULE) as usize, GRANULE as usize)
+                };
                 // SAFETY: MAP_FIXED inside the reserved arena.
                 unsafe {
                     libc::mmap(
                         addr as *mut _,
-                        GRANULE as usize,
+                        len,
                         libc::PROT_NONE,
                         libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                         -1,
@@ -568,7 +585,7 @@ fn main() -> ExitCode {
     let arena = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            ARENA + GRANULE as usize,
+            2 * GIB,
             libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -579,7 +596,7 @@ fn main() -> ExitCode {
         eprintln!("mshare-fuzz: reserving the arena: {}", std::io::Error::last_os_error());
         return ExitCode::FAILURE;
     }
-    let arena = (arena as usize).next_multiple_of(GRANULE as usize);
+    let arena = (arena as usize).next_multiple_of(GIB);
     let Ok(dev) = OpenOptions::new().read(true).write(true).open(DEVICE) else {
         eprintln!("mshare-fuzz: cannot open {DEVICE}");
         return ExitCode::FAILURE;
@@ -652,16 +669,19 @@ fn main() -> ExitCode {
     }
     let unexpected = shared.unexpected.load(Ordering::Relaxed);
     // How far the calls got: shared tables linked by the toucher's faults, pages mapped.
-    let reached =
-        guest_tests::msharefs::SystemStats::read().map(|s| (s.mode, s.table_links, s.pfn_faults)).unwrap_or_default();
+    let reached = guest_tests::msharefs::SystemStats::read()
+        .map(|s| (s.mode, s.table_links, s.pfn_faults, s.pmd_table_links))
+        .unwrap_or_default();
     println!(
-        "FUZZ calls={} succeeded={} touched={} seed={seed} unexpected={unexpected} mode={} table_links={} pfn_faults={}",
+        "FUZZ calls={} succeeded={} touched={} seed={seed} unexpected={unexpected} mode={} table_links={} pfn_faults={} \
+         pmd_table_links={}",
         shared.calls.load(Ordering::Relaxed).min(limit),
         shared.succeeded.load(Ordering::Relaxed),
         shared.touched.load(Ordering::Relaxed),
         reached.0,
         reached.1,
-        reached.2
+        reached.2,
+        reached.3
     );
     if unexpected == 0 {
         ExitCode::SUCCESS

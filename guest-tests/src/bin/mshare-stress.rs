@@ -6,7 +6,9 @@
 //! OPS narrows the operations to some of `awcdfrvx` (see `Worker::run`), to chase a failure.
 //! The parent makes 8 shared regions (8 MiB each) and starts PROCS workers. Until the time
 //! is up, each worker picks operations at random (seeded: the seed is printed, and a
-//! worker's sequence depends only on it): attach a shared region (open + mmap), write its
+//! worker's sequence depends only on it): attach a shared region (open + mmap: half of the
+//! windows are of a whole GiB, which in mode B share the region's PMD table and its 2 MiB
+//! leaves, the others of the region's size, sharing its PTE tables), write its
 //! own checksummed page in it after checking what it wrote last, check pages other workers
 //! wrote, detach, fork a child that checks its page through the inherited window, run a
 //! private region through its whole life (create, size, memory, map, a child attaching it
@@ -37,6 +39,9 @@ const GRANULE: usize = 2 << 20;
 const PAGE: usize = 4096;
 const SHARED_REGIONS: usize = 8;
 const SHARED_SIZE: usize = 4 * GRANULE;
+/// A window of a whole GiB over a smaller region (the rest of the GiB a hole): in mode B
+/// it shares the region's PMD table instead of its PTE tables.
+const GIB: usize = 1 << 30;
 const HEADER: usize = 32;
 /// How far the coarse free-memory figure may end below where it started, in KiB. It moves
 /// between identical runs: 0.1-4.2 MiB in seven make test runs on 2026-11-30, since each
@@ -131,8 +136,9 @@ impl Worker {
             return Ok(());
         }
         let k = self.rng.below(SHARED_REGIONS as u64) as usize;
+        let len = if self.rng.below(2) == 0 { GIB } else { SHARED_SIZE };
         let window = open_rw(&shared_name(k))
-            .and_then(|f| Window::map(&f, SHARED_SIZE, 0, false))
+            .and_then(|f| Window::map(&f, len, 0, false))
             .map_err(|e| format!("worker {}: attaching region {k}: {e}", self.id))?;
         self.windows.push((k, window));
         Ok(())
@@ -208,7 +214,10 @@ impl Worker {
             .map_err(|e| fail("create", e))?;
         set_size(&file, size as u64).map_err(|e| fail("SET_SIZE", e))?;
         create_mapping(&file, &MshareCreate::anonymous(0, size as u64)).map_err(|e| fail("CREATE_MAPPING", e))?;
-        let window = Window::map(&file, size, 0, false).map_err(|e| fail("mmap", e))?;
+        // This worker's window shares the PMD table half the time; the child's shares the
+        // PTE tables: both kinds of table follow SET_PROT and UNMAP.
+        let len = if self.rng.below(2) == 0 { GIB } else { size };
+        let window = Window::map(&file, len, 0, false).map_err(|e| fail("mmap", e))?;
         let owner = 1_000_000 + self.id as u64;
         for index in [0, 1, GRANULE / PAGE, size / PAGE - 1] {
             write_page(&window, index, owner, self.cycles);
@@ -526,8 +535,8 @@ fn main() -> ExitCode {
     }
     match (&before.0, &after.0) {
         (Some(b), Some(a))
-            if (a.regions, a.memory_bytes, a.windows, a.shared_tables)
-                == (b.regions, b.memory_bytes, b.windows, b.shared_tables) => {}
+            if (a.regions, a.memory_bytes, a.windows, a.shared_tables, a.shared_pmd_tables)
+                == (b.regions, b.memory_bytes, b.windows, b.shared_tables, b.shared_pmd_tables) => {}
         (b, a) => failures.push(format!("module counters did not return: before {b:?}, after {a:?}")),
     }
     let pagetables_growth = after.1 as i64 - before.1 as i64;
@@ -541,9 +550,11 @@ fn main() -> ExitCode {
     if memfree_drop > FREE_TOLERANCE_KIB as i64 {
         failures.push(format!("free memory fell by {memfree_drop} KiB (tolerance {FREE_TOLERANCE_KIB} KiB)"));
     }
+    // How often a whole-GiB window linked a shared PMD table (mode B), since the module loaded.
+    let pmd_links = after.0.as_ref().map_or(0, |s| s.pmd_table_links);
     println!(
         "STRESS procs={procs} seconds={elapsed:.1} seed={seed} ops={ops} checks={checks} respawns={respawns} \
-         pagetables_growth_kib={pagetables_growth} free_drop_kib={memfree_drop} failures={}",
+         pagetables_growth_kib={pagetables_growth} free_drop_kib={memfree_drop} pmd_table_links={pmd_links} failures={}",
         failures.len()
     );
     for why in &failures {

@@ -60,15 +60,24 @@ fn list() -> ExitCode {
         }
         let Ok(meta) = entry.metadata() else { continue };
         let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
+        // PMD: shared PMD tables (windows of whole GiBs); 2M: memory they map by 2 MiB leaves.
         let counts = stats.map_or_else(
-            || ["-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()],
+            || vec!["-".to_owned(); 7],
             |s| {
-                let file = if s.file_backed == 0 { "-".to_owned() } else { human(s.file_backed) };
-                [s.windows.to_string(), s.tables.to_string(), s.links.to_string(), s.faults.to_string(), file]
+                let bytes = |n: u64| if n == 0 { "-".to_owned() } else { human(n) };
+                vec![
+                    s.windows.to_string(),
+                    s.tables.to_string(),
+                    s.pmd_tables.to_string(),
+                    bytes(s.huge_leaf_bytes),
+                    s.links.to_string(),
+                    s.faults.to_string(),
+                    bytes(s.file_backed),
+                ]
             },
         );
         let row = format!(
-            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6}",
+            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>6}",
             name,
             human(meta.size()),
             meta.mode() & 0o7777,
@@ -77,14 +86,16 @@ fn list() -> ExitCode {
             counts[1],
             counts[2],
             counts[3],
-            counts[4]
+            counts[4],
+            counts[5],
+            counts[6]
         );
         rows.push((name, row));
     }
     rows.sort();
     println!(
-        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6}",
-        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "LINKS", "FAULTS", "FILE"
+        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>6}",
+        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "PMD", "2M", "LINKS", "FAULTS", "FILE"
     );
     for (_, row) in rows {
         println!("{row}");
