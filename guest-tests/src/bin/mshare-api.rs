@@ -10,10 +10,11 @@ use guest_tests::msharefs::{
 use guest_tests::process::{in_child, spawn_child, wait_child};
 use guest_tests::{memfd, meminfo_kib, minor_faults, status_kib};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 const GRANULE: u64 = 2 << 20;
 
@@ -756,6 +757,14 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
     );
     t.check("SET_PROT read-write", set_prot(region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()));
     t.check("writes work again", eq(write_in_child(p), None));
+    t.check(
+        "a sharer writing in a loop (its TLB warm, no context switch) is stopped by SET_PROT read-only",
+        warm_writer_is_stopped(region, p),
+    );
+    t.check(
+        "SET_PROT read-write again",
+        set_prot(region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()),
+    );
 
     // SAFETY: offsets inside the window.
     let (second, third) = unsafe { (p.add(2 * G), p.add(3 * G)) };
@@ -826,14 +835,19 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
         });
         other.map_err(|e| e.to_string()).and_then(|other| {
             let pages = || (0..SIZE).step_by(4096).filter(|&o| !(HOLE..HOLE + G).contains(&o));
-            // SAFETY: reads inside the first window, to fill the TLB.
-            let warm: u64 = pages().map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
+            // One page per granule, at a different page offset in each, so that all of them
+            // stay in a small TLB (QEMU's is direct-mapped: a sweep of every page evicts
+            // its own entries before a second sweep reads them).
+            let samples = || (0..SIZE / G).filter(|&g| g * G != HOLE).map(|g| g * G + g * 4096);
+            // SAFETY: reads inside the first window, to fill the TLB: every page, then the
+            // samples last.
+            let warm: u64 = pages().chain(samples()).map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
             std::hint::black_box(warm);
             if !map_fixed(p, GIB, &other) {
                 return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
             }
             // SAFETY: reads the other region (zeroed) through the new window.
-            let stale = pages().filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
+            let stale = samples().chain(pages()).filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
             let _ = fs::remove_file(format!("{MOUNT}/api-gib-2"));
             if !map_fixed(p, GIB, region) {
                 return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
@@ -850,6 +864,37 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
         "exited processes left one window: this one",
         get_stats(region).map_err(|e| e.to_string()).and_then(|s| eq(s.windows, 1)),
     );
+}
+
+/// A child writes at `p` in a loop for up to 3 s, its TLB warm (nothing makes it switch
+/// context) while this process makes the region read-only: the unlink's TLB flush must
+/// reach its CPU, and its next write is SIGSEGV. `Ok` if it was.
+fn warm_writer_is_stopped(region: &File, p: *mut u8) -> Result<(), String> {
+    let (mut ready_r, mut ready_w) = guest_tests::process::pipe().map_err(|e| e.to_string())?;
+    let Some(pid) = spawn_child(|| {
+        // SAFETY: inside the inherited window; writable until the parent's SET_PROT.
+        unsafe { p.add(100).write_volatile(1) };
+        if ready_w.write_all(b"r").is_err() {
+            return 2;
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut i = 0u8;
+        while Instant::now() < until {
+            i = i.wrapping_add(1);
+            // SAFETY: as above; SIGSEGV once the region is read-only, as it should be.
+            unsafe { p.add(100).write_volatile(i) };
+        }
+        0
+    }) else {
+        return Err(io::Error::last_os_error().to_string());
+    };
+    drop(ready_w);
+    let mut byte = [0u8; 1];
+    let ready = ready_r.read_exact(&mut byte).map_err(|e| e.to_string());
+    let protected = ready.and_then(|()| set_prot(region, libc::PROT_READ).map_err(|e| e.to_string()));
+    let status = wait_child(pid);
+    protected?;
+    eq(status, 128 + libc::SIGSEGV).map_err(|e| format!("the writer's status (0: it wrote for 3 s): {e}"))
 }
 
 /// A child waits on a futex word at `p` (a shared futex, keyed by the region's file and
