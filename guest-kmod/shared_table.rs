@@ -53,34 +53,98 @@ pub(crate) fn kernel_shares_tables() -> bool {
     unsafe { mshare_kernel_shares_tables() }
 }
 
-/// The shared tables of one region, by granule.
-pub(crate) struct Tables {
-    /// The table of each granule (a `struct ptdesc`), null while it has none.
+/// Which level a set of shared tables is at (for the statistics).
+#[derive(Clone, Copy)]
+enum Level {
+    Pte,
+    Pmd,
+}
+
+/// A region's page-table pages of one level, by index (granule or GiB): each made once,
+/// all freed with the set.
+///
+/// # Invariants
+///
+/// Each non-null entry is a table this set made, linked by processes only while the region
+/// lives, and freed once, in `drop`, after every process unlinked it.
+struct TablePages {
     tables: KVVec<*mut c_void>,
-    /// The memory has no struct pages (a device's): special entries, which GUP refuses.
-    special: bool,
+    level: Level,
 }
 
 // SAFETY: the tables are page-table pages owned by this set; they are changed only under
-// their own page-table lock (in `mshare_table_map`) and freed once, in `drop`.
-unsafe impl Send for Tables {}
+// their own page-table lock (in the glue's `mshare_table_map` and `mshare_pmd_table_set`)
+// and freed once, in `drop`.
+unsafe impl Send for TablePages {}
+
+impl TablePages {
+    fn new(count: usize, level: Level) -> Result<Self> {
+        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?, level })
+    }
+
+    fn empty(level: Level) -> Self {
+        Self { tables: KVVec::new(), level }
+    }
+
+    /// Table `index`, if made.
+    fn get(&self, index: usize) -> Option<*mut c_void> {
+        self.tables.get(index).copied().filter(|table| !table.is_null())
+    }
+
+    /// The place of table `index` (null until made); EINVAL past the end.
+    fn slot(&mut self, index: usize) -> Result<&mut *mut c_void> {
+        self.tables.get_mut(index).ok_or(EINVAL)
+    }
+
+    fn count(&self) -> usize {
+        self.tables.iter().filter(|table| !table.is_null()).count()
+    }
+}
+
+impl Drop for TablePages {
+    fn drop(&mut self) {
+        if self.count() == 0 {
+            return;
+        }
+        // No process links the tables any more (the region outlives its windows), but a
+        // lockless walker (GUP-fast) may still be reading one: one grace period for all.
+        // SAFETY: plain call; may sleep, as dropping a region may.
+        unsafe { mshare_table_grace_period() };
+        for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
+            // SAFETY: made by this set, unlinked everywhere (per the type's invariants),
+            // freed once.
+            unsafe { mshare_table_free(core::mem::replace(table, core::ptr::null_mut())) };
+            match self.level {
+                Level::Pte => stats::table_freed(),
+                Level::Pmd => stats::pmd_table_freed(),
+            }
+        }
+    }
+}
+
+/// The shared PTE tables of one region, by granule.
+pub(crate) struct Tables {
+    pages: TablePages,
+    /// The memory has no struct pages (a device's): special entries, which GUP refuses.
+    special: bool,
+}
 
 impl Tables {
     /// No tables for a region of `granules` granules; `special` for memory without
     /// struct pages.
     pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
-        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), granules, GFP_KERNEL)?, special })
+        Ok(Self { pages: TablePages::new(granules, Level::Pte)?, special })
     }
 
     /// An empty set, for a region of folios with no size yet.
     pub(crate) fn empty() -> Self {
-        Self { tables: KVVec::new(), special: false }
+        Self { pages: TablePages::empty(Level::Pte), special: false }
     }
 
     /// The table of granule `index`, made and pointed at `frames` if it has none yet.
     pub(crate) fn get_or_make(&mut self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut c_void> {
         let special = self.special;
-        let slot = self.tables.get_mut(index).ok_or(EINVAL)?;
+        let slot = self.pages.slot(index)?;
         if slot.is_null() {
             // SAFETY: plain allocation call into the core.
             let table = unsafe { mshare_table_alloc() };
@@ -98,7 +162,7 @@ impl Tables {
     /// Points granule `index`'s table, if it has one, at `frames` (`None`: maps nothing).
     /// Taking access away is only complete once every sharer's TLB is flushed.
     pub(crate) fn map(&self, index: usize, frames: Option<Frames<'_>>, writable: bool) {
-        if let Some(&table) = self.tables.get(index).filter(|table| !table.is_null()) {
+        if let Some(table) = self.pages.get(index) {
             // SAFETY: a table of this set; the call takes the table's lock.
             unsafe { map_table(table, frames, writable, self.special) };
         }
@@ -106,13 +170,13 @@ impl Tables {
 
     /// How many tables exist.
     pub(crate) fn count(&self) -> usize {
-        self.tables.iter().filter(|table| !table.is_null()).count()
+        self.pages.count()
     }
 
     /// Entry `page` of granule `index`'s table: its page frame and whether it is writable;
     /// `None` without a table or an entry.
     pub(crate) fn entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
-        let &table = self.tables.get(index).filter(|table| !table.is_null())?;
+        let table = self.pages.get(index)?;
         if page >= GRANULE_PAGES {
             return None;
         }
@@ -149,31 +213,25 @@ impl PmdEntry {
 /// The shared PMD tables of one region, by GiB, made when a whole-GiB window first
 /// faults on that GiB.
 pub(crate) struct PmdTables {
-    /// The table of each GiB (a `struct ptdesc`), null while it has none.
-    tables: KVVec<*mut c_void>,
+    pages: TablePages,
     /// The memory has no struct pages (a device's): special leaves, which GUP refuses.
     special: bool,
 }
 
-// SAFETY: as for `Tables`: page-table pages owned by this set, changed under their own
-// lock (in `mshare_pmd_table_set`), freed once, in `drop`.
-unsafe impl Send for PmdTables {}
-
 impl PmdTables {
     /// No tables for a region of `granules` granules.
     pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
-        let count = granules.div_ceil(PMD_TABLE_GRANULES);
-        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?, special })
+        Ok(Self { pages: TablePages::new(granules.div_ceil(PMD_TABLE_GRANULES), Level::Pmd)?, special })
     }
 
     /// An empty set, for a region with no size yet.
     pub(crate) fn empty() -> Self {
-        Self { tables: KVVec::new(), special: false }
+        Self { pages: TablePages::empty(Level::Pmd), special: false }
     }
 
     /// The table of GiB `index`, if made.
     pub(crate) fn get(&self, index: usize) -> Option<*mut c_void> {
-        self.tables.get(index).copied().filter(|table| !table.is_null())
+        self.pages.get(index)
     }
 
     /// The table of GiB `index`, made with `entry(granule)` for each of its granules (by
@@ -185,10 +243,11 @@ impl PmdTables {
         writable: bool,
         mut entry: impl FnMut(usize) -> Result<PmdEntry>,
     ) -> Result<*mut c_void> {
-        if let Some(table) = self.get(index) {
-            return Ok(table);
+        let special = self.special;
+        let slot = self.pages.slot(index)?;
+        if !slot.is_null() {
+            return Ok(*slot);
         }
-        let slot = self.tables.get_mut(index).ok_or(EINVAL)?;
         // SAFETY: plain allocation call into the core.
         let table = unsafe { mshare_pmd_table_alloc() };
         if table.is_null() {
@@ -198,7 +257,7 @@ impl PmdTables {
         for granule in first..granules.min(first + PMD_TABLE_GRANULES) {
             match entry(granule) {
                 // SAFETY: a fresh table, not linked anywhere yet.
-                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) },
+                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, special) },
                 Err(e) => {
                     // SAFETY: made above and never linked: no walker can be in it.
                     unsafe { mshare_table_free(table) };
@@ -222,7 +281,7 @@ impl PmdTables {
 
     /// How many tables exist.
     pub(crate) fn count(&self) -> usize {
-        self.tables.iter().filter(|table| !table.is_null()).count()
+        self.pages.count()
     }
 
     /// Region granule `granule`'s entry: a leaf's first frame and whether it is writable,
@@ -231,7 +290,9 @@ impl PmdTables {
         let table = self.get(granule / PMD_TABLE_GRANULES)?;
         let (mut pfn, mut writable) = (0, false);
         // SAFETY: a table of this set; the index is inside it.
-        let kind = unsafe { mshare_pmd_table_entry(table, (granule % PMD_TABLE_GRANULES) as c_uint, &mut pfn, &mut writable) };
+        let kind = unsafe {
+            mshare_pmd_table_entry(table, (granule % PMD_TABLE_GRANULES) as c_uint, &mut pfn, &mut writable)
+        };
         match kind {
             1 => Some((PmdEntry::Leaf(pfn as usize), writable)),
             2 => Some((PmdEntry::Table(core::ptr::null_mut()), false)),
@@ -256,22 +317,6 @@ unsafe fn set_entry(table: *mut c_void, index: usize, entry: PmdEntry, writable:
     unsafe { mshare_pmd_table_set(table, index as c_uint, leaf, pte_table, writable, special) };
 }
 
-impl Drop for PmdTables {
-    fn drop(&mut self) {
-        if self.count() == 0 {
-            return;
-        }
-        // As for `Tables`: unlinked everywhere, but GUP-fast may still be reading one.
-        // SAFETY: plain call; may sleep, as dropping a region may.
-        unsafe { mshare_table_grace_period() };
-        for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
-            // SAFETY: made by `get_or_make`, unlinked everywhere, freed once.
-            unsafe { mshare_table_free(core::mem::replace(table, core::ptr::null_mut())) };
-            stats::pmd_table_freed();
-        }
-    }
-}
-
 /// Fills `table`'s entries from `frames` (or clears them).
 ///
 /// # Safety
@@ -287,21 +332,4 @@ unsafe fn map_table(table: *mut c_void, frames: Option<Frames<'_>>, writable: bo
     };
     // SAFETY: per the function's contract; `each` is null or has an entry per PTE.
     unsafe { mshare_table_map(table, first as c_ulong, each, writable, special) };
-}
-
-impl Drop for Tables {
-    fn drop(&mut self) {
-        if self.count() == 0 {
-            return;
-        }
-        // No process links the tables any more (the region outlives its windows), but a
-        // lockless walker (GUP-fast) may still be reading one: one grace period for all.
-        // SAFETY: plain call; may sleep, as dropping a region may.
-        unsafe { mshare_table_grace_period() };
-        for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
-            // SAFETY: made by `get_or_make`, unlinked everywhere, freed once.
-            unsafe { mshare_table_free(core::mem::replace(table, core::ptr::null_mut())) };
-            stats::table_freed();
-        }
-    }
 }

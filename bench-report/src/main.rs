@@ -14,8 +14,13 @@ use std::path::{Path, PathBuf};
 /// The font the plots are labelled with (Debian's fonts-dejavu-core, from `make toolchain`).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 const WAYS: [&str; 5] = ["mshare B, PMD tables", "mshare B, PTE tables", "mshare C", "memfd", "hugetlb"];
-const COLORS: [RGBColor; 5] =
-    [RGBColor(0, 73, 140), RGBColor(0, 114, 178), RGBColor(86, 180, 233), RGBColor(213, 94, 0), RGBColor(0, 158, 115)];
+const COLORS: [RGBColor; 5] = [
+    RGBColor(204, 121, 167),
+    RGBColor(0, 114, 178),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -67,7 +72,8 @@ fn plot_ways(path: &Path, title: &str, y_label: &str, rows: &[Value], size: u64,
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, line) in lines {
+    // The first ways are drawn last, on top: mshare's lines lie on hugetlb's at 0 (drawn as 1).
+    for (i, line) in lines.into_iter().rev() {
         let color = COLORS[i];
         draw_line(&mut chart, line, WAYS[i], color)?;
     }
@@ -295,7 +301,10 @@ fn main() {
     }
     let sga = pagetables.as_ref().map(|p| &p["sga_anchor"]);
     let gib = |key: &str| {
-        sga.and_then(|a| a[key].as_f64()).map_or_else(|| "not measured".to_owned(), |g| format!("{g:.1} GiB"))
+        sga.and_then(|a| a[key].as_f64()).map_or_else(
+            || "not measured".to_owned(),
+            |g| if g >= 1.0 { format!("{g:.1} GiB") } else { format!("{:.1} MiB", g * 1024.0) },
+        )
     };
     report += &format!(
         "## Anchors\n\n\

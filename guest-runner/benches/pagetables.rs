@@ -232,7 +232,7 @@ fn main() {
         mshare_b.map_or("-".into(), |b| format!("{:.1} GiB", b.2)),
         mshare_pmd.map_or("-".into(), |b| format!("{:.1}", b.0)),
         mshare_pmd.map_or("-".into(), |b| format!("{:.0}", b.1)),
-        mshare_pmd.map_or("-".into(), |b| format!("{:.2} GiB", b.2)),
+        mshare_pmd.map_or("-".into(), |b| format!("{:.1} MiB", b.2 * 1024.0)),
     );
     let out = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -391,7 +391,7 @@ fn an_ivshmem_device_unbound_under_a_live_mapping() {
         let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
         let console = &run.output.console;
         assert_eq!(run.result.status, 0, "mode {mode}: {console}");
-        assert!(console.contains("mshare-api: 14 checks, 0 failed"), "mode {mode}: {console}");
+        assert!(console.contains("mshare-api: 15 checks, 0 failed"), "mode {mode}: {console}");
         assert!(console.contains("mshare 0.1.0 unloaded"), "mode {mode}: {console}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1083,6 +1083,23 @@ fn unplug_checks(t: &mut Suite) {
     // SAFETY: as above.
     unsafe { ptr.add(4096).copy_from_nonoverlapping(b"before unplug".as_ptr(), 13) };
     t.check("a child reaches it through the mapping", eq(read_in_child(ptr.wrapping_add(len - 1)), None));
+    // A window of a whole GiB over the device: in mode B its region's PMD table, with special
+    // 2 MiB leaves over the BAR (a BAR is aligned to its size), the rest of the GiB a hole.
+    let shares = SystemStats::read().map(|s| s.shares_tables()).unwrap_or(false);
+    match map(&file, 1 << 30, libc::MAP_SHARED, 0) {
+        Ok(gib) => {
+            // SAFETY: the device's first bytes, through the GiB window.
+            let head = unsafe { std::slice::from_raw_parts(gib, 19) }.to_vec();
+            let leaves = get_stats(&file).map(|s| (s.pmd_tables, s.huge_leaf_bytes)).map_err(|e| e.to_string());
+            let want = if shares { (1, len as u64) } else { (0, 0) };
+            t.check(
+                "a GiB window over the device reads it (mode B: through 2 MiB leaves of a shared PMD table)",
+                eq(head.as_slice(), b"hello from the host".as_slice()).and_then(|()| eq(leaves?, want)),
+            );
+            let _ = unmap(gib, 1 << 30);
+        }
+        Err(e) => t.check("map a GiB window over the device region", Err(e.to_string())),
+    }
 
     let unbind = fs::write(device.path.join("driver/unbind"), &device.address);
     t.check("unbind the driver under a live mapping", unbind.map_err(|e| e.to_string()));
