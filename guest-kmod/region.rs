@@ -814,18 +814,26 @@ mod tests {
         assert_eq!(region.stats().backed, 0);
     }
 
-    /// A granule's shared table maps its memory with the region's protection, is emptied
-    /// before its memory goes, and does not exist for a hole.
-    #[test]
-    fn shared_tables_follow_memory_and_protection() {
+    /// A region of 4 granules with memory in the first two, or `None` (the test skipped) on
+    /// a kernel that cannot share page tables.
+    fn region_with_two_granules() -> Option<Pin<KBox<Region>>> {
         if !crate::shared_table::kernel_shares_tables() {
             crate::kunit_skip(c"this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)");
-            return;
+            return None;
         }
         let g = GRANULE_SIZE;
         let region = KBox::pin_init(Region::new(0), GFP_KERNEL).expect("region");
         assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
         assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
+        Some(region)
+    }
+
+    /// A granule's shared table maps its memory with the region's protection, is emptied
+    /// before its memory goes, and does not exist for a hole.
+    #[test]
+    fn shared_tables_follow_memory_and_protection() {
+        let Some(region) = region_with_two_granules() else { return };
+        let g = GRANULE_SIZE;
         let page = GRANULE_PAGES + 7;
         let Page::Frame(pfn) = region.page(page) else { panic!("no memory at page {page}") };
         assert_eq!(region.table_entry(1, 7), None);
@@ -857,14 +865,8 @@ mod tests {
     /// region's pages are holes too), and follows UNMAP and CREATE_MAPPING.
     #[test]
     fn shared_pmd_tables_follow_memory_and_protection() {
-        if !crate::shared_table::kernel_shares_tables() {
-            crate::kunit_skip(c"this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)");
-            return;
-        }
+        let Some(region) = region_with_two_granules() else { return };
         let g = GRANULE_SIZE;
-        let region = KBox::pin_init(Region::new(0), GFP_KERNEL).expect("region");
-        assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
-        assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
         let Page::Frame(first) = region.page(GRANULE_PAGES) else { panic!("no memory in granule 1") };
         assert_eq!(region.pmd_table_entry(1), None);
         assert!(!region.pmd_table(0).expect("PMD table").is_null());
