@@ -574,14 +574,8 @@ unsafe extern "C" fn mshare_region_has_pages(region: *mut c_void) -> bool {
 unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    match region.table(pgoff as usize) {
-        Ok(found) => {
-            // SAFETY: per the function's contract.
-            unsafe { *table = found };
-            0
-        }
-        Err(e) => e.to_errno(),
-    }
+    // SAFETY: per the function's contract, `table` is writable.
+    unsafe { give_table(region.table(pgoff as usize), table) }
 }
 
 /// The shared PMD table of page `pgoff`'s GiB, in `*table` (never null): 0 or a negative
@@ -594,10 +588,20 @@ unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, ta
 unsafe extern "C" fn mshare_region_pmd_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region.cast::<Region>() };
-    match region.pmd_table(pgoff as usize) {
-        Ok(found) => {
+    // SAFETY: per the function's contract, `table` is writable.
+    unsafe { give_table(region.pmd_table(pgoff as usize), table) }
+}
+
+/// A table lookup's answer to the glue: the table in `*out` and 0, or a negative errno.
+///
+/// # Safety
+///
+/// `out` is writable.
+unsafe fn give_table(found: Result<*mut c_void>, out: *mut *mut c_void) -> c_int {
+    match found {
+        Ok(table) => {
             // SAFETY: per the function's contract.
-            unsafe { *table = found };
+            unsafe { *out = table };
             0
         }
         Err(e) => e.to_errno(),

@@ -78,14 +78,26 @@ impl State {
     /// granule needs a PTE table it has none of yet (a file's pages under a PMD table).
     fn sync(&mut self, index: usize) -> Result {
         let Self { memory, tables, pmd_tables, writable, .. } = self;
-        let frames = memory[index].frames();
-        tables.map(index, frames, *writable);
+        tables.map(index, memory[index].frames(), *writable);
         if pmd_tables.get(index / PMD_TABLE_GRANULES).is_some() {
-            let entry = PmdEntry::for_frames(frames, || tables.get_or_make(index, frames.ok_or(EINVAL)?, *writable))?;
-            pmd_tables.set(index, entry, *writable);
+            pmd_tables.set(index, pmd_entry(&memory[index], tables, index, *writable)?, *writable);
         }
         Ok(())
     }
+
+    /// Takes granule `index`'s memory away, leaving a hole, and empties its shared tables
+    /// (which allocates nothing, so cannot fail). Returns the memory taken.
+    fn empty(&mut self, index: usize) -> Memory {
+        let memory = core::mem::take(&mut self.memory[index]);
+        let _ = self.sync(index);
+        memory
+    }
+}
+
+/// Granule `index`'s entry in its GiB's PMD table, from its `memory`, with its PTE table
+/// (made if need be) where a 2 MiB leaf cannot map the memory.
+fn pmd_entry(memory: &Memory, tables: &mut Tables, index: usize, writable: bool) -> Result<PmdEntry> {
+    PmdEntry::for_frames(memory.frames(), |frames| tables.get_or_make(index, frames, writable))
 }
 
 /// How a window (one process's mapping of a region) maps it.
@@ -233,10 +245,15 @@ pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<core::ops:
 pub(crate) fn window_reach(size: u64, offset: u64, len: u64) -> u64 {
     let whole_gibs = offset % PMD_TABLE_REACH == 0 && len % PMD_TABLE_REACH == 0;
     if whole_gibs {
-        size.next_multiple_of(PMD_TABLE_REACH)
+        gib_reach(size)
     } else {
         size
     }
+}
+
+/// A region of `size` bytes rounded up to whole GiBs: the most any window of it maps.
+fn gib_reach(size: u64) -> u64 {
+    size.next_multiple_of(PMD_TABLE_REACH)
 }
 
 /// Checks an mmap of a region of `size` bytes: shared only, the window granule aligned in
@@ -337,9 +354,7 @@ impl Region {
         let mut state = self.state.lock();
         state.unplugged = true;
         for i in 0..state.memory.len() {
-            state.memory[i] = Memory::Hole;
-            // Emptying a table allocates nothing: it cannot fail.
-            let _ = state.sync(i);
+            drop(state.empty(i));
         }
     }
 
@@ -499,7 +514,7 @@ impl Region {
                 Err(e) => {
                     // Give back what this call took.
                     for j in granules.start..i {
-                        state.memory[j] = Memory::Hole;
+                        drop(state.empty(j));
                     }
                     return Err(e);
                 }
@@ -510,9 +525,7 @@ impl Region {
         for i in granules.clone() {
             if let Err(e) = state.sync(i) {
                 for j in granules.clone() {
-                    state.memory[j] = Memory::Hole;
-                    // Emptying a table allocates nothing: it cannot fail.
-                    let _ = state.sync(j);
+                    drop(state.empty(j));
                 }
                 return Err(e);
             }
@@ -532,9 +545,7 @@ impl Region {
         let granules = check_range(state.size, offset, len)?;
         let mut taken = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
         for i in granules {
-            taken.push(core::mem::take(&mut state.memory[i]), GFP_KERNEL)?;
-            // Emptying a table allocates nothing: it cannot fail.
-            let _ = state.sync(i);
+            taken.push(state.empty(i), GFP_KERNEL)?;
         }
         drop(state);
         // A mode C fault that found the memory before it was taken maps it after
@@ -621,8 +632,7 @@ impl Region {
         let State { memory, tables, pmd_tables, writable, .. } = &mut *state;
         let granules = memory.len();
         let table = pmd_tables.get_or_make(index, granules, *writable, |granule| {
-            let frames = memory[granule].frames();
-            PmdEntry::for_frames(frames, || tables.get_or_make(granule, frames.ok_or(EINVAL)?, *writable))
+            pmd_entry(&memory[granule], tables, granule, *writable)
         })?;
         self.pmd_links.fetch_add(1, Ordering::Relaxed);
         stats::pmd_table_linked();
@@ -642,7 +652,7 @@ impl Region {
     /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
         let state = self.state.lock();
-        let reach = state.size.next_multiple_of(PMD_TABLE_REACH) / PAGE_SIZE as u64;
+        let reach = gib_reach(state.size) / PAGE_SIZE as u64;
         match state.memory.get(pgoff / GRANULE_PAGES) {
             _ if state.unplugged => Page::Outside,
             Some(memory) => memory.frame(pgoff % GRANULE_PAGES).map_or(Page::Hole, Page::Frame),

@@ -200,12 +200,15 @@ pub(crate) enum PmdEntry {
 
 impl PmdEntry {
     /// The entry for a granule's `frames` (`None`: a hole), with `table` giving the
-    /// granule's PTE table for memory a leaf cannot map (not contiguous, or not aligned).
-    pub(crate) fn for_frames(frames: Option<Frames<'_>>, table: impl FnOnce() -> Result<*mut c_void>) -> Result<Self> {
+    /// granule's PTE table for frames a leaf cannot map (not contiguous, or not aligned).
+    pub(crate) fn for_frames<'a>(
+        frames: Option<Frames<'a>>,
+        table: impl FnOnce(Frames<'a>) -> Result<*mut c_void>,
+    ) -> Result<Self> {
         match frames {
             None => Ok(Self::None),
             Some(Frames::Contiguous(first)) if first % GRANULE_PAGES == 0 => Ok(Self::Leaf(first)),
-            Some(_) => table().map(Self::Table),
+            Some(frames) => table(frames).map(Self::Table),
         }
     }
 }

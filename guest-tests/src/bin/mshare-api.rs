@@ -17,6 +17,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const GRANULE: u64 = 2 << 20;
+const GIB: usize = 1 << 30;
+/// The region of the GiB-window checks: 64 MiB, with a hole at granule 5.
+const GIB_REGION: usize = 32 * GRANULE as usize;
+const GIB_HOLE: usize = 5 * GRANULE as usize;
 
 struct Suite {
     count: usize,
@@ -394,6 +398,71 @@ fn open_rw(name: &str) -> io::Result<File> {
     File::options().read(true).write(true).open(format!("{MOUNT}/{name}"))
 }
 
+/// In a forked child: maps region `name` anew (`len` bytes) and, counting its minor
+/// faults, reads the 0x42 another process wrote at `marker` and touches the window with
+/// `touch_window`. The child's status: its faults (at most 199), 200 if it could not map
+/// the region, 201 if `marker` held something else.
+fn sharer_faults(name: &str, len: usize, marker: usize, touch_window: impl Fn(*mut u8)) -> i32 {
+    in_child(|| {
+        let Ok(q) = open_rw(name).and_then(|f| map(&f, len, libc::MAP_SHARED, 0)) else { return 200 };
+        warm_stack();
+        let mut seen = 0;
+        let faults = faults_of(|| {
+            // SAFETY: `marker` is inside the child's own window.
+            seen = unsafe { q.add(marker).read_volatile() };
+            touch_window(q);
+        });
+        if seen != 0x42 {
+            return 201;
+        }
+        faults.min(199) as i32
+    })
+}
+
+/// munmap flushes every TLB entry below the tables it unlinks: with the TLB filled by
+/// reading `warm` (offsets) through the window at `p` (`len` bytes), a window of another
+/// region of `size` bytes mapped over it (`MAP_FIXED`, the same address) shows that
+/// region's zeros at every offset of `check`. `region` is mapped back at `p` after.
+fn replaced_window_shows_its_own_region(
+    region: &File,
+    p: *mut u8,
+    len: usize,
+    size: usize,
+    warm: &[usize],
+    check: &[usize],
+) -> Result<(), String> {
+    let name = "api-replacement";
+    let other = create(name, 0o600)
+        .and_then(|f| {
+            set_size(&f, size as u64)?;
+            create_mapping(&f, &MshareCreate::anonymous(0, size as u64))?;
+            Ok(f)
+        })
+        .map_err(|e| e.to_string())?;
+    let _ = fs::remove_file(format!("{MOUNT}/{name}"));
+    // SAFETY: reads inside the first window, to fill the TLB.
+    let sum: u64 = warm.iter().map(|&o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
+    std::hint::black_box(sum);
+    if !map_fixed(p, len, &other) {
+        return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: reads the other region (zeroed) through the new window.
+    let stale = check.iter().filter(|&&o| unsafe { p.add(o).read_volatile() } != 0).count();
+    if !map_fixed(p, len, region) {
+        return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
+    }
+    eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
+}
+
+/// Writes every page of the GiB-window checks' region (`GIB_REGION` bytes at `q`) but its
+/// hole.
+fn touch_around_the_hole(q: *mut u8) {
+    touch(q, GIB_HOLE);
+    let past = GIB_HOLE + GRANULE as usize;
+    // SAFETY: past the hole, inside the window.
+    touch(unsafe { q.add(past) }, GIB_REGION - past);
+}
+
 /// Mode B: the region's PTE tables are shared: filled once, linked with one fault per
 /// window, protected for every sharer at once, gone with the region.
 fn shared_table_checks(t: &mut Suite) {
@@ -418,24 +487,8 @@ fn shared_table_checks(t: &mut Suite) {
     unsafe { p.add(SIZE - 1).write_volatile(0x42) };
 
     // Every sharer maps the region itself and reads what the first one wrote.
-    let codes: Vec<i32> = (0..SHARERS)
-        .map(|_| {
-            in_child(|| {
-                let Ok(q) = open_rw("api-shared").and_then(|f| map(&f, SIZE, libc::MAP_SHARED, 0)) else { return 200 };
-                warm_stack();
-                let mut seen = 0;
-                // SAFETY: reads and writes inside the child's own window.
-                let faults = faults_of(|| unsafe {
-                    seen = q.add(SIZE - 1).read_volatile();
-                    touch(q, SIZE);
-                });
-                if seen != 0x42 {
-                    return 201;
-                }
-                faults.min(199) as i32
-            })
-        })
-        .collect();
+    let codes: Vec<i32> =
+        (0..SHARERS).map(|_| sharer_faults("api-shared", SIZE, SIZE - 1, |q| touch(q, SIZE))).collect();
     t.check(
         "16 more processes each take one fault for the whole region and see the data",
         eq(codes.iter().all(|&c| c == 1), true).map_err(|e| format!("{e}: {codes:?}")),
@@ -497,28 +550,8 @@ fn shared_table_checks(t: &mut Suite) {
     // region mapped at the same address right after shows that region's data on every page
     // (a flush of one entry per 2 MiB, as for a huge leaf, left the old ones visible).
     t.check("after munmap, a new window at the same address sees its own region on every page", {
-        let other = create("api-shared-2", 0o600).and_then(|f| {
-            set_size(&f, SIZE as u64)?;
-            create_mapping(&f, &MshareCreate::anonymous(0, SIZE as u64))?;
-            Ok(f)
-        });
-        other.map_err(|e| e.to_string()).and_then(|other| {
-            // SAFETY: reads inside the first window (its whole length), to fill the TLB.
-            let warm: u64 = (0..SIZE).step_by(4096).map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
-            std::hint::black_box(warm);
-            // Replaces the first window with one of the other region, at the same address.
-            if !map_fixed(p, SIZE, &other) {
-                return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
-            }
-            // SAFETY: reads the other region (zeroed) through the new window.
-            let stale = (0..SIZE).step_by(4096).filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
-            let _ = fs::remove_file(format!("{MOUNT}/api-shared-2"));
-            // Puts the first region back at the same address for the checks below.
-            if !map_fixed(p, SIZE, &region) {
-                return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
-            }
-            eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
-        })
+        let pages: Vec<usize> = (0..SIZE).step_by(4096).collect();
+        replaced_window_shows_its_own_region(&region, p, SIZE, SIZE, &pages, &pages)
     });
 
     // A sharer with a warm TLB entry loses write access when the region goes read-only.
@@ -622,18 +655,17 @@ fn shared_table_checks(t: &mut Suite) {
 /// own, and every rule of the shared PTE tables kept (fork, futexes, SET_PROT, UNMAP of a
 /// leaf, a file's pages, munmap, exit).
 fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
-    const GIB: usize = 1 << 30;
     const G: usize = GRANULE as usize;
-    const SIZE: usize = 32 * G;
-    const HOLE: usize = 5 * G;
     let start = SystemStats::read().map(|s| (s.shared_pmd_tables, s.shared_tables, s.memory_bytes)).unwrap_or_default();
     let region = match create("api-gib", 0o600) {
         Ok(r) => r,
         Err(e) => return t.check("create a region for a GiB window", Err(e.to_string())),
     };
-    let setup = set_size(&region, SIZE as u64)
-        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous(0, HOLE as u64)))
-        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous((HOLE + G) as u64, (SIZE - HOLE - G) as u64)));
+    let setup = set_size(&region, GIB_REGION as u64)
+        .and_then(|()| create_mapping(&region, &MshareCreate::anonymous(0, GIB_HOLE as u64)))
+        .and_then(|()| {
+            create_mapping(&region, &MshareCreate::anonymous((GIB_HOLE + G) as u64, (GIB_REGION - GIB_HOLE - G) as u64))
+        });
     if let Err(e) = setup {
         return t.check("size and fill a 64 MiB region with a hole", Err(e.to_string()));
     }
@@ -643,7 +675,7 @@ fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
     );
     t.check(
         "a window past the end that is not whole GiBs is EINVAL",
-        expect_errno(map(&region, SIZE + G, libc::MAP_SHARED, 0), libc::EINVAL),
+        expect_errno(map(&region, GIB_REGION + G, libc::MAP_SHARED, 0), libc::EINVAL),
     );
     let pte_before = status_kib("VmPTE:");
     let p = match map(&region, GIB, libc::MAP_SHARED, 0) {
@@ -651,17 +683,12 @@ fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
         Err(e) => return t.check("mmap a window of 1 GiB over the 64 MiB region", Err(e.to_string())),
     };
     t.check("the window is at a GiB boundary", eq(p as usize % GIB, 0));
-    let touch_all = |q: *mut u8| {
-        touch(q, HOLE);
-        // SAFETY: past the hole, inside the window.
-        touch(unsafe { q.add(HOLE + G) }, SIZE - HOLE - G);
-    };
-    let faults = faults_of(|| touch_all(p));
+    let faults = faults_of(|| touch_around_the_hole(p));
     let pte_grown = status_kib("VmPTE:").saturating_sub(pte_before);
     // SAFETY: inside the window (and the region).
-    unsafe { p.add(SIZE - 1).write_volatile(0x42) };
+    unsafe { p.add(GIB_REGION - 1).write_volatile(0x42) };
     if !shares_tables {
-        t.check("mode C: a fault per granule touched", eq(faults, (SIZE / G - 1) as u64));
+        t.check("mode C: a fault per granule touched", eq(faults, (GIB_REGION / G - 1) as u64));
     } else {
         t.check("touching every page of 62 MiB takes one fault", eq(faults, 1));
         t.check(
@@ -671,12 +698,12 @@ fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
         t.check(
             "statistics: one PMD table, linked once, 2 MiB leaves over all the memory, no PTE table",
             get_stats(&region).map_err(|e| e.to_string()).and_then(|s| {
-                eq((s.pmd_tables, s.pmd_links, s.huge_leaf_bytes, s.tables), (1, 1, (SIZE - G) as u64, 0))
+                eq((s.pmd_tables, s.pmd_links, s.huge_leaf_bytes, s.tables), (1, 1, (GIB_REGION - G) as u64, 0))
             }),
         );
     }
     // SAFETY: offsets inside the window.
-    let (hole, past_end, last) = unsafe { (p.add(HOLE), p.add(SIZE), p.add(GIB - 1)) };
+    let (hole, past_end, last) = unsafe { (p.add(GIB_HOLE), p.add(GIB_REGION), p.add(GIB - 1)) };
     t.check(
         "the hole, the rest of the GiB and its last byte are SIGSEGV",
         eq(
@@ -701,29 +728,9 @@ fn gib_window_checks(t: &mut Suite, shares_tables: bool) {
 /// Mode B: what a shared PMD table keeps of the shared PTE tables' rules, on the 64 MiB
 /// region of [`gib_window_checks`] (a hole at granule 5) mapped by a 1 GiB window at `p`.
 fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
-    const GIB: usize = 1 << 30;
     const G: usize = GRANULE as usize;
-    const SIZE: usize = 32 * G;
-    const HOLE: usize = 5 * G;
-    let codes: Vec<i32> = (0..8)
-        .map(|_| {
-            in_child(|| {
-                let Ok(q) = open_rw("api-gib").and_then(|f| map(&f, GIB, libc::MAP_SHARED, 0)) else { return 200 };
-                warm_stack();
-                let mut seen = 0;
-                // SAFETY: reads and writes inside the child's own window, not its hole.
-                let faults = faults_of(|| unsafe {
-                    seen = q.add(SIZE - 1).read_volatile();
-                    touch(q, HOLE);
-                    touch(q.add(HOLE + G), SIZE - HOLE - G);
-                });
-                if seen != 0x42 {
-                    return 201;
-                }
-                faults.min(199) as i32
-            })
-        })
-        .collect();
+    let codes: Vec<i32> =
+        (0..8).map(|_| sharer_faults("api-gib", GIB, GIB_REGION - 1, touch_around_the_hole)).collect();
     t.check(
         "8 more processes each take one fault for the whole window and see the data",
         eq(codes.iter().all(|&c| c == 1), true).map_err(|e| format!("{e}: {codes:?}")),
@@ -735,7 +742,7 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
                 warm_stack();
                 let mut seen = 0;
                 // SAFETY: inside the inherited window.
-                let faults = faults_of(|| seen = unsafe { p.add(SIZE - 1).read_volatile() });
+                let faults = faults_of(|| seen = unsafe { p.add(GIB_REGION - 1).read_volatile() });
                 if seen != 0x42 {
                     return 201;
                 }
@@ -808,7 +815,7 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
         "statistics: one PTE table, the rest 2 MiB leaves",
         get_stats(region)
             .map_err(|e| e.to_string())
-            .and_then(|s| eq((s.pmd_tables, s.tables, s.huge_leaf_bytes), (1, 1, (SIZE - 2 * G) as u64))),
+            .and_then(|s| eq((s.pmd_tables, s.tables, s.huge_leaf_bytes), (1, 1, (GIB_REGION - 2 * G) as u64))),
     );
     t.check(
         "a window at a 2 MiB offset shares PTE tables, not the PMD table",
@@ -828,37 +835,19 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
     // munmap unlinks the PMD table and flushes every entry below it: a window of another
     // region mapped at the same address right after shows that region's data everywhere.
     t.check("after munmap, a new window at the same address sees its own region on every page", {
-        let other = create("api-gib-2", 0o600).and_then(|f| {
-            set_size(&f, SIZE as u64)?;
-            create_mapping(&f, &MshareCreate::anonymous(0, SIZE as u64))?;
-            Ok(f)
-        });
-        other.map_err(|e| e.to_string()).and_then(|other| {
-            let pages = || (0..SIZE).step_by(4096).filter(|&o| !(HOLE..HOLE + G).contains(&o));
-            // One page per granule, at a different page offset in each, so that all of them
-            // stay in a small TLB (QEMU's is direct-mapped: a sweep of every page evicts
-            // its own entries before a second sweep reads them).
-            let samples = || (0..SIZE / G).filter(|&g| g * G != HOLE).map(|g| g * G + g * 4096);
-            // SAFETY: reads inside the first window, to fill the TLB: every page, then the
-            // samples last.
-            let warm: u64 = pages().chain(samples()).map(|o| u64::from(unsafe { p.add(o).read_volatile() })).sum();
-            std::hint::black_box(warm);
-            if !map_fixed(p, GIB, &other) {
-                return Err(format!("MAP_FIXED over the window: {}", io::Error::last_os_error()));
-            }
-            // SAFETY: reads the other region (zeroed) through the new window.
-            let stale = samples().chain(pages()).filter(|&o| unsafe { p.add(o).read_volatile() } != 0).count();
-            let _ = fs::remove_file(format!("{MOUNT}/api-gib-2"));
-            if !map_fixed(p, GIB, region) {
-                return Err(format!("mapping the first region back: {}", io::Error::last_os_error()));
-            }
-            eq(stale, 0).map_err(|e| format!("pages still showing the old region: {e}"))
-        })
+        let pages = (0..GIB_REGION).step_by(4096).filter(|&o| !(GIB_HOLE..GIB_HOLE + G).contains(&o));
+        // One page per granule, at a different page offset in each, so that all of them
+        // stay in a small TLB (QEMU's is direct-mapped: a sweep of every page evicts its
+        // own entries before a second sweep reads them): read last to warm, first to check.
+        let samples = (0..GIB_REGION / G).filter(|&g| g * G != GIB_HOLE).map(|g| g * G + g * 4096);
+        let warm: Vec<usize> = pages.clone().chain(samples.clone()).collect();
+        let check: Vec<usize> = samples.chain(pages).collect();
+        replaced_window_shows_its_own_region(region, p, GIB, GIB_REGION, &warm, &check)
     });
     t.check(
         "mapped back, it shows its data again (the table linked anew)",
         // SAFETY: inside the window.
-        eq(unsafe { p.add(SIZE - 1).read_volatile() }, 0x42),
+        eq(unsafe { p.add(GIB_REGION - 1).read_volatile() }, 0x42),
     );
     t.check(
         "exited processes left one window: this one",
