@@ -37,6 +37,13 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// Whether the line is an RCU stall report's: its header or its trace's.
+    pub fn is_part_of_a_stall_report(&self) -> bool {
+        ["rcu: INFO:", "rcu_sched self-detected stall", "Call Trace:"].iter().any(|m| self.line.contains(m))
+    }
+}
+
 /// Every console line that shows a kernel warning, BUG, oops, lockdep report or panic.
 pub fn kernel_problems(console: &str) -> Vec<Problem> {
     console
@@ -45,6 +52,22 @@ pub fn kernel_problems(console: &str) -> Vec<Problem> {
         .filter(|(_, line)| PROBLEM_MARKERS.iter().any(|m| line.contains(m)))
         .map(|(i, line)| Problem { line_number: i + 1, line: line.trim_end_matches('\r').to_owned() })
         .collect()
+}
+
+/// Up to `lines` console lines from `problem`'s line on.
+pub fn report_at(console: &str, problem: &Problem, lines: usize) -> String {
+    console
+        .lines()
+        .skip(problem.line_number - 1)
+        .take(lines)
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether the console shows an RCU stall report.
+pub fn shows_rcu_stall(console: &str) -> bool {
+    console.lines().any(|l| l.contains("detected stalls on CPUs") || l.contains("self-detected stall"))
 }
 
 /// How `/init` found mshare.ko.

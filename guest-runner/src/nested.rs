@@ -18,7 +18,7 @@
 use crate::console::{self, GuestResult};
 use crate::cpio::Archive;
 use crate::images::{ImagePaths, ImagesError};
-use crate::qemu::{tail, Boot, CommandRun, QemuError};
+use crate::qemu::{tail, Boot, CommandRun, Output, QemuError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -156,6 +156,28 @@ impl NestedBoot {
     /// Boots L1 and waits for it to end. Fails when L1 printed no result line, or any
     /// kernel (L1 or L2) warned, oopsed or panicked.
     pub fn run(&self) -> Result<NestedRun, QemuError> {
+        NestedRun::new(self.boot()?)
+    }
+
+    /// Boots L1 as [`NestedBoot::run`] does, and once more if an L2 VM failed before its
+    /// /init ran in the way QEMU's emulated SVM makes L2 boots fail now and then
+    /// (docs/vmm.md), and only that: it triple-faulted, or it stopped making progress —
+    /// until the VMM's `--timeout`, or for long enough that its kernel reported an RCU
+    /// stall while nothing else on the console reported a problem. The retry is printed on
+    /// stderr with the failed boot's console, so it shows in a test's or a user's output.
+    pub fn run_retrying_early_crash(&self) -> Result<NestedRun, QemuError> {
+        let output = self.boot()?;
+        let Some((name, how)) = early_l2_failure(&output.console) else { return NestedRun::new(output) };
+        eprintln!(
+            "nested boot: guest '{name}' {how} before its /init ran (QEMU's emulated SVM, docs/vmm.md); \
+             booting the nested host once more. The failed boot's console:\n{}",
+            tail(&output.console)
+        );
+        self.run()
+    }
+
+    /// Boots L1 with the added files and waits for it to end, whatever happened there.
+    fn boot(&self) -> Result<Output, QemuError> {
         let scratch = Scratch::new()?;
         let mut host = self.host.clone();
         let mut archive = Archive::new();
@@ -177,25 +199,7 @@ impl NestedBoot {
             source,
         })?;
         host.initrd = Some(path);
-        let run = host.run_command()?;
-        let guests = guest_consoles(&run.output.console);
-        Ok(NestedRun { host: run, guests })
-    }
-
-    /// Boots L1 as [`NestedBoot::run`] does, and once more if an L2 VM triple-faulted or
-    /// stopped making progress before its /init ran: the known flake of QEMU's emulated
-    /// SVM (docs/vmm.md), and only that. The retry is printed on stderr with the failed
-    /// boot's last console lines, so it shows in a test's or a user's output.
-    pub fn run_retrying_early_crash(&self) -> Result<NestedRun, QemuError> {
-        let run = self.run()?;
-        let crashed = run.guests.keys().find(|name| run.guest(name).is_err() && run.crashed_before_init(name));
-        let Some(name) = crashed else { return Ok(run) };
-        eprintln!(
-            "nested boot: guest '{name}' triple-faulted or stopped before its /init ran (QEMU's emulated SVM, \
-             docs/vmm.md); booting the nested host once more. The failed boot's console:\n{}",
-            tail(&run.host.output.console)
-        );
-        self.run()
+        host.run()
     }
 
     /// Boots L1 running the one L2 of [`NestedBoot::vm`] and returns the guest's result
@@ -222,6 +226,14 @@ impl NestedBoot {
 }
 
 impl NestedRun {
+    /// The run L1's console shows: fails when a kernel (L1 or L2) reported problems or L1
+    /// printed no result line.
+    fn new(output: Output) -> Result<Self, QemuError> {
+        let host = output.into_command_run()?;
+        let guests = guest_consoles(&host.output.console);
+        Ok(Self { host, guests })
+    }
+
     /// The result line of L2 VM `name`: an error when it printed none.
     pub fn guest(&self, name: &str) -> Result<GuestResult, QemuError> {
         let lines = self.guest_console(name);
@@ -234,24 +246,38 @@ impl NestedRun {
         })
     }
 
-    /// Whether L2 VM `name` died before its /init started: no `MSHARE-INIT` line from
-    /// it, and mshare-vmm reporting a triple fault or its `--timeout` (a guest that
-    /// stopped making progress).
-    pub fn crashed_before_init(&self, name: &str) -> bool {
-        let vm = format!("vm '{name}': ");
-        !self.guest_console(name).contains("MSHARE-INIT")
-            && self
-                .host
-                .output
-                .console
-                .lines()
-                .any(|l| l.contains(&vm) && (l.contains("triple-faulted") || l.contains("did not finish within")))
-    }
-
     /// The console lines of L2 VM `name` (empty if it printed none).
     pub fn guest_console(&self, name: &str) -> &str {
         self.guests.get(name).map_or("", String::as_str)
     }
+}
+
+/// The L2 VM of L1's `console` that failed before its /init started (no `MSHARE-INIT`
+/// line from it), and how: mshare-vmm reported a triple fault or its `--timeout`, or the
+/// guest kernel reported an RCU stall and no other kernel problem is on the console.
+fn early_l2_failure(console: &str) -> Option<(String, &'static str)> {
+    let problems = console::kernel_problems(console);
+    guest_consoles(console).into_iter().find_map(|(name, lines)| {
+        let before_init = lines.split("MSHARE-INIT").next().unwrap_or_default();
+        // Any other problem (in L1, another VM, this one's /init, or a warning next to the
+        // stall) is never retried.
+        let early = console::kernel_problems(before_init);
+        if early.len() != problems.len() || !early.iter().all(console::Problem::is_part_of_a_stall_report) {
+            return None;
+        }
+        let vm = format!("vm '{name}': ");
+        let died = before_init.len() == lines.len()
+            && console
+                .lines()
+                .any(|l| l.contains(&vm) && (l.contains("triple-faulted") || l.contains("did not finish within")));
+        if died {
+            Some((name, "triple-faulted or stopped"))
+        } else if console::shows_rcu_stall(before_init) {
+            Some((name, "stalled (its kernel reported an RCU stall)"))
+        } else {
+            None
+        }
+    })
 }
 
 /// The console lines of each VM on a console where they are prefixed `[NAME] `.
@@ -317,6 +343,31 @@ mod tests {
         assert_eq!(guests["l2"], "Linux version 7.3\nMSHARE-RESULT status=3 module=loaded uptime=2.5\n");
         assert_eq!(console::guest_result(&guests["l2"]).unwrap().status, 3);
         assert_eq!(console::guest_result(&guests["writer"]).unwrap().status, 0);
+    }
+
+    const STALL: &str = "[l2] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n[l2] Call Trace:\n";
+
+    #[test]
+    fn an_l2_that_stalled_or_died_before_its_init_is_an_early_failure() {
+        let stalled = format!("L1 up\n[l2] Linux version 7.3\n{STALL}[l2] MSHARE-INIT uptime=90.0\n[l2] MSHARE-RESULT status=0 module=loaded uptime=99.0\n");
+        assert_eq!(early_l2_failure(&stalled), Some(("l2".to_owned(), "stalled (its kernel reported an RCU stall)")));
+        let died = "[l2] Linux version 7.3\nmshare-vmm: vm 'l2': the guest triple-faulted (KVM_EXIT_SHUTDOWN)\n";
+        assert_eq!(early_l2_failure(died), Some(("l2".to_owned(), "triple-faulted or stopped")));
+        let hung = "[l2] Linux version 7.3\nmshare-vmm: vm 'l2': did not finish within 300 s\n";
+        assert_eq!(early_l2_failure(hung).map(|f| f.1), Some("triple-faulted or stopped"));
+    }
+
+    #[test]
+    fn a_problem_after_init_or_outside_the_guest_is_never_an_early_failure() {
+        let after_init = format!("[l2] Linux version 7.3\n[l2] MSHARE-INIT uptime=3.0\n{STALL}");
+        assert_eq!(early_l2_failure(&after_init), None);
+        let l1_warned = format!("WARNING: CPU: 0 PID: 9 at arch/x86/kvm/mmu/tdp_mmu.c:1 x\n[l2] Linux\n{STALL}");
+        assert_eq!(early_l2_failure(&l1_warned), None);
+        let other_warning = format!("[l2] Linux\n{STALL}[l2] WARNING: CPU: 1 PID: 1 at mm/memory.c:1 y\n");
+        assert_eq!(early_l2_failure(&other_warning), None, "a warning with the stall is not retried");
+        let finished_died = "[l2] MSHARE-INIT uptime=3.0\nmshare-vmm: vm 'l2': the guest triple-faulted\n";
+        assert_eq!(early_l2_failure(finished_died), None);
+        assert_eq!(early_l2_failure("[l2] Linux\n[l2] MSHARE-INIT uptime=3.0\n"), None);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
 
 /// Lines of console kept in error messages.
 const TAIL_LINES: usize = 40;
+/// Console lines shown from a kernel's first problem report on (a stall report with its
+/// trace, a WARNING with its registers).
+const REPORT_LINES: usize = 30;
 
 /// What went wrong booting or running a guest.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +71,13 @@ pub enum QemuError {
         tail: String,
     },
     /// The kernel printed warnings, BUGs, oopses or panics.
-    #[error("the guest kernel reported problems:\n{}\nconsole log: {}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"), log.display())]
+    #[error("the guest kernel reported problems:\n{}\nthe first report:\n{first_report}\nconsole log: {}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"), log.display())]
     KernelProblems {
         /// The offending lines.
         problems: Vec<Problem>,
+        /// The console from the first offending line on (a few lines: what a CI log
+        /// shows when the console log itself is gone).
+        first_report: String,
         /// Where the whole console was written.
         log: PathBuf,
     },
@@ -301,11 +307,7 @@ impl Boot {
     /// Boots, runs the guest command and returns its result line. Fails when the guest
     /// never printed one, or when the kernel warned, oopsed or panicked on the way.
     pub fn run_command(&self) -> Result<CommandRun, QemuError> {
-        let output = self.run()?;
-        output.check_clean()?;
-        let result = console::guest_result(&output.console)
-            .ok_or_else(|| QemuError::NoResult { status: output.status.to_string(), tail: tail(&output.console) })?;
-        Ok(CommandRun { result, output })
+        self.run()?.into_command_run()
     }
 }
 
@@ -313,13 +315,22 @@ impl Output {
     /// Fails when the console shows a kernel warning, BUG, oops or panic.
     pub fn check_clean(&self) -> Result<(), QemuError> {
         let problems = console::kernel_problems(&self.console);
-        if problems.is_empty() {
-            return Ok(());
-        }
+        let Some(first) = problems.first() else { return Ok(()) };
+        let first_report = console::report_at(&self.console, first, REPORT_LINES);
         Err(QemuError::KernelProblems {
             problems,
+            first_report,
             log: self.console_log.clone().unwrap_or_else(|| PathBuf::from("(not written)")),
         })
+    }
+
+    /// The run of a guest command: fails when the kernel reported problems or the guest
+    /// printed no result line.
+    pub fn into_command_run(self) -> Result<CommandRun, QemuError> {
+        self.check_clean()?;
+        let result = console::guest_result(&self.console)
+            .ok_or_else(|| QemuError::NoResult { status: self.status.to_string(), tail: tail(&self.console) })?;
+        Ok(CommandRun { result, output: self })
     }
 }
 

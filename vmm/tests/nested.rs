@@ -117,7 +117,7 @@ fn guest_programs_read_and_write_a_named_region() {
          echo \"L1 read: $(dd if=/tmp/region bs=1 skip=4096 count=20 2>/dev/null)|$(dd if=/tmp/region bs=1 skip=8192 count=12 2>/dev/null)\"\n\
          exit $status\n"
     ));
-    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
     let guest = run.guest(L2_NAME).unwrap_or_else(|e| panic!("{e}"));
     let console = run.guest_console(L2_NAME);
     assert_eq!((guest.status, run.host.result.status), (0, 0), "{console}");
@@ -135,7 +135,7 @@ fn two_vms_exchange_data_through_msharefs_and_the_read_only_one_cannot_write() {
     let mut boot = nested("nested-xchg");
     boot.add_host_file("/xchg.sh", 0o755, include_str!("../../examples/two-vms-programs.sh"));
     boot.host.command = vec!["sh".to_owned(), "/xchg.sh".to_owned()];
-    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
     let (writer, reader) = (run.guest_console("writer"), run.guest_console("reader"));
     let (w, r) = (run.guest("writer"), run.guest("reader"));
     let (w, r) = (w.unwrap_or_else(|e| panic!("{e}")), r.unwrap_or_else(|e| panic!("{e}")));
@@ -158,7 +158,7 @@ fn two_vms_exchange_data_through_msharefs_and_the_read_only_one_cannot_write() {
 fn tiny_guest_suite_passes_on_the_nested_host() {
     let mut boot = nested("nested-tiny-guests");
     boot.script("MSHARE_VMM=/usr/bin/mshare-vmm exec vmm-tiny-guests --test-threads=1\n");
-    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
     let console = &run.host.output.console;
     let summary = line_of(console, "test result: ");
     assert_eq!(run.host.result.status, 0, "{summary}\n{console}");
