@@ -15,6 +15,7 @@ help:
 	@echo "make bench        every benchmark below, then target/bench/report.md, report.json and plots"
 	@echo "make bench-boot   mshare-vmm against QEMU booting the same guest on this host's KVM"
 	@echo "make bench-regions host memory of K VMs sharing a region against K private copies; stage-2 tables on the nested KVM host"
+	@echo "make bench-stage2 N VMs on the nested KVM host: one shared set of stage-2 tables for a region against each VM's own"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
 	@echo "make bench-dbtier LMDB, K VMs x N readers: private copies (4 KiB, THP) against one shared copy (mshare C, B); then under mshare-vmm on the nested KVM host"
 	@echo "make bench-kvm    the LMDB tier under mshare-vmm with K VMs at once (hardware virtualization; not yet run on such a host)"
@@ -64,7 +65,7 @@ demo: images
 test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
-bench: bench-pagetables bench-dbtier bench-regions bench-boot
+bench: bench-pagetables bench-dbtier bench-regions bench-stage2 bench-boot
 	cargo run -q --locked --release -p bench-report
 
 bench-boot: images
@@ -74,6 +75,10 @@ bench-boot: images
 bench-regions: images
 	cargo bench --locked -p vmm --bench regions
 	cargo bench --locked -p vmm --bench regions_nested
+
+# Stage-2 tables shared between VMs against each VM's own, on the nested KVM host.
+bench-stage2: images
+	cargo bench --locked -p vmm --bench stage2
 
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables
@@ -90,4 +95,4 @@ bench-kvm: images
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: bench-dbtier bench-kvm fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-pagetables clean-cache
+.PHONY: bench-dbtier bench-kvm fuzz help toolchain images image-paths lint test test-kvm demo bench bench-boot bench-regions bench-stage2 bench-pagetables clean-cache

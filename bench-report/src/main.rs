@@ -230,6 +230,7 @@ fn main() {
     let pagetables = read_json(&dir, "pagetables.json");
     let regions = read_json(&dir, "regions.json");
     let boot = read_json(&dir, "boot.json");
+    let stage2 = read_json(&dir, "stage2.json");
     let dbtier = read_json(&dir, "dbtier.json");
     let dbtier_nested = read_json(&dir, "dbtier-nested.json");
     let pt_rows: Vec<Value> = pagetables.as_ref().and_then(|p| p["rows"].as_array().cloned()).unwrap_or_default();
@@ -329,6 +330,8 @@ fn main() {
     report += "\n";
     report += &section("regions.md", "Shared regions across VMs");
     report += "\n";
+    report += &section("stage2.md", "Stage-2 tables shared between VMs (nested KVM host)");
+    report += "\n";
     report += &section("boot.md", "Boot");
     std::fs::write(dir.join("report.md"), &report).unwrap_or_else(|e| panic!("report.md: {e}"));
     let json = json!({
@@ -337,6 +340,7 @@ fn main() {
         "dbtier": dbtier,
         "dbtier_nested": dbtier_nested,
         "regions": regions,
+        "stage2": stage2,
         "boot": boot,
         "plots": plots,
     });

@@ -33,6 +33,13 @@ toolchain_id() {
     } | tr '\n' ';'
 }
 
+# The nested host kernel's own patches (KVM), applied on top of the guest kernel's.
+host_patches_text() {
+    local p
+    for p in "$IMAGES"/kernel/host-patches/*.patch; do [ -e "$p" ] && { echo "host-patch=$(basename "$p")"; cat "$p"; }; done
+    return 0
+}
+
 # Kernel: source version, config fragment, patches, toolchain, the make recipe.
 kernel_key() {
     {
@@ -56,7 +63,7 @@ compute_keys() {
     KMOD_KEY=$(kmod_key "$KERNEL_KEY")
     MODULE_DIR="$CACHE_ROOT/module/$KMOD_KEY"
     KTEST_DIR="$CACHE_ROOT/ktest/$(printf '%s\n' "$KMOD_KEY" "$KTEST_CMDLINE" | hash_of)"
-    HOST_KERNEL_DIR="$CACHE_ROOT/host-kernel/$({ echo "kernel=$KERNEL_KEY"; cat "$IMAGES/kernel/host.config"; } | hash_of)"
+    HOST_KERNEL_DIR="$CACHE_ROOT/host-kernel/$({ echo "kernel=$KERNEL_KEY"; cat "$IMAGES/kernel/host.config"; host_patches_text; } | hash_of)"
     PROGRAMS_DIR="$REPO_ROOT/target/guest/x86_64-unknown-linux-gnu/release"
 }
 
@@ -188,7 +195,8 @@ build_ktest_in_work_tree() {
 }
 
 # The nested test host's kernel: a copy of the built guest tree with host.config merged in
-# (KVM_AMD). Built at the same path as the guest tree, Kbuild rebuilds what the new options
+# (KVM_AMD) and host-patches/ applied (KVM's shared stage-2 tables, which the guest kernel
+# has no use for). Built at the same path as the guest tree, Kbuild rebuilds what the new options
 # touch; KVM selects PREEMPT_NOTIFIERS, which most of the kernel sees, so this is close to a
 # whole kernel build (about 6 minutes on 2 cores).
 build_host_kernel() {
@@ -204,6 +212,13 @@ build_host_kernel_in_work_tree() {
     log "host kernel $(basename "$HOST_KERNEL_DIR"): copying the guest kernel tree"
     rm -rf "$HOST_KERNEL_DIR" && mkdir -p "$HOST_KERNEL_DIR"
     cp -a "$KDIR" "$WORK_TREE"
+    local p
+    for p in "$IMAGES"/kernel/host-patches/*.patch; do
+        [ -e "$p" ] || continue
+        log "applying $(basename "$p") (host kernel only)"
+        patch -d "$WORK_TREE" -p1 --batch --forward --quiet <"$p" >"$HOST_KERNEL_DIR/patch.log" 2>&1 ||
+            { cat "$HOST_KERNEL_DIR/patch.log" >&2; die "host patch $(basename "$p") does not apply to the guest kernel tree"; }
+    done
     (
         cd "$WORK_TREE"
         run_logged "merging host.config" "$log_file" scripts/kconfig/merge_config.sh -m .config "$IMAGES/kernel/host.config"

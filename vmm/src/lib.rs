@@ -22,6 +22,7 @@ pub mod memory;
 pub mod outcome;
 pub mod regions;
 pub mod report;
+pub mod shared_stage2;
 pub mod signals;
 pub mod stats;
 pub mod stop;

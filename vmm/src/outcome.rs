@@ -26,6 +26,9 @@ pub struct Outcome {
     pub regions: Vec<RegionUse>,
     /// KVM's binary statistics of the VM at its stop (None: the host has no stats fd).
     pub kvm_stats: Option<std::collections::BTreeMap<String, u64>>,
+    /// KVM's binary statistics of its vCPUs at its stop, summed (e.g. `pf_fixed`: stage-2
+    /// faults that mapped memory).
+    pub kvm_vcpu_stats: Option<std::collections::BTreeMap<String, u64>>,
     /// The VMM process's smaps_rollup (KiB) when this VM stopped, guest RAM still mapped.
     pub host_memory: std::collections::BTreeMap<String, u64>,
     /// Guest RAM in bytes.

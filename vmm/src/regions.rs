@@ -36,6 +36,28 @@ pub enum Backing {
     InheritedFd(i32),
 }
 
+/// Whose stage-2 tables map a region in each VM that attaches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage2 {
+    /// Each VM builds its own entries (any KVM).
+    #[default]
+    Private,
+    /// One set of stage-2 tables for the region, linked by every VM
+    /// (`KVM_MEM_SHARED_STAGE2`: a host kernel with this project's KVM patch, docs/regions.md).
+    Shared,
+}
+
+impl Stage2 {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "private" => Ok(Self::Private),
+            "shared" => Ok(Self::Shared),
+            other => Err(format!("stage2 '{other}': expected private or shared")),
+        }
+    }
+}
+
 /// A region as configured.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegionSpec {
@@ -45,6 +67,9 @@ pub struct RegionSpec {
     pub size: u64,
     /// Where the memory comes from.
     pub backing: Backing,
+    /// Whose stage-2 tables map it.
+    #[serde(default)]
+    pub stage2: Stage2,
 }
 
 /// A VM's attachment of a region.
@@ -59,7 +84,7 @@ pub struct Attachment {
 /// Errors describing or mapping a region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegionError {
-    #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE|,fd=N][,ro])")]
+    #[error("--region {spec}: {problem} (expected name=NAME,size=SIZE[,backing=memfd|hugetlbfs][,pagesize=2M|1G][,path=FILE|,fd=N][,stage2=private|shared][,ro])")]
     Spec {
         /// The spec.
         spec: String,
@@ -136,7 +161,7 @@ impl RegionSpec {
         Ok(())
     }
 
-    /// Parses `name=db,size=256M[,backing=memfd|hugetlbfs][,pagesize=2M][,path=FILE][,ro]`
+    /// Parses `name=db,size=256M[,backing=memfd|hugetlbfs][,pagesize=2M][,path=FILE][,stage2=shared][,ro]`
     /// into a region and this VM's attachment of it: the fields of a fleet file's
     /// `[[region]]` ([`RegionFields`]), plus `fd=` and the access.
     pub fn parse_flag(spec: &str) -> Result<(RegionSpec, Attachment), RegionError> {
@@ -150,6 +175,7 @@ impl RegionSpec {
                 Some(("backing", v)) => fields.backing = Some(v.to_owned()),
                 Some(("pagesize", v)) => fields.page_size = Some(v.to_owned()),
                 Some(("path", v)) => fields.path = Some(v.to_owned()),
+                Some(("stage2", v)) => fields.stage2 = Some(v.to_owned()),
                 Some(("fd", v)) => fd = Some(v.parse::<i32>().map_err(|_| err(format!("fd '{v}' is not a number")))?),
                 None if item == "ro" => read_only = true,
                 None if item == "rw" => read_only = false,
@@ -182,7 +208,8 @@ impl RegionSpec {
             Backing::InheritedFd(fd) => format!(",fd={fd}"),
         };
         let ro = if attach.read_only { ",ro" } else { "" };
-        format!("name={},size={}{backing}{ro}", self.name, self.size)
+        let stage2 = if self.stage2 == Stage2::Shared { ",stage2=shared" } else { "" };
+        format!("name={},size={}{backing}{stage2}{ro}", self.name, self.size)
     }
 }
 
@@ -201,6 +228,8 @@ pub struct RegionFields {
     pub page_size: Option<String>,
     /// The file of `backing = "path"`, as written.
     pub path: Option<String>,
+    /// `private` (default) or `shared`: see [`Stage2`].
+    pub stage2: Option<String>,
 }
 
 impl RegionFields {
@@ -215,7 +244,8 @@ impl RegionFields {
         let size = size_of(&self.size)?;
         let page_size = self.page_size.as_deref().map(size_of).transpose()?;
         let backing = backing_from(self.backing.as_deref(), page_size, path)?;
-        Ok(RegionSpec { name: self.name.clone(), size, backing })
+        let stage2 = self.stage2.as_deref().map(Stage2::parse).transpose()?.unwrap_or_default();
+        Ok(RegionSpec { name: self.name.clone(), size, backing, stage2 })
     }
 }
 
@@ -346,13 +376,20 @@ mod tests {
     #[test]
     fn parses_region_flags() {
         let (region, attach) = RegionSpec::parse_flag("name=db,size=256M,ro").unwrap();
-        assert_eq!(region, RegionSpec { name: "db".into(), size: 256 << 20, backing: Backing::Memfd });
+        assert_eq!(
+            region,
+            RegionSpec { name: "db".into(), size: 256 << 20, backing: Backing::Memfd, stage2: Stage2::Private }
+        );
         assert!(attach.read_only);
         let (region, _) = RegionSpec::parse_flag("name=h,size=1G,backing=hugetlbfs,pagesize=1G").unwrap();
         assert_eq!(region.backing, Backing::Hugetlbfs { page_size: 1 << 30 });
         let (region, attach) = RegionSpec::parse_flag("name=f,size=4M,path=/dev/shm/f,rw").unwrap();
         assert_eq!(region.backing, Backing::Path("/dev/shm/f".into()));
         assert!(!attach.read_only);
+        let (region, _) = RegionSpec::parse_flag("name=s,size=1G,stage2=shared").unwrap();
+        assert_eq!(region.stage2, Stage2::Shared);
+        let err = RegionSpec::parse_flag("name=s,size=1G,stage2=yes").unwrap_err().to_string();
+        assert!(err.contains("stage2 'yes': expected private or shared"), "{err}");
     }
 
     #[test]
@@ -362,6 +399,7 @@ mod tests {
             "name=h,size=1G,backing=hugetlbfs,pagesize=1G",
             "name=f,size=4M,path=/x",
             "name=i,size=64K,fd=3",
+            "name=s,size=1G,backing=hugetlbfs,pagesize=2M,stage2=shared,ro",
         ] {
             let (region, attach) = RegionSpec::parse_flag(text).unwrap();
             assert_eq!(RegionSpec::parse_flag(&region.to_flag(&attach)), Ok((region, attach)), "{text}");
@@ -373,8 +411,13 @@ mod tests {
 
     #[test]
     fn inherited_descriptors_map_the_same_memory() {
-        let first =
-            SharedRegion::map(&RegionSpec { name: "p".into(), size: 64 << 10, backing: Backing::Memfd }).unwrap();
+        let first = SharedRegion::map(&RegionSpec {
+            name: "p".into(),
+            size: 64 << 10,
+            backing: Backing::Memfd,
+            stage2: Stage2::Private,
+        })
+        .unwrap();
         let fd = first.backing_fd().unwrap();
         let (spec, _) = RegionSpec::parse_flag(&format!("name=p,size=64K,fd={fd}")).unwrap();
         assert_eq!(spec.backing, Backing::InheritedFd(fd));
@@ -399,18 +442,29 @@ mod tests {
 
     #[test]
     fn sizes_must_be_bar_compatible() {
-        let spec = RegionSpec { name: "db".into(), size: 3 << 20, backing: Backing::Memfd };
+        let spec = RegionSpec { name: "db".into(), size: 3 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
         assert!(spec.validate().unwrap_err().to_string().contains("not a power of two"));
-        let spec = RegionSpec { name: "bad name".into(), size: 4 << 20, backing: Backing::Memfd };
+        let spec =
+            RegionSpec { name: "bad name".into(), size: 4 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
         assert!(spec.validate().is_err());
-        let spec = RegionSpec { name: "h".into(), size: 4 << 20, backing: Backing::Hugetlbfs { page_size: 4096 } };
+        let spec = RegionSpec {
+            name: "h".into(),
+            size: 4 << 20,
+            backing: Backing::Hugetlbfs { page_size: 4096 },
+            stage2: Stage2::Private,
+        };
         assert!(spec.validate().unwrap_err().to_string().contains("pagesize=2M or pagesize=1G"));
     }
 
     #[test]
     fn memfd_region_is_shared_memory() {
-        let region =
-            SharedRegion::map(&RegionSpec { name: "t".into(), size: 1 << 20, backing: Backing::Memfd }).unwrap();
+        let region = SharedRegion::map(&RegionSpec {
+            name: "t".into(),
+            size: 1 << 20,
+            backing: Backing::Memfd,
+            stage2: Stage2::Private,
+        })
+        .unwrap();
         // SAFETY: writing inside the 1 MiB mapping.
         unsafe { *region.host_address().add(4096) = 0x5a };
         let mut byte = [0u8];
@@ -423,7 +477,12 @@ mod tests {
     fn file_region_contents_land_in_the_file() {
         let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/mshare-region-").unwrap();
         let path = dir.as_path().join("backing");
-        let spec = RegionSpec { name: "f".into(), size: 64 << 10, backing: Backing::Path(path.clone()) };
+        let spec = RegionSpec {
+            name: "f".into(),
+            size: 64 << 10,
+            backing: Backing::Path(path.clone()),
+            stage2: Stage2::Private,
+        };
         {
             let region = SharedRegion::map(&spec).unwrap();
             // SAFETY: writing inside the 64 KiB mapping.

@@ -54,6 +54,8 @@ pub struct VmReport {
     pub regions: Vec<RegionUseReport>,
     /// KVM's binary statistics (absent: the host has none).
     pub kvm_stats: Option<BTreeMap<String, u64>>,
+    /// KVM's binary statistics of its vCPUs, summed (absent: the host has none).
+    pub kvm_vcpu_stats: Option<BTreeMap<String, u64>>,
     /// The stage-2 statistics the host did not expose.
     pub stage2_missing: Vec<String>,
     /// The VMM process's memory (KiB) when this VM stopped.
@@ -184,6 +186,7 @@ impl VmReport {
                 })
                 .collect(),
             kvm_stats: o.kvm_stats.clone(),
+            kvm_vcpu_stats: o.kvm_vcpu_stats.clone(),
             stage2_missing: missing_stage2(o.kvm_stats.as_ref()).into_iter().map(str::to_owned).collect(),
             host_memory_kib_at_stop: o.host_memory.clone(),
         }

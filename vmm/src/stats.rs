@@ -10,7 +10,7 @@ use kvm_bindings::{kvm_stats_desc, kvm_stats_header, KVM_CAP_BINARY_STATS_FD};
 use kvm_ioctls::VmFd;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use vmm_sys_util::ioctl::ioctl;
 use vmm_sys_util::ioctl_io_nr;
@@ -19,6 +19,8 @@ ioctl_io_nr!(KVM_GET_STATS_FD, kvm_bindings::KVMIO, 0xce);
 
 /// The stage-2 statistics this project reports when the host has them.
 pub const STAGE2_STATS: [&str; 3] = ["pages_4k", "pages_2m", "pages_1g"];
+/// The VM statistic of a host kernel with shared stage-2 tables: tables linked so far.
+pub const SHARED_LINKS: &str = "stage2_shared_links";
 
 /// Memory of the VMM process, in KiB: /proc/self/smaps_rollup, plus `VmPTE` (its page
 /// tables) from /proc/self/status.
@@ -47,24 +49,53 @@ pub fn rss_pss(memory: &BTreeMap<String, u64>) -> String {
 /// (histograms are left out). `None` when the host has no KVM_CAP_BINARY_STATS_FD; a host
 /// that has it but whose statistics cannot be read is an error, logged, and `None`.
 pub fn kvm_binary_stats(vm: &VmFd) -> Option<BTreeMap<String, u64>> {
-    if vm.check_extension_raw(KVM_CAP_BINARY_STATS_FD.into()) <= 0 {
-        return None;
+    StatsFile::open(vm, vm, "VM")?.read()
+}
+
+/// The binary statistics file of a VM or a vCPU (KVM_GET_STATS_FD). A vCPU's stays
+/// readable after its thread ended, until the file is closed.
+#[derive(Debug)]
+pub struct StatsFile {
+    file: File,
+    of: &'static str,
+}
+
+impl StatsFile {
+    /// Opens the statistics of `fd`, a VM or vCPU of `vm` (`of` says which, for errors).
+    /// `None` when the host has no KVM_CAP_BINARY_STATS_FD, or (logged) when KVM refused.
+    pub fn open(vm: &VmFd, fd: &impl AsRawFd, of: &'static str) -> Option<Self> {
+        if vm.check_extension_raw(KVM_CAP_BINARY_STATS_FD.into()) <= 0 {
+            return None;
+        }
+        // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1.
+        let stats_fd = unsafe { ioctl(fd, KVM_GET_STATS_FD()) };
+        if stats_fd < 0 {
+            log::error!("KVM_GET_STATS_FD: {}: the {of}'s KVM statistics are missing", std::io::Error::last_os_error());
+            return None;
+        }
+        // SAFETY: the ioctl returned a fresh fd that nothing else owns.
+        Some(Self { file: unsafe { File::from_raw_fd(stats_fd) }, of })
     }
-    // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1.
-    let stats_fd = unsafe { ioctl(vm, KVM_GET_STATS_FD()) };
-    if stats_fd < 0 {
-        log::error!("KVM_GET_STATS_FD: {}: the VM's KVM statistics are missing", std::io::Error::last_os_error());
-        return None;
+
+    /// The statistics now; `None` (logged) when they cannot be read.
+    pub fn read(&self) -> Option<BTreeMap<String, u64>> {
+        read_stats(&self.file)
+            .inspect_err(|e| {
+                log::error!("reading KVM's binary statistics: {e}: the {}'s KVM statistics are missing", self.of)
+            })
+            .ok()
     }
-    // SAFETY: the ioctl returned a fresh fd that nothing else owns.
-    let file = unsafe { File::from_raw_fd(stats_fd) };
-    match read_stats(&file) {
-        Ok(stats) => Some(stats),
-        Err(e) => {
-            log::error!("reading KVM's binary statistics: {e}: the VM's KVM statistics are missing");
-            None
+}
+
+/// Each statistic summed over `files` (a VM's vCPUs); `None` when any is unreadable.
+pub fn summed(files: &[StatsFile]) -> Option<BTreeMap<String, u64>> {
+    let mut total = BTreeMap::new();
+    for file in files {
+        for (name, value) in file.read()? {
+            *total.entry(name).or_insert(0u64) += value;
         }
     }
+    Some(total)
 }
 
 /// Reads a `#[repr(C)]` KVM statistics structure at `offset` of the stats file.
@@ -126,7 +157,11 @@ pub fn summary_line(o: &crate::outcome::Outcome) -> String {
         }
         None => "no KVM binary statistics on this host".to_owned(),
     };
-    format!("host memory at stop: {}; KVM: {stage2}", rss_pss(&o.host_memory))
+    let shared = o.kvm_stats.as_ref().and_then(|s| s.get(SHARED_LINKS)).filter(|n| **n > 0);
+    let shared = shared.map(|n| format!(", {SHARED_LINKS} {n}")).unwrap_or_default();
+    let faults = o.kvm_vcpu_stats.as_ref().and_then(|s| s.get("pf_fixed"));
+    let faults = faults.map(|n| format!(", pf_fixed {n}")).unwrap_or_default();
+    format!("host memory at stop: {}; KVM: {stage2}{shared}{faults}", rss_pss(&o.host_memory))
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ use crate::devices::{self, PioBus};
 use crate::error::{io_err, kvm_err, VmmError};
 use crate::memory::{self, REGION_FIRST_SLOT};
 use crate::outcome::{Outcome, RegionUse};
-use crate::regions::{RegionError, RegionSpec, SharedRegion};
+use crate::regions::{RegionError, RegionSpec, SharedRegion, Stage2};
+use crate::shared_stage2;
 use crate::signals::kick_signal;
+use crate::stats::StatsFile;
 use crate::stop::{StopReason, StopSignal};
 use crate::symbols::Symbols;
 use crate::vcpu::{self, BootState, ExitCounters, VcpuRunner};
@@ -54,6 +56,8 @@ pub struct Vm {
     regions: Vec<RegionUse>,
     stop: Arc<StopSignal>,
     counters: Arc<ExitCounters>,
+    /// Each vCPU's KVM statistics, opened when it is created (read at the stop).
+    vcpu_stats: Mutex<Vec<StatsFile>>,
 }
 
 impl Vm {
@@ -106,6 +110,7 @@ impl Vm {
             regions,
             stop,
             counters: Arc::new(ExitCounters::default()),
+            vcpu_stats: Mutex::new(Vec::new()),
         })
     }
 
@@ -127,6 +132,9 @@ impl Vm {
             .map(|id| {
                 let fd = self.fd.create_vcpu(u64::from(id)).map_err(kvm_err("KVM_CREATE_VCPU"))?;
                 vcpu::configure(&fd, &supported, id, self.cpus, boot)?;
+                if let Some(stats) = StatsFile::open(&self.fd, &fd, "vCPU") {
+                    devices::lock(&self.vcpu_stats).push(stats);
+                }
                 Ok(VcpuRunner {
                     vcpu: fd,
                     id,
@@ -145,6 +153,14 @@ impl Vm {
     pub fn finish(self, threads: Vec<JoinHandle<()>>, elapsed: Duration, first_run: Option<Duration>) -> Outcome {
         stop_vcpus(threads);
         let kvm_stats = crate::stats::kvm_binary_stats(self.fd.as_ref());
+        let kvm_vcpu_stats = {
+            let files = devices::lock(&self.vcpu_stats);
+            if files.is_empty() {
+                None
+            } else {
+                crate::stats::summed(&files)
+            }
+        };
         let host_memory = crate::stats::process_memory();
         if let Err(e) = devices::lock(&self.serial).flush_console() {
             log::error!("writing the guest console's last bytes: {e}");
@@ -158,6 +174,7 @@ impl Vm {
             software_hypervisor: self.software_hypervisor,
             regions: self.regions,
             kvm_stats,
+            kvm_vcpu_stats,
             host_memory,
             memory: self.memory,
             cpus: self.cpus,
@@ -213,6 +230,9 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &GuestMemoryMmap) -> Result<VmFd
     }
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     vm.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    if config.regions.iter().any(|(spec, _)| spec.stage2 == Stage2::Shared) && shared_stage2::supported(&vm) {
+        shared_stage2::zap_only_deleted_slots(&vm).map_err(kvm_err("KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS2)"))?;
+    }
     if config.irqchip {
         vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };

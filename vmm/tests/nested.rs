@@ -164,3 +164,109 @@ fn tiny_guest_suite_passes_on_the_nested_host() {
     assert_eq!(run.host.result.status, 0, "{summary}\n{console}");
     assert!(summary.starts_with("test result: ok. 10 passed; 0 failed"), "{summary}");
 }
+
+/// Pages of the shared stage-2 test's region (256 MiB): 128 granules of 2 MiB.
+const S2_PAGES: u32 = 65_536;
+const S2_GRANULES: u64 = 128;
+/// What the shared tables of that region take: one 4 KiB table per granule.
+const S2_TABLES_KIB: u64 = S2_GRANULES * 4;
+
+/// The three VMs of [`shared_stage2_tables_are_linked_by_every_vm_and_freed_with_the_last`].
+fn shared_stage2_guests() -> [(&'static str, Vec<u8>); 3] {
+    use vmm_testing::tiny::*;
+    // a: touch every page, hand 0x5a to b, wait for b's 0xa5, say `A` on its console and
+    // wait for L1's 1 at byte 4; then turn BAR2's decoding off and on (its memslot is
+    // deleted and registered again while b runs), touch every page again, say 0x5b and
+    // exit first.
+    let mut a = touch_bar2(S2_PAGES);
+    a.extend(write_byte_at_rbx(0, 0x5a));
+    a.extend(wait_for_byte_at_rbx(1, 0xa5));
+    a.extend(print_marker(b'A'));
+    a.extend(wait_for_byte_at_rbx(4, 1));
+    a.extend(config_write(1, 1, 0));
+    a.extend(config_write(1, 1, 2));
+    a.extend(touch_bar2(S2_PAGES));
+    a.extend(write_byte_at_rbx(2, 0x5b));
+    a.extend(exit_with(0));
+    // b: touch every page, answer a, wait for a's last word, touch every page again (its
+    // links outlived a's memslot), exit after a.
+    let mut b = touch_bar2(S2_PAGES);
+    b.extend(wait_for_byte_at_rbx(0, 0x5a));
+    b.extend(write_byte_at_rbx(1, 0xa5));
+    b.extend(wait_for_byte_at_rbx(2, 0x5b));
+    b.extend(touch_bar2(S2_PAGES));
+    b.extend(exit_with(0));
+    // r, read-only: see a's 0x5a, write 0x77 (exits to the VMM, dropped), exit with what
+    // it then reads there (0).
+    let mut r = bar2_address_into_rbx();
+    r.extend(wait_for_byte_at_rbx(0, 0x5a));
+    r.extend(write_byte_at_rbx(3, 0x77));
+    r.extend(read_byte_at_rbx(3));
+    r.extend(exit_with_al());
+    [("a", a), ("b", b), ("r", r)]
+}
+
+/// A region with `stage2 = "shared"` on the nested host (whose kernel has the KVM patch,
+/// docs/regions.md), backed by a file of L1: three tiny VMs, one read-only, map it through
+/// one set of stage-2 tables. While they run, L1's SecPageTables holds those tables once
+/// (512 KiB for 256 MiB) plus each VM's few tables of its own; each VM links each 2 MiB
+/// granule once (KVM's `stage2_shared_links`, and `pf_fixed` no higher than that plus
+/// guest RAM's few); data crosses VMs both ways, and from L1 into them; the read-only VM's
+/// write exits to the VMM and is dropped; a VM deletes and re-registers its memslot and
+/// exits first while another keeps using its links; when the fleet is gone, SecPageTables
+/// is back where it was (the tables are freed with the last memslot).
+#[test]
+fn shared_stage2_tables_are_linked_by_every_vm_and_freed_with_the_last() {
+    let mut boot = nested("nested-stage2");
+    let mut fleet =
+        "[[region]]\nname = \"s\"\nsize = \"256M\"\npath = \"/tmp/s2-region\"\nstage2 = \"shared\"\n\n".to_owned();
+    for (name, code) in shared_stage2_guests() {
+        boot.add_host_file(&format!("/s2/{name}.elf"), 0o644, vmm_testing::tiny::tiny_elf(&code));
+        let access = if name == "r" { ", access = \"ro\"" } else { "" };
+        fleet += &format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = \"/s2/{name}.elf\"\nmemory = \"64M\"\ntimeout = 300\n\
+             serial = \"/tmp/s2-{name}.console\"\nregions = [{{ name = \"s\"{access} }}]\n\n"
+        );
+    }
+    boot.add_host_file("/s2/fleet.toml", 0o644, fleet);
+    boot.script(
+        "sec() { echo 1 > /proc/sys/vm/stat_refresh; awk '/^SecPageTables:/ {print $2}' /proc/meminfo; }\n\
+         before=$(sec)\n\
+         mshare-vmm launch /s2/fleet.toml --stats-json /tmp/s2.json &\npid=$!\n\
+         i=0; until grep -q A /tmp/s2-a.console 2>/dev/null; do i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.2; done\n\
+         during=$(sec)\n\
+         printf '\\001' | dd of=/tmp/s2-region bs=1 seek=4 conv=notrunc 2>/dev/null\n\
+         wait $pid; status=$?\n\
+         echo \"S2 status=$status secpagetables_before_kib=$before secpagetables_during_kib=$during secpagetables_after_kib=$(sec)\"\n\
+         echo \"S2-STATS $(tr -d '\\n ' < /tmp/s2.json)\"\n\
+         exit $status\n",
+    );
+    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.console;
+    let line = line_of(console, "S2 status=");
+    assert_eq!(field(line, "status"), 0, "{console}");
+    let stats: serde_json::Value =
+        serde_json::from_str(line_of(console, "S2-STATS ").trim_start_matches("S2-STATS ")).expect("stats JSON");
+    let vm = |name: &str| {
+        stats["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|v| v["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no vm {name}: {stats}"))
+    };
+    let links = |name: &str| vm(name)["kvm_stats"]["stage2_shared_links"].as_u64().unwrap_or_else(|| panic!("{stats}"));
+    let faults = |name: &str| vm(name)["kvm_vcpu_stats"]["pf_fixed"].as_u64().unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(links("a"), 2 * S2_GRANULES, "a links each granule once per memslot it registered");
+    assert_eq!(links("b"), S2_GRANULES, "b links each granule once, and its links outlive a's memslot");
+    assert_eq!(links("r"), 1, "r reads one granule");
+    assert!(faults("b") <= S2_GRANULES + 32, "b: {} faults for {S2_GRANULES} granules and guest RAM", faults("b"));
+    assert_eq!(vm("r")["regions"][0]["read_only_writes_dropped"], 1, "{stats}");
+    let [before, during, after] =
+        ["before", "during", "after"].map(|when| field(line, &format!("secpagetables_{when}_kib")));
+    let own = during.saturating_sub(before).saturating_sub(S2_TABLES_KIB);
+    assert!(
+        during >= before + S2_TABLES_KIB && own < 96,
+        "the region's tables once ({S2_TABLES_KIB} KiB) and a few of each VM's own, not two copies: {line}"
+    );
+    assert!(after.abs_diff(before) < 64, "the shared tables are freed with the last memslot: {line}");
+}

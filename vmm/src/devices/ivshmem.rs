@@ -13,9 +13,10 @@
 //! moves it, the slot is removed or re-registered at the new address.
 
 use crate::devices::pci::{ConfigSpace, PciDevice};
-use crate::regions::SharedRegion;
+use crate::regions::{SharedRegion, Stage2};
+use crate::shared_stage2;
 use crate::stop::{StopReason, StopSignal};
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_bindings::{kvm_userspace_memory_region, kvm_userspace_memory_region2, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use mshare_uapi::formats::ivshmem_capability as capability;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,13 +58,21 @@ impl IvshmemCounters {
 
 /// Errors registering BAR2's memslot.
 #[derive(Debug, thiserror::Error)]
-#[error("region '{region}': registering memslot {slot} at {addr:#x}: {source}")]
+#[error("region '{region}': registering memslot {slot} at {addr:#x}: {source}{}", hint.unwrap_or_default())]
 pub struct MemslotError {
     region: String,
     slot: u32,
     addr: u64,
     source: kvm_ioctls::Error,
+    /// What to do about it, where the cause is known.
+    hint: Option<&'static str>,
 }
+
+const NO_SHARED_STAGE2: &str = "; stage2=shared needs a host kernel whose KVM shares stage-2 tables \
+    (KVM_CAP_SHARED_STAGE2: this project's host kernel patch, docs/regions.md); use stage2=private here";
+const SHARED_STAGE2_REFUSED: &str = "; KVM refused the shared stage-2 slot: the region must be a multiple \
+    of 2 MiB at a 2 MiB-aligned address, its memory pinnable (memfd, hugetlbfs, tmpfs), and the VM an \
+    ordinary one on AMD NPT (docs/regions.md)";
 
 /// The ivshmem device of one region in one VM.
 pub struct Ivshmem {
@@ -101,6 +110,15 @@ impl Ivshmem {
         region_addr: u64,
         stop: Arc<StopSignal>,
     ) -> Result<Self, MemslotError> {
+        if region.spec.stage2 == Stage2::Shared && !shared_stage2::supported(&vm) {
+            return Err(MemslotError {
+                region: region.spec.name.clone(),
+                slot,
+                addr: region_addr,
+                source: kvm_ioctls::Error::new(libc::EOPNOTSUPP),
+                hint: Some(NO_SHARED_STAGE2),
+            });
+        }
         let mut config = config_space(region.size());
         config.set_bar_address(0, u64::from(registers_addr));
         config.set_bar_address(2, region_addr);
@@ -126,19 +144,40 @@ impl Ivshmem {
     }
 
     fn set_memslot(&self, addr: u64, size: u64) -> Result<(), MemslotError> {
-        let memslot = kvm_userspace_memory_region {
+        let shared_stage2 = self.region.spec.stage2 == Stage2::Shared;
+        let mut flags = if self.read_only && size != 0 { KVM_MEM_READONLY } else { 0 };
+        if shared_stage2 && size != 0 {
+            flags |= shared_stage2::KVM_MEM_SHARED_STAGE2;
+        }
+        let memslot = kvm_userspace_memory_region2 {
             slot: self.slot,
-            flags: if self.read_only && size != 0 { KVM_MEM_READONLY } else { 0 },
+            flags,
             guest_phys_addr: addr,
             memory_size: size,
             userspace_addr: self.region.host_address() as u64,
+            ..Default::default()
         };
-        // SAFETY: the host range is the region's mapping, which the device holds (Arc) for
-        // as long as the slot can exist: the slot is removed in Drop. A size of 0 deletes it.
-        unsafe { self.vm.set_user_memory_region(memslot) }.map_err(|source| MemslotError {
+        let result = if shared_stage2 {
+            // SAFETY: the host range is the region's mapping, which the device holds (Arc)
+            // for as long as the slot can exist: the slot is removed in Drop. A size of 0
+            // deletes it.
+            unsafe { self.vm.set_user_memory_region2(memslot) }
+        } else {
+            let v1 = kvm_userspace_memory_region {
+                slot: memslot.slot,
+                flags: memslot.flags,
+                guest_phys_addr: memslot.guest_phys_addr,
+                memory_size: memslot.memory_size,
+                userspace_addr: memslot.userspace_addr,
+            };
+            // SAFETY: as above.
+            unsafe { self.vm.set_user_memory_region(v1) }
+        };
+        result.map_err(|source| MemslotError {
             region: self.region.spec.name.clone(),
             slot: self.slot,
             addr,
+            hint: (shared_stage2 && size != 0).then_some(SHARED_STAGE2_REFUSED),
             source,
         })
     }

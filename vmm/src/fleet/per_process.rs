@@ -153,7 +153,7 @@ mod tests {
         config.system_map = Some("/boot/System.map".into());
         config.irqchip = false;
         config.command = vec!["sh".into(), "-c".into(), "exit 3".into()];
-        let spec = RegionSpec { name: "db".into(), size: 1 << 21, backing: Backing::Memfd };
+        let spec = RegionSpec { name: "db".into(), size: 1 << 21, backing: Backing::Memfd, stage2: Default::default() };
         config.regions = vec![(spec, Attachment { region: "db".into(), read_only: true })];
         let json = serde_json::to_string(&process_config(&config, &[("db".into(), 7)])).unwrap();
         let child: VmConfig = serde_json::from_str(&json).unwrap();

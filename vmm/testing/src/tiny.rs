@@ -111,6 +111,46 @@ pub fn touch_pages_from_rbx(pages: u32) -> Vec<u8> {
     v
 }
 
+/// Touches (writes 1 to) every 4 KiB page of BAR2 of 00:01.0, `pages` of them, leaving rbx
+/// at BAR2 again.
+pub fn touch_bar2(pages: u32) -> Vec<u8> {
+    let mut v = bar2_address_into_rbx();
+    v.extend(touch_pages_from_rbx(pages));
+    v.extend(bar2_address_into_rbx());
+    v
+}
+
+/// `mov byte [rbx + offset], value`
+pub fn write_byte_at_rbx(offset: u32, value: u8) -> Vec<u8> {
+    let mut v = vec![0xc6, 0x83];
+    v.extend(offset.to_le_bytes());
+    v.push(value);
+    v
+}
+
+/// Spins until `byte [rbx + offset]` is `value`.
+pub fn wait_for_byte_at_rbx(offset: u32, value: u8) -> Vec<u8> {
+    let mut v = vec![0x80, 0xbb]; // loop: cmp byte [rbx + offset], value
+    v.extend(offset.to_le_bytes());
+    v.push(value);
+    v.extend([0x75, 0xf7]); // jne loop
+    v
+}
+
+/// `mov al, [rbx + offset]`
+pub fn read_byte_at_rbx(offset: u32) -> Vec<u8> {
+    let mut v = vec![0x8a, 0x83];
+    v.extend(offset.to_le_bytes());
+    v
+}
+
+/// Prints `marker` and a newline on the UART.
+pub fn print_marker(marker: u8) -> Vec<u8> {
+    let mut v = mov_dx(0x3f8);
+    v.extend([0xb0, marker, 0xee, 0xb0, b'\n', 0xee]); // mov al, marker; out dx, al; '\n'
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
