@@ -12,13 +12,13 @@
 //!
 //! One run of each; counts and bytes are the figures, times are nested TCG's.
 
-use guest_runner::console;
+mod fleet_case;
+
 use guest_runner::images::{repo_root, ImagePaths};
 use guest_runner::nested::NestedBoot;
 use guest_runner::qemu::log_path;
-use serde_json::Value;
 use std::fmt::Write as _;
-use vmm_testing::tiny::{bar2_address_into_rbx, mov_dx, tiny_elf, touch_pages_from_rbx};
+use vmm_testing::tiny::{bar2_address_into_rbx, print_marker, tiny_elf, touch_pages_from_rbx};
 
 const KS: [usize; 3] = [1, 2, 4];
 
@@ -46,8 +46,7 @@ const WAYS: [Way; 3] = [
 fn toucher(pages: u32) -> Vec<u8> {
     let mut code = bar2_address_into_rbx();
     code.extend(touch_pages_from_rbx(pages));
-    code.extend(mov_dx(0x3f8));
-    code.extend([0xb0, b'T', 0xee, 0xb0, b'\n', 0xee]); // mov al, 'T'; out dx, al; '\n'
+    code.extend(print_marker(b'T'));
     code.extend([0xeb, 0xfe]); // jmp .
     code
 }
@@ -67,33 +66,6 @@ fn fleet(way: &Way, k: usize, shared: bool, case: &str) -> String {
         );
     }
     text
-}
-
-/// The L1 script of one case: launch, wait for every guest's `T`, read SecPageTables,
-/// stop the fleet, print the figures and the VMM's statistics. A case whose guests have
-/// not all touched their pages within two minutes is reported as stalled (several L2 VMs
-/// at once now and then stop making progress under QEMU's SVM emulation: docs/vmm.md)
-/// and the next case runs.
-fn case_script(case: &str, k: usize) -> String {
-    // stat_refresh folds the per-CPU counter deltas into /proc/meminfo first: without it
-    // SecPageTables lags by up to a few pages per CPU.
-    format!(
-        "echo 1 > /proc/sys/vm/stat_refresh\n\
-         before=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
-         mshare-vmm -q launch /bench/{case}.toml --stats-json /tmp/{case}.json &\n\
-         pid=$!\n\
-         i=0\n\
-         until [ \"$(cat /tmp/{case}-vm*.console 2>/dev/null | grep -c T)\" -ge {k} ]; do\n\
-         \x20   i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.2\n\
-         done\n\
-         if [ $i -ge 600 ]; then kill -KILL $pid; wait $pid; echo STAGE2 case={case} stalled=1; else\n\
-         echo 1 > /proc/sys/vm/stat_refresh\n\
-         during=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
-         kill -TERM $pid; wait $pid\n\
-         echo STAGE2 case={case} secpagetables_before_kib=$before secpagetables_kib=$during touch_s=$(( i / 5 ))\n\
-         echo STATS-BEGIN {case}; cat /tmp/{case}.json | tr -d '\\n '; echo; echo STATS-END {case}\n\
-         fi\n"
-    )
 }
 
 struct Row {
@@ -127,7 +99,7 @@ fn main() {
                 }
                 let case = format!("c{}", cases.len());
                 boot.add_host_file(&format!("/bench/{case}.toml"), 0o644, fleet(way, k, shared, &case));
-                script += &case_script(&case, k);
+                script += &fleet_case::script(&case, k, 120);
                 cases.push((case, way.name, k, shared));
             }
         }
@@ -139,28 +111,12 @@ fn main() {
     assert_eq!(run.host.result.status, 0, "the nested host's script failed: {}", console);
     let mut rows = Vec::new();
     for (case, way, k, shared) in cases {
-        let line = console
-            .lines()
-            .find(|l| l.starts_with(&format!("STAGE2 case={case} ")))
-            .unwrap_or_else(|| panic!("no figures for {case} ({way}, K = {k})"));
-        if console::field(line, "stalled").is_some() {
+        let Some(case) = fleet_case::figures(console, &case) else {
             rows.push(Row { way, stalled: true, k, shared, sec_kib: 0, pages: [0; 3] });
             continue;
-        }
-        let field = |key: &str| -> i64 {
-            console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
         };
-        let json = console
-            .split(&format!("STATS-BEGIN {case}"))
-            .nth(1)
-            .and_then(|rest| rest.split(&format!("STATS-END {case}")).next())
-            .unwrap_or_else(|| panic!("no statistics for {case}"));
-        let stats: Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{case} statistics: {e}"));
-        let sum = |name: &str| -> u64 {
-            stats["vms"].as_array().map_or(0, |vms| vms.iter().filter_map(|vm| vm["kvm_stats"][name].as_u64()).sum())
-        };
-        let sec_kib = field("secpagetables_kib") - field("secpagetables_before_kib");
-        let pages = [sum("pages_4k"), sum("pages_2m"), sum("pages_1g")];
+        let sec_kib = case.tables_kib;
+        let pages = ["pages_4k", "pages_2m", "pages_1g"].map(|name| case.sum("kvm_stats", name));
         rows.push(Row { way, stalled: false, k, shared, sec_kib, pages });
     }
     write_report(&rows, run.host.output.elapsed.as_secs_f64());
