@@ -25,7 +25,7 @@
 //! BENCH_DB_READERS ("8 64 256"), BENCH_DB_SECONDS (3), BENCH_DB_REPEATS (3) and
 //! BENCH_DB_WAYS (all four) change it. Writes target/bench/dbtier.md and dbtier.json.
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::lmdb_tier::{self, TierFigures, Way, READY};
 use guest_runner::qemu::{log_path, Boot};
 use serde_json::{json, Value};
@@ -376,10 +376,6 @@ fn main() {
                cores, so ops/s, latencies and storm times are emulation- and contention-bound (compare the ways \
                within a row, not with a real host), and TCG has no TLB cost to show for 2 MiB mappings; page-table \
                bytes, faults and host memory are what the ways really cost.\n";
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("dbtier.md"), &report).unwrap();
     let json = json!({"rows": rows, "databases": built, "command": "make bench-dbtier"});
-    std::fs::write(out.join("dbtier.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("{report}");
+    write_bench_report("dbtier", &report, &json);
 }

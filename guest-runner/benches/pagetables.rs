@@ -13,7 +13,7 @@
 //! BENCH_FROM_LOG=target/guest-logs/bench-pagetables.log to re-report an earlier run).
 
 use guest_runner::console;
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{repo_root, write_bench_report, ImagePaths};
 use guest_runner::qemu::{log_path, Boot};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
@@ -234,9 +234,6 @@ fn main() {
         mshare_pmd.map_or("-".into(), |b| format!("{:.0}", b.1)),
         mshare_pmd.map_or("-".into(), |b| format!("{:.1} MiB", b.2 * 1024.0)),
     );
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("pagetables.md"), &report).unwrap();
     let machine = format!(
         "guest Linux 7.3 (core-mm patch) under QEMU TCG, 2 vCPUs, 3 GiB; host {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -248,6 +245,5 @@ fn main() {
         "from": format!("{largest} x {n_max}"),
     });
     let json = json!({ "machine": machine, "repeats": repeats, "rows": json_rows, "sga_anchor": anchor });
-    std::fs::write(out.join("pagetables.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
-    println!("{report}");
+    write_bench_report("pagetables", &report, &json);
 }

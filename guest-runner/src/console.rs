@@ -38,9 +38,14 @@ impl fmt::Display for Problem {
 }
 
 impl Problem {
+    /// Whether the line opens an RCU stall report.
+    pub fn is_rcu_stall(&self) -> bool {
+        ["rcu: INFO:", "rcu_sched self-detected stall"].iter().any(|m| self.line.contains(m))
+    }
+
     /// Whether the line is an RCU stall report's: its header or its trace's.
     pub fn is_part_of_a_stall_report(&self) -> bool {
-        ["rcu: INFO:", "rcu_sched self-detected stall", "Call Trace:"].iter().any(|m| self.line.contains(m))
+        self.is_rcu_stall() || self.line.contains("Call Trace:")
     }
 }
 
@@ -63,11 +68,6 @@ pub fn report_at(console: &str, problem: &Problem, lines: usize) -> String {
         .map(|l| l.trim_end_matches('\r'))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Whether the console shows an RCU stall report.
-pub fn shows_rcu_stall(console: &str) -> bool {
-    console.lines().any(|l| l.contains("detected stalls on CPUs") || l.contains("self-detected stall"))
 }
 
 /// How `/init` found mshare.ko.

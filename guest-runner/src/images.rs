@@ -39,6 +39,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Writes a benchmark's report as `target/bench/STEM.md` and its figures as
+/// `target/bench/STEM.json` (what `bench-report` gathers), then prints the report. A file
+/// that cannot be written ends the benchmark with the path and the reason.
+pub fn write_bench_report(stem: &str, report: &str, json: &serde_json::Value) {
+    let out = repo_root().join("target").join("bench");
+    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    let write = |name: String, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    };
+    write(format!("{stem}.md"), report.to_owned());
+    write(format!("{stem}.json"), serde_json::to_string_pretty(json).unwrap_or_default() + "\n");
+    println!("{report}");
+}
+
 impl ImagePaths {
     /// Takes each path from the environment variable of the same name where set (as
     /// `make test` does), else from `make -s image-paths`.

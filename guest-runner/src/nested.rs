@@ -272,7 +272,7 @@ fn early_l2_failure(console: &str) -> Option<(String, &'static str)> {
                 .any(|l| l.contains(&vm) && (l.contains("triple-faulted") || l.contains("did not finish within")));
         if died {
             Some((name, "triple-faulted or stopped"))
-        } else if console::shows_rcu_stall(before_init) {
+        } else if early.iter().any(console::Problem::is_rcu_stall) {
             Some((name, "stalled (its kernel reported an RCU stall)"))
         } else {
             None

@@ -8,7 +8,7 @@
 //! about a minute where KVM emulates guest kernel code); with more, each cell is the
 //! median and its range. Writes target/bench/boot.md.
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -202,11 +202,7 @@ fn main() {
         qemu_init / ours_init,
         qemu_mem / ours_mem
     );
-    let dir = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("boot.md"), &report).unwrap();
     let json =
         serde_json::json!({ "machine": machine, "memory_mib": MEMORY_MIB, "rows": [ours_json, qemu_json, tcg_json] });
-    std::fs::write(dir.join("boot.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
-    println!("{report}");
+    write_bench_report("boot", &report, &json);
 }

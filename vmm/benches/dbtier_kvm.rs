@@ -12,7 +12,7 @@
 //! BENCH_DB_VMS ("1 2 4"), BENCH_DB_READERS ("8 64 256"), BENCH_DB_SECONDS (3),
 //! BENCH_DB_REPEATS (3). Writes target/bench/dbtier-kvm.md and dbtier-kvm.json.
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::lmdb_tier::{self, FleetSpec, TierFigures, Way, READY};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -194,13 +194,6 @@ fn main() {
          | size MiB | K VMs | N readers/VM | way | VMM memory, MiB | stage-2 leaves 4K / 2M | PageTables growth/VM, KiB \
          | minor faults/VM | connect storm, ms | ops/s, fleet | p99 us |\n|---|---|---|---|---|---|---|---|---|---|---|\n{table}"
     );
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(out.join("dbtier-kvm.md"), &report).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        out.join("dbtier-kvm.json"),
-        serde_json::to_string_pretty(&json!({ "rows": rows })).unwrap_or_default() + "\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    write_bench_report("dbtier-kvm", &report, &json!({ "rows": rows }));
     println!("{report}");
 }

@@ -15,7 +15,7 @@
 //! BENCH_NESTED_DB_MIB (256), BENCH_DB_READERS ("8 64"), BENCH_DB_SECONDS (3),
 //! BENCH_DB_REPEATS (3). Writes target/bench/dbtier-nested.md and .json.
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::lmdb_tier::{self, FleetSpec, TierFigures, Way, READY};
 use guest_runner::nested::{NestedBoot, L2_INITRD, L2_KERNEL};
 use guest_runner::qemu::log_path;
@@ -195,11 +195,6 @@ fn write_report(rows: &[Value], loaded: &str, wall_s: f64, seconds: u64, repeats
          fleet files). Times are nested TCG's.\n",
         wall_s / 60.0
     );
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    std::fs::write(out.join("dbtier-nested.md"), &report).unwrap_or_else(|e| panic!("dbtier-nested.md: {e}"));
     let json = json!({"rows": rows, "database": loaded, "command": "make bench-dbtier"});
-    std::fs::write(out.join("dbtier-nested.json"), serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
-        .unwrap_or_else(|e| panic!("dbtier-nested.json: {e}"));
-    println!("{report}");
+    write_bench_report("dbtier-nested", &report, &json);
 }

@@ -13,7 +13,7 @@
 //! every page touched by QEMU's `prealloc=on` rather than by a guest, so that no guest
 //! emulation is timed; their summed RSS, PSS and VmPTE.
 
-use guest_runner::images::repo_root;
+use guest_runner::images::write_bench_report;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -249,11 +249,7 @@ fn main() {
         k8 as f64 / one_copy as f64,
         if (k8 as f64) <= one_copy as f64 * 1.05 { "within 5 %" } else { "NOT within 5 %" }
     );
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("regions.md"), &report).unwrap();
     let json =
         serde_json::json!({ "machine": machine, "region_gib": REGION_GIB, "backing": "memfd", "rows": json_rows });
-    std::fs::write(out.join("regions.json"), serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
-    println!("{report}");
+    write_bench_report("regions", &report, &json);
 }

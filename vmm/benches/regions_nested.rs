@@ -14,11 +14,11 @@
 
 mod fleet_case;
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::nested::NestedBoot;
 use guest_runner::qemu::log_path;
 use std::fmt::Write as _;
-use vmm_testing::tiny::{bar2_address_into_rbx, print_marker, tiny_elf, touch_pages_from_rbx};
+use vmm_testing::tiny::tiny_elf;
 
 const KS: [usize; 3] = [1, 2, 4];
 
@@ -41,15 +41,6 @@ const WAYS: [Way; 3] = [
         private_ks: &[1, 2],
     },
 ];
-
-/// The guest: touch every page of BAR2, print `T` on the console, spin until stopped.
-fn toucher(pages: u32) -> Vec<u8> {
-    let mut code = bar2_address_into_rbx();
-    code.extend(touch_pages_from_rbx(pages));
-    code.extend(print_marker(b'T'));
-    code.extend([0xeb, 0xfe]); // jmp .
-    code
-}
 
 fn fleet(way: &Way, k: usize, shared: bool, case: &str) -> String {
     let mut text = String::new();
@@ -91,7 +82,7 @@ fn main() {
     let mut cases = Vec::new();
     for way in &WAYS {
         let pages = u32::try_from(way.size_mib << 8).unwrap_or(u32::MAX);
-        boot.add_host_file(&format!("/bench/touch-{}.elf", way.size_mib), 0o644, tiny_elf(&toucher(pages)));
+        boot.add_host_file(&format!("/bench/touch-{}.elf", way.size_mib), 0o644, tiny_elf(&fleet_case::toucher(pages)));
         for k in KS {
             for shared in [true, false] {
                 if !shared && !way.private_ks.contains(&k) {
@@ -163,10 +154,5 @@ fn write_report(rows: &[Row], seconds: f64) {
             "secpagetables_kib": r.sec_kib, "pages_4k": r.pages[0], "pages_2m": r.pages[1], "pages_1g": r.pages[2],
         })).collect::<Vec<_>>(),
     });
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    std::fs::write(out.join("regions-nested.md"), &report).unwrap_or_else(|e| panic!("regions-nested.md: {e}"));
-    std::fs::write(out.join("regions-nested.json"), serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
-        .unwrap_or_else(|e| panic!("regions-nested.json: {e}"));
-    println!("{report}");
+    write_bench_report("regions-nested", &report, &json);
 }

@@ -19,11 +19,11 @@
 
 mod fleet_case;
 
-use guest_runner::images::{repo_root, ImagePaths};
+use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::nested::NestedBoot;
 use guest_runner::qemu::log_path;
 use std::fmt::Write as _;
-use vmm_testing::tiny::{bar2_address_into_rbx, print_marker, tiny_elf, touch_pages_from_rbx};
+use vmm_testing::tiny::tiny_elf;
 
 const NS: [usize; 4] = [1, 2, 4, 8];
 /// The region: 1 GiB, 262,144 pages of 4 KiB.
@@ -69,18 +69,6 @@ impl Way {
             Way::Shared => "shared",
         }
     }
-}
-
-/// The guest: touch every page of BAR2 (or none), print `T`, spin until stopped.
-fn guest(pages: u32) -> Vec<u8> {
-    let mut code = Vec::new();
-    if pages > 0 {
-        code.extend(bar2_address_into_rbx());
-        code.extend(touch_pages_from_rbx(pages));
-    }
-    code.extend(print_marker(b'T'));
-    code.extend([0xeb, 0xfe]); // jmp .
-    code
 }
 
 /// The fleet file of `way` with `n` VMs (consoles `/tmp/CASE-vmN.console`).
@@ -169,8 +157,8 @@ fn group_console(images: &ImagePaths, backing: &Backing, n: usize, ways: &[Way])
     boot.host.timeout = std::time::Duration::from_secs(3600);
     boot.host.console_log = Some(log_path(&format!("bench-stage2-{}-{n}", backing.name.replace(' ', "-"))));
     boot.host.cmdline.extend(["hugepagesz=2M", "hugepages=640"].map(String::from));
-    boot.add_host_file("/bench/touch.elf", 0o644, tiny_elf(&guest(REGION_PAGES)));
-    boot.add_host_file("/bench/idle.elf", 0o644, tiny_elf(&guest(0)));
+    boot.add_host_file("/bench/touch.elf", 0o644, tiny_elf(&fleet_case::toucher(REGION_PAGES)));
+    boot.add_host_file("/bench/idle.elf", 0o644, tiny_elf(&fleet_case::toucher(0)));
     let mut script = String::new();
     for &way in ways {
         boot.add_host_file(&format!("/bench/{}.toml", way.name()), 0o644, fleet(backing, n, way, way.name()));
@@ -251,13 +239,7 @@ fn write_report(rows: &[Row], seconds: f64) {
          | backing | N VMs | way | region KiB | SecPageTables KiB, all | faults, all N | faults per VM | links per VM |\n\
          |---|---|---|---|---|---|---|---|\n{table}\n{omitted}{verdicts}\n"
     );
-    let json = serde_json::json!({ "rows": json_rows });
-    let out = repo_root().join("target").join("bench");
-    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    std::fs::write(out.join("stage2.md"), &report).unwrap_or_else(|e| panic!("stage2.md: {e}"));
-    std::fs::write(out.join("stage2.json"), serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
-        .unwrap_or_else(|e| panic!("stage2.json: {e}"));
-    println!("{report}");
+    write_bench_report("stage2", &report, &serde_json::json!({ "rows": json_rows }));
 }
 
 /// The issue's test, per backing: at the largest N, the shared way's region tables cost at

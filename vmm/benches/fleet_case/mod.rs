@@ -5,6 +5,20 @@
 
 use guest_runner::console;
 use serde_json::Value;
+use vmm_testing::tiny::{bar2_address_into_rbx, print_marker, touch_pages_from_rbx};
+
+/// The guest of a case: touch `pages` 4 KiB pages of BAR2 (none: only guest RAM's
+/// tables), print `T` (what [`script`] waits for), spin until stopped.
+pub fn toucher(pages: u32) -> Vec<u8> {
+    let mut code = Vec::new();
+    if pages > 0 {
+        code.extend(bar2_address_into_rbx());
+        code.extend(touch_pages_from_rbx(pages));
+    }
+    code.extend(print_marker(b'T'));
+    code.extend([0xeb, 0xfe]); // jmp .
+    code
+}
 
 /// The figures of one case that finished.
 pub struct CaseFigures {
