@@ -59,10 +59,15 @@ fn fleet(way: &Way, k: usize, shared: bool, case: &str) -> String {
     text
 }
 
+/// Fleets launched at most per case (`fleet_case::script`).
+const ATTEMPTS: u32 = 3;
+
 struct Row {
     way: &'static str,
-    /// The case's guests did not all finish touching (see [`case_script`]).
-    stalled: bool,
+    /// Why the case has no figures (`fleet_case::figures`).
+    not_measured: Option<&'static str>,
+    /// Fleets launched for the case (`fleet_case::CaseFigures::attempts`).
+    attempts: u32,
     k: usize,
     shared: bool,
     /// SecPageTables while the guests run, minus before the fleet (signed: it is a global
@@ -90,7 +95,7 @@ fn main() {
                 }
                 let case = format!("c{}", cases.len());
                 boot.add_host_file(&format!("/bench/{case}.toml"), 0o644, fleet(way, k, shared, &case));
-                script += &fleet_case::script(&case, k, 120);
+                script += &fleet_case::script(&case, k, 120, ATTEMPTS, false);
                 cases.push((case, way.name, k, shared));
             }
         }
@@ -102,13 +107,15 @@ fn main() {
     assert_eq!(run.host.result.status, 0, "the nested host's script failed: {}", console);
     let mut rows = Vec::new();
     for (case, way, k, shared) in cases {
-        let Some(case) = fleet_case::figures(console, &case) else {
-            rows.push(Row { way, stalled: true, k, shared, sec_kib: 0, pages: [0; 3] });
-            continue;
+        let case = match fleet_case::figures(console, &case) {
+            Ok(case) => case,
+            Err(reason) => {
+                rows.push(Row { way, not_measured: Some(reason), attempts: 0, k, shared, sec_kib: 0, pages: [0; 3] });
+                continue;
+            }
         };
-        let sec_kib = case.tables_kib;
         let pages = ["pages_4k", "pages_2m", "pages_1g"].map(|name| case.sum("kvm_stats", name));
-        rows.push(Row { way, stalled: false, k, shared, sec_kib, pages });
+        rows.push(Row { way, not_measured: None, attempts: case.attempts, k, shared, sec_kib: case.tables_kib, pages });
     }
     write_report(&rows, run.host.output.elapsed.as_secs_f64());
 }
@@ -116,21 +123,22 @@ fn main() {
 fn write_report(rows: &[Row], seconds: f64) {
     let mut table = String::new();
     for r in rows {
-        if r.stalled {
+        if let Some(reason) = r.not_measured {
             let region = if r.shared { "shared" } else { "private" };
-            let _ = writeln!(table, "| {} | {} | {region} | stalled: not measured | - |", r.way, r.k);
+            let _ = writeln!(table, "| {} | {} | {region} | not measured ({reason}) | - | - |", r.way, r.k);
             continue;
         }
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} / {} / {} |",
+            "| {} | {} | {} | {} | {} / {} / {} | {} |",
             r.way,
             r.k,
             if r.shared { "shared" } else { "private" },
             r.sec_kib,
             r.pages[0],
             r.pages[1],
-            r.pages[2]
+            r.pages[2],
+            r.attempts
         );
     }
     let report = format!(
@@ -141,16 +149,16 @@ fn write_report(rows: &[Row], seconds: f64) {
          SecPageTables: the nested host's stage-2 tables while every guest is alive, minus before the fleet \
          (after /proc/sys/vm/stat_refresh; a global counter, so a few KiB either way is noise); pages: KVM's stage-2 leaf entries of all K VMs (pages_4k / pages_2m / pages_1g) when stopped. \
          One run of each; {seconds:.0} s wall in all.\n\n\
-         | backing | K VMs | region | SecPageTables KiB | stage-2 leaves 4K / 2M / 1G |\n|---|---|---|---|---|\n{table}\n\
+         | backing | K VMs | region | SecPageTables KiB | stage-2 leaves 4K / 2M / 1G | fleets launched |\n|---|---|---|---|---|---|\n{table}\n\
          Each VM builds its own stage-2 entries for a shared region: sharing the host pages does not share them \
          (the stage-2 sharing issue's baseline). Guest RAM's own entries are in the counts (a few 2 MiB leaves per \
-         VM). A stalled case is one whose guests did not all finish touching within two minutes (several \
-         L2 VMs at once now and then stop making progress under QEMU's SVM emulation: docs/vmm.md); it is \
-         shown, not retried.\n"
+         VM). A fleet in which QEMU's SVM emulation overwrote a guest's state (docs/vmm.md) is launched again, \
+         up to {ATTEMPTS} times in all (fleets launched); a stalled case is one whose guests did not all finish \
+         touching within two minutes; neither is measured.\n"
     );
     let json = serde_json::json!({
         "rows": rows.iter().map(|r| serde_json::json!({
-            "backing": r.way, "vms": r.k, "way": if r.shared { "shared" } else { "private" }, "stalled": r.stalled,
+            "backing": r.way, "vms": r.k, "way": if r.shared { "shared" } else { "private" }, "not_measured": r.not_measured, "fleets_launched": r.attempts,
             "secpagetables_kib": r.sec_kib, "pages_4k": r.pages[0], "pages_2m": r.pages[1], "pages_1g": r.pages[2],
         })).collect::<Vec<_>>(),
     });

@@ -25,6 +25,9 @@ pub struct CaseFigures {
     /// SecPageTables while every guest was alive, minus before the fleet (signed: a global
     /// counter, and what the kernel frees meanwhile counts too).
     pub tables_kib: i64,
+    /// Fleets launched for it: more than one when a guest's state was lost (see
+    /// [`STATE_LOST_COUNTERS`]).
+    pub attempts: u32,
     /// The fleet's `--stats-json` report.
     pub stats: Value,
 }
@@ -36,42 +39,102 @@ impl CaseFigures {
     }
 }
 
-/// The L1 script of case `case` (fleet file `/bench/CASE.toml`) with `vms` guests. A case
-/// whose guests have not all printed `T` within `limit_s` seconds is reported as stalled
-/// (several L2 VMs at once now and then stop making progress under QEMU's SVM emulation:
-/// docs/vmm.md) and the next case runs.
-pub fn script(case: &str, vms: usize, limit_s: u32) -> String {
+/// KVM statistics (L1's debugfs, per VM) that stay 0 for every guest of [`toucher`]: it
+/// takes no page fault of its own, reaches no emulated MMIO and runs no instruction KVM
+/// must emulate. QEMU's SVM emulation now and then overwrites a running L2's saved state
+/// with L1's own at a #VMEXIT (its RIP becomes the instruction after L1's VMRUN; docs/vmm.md):
+/// KVM then emulates a fault on an address outside the guest's memory and injects page
+/// faults into it forever, or (where L1's page-table root falls inside the guest's RAM) the
+/// guest triple-faults and its VM ends. These counters show the first within a second. They
+/// are read in the debugfs directories of this fleet's VMs only (named after the thread
+/// that created the VM: a directory of an earlier fleet's VM can outlive its process
+/// briefly).
+const STATE_LOST_COUNTERS: &str = "pf_mmio_spte_created insn_emulation pf_guest";
+
+/// The L1 script of case `case` (fleet file `/bench/CASE.toml`) with `vms` guests. A fleet
+/// in which a guest's state was overwritten (`lost`: see [`STATE_LOST_COUNTERS`]) is
+/// stopped, and one in which a VM ended before every guest printed `T` (`exited`: its KVM
+/// VM is gone; the VMM's error, a triple fault, is on the console above), is launched again, at most `attempts` times in
+/// all, each relaunch said on the console (`STAGE2-RELAUNCH`); a case whose
+/// guests have not all printed `T` within `limit_s` seconds is reported as stalled and the
+/// next case runs.
+pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bool) -> String {
     let polls = limit_s * 5;
+    let pin = if pin_vcpus { pin_vcpus_script(vms) } else { String::new() };
+    let counters = STATE_LOST_COUNTERS.split(' ').map(|c| format!("$d/{c}")).collect::<Vec<_>>().join(" ");
     // stat_refresh folds the per-CPU counter deltas into /proc/meminfo first: without it
     // SecPageTables lags by up to a few pages per CPU.
     format!(
-        "echo 1 > /proc/sys/vm/stat_refresh\n\
+        "fleet_vms() {{ for d in /sys/kernel/debug/kvm/*-*; do t=${{d##*/}}; [ -e /proc/$pid/task/${{t%%-*}} ] && echo $d; done; }}\n\
+         attempt=0\n\
+         while :; do\n\
+         attempt=$((attempt + 1)); rm -f /tmp/{case}-vm*.console\n\
+         echo 1 > /proc/sys/vm/stat_refresh\n\
          before=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
          mshare-vmm -q launch /bench/{case}.toml --stats-json /tmp/{case}.json &\n\
          pid=$!\n\
-         i=0\n\
+         {pin}\
+         i=0; state=done; all_up=\n\
          until [ \"$(cat /tmp/{case}-vm*.console 2>/dev/null | grep -c T)\" -ge {vms} ]; do\n\
-         \x20   i=$((i + 1)); [ $i -lt {polls} ] || break; sleep 0.2\n\
+         \x20   i=$((i + 1)); [ $i -lt {polls} ] || {{ state=stalled; break; }}\n\
+         \x20   if [ $((i % 5)) = 0 ]; then\n\
+         \x20       vmm=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)\n\
+         \x20       vm_dirs=$(fleet_vms)\n\
+         \x20       up=$(echo \"$vm_dirs\" | grep -c .)\n\
+         \x20       [ $up -lt {vms} ] || all_up=1\n\
+         \x20       if [ -z \"$vmm\" ] || [ \"$vmm\" = Z ] || {{ [ -n \"$all_up\" ] && [ $up -lt {vms} ]; }}; then state=exited; break; fi\n\
+         \x20       [ \"$(for d in $vm_dirs; do cat {counters}; done 2>/dev/null | awk '{{s += $1}} END {{print s + 0}}')\" = 0 ] || {{ state=lost; break; }}\n\
+         \x20   fi\n\
+         \x20   sleep 0.2\n\
          done\n\
-         if [ $i -ge {polls} ]; then kill -KILL $pid; wait $pid; echo STAGE2 case={case} stalled=1; else\n\
+         [ $state = lost ] || [ $state = exited ] || break\n\
+         kill -KILL $pid 2>/dev/null; wait $pid\n\
+         echo STAGE2-RELAUNCH case={case} attempt=$attempt reason=$state after_s=$(( i / 5 ))\n\
+         [ $attempt -lt {attempts} ] || break\n\
+         done\n\
+         if [ $state = stalled ]; then kill -KILL $pid; wait $pid; fi\n\
+         if [ $state != done ]; then echo STAGE2 case={case} $state=1 attempts=$attempt; else\n\
          echo 1 > /proc/sys/vm/stat_refresh\n\
          during=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
          kill -TERM $pid; wait $pid\n\
-         echo STAGE2 case={case} secpagetables_before_kib=$before secpagetables_kib=$during touch_s=$(( i / 5 ))\n\
+         echo STAGE2 case={case} secpagetables_before_kib=$before secpagetables_kib=$during touch_s=$(( i / 5 )) attempts=$attempt\n\
          echo STATS-BEGIN {case}; tr -d '\\n ' < /tmp/{case}.json; echo; echo STATS-END {case}\n\
          fi\n"
     )
 }
 
-/// What L1's `console` says of case `case`: `None` when it stalled; a panic when it says
-/// nothing (the script did not get there).
-pub fn figures(console: &str, case: &str) -> Option<CaseFigures> {
+/// The most L1 CPUs the guests' vCPU threads are pinned to: a nested host of 9 vCPUs on
+/// this 2-core machine reset while booting (2026-11-30); 5 boot.
+pub const MAX_PINNED_CPUS: usize = 4;
+
+/// Script lines that pin the vCPU threads of the fleet `$pid` (`vms` guests of one vCPU)
+/// to L1 CPUs 1 to `min(vms, MAX_PINNED_CPUS)` in turn, and the VMM's other threads and this
+/// shell to CPU 0 (the nested host needs that many CPUs plus one). With every L2 vCPU
+/// thread alone on its L1 CPU the loss of a guest's state ([`STATE_LOST_COUNTERS`]) was not
+/// seen in 4 fleets of four VMs, where unpinned fleets lost a guest in one of two or more
+/// (2026-11-30).
+fn pin_vcpus_script(vms: usize) -> String {
+    let cpus = vms.min(MAX_PINNED_CPUS);
+    format!(
+        "busybox taskset -p -c 0 $$ >/dev/null\n\
+         j=0; until [ $(grep -l '^vcpu' /proc/$pid/task/*/comm 2>/dev/null | wc -l) -ge {vms} ] || [ $j -ge 300 ]; do j=$((j + 1)); sleep 0.2; done\n\
+         cpu=1; for c in $(grep -l '^vcpu' /proc/$pid/task/*/comm 2>/dev/null); do t=${{c%/comm}}; busybox taskset -p -c $cpu ${{t##*/}} >/dev/null; cpu=$((cpu % {cpus} + 1)); done\n\
+         for t in /proc/$pid/task/*; do grep -q '^vcpu' $t/comm || busybox taskset -p -c 0 ${{t##*/}} >/dev/null; done\n"
+    )
+}
+
+/// What L1's `console` says of case `case`: its figures, or why it has none (`stalled`, or
+/// `lost` or `exited`: every attempt lost a guest, see [`script`]); a panic when it says nothing (the script
+/// did not get there).
+pub fn figures(console: &str, case: &str) -> Result<CaseFigures, &'static str> {
     let line = console
         .lines()
         .find(|l| l.starts_with(&format!("STAGE2 case={case} ")))
         .unwrap_or_else(|| panic!("no figures for {case}"));
-    if console::field(line, "stalled").is_some() {
-        return None;
+    for reason in ["stalled", "lost", "exited"] {
+        if console::field(line, reason).is_some() {
+            return Err(reason);
+        }
     }
     let field = |key: &str| -> i64 {
         console::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line}"))
@@ -82,5 +145,9 @@ pub fn figures(console: &str, case: &str) -> Option<CaseFigures> {
         .and_then(|rest| rest.split(&format!("STATS-END {case}")).next())
         .unwrap_or_else(|| panic!("no statistics for {case}"));
     let stats = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{case} statistics: {e}"));
-    Some(CaseFigures { tables_kib: field("secpagetables_kib") - field("secpagetables_before_kib"), stats })
+    Ok(CaseFigures {
+        tables_kib: field("secpagetables_kib") - field("secpagetables_before_kib"),
+        attempts: field("attempts") as u32,
+        stats,
+    })
 }
