@@ -52,12 +52,12 @@ impl CaseFigures {
 const STATE_LOST_COUNTERS: &str = "pf_mmio_spte_created insn_emulation pf_guest";
 
 /// The L1 script of case `case` (fleet file `/bench/CASE.toml`) with `vms` guests. A fleet
-/// in which a guest's state was overwritten (`lost`: see [`STATE_LOST_COUNTERS`]) is
-/// stopped, and one in which a VM ended before every guest printed `T` (`exited`: its KVM
-/// VM is gone; the VMM's error, a triple fault, is on the console above), is launched again, at most `attempts` times in
-/// all, each relaunch said on the console (`STAGE2-RELAUNCH`); a case whose
-/// guests have not all printed `T` within `limit_s` seconds is reported as stalled and the
-/// next case runs.
+/// in which a guest's state was overwritten (`lost`: see [`STATE_LOST_COUNTERS`]), or in
+/// which a VM ended before every guest printed `T` (`exited`: its KVM VM is gone, a triple
+/// fault), is stopped and launched again, at most `attempts` times in all, each relaunch
+/// said on the console (`STAGE2-RELAUNCH`). A case whose guests have not all printed `T`
+/// within `limit_s` seconds is reported as stalled and the next case runs. `pin_vcpus`:
+/// see [`pin_vcpus_script`].
 pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bool) -> String {
     let polls = limit_s * 5;
     let pin = if pin_vcpus { pin_vcpus_script(vms) } else { String::new() };
@@ -111,8 +111,8 @@ pub const MAX_PINNED_CPUS: usize = 4;
 /// to L1 CPUs 1 to `min(vms, MAX_PINNED_CPUS)` in turn, and the VMM's other threads and this
 /// shell to CPU 0 (the nested host needs that many CPUs plus one). With every L2 vCPU
 /// thread alone on its L1 CPU the loss of a guest's state ([`STATE_LOST_COUNTERS`]) was not
-/// seen in 4 fleets of four VMs, where unpinned fleets lost a guest in one of two or more
-/// (2026-11-30).
+/// seen in 4 fleets of four VMs, nor in one of eight (two per CPU), where unpinned fleets of
+/// four lost a guest in one of two or more (2026-11-30).
 fn pin_vcpus_script(vms: usize) -> String {
     let cpus = vms.min(MAX_PINNED_CPUS);
     format!(
@@ -124,8 +124,8 @@ fn pin_vcpus_script(vms: usize) -> String {
 }
 
 /// What L1's `console` says of case `case`: its figures, or why it has none (`stalled`, or
-/// `lost` or `exited`: every attempt lost a guest, see [`script`]); a panic when it says nothing (the script
-/// did not get there).
+/// `lost` or `exited`: every attempt lost a guest, see [`script`]); a panic when it says
+/// nothing (the script did not get there).
 pub fn figures(console: &str, case: &str) -> Result<CaseFigures, &'static str> {
     let line = console
         .lines()
