@@ -79,7 +79,11 @@ struct Row {
 fn main() {
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"));
     let mut boot = NestedBoot::new(&images).unwrap_or_else(|e| panic!("{e}"));
-    boot.host.memory_mib = 5120;
+    // 3.25 GiB of huge pages reserved, KASAN's shadow, and four private 256 MiB regions at
+    // once: 5 GiB ran out of memory in the K = 4 private memfd case (2026-11-30).
+    boot.host.memory_mib = 8192;
+    // CPUs for the guests' vCPU threads and one for the rest (`fleet_case::pin_vcpus_script`).
+    boot.host.cpus = u32::try_from(KS[KS.len() - 1].min(fleet_case::MAX_PINNED_CPUS) + 1).unwrap_or(u32::MAX);
     boot.host.timeout = std::time::Duration::from_secs(3600);
     boot.host.console_log = Some(log_path("bench-regions-nested"));
     boot.host.cmdline.extend(["hugepagesz=1G", "hugepages=2", "hugepagesz=2M", "hugepages=640"].map(String::from));
@@ -95,7 +99,7 @@ fn main() {
                 }
                 let case = format!("c{}", cases.len());
                 boot.add_host_file(&format!("/bench/{case}.toml"), 0o644, fleet(way, k, shared, &case));
-                script += &fleet_case::script(&case, k, 120, ATTEMPTS, false);
+                script += &fleet_case::script(&case, k, 120, ATTEMPTS, true);
                 cases.push((case, way.name, k, shared));
             }
         }
@@ -144,7 +148,7 @@ fn write_report(rows: &[Row], seconds: f64) {
     let report = format!(
         "# Shared regions: stage-2 tables on a real TDP MMU (nested KVM host)\n\n\
          Machine: this host's QEMU TCG emulating AMD SVM with nested paging; in it the host kernel with KVM_AMD \
-         (2 vCPUs, 5 GiB), running `mshare-vmm launch` of K tiny guests (64 MiB RAM each) that each touch every \
+         (5 vCPUs, the guests' vCPU threads pinned to CPUs 1-4, 8 GiB), running `mshare-vmm launch` of K tiny guests (64 MiB RAM each) that each touch every \
          4 KiB page of their region's BAR2 once. shared: one region for all K; private: a region each. \
          SecPageTables: the nested host's stage-2 tables while every guest is alive, minus before the fleet \
          (after /proc/sys/vm/stat_refresh; a global counter, so a few KiB either way is noise); pages: KVM's stage-2 leaf entries of all K VMs (pages_4k / pages_2m / pages_1g) when stopped. \
