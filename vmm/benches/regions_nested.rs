@@ -82,8 +82,7 @@ fn main() {
     // 3.25 GiB of huge pages reserved, KASAN's shadow, and four private 256 MiB regions at
     // once: 5 GiB ran out of memory in the K = 4 private memfd case (2026-11-30).
     boot.host.memory_mib = 8192;
-    // CPUs for the guests' vCPU threads and one for the rest (`fleet_case::pin_vcpus_script`).
-    boot.host.cpus = u32::try_from(KS[KS.len() - 1].min(fleet_case::MAX_PINNED_CPUS) + 1).unwrap_or(u32::MAX);
+    boot.host.cpus = fleet_case::pinned_host_cpus(KS[KS.len() - 1]);
     boot.host.timeout = std::time::Duration::from_secs(3600);
     boot.host.console_log = Some(log_path("bench-regions-nested"));
     boot.host.cmdline.extend(["hugepagesz=1G", "hugepages=2", "hugepagesz=2M", "hugepages=640"].map(String::from));

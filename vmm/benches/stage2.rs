@@ -154,8 +154,7 @@ fn main() {
 fn group_console(images: &ImagePaths, backing: &Backing, n: usize, ways: &[Way]) -> Option<String> {
     let mut boot = NestedBoot::new(images).unwrap_or_else(|e| panic!("{e}"));
     boot.host.memory_mib = 5120;
-    // CPUs for the guests' vCPU threads and one for the rest (`fleet_case::pin_vcpus_script`).
-    boot.host.cpus = u32::try_from(n.min(fleet_case::MAX_PINNED_CPUS) + 1).unwrap_or(u32::MAX);
+    boot.host.cpus = fleet_case::pinned_host_cpus(n);
     boot.host.timeout = std::time::Duration::from_secs(3600);
     boot.host.console_log = Some(log_path(&format!("bench-stage2-{}-{n}", backing.name.replace(' ', "-"))));
     boot.host.cmdline.extend(["hugepagesz=2M", "hugepages=640"].map(String::from));

@@ -105,7 +105,19 @@ pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bo
 
 /// The most L1 CPUs the guests' vCPU threads are pinned to: a nested host of 9 vCPUs on
 /// this 2-core machine reset while booting (2026-11-30); 5 boot.
-pub const MAX_PINNED_CPUS: usize = 4;
+const MAX_PINNED_CPUS: usize = 4;
+
+/// The L1 CPUs the guests' vCPU threads of a fleet of `vms` are pinned to (see
+/// [`pin_vcpus_script`]).
+fn pinned_cpus(vms: usize) -> usize {
+    vms.min(MAX_PINNED_CPUS)
+}
+
+/// The vCPUs a nested host needs for pinned fleets of up to `max_vms` guests: the pinned
+/// CPUs and CPU 0 for everything else.
+pub fn pinned_host_cpus(max_vms: usize) -> u32 {
+    u32::try_from(pinned_cpus(max_vms) + 1).unwrap_or(u32::MAX)
+}
 
 /// Script lines that pin the vCPU threads of the fleet `$pid` (`vms` guests of one vCPU)
 /// to L1 CPUs 1 to `min(vms, MAX_PINNED_CPUS)` in turn, and the VMM's other threads and this
@@ -114,7 +126,7 @@ pub const MAX_PINNED_CPUS: usize = 4;
 /// seen in 4 fleets of four VMs, nor in one of eight (two per CPU), where unpinned fleets of
 /// four lost a guest in one of two or more (2026-11-30).
 fn pin_vcpus_script(vms: usize) -> String {
-    let cpus = vms.min(MAX_PINNED_CPUS);
+    let cpus = pinned_cpus(vms);
     format!(
         "busybox taskset -p -c 0 $$ >/dev/null\n\
          j=0; until [ $(grep -l '^vcpu' /proc/$pid/task/*/comm 2>/dev/null | wc -l) -ge {vms} ] || [ $j -ge 300 ]; do j=$((j + 1)); sleep 0.2; done\n\
