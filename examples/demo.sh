@@ -18,7 +18,8 @@ export VMLINUX_KTEST
 out=target/demo
 mkdir -p "$out"
 
-# The guest command's own output: what the console shows between /init's start and end.
+# The guest command's own output: what its ttyS1 shows between /init's start and end
+# (qemu-run logs ttyS1 beside the console: NAME.ttyS1.log for --log NAME.log).
 guest_output() { sed -n '/^MSHARE-INIT/,/^MSHARE-RESULT/p' "$1" | grep -vE '^MSHARE-(INIT|RESULT)'; }
 
 echo "== 1. guest user space under QEMU TCG (Linux 7.3 with the core-mm patch, 2 vCPUs)"
@@ -28,7 +29,7 @@ echo 16 processes map 64 MiB and touch every page, mshare then a shared memfd: &
 mshare-bench mshare 16 64M && mshare-bench memfd 16 64M && mshare remove demo"
 cargo run -q --locked -p guest-runner --bin qemu-run -- --quiet --memory 1024 --append loglevel=4 --log "$out/tcg.log" \
     --initrd "$INITRAMFS" "$VMLINUX" -- sh -c "$script"
-guest_output "$out/tcg.log"
+guest_output "$out/tcg.ttyS1.log"
 echo "(pagetables_kib: PageTables growth for all 16; vmpte_kib: per process; faults: all 16; console: $out/tcg.log)"
 
 echo
@@ -62,6 +63,6 @@ echo
 echo "== 3. two Linux VMs with user space under mshare-vmm, on the nested KVM host (about 20 s)"
 cargo run -q --locked -p guest-runner --bin qemu-run -- --nested --quiet --log "$out/nested.log" \
     --host-file examples/two-vms-programs.sh:/xchg.sh -- sh /xchg.sh
-grep -E "^\[(writer|reader)\] (ivshmem/xchg|NAME|mshare:|write status|written-by|MSHARE-RESULT)|^mshare-vmm: (region|vm .*(exited|KVM:))|Nested Paging" \
-    "$out/nested.log" || true
-echo "(the nested host's console, with both guests' lines: $out/nested.log)"
+grep -hE "^\[(writer|reader)(/ttyS1)?\] (ivshmem/xchg|NAME|mshare:|write status|written-by|MSHARE-RESULT)|^mshare-vmm: (region|vm .*(exited|KVM:))|Nested Paging" \
+    "$out/nested.log" "$out/nested.ttyS1.log" || true
+echo "(the nested host's console: $out/nested.log; its user space, with both guests' lines: $out/nested.ttyS1.log)"

@@ -18,7 +18,7 @@ dd if=/dev/zero of=$region bs=1M count=16 2>/dev/null || exit 1
 vm() {
     name=$1 access=$2
     shift 2
-    mshare-vmm run --name "$name" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --memory 256M --timeout 300 \
+    mshare-vmm run --name "$name" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --memory 256M --timeout 300 --serial2 stdout \
         --region "name=xchg,size=16M,path=$region$access" -- "$@"
 }
 

@@ -24,6 +24,8 @@ ssize_t mshare_region_write(void *region, void *inode, const char __user *buf, s
 /* Where a window goes (v1 start + offset), 0 for anywhere, or -errno; before any unmap. */
 long mshare_region_place(void *region, int api, unsigned long addr, unsigned long len,
 			 unsigned long pgoff, bool fixed, bool shared);
+/* Where in the free [found, found + len + 1 GiB) a window goes: across the fewest GiBs. */
+unsigned long mshare_window_address(unsigned long found, unsigned long len);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /*

@@ -8,7 +8,9 @@
 use crate::file_pages::MappedFile;
 use crate::msharefs_api::{Api, Request};
 use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
-use crate::region::{check_mapping, check_range, offset_of, spans_pmd_tables, window_reach, Page, Region, Window};
+use crate::region::{
+    check_mapping, check_range, offset_of, spans_pmd_tables, window_address, window_reach, Page, Region, Window,
+};
 use crate::{stats, GRANULE_SIZE};
 use kernel::page::PAGE_SIZE;
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -506,6 +508,13 @@ unsafe extern "C" fn mshare_region_place(
         Ok(at) => at as c_long,
         Err(e) => e.to_errno() as c_long,
     }
+}
+
+/// [`window_address`] for the glue's `get_unmapped_area`: where in the free range
+/// `[found, found + len + 1 GiB)` a window the kernel places goes.
+#[no_mangle]
+extern "C" fn mshare_window_address(found: c_ulong, len: c_ulong) -> c_ulong {
+    window_address(found as u64, len as u64) as c_ulong
 }
 
 /// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that

@@ -475,6 +475,26 @@ static unsigned long msharefs_pud_aligned_area(struct file *file, unsigned long 
 }
 
 /*
+ * Any other window the kernel places spans as few GiBs as its length allows, one for a
+ * window of at most a GiB: in mode B each GiB of a window is one PUD entry for every
+ * process to link on its first touch (over PTE tables, with a PMD table of the process's
+ * own under it), which a window across a GiB boundary costs each sharer twice. Rust picks
+ * the address in the first fit for the window and a GiB more (mshare_window_address,
+ * which shows that the window stays inside it); with no such fit, where THP would.
+ */
+static unsigned long msharefs_fewest_gibs_area(struct file *file, unsigned long len,
+					       unsigned long pgoff, unsigned long flags)
+{
+	unsigned long found = -ENOMEM;
+
+	if (len <= TASK_SIZE - PUD_SIZE)
+		found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
+	if (IS_ERR_VALUE(found))
+		return thp_get_unmapped_area(file, 0, len, pgoff, flags);
+	return mshare_window_address(found, len);
+}
+
+/*
  * Where a window goes, checked before mmap unmaps anything of the caller's (Rust decides:
  * a refused MAP_FIXED must not have cleared the caller's mapping at addr). A region with
  * a fixed start (the v1 API's SET_SIZE start) is mapped there. Called with the mmap lock
@@ -494,6 +514,8 @@ static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long
 		return addr;
 	if (!at && !addr && IS_ALIGNED(len | (pgoff << PAGE_SHIFT), PUD_SIZE))
 		return msharefs_pud_aligned_area(file, len, pgoff, flags);
+	if (!at && !addr)
+		return msharefs_fewest_gibs_area(file, len, pgoff, flags);
 	if (!at)
 		return thp_get_unmapped_area(file, addr, len, pgoff, flags);
 	if (len > TASK_SIZE || at > TASK_SIZE - len)

@@ -271,6 +271,29 @@ pub(crate) fn spans_pmd_tables(start: u64, offset: u64, len: u64) -> bool {
     (start | offset | len) % PMD_TABLE_REACH == 0 && len != 0
 }
 
+/// Where a window of `len` bytes goes when the kernel picks its address, given the free
+/// range `[found, found + len + PMD_TABLE_REACH)` the glue found for it: granule aligned,
+/// as THP placement would put it (a window's offset is whole granules, so this is the
+/// congruence with the offset THP keeps), and across as few GiBs as its length allows,
+/// `at % GiB + len` at most `len` rounded up to whole GiBs: a window of at most a GiB lies
+/// inside one. Each GiB a window spans is one more PUD entry for every process that maps it
+/// to link (in mode B over PTE tables, with a PMD table of the process's own under it).
+///
+/// The first granule boundary from `found` on, unless a window there would span one GiB
+/// more than it must; then the first GiB boundary from `found` on, from which a window
+/// spans exactly `len` rounded up to whole GiBs. Both keep the window inside the range:
+/// each is at most `found + PMD_TABLE_REACH - 1` (a granule divides a GiB, so rounding
+/// `found` up to either never passes the GiB boundary at or above it), so the window ends
+/// before `found + len + PMD_TABLE_REACH`.
+pub(crate) fn window_address(found: u64, len: u64) -> u64 {
+    let at = found.next_multiple_of(GRANULE_SIZE);
+    if at % PMD_TABLE_REACH + len <= len.next_multiple_of(PMD_TABLE_REACH) {
+        at
+    } else {
+        found.next_multiple_of(PMD_TABLE_REACH)
+    }
+}
+
 impl Region {
     /// An empty region of `inode` (0 for none): no size, no memory.
     pub(crate) fn new(inode: usize) -> impl PinInit<Self> {
@@ -803,6 +826,39 @@ mod tests {
         assert_eq!(window_reach(4 * g, 0, gib), gib);
         assert_eq!(window_reach(4 * g, 0, 4 * g), 4 * g);
         assert_eq!(window_reach(gib, 0, gib), gib);
+    }
+
+    #[test]
+    fn a_window_the_kernel_places_spans_the_fewest_gibs() {
+        let (g, gib, page) = (GRANULE_SIZE, PMD_TABLE_REACH, PAGE_SIZE as u64);
+        let mib = 1u64 << 20;
+        // 256 MiB: up to the next granule where it fits before the GiB boundary...
+        assert_eq!(window_address(gib + page, 256 * mib), gib + g);
+        assert_eq!(window_address(2 * gib - 256 * mib, 256 * mib), 2 * gib - 256 * mib);
+        // ...and on to the boundary where it would cross it
+        assert_eq!(window_address(2 * gib - 256 * mib + page, 256 * mib), 2 * gib);
+        assert_eq!(window_address(2 * gib - 128 * mib, 256 * mib), 2 * gib);
+        // a GiB only at a GiB boundary; more than a GiB across no more GiBs than it must
+        assert_eq!(window_address(gib, gib), gib);
+        assert_eq!(window_address(gib + page, gib), 2 * gib);
+        assert_eq!(window_address(gib + gib / 2, gib + gib / 2), gib + gib / 2);
+        assert_eq!(window_address(gib + gib / 2 + page, gib + gib / 2), 2 * gib);
+        assert_eq!(window_address(gib + page, 3 * gib), 2 * gib);
+        // Everywhere: granule aligned, inside the free range, across the fewest GiBs, and
+        // moved only when the granule boundary would cross one too many.
+        for len in [g, 256 * mib, gib - g, gib, gib + g, 3 * gib / 2, 3 * gib] {
+            let mut found = 0;
+            while found < 3 * gib {
+                let at = window_address(found, len);
+                assert_eq!(at % g, 0);
+                assert!(at >= found && at + len <= found + len + gib);
+                assert!(at % gib + len <= len.next_multiple_of(gib));
+                if found.next_multiple_of(g) != at {
+                    assert_eq!(at % gib, 0);
+                }
+                found += 37 * mib + page;
+            }
+        }
     }
 
     /// An unplugged device region maps nothing: faults find nothing (SIGBUS), new windows

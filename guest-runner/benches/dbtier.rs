@@ -16,8 +16,10 @@
 //! LMDB's lock table across VMs), in every way alike.
 //!
 //! The VMs are QEMU TCG guests (guest user space cannot run under this machine's KVM), all
-//! K at once, 2 vCPUs each, the guest clock on the TSC. Host memory is the PSS of the
-//! fleet's QEMU processes, sampled while every VM's readers run. The database is built once
+//! K at once, 2 vCPUs each, the guest clock on the TSC, a start barrier before each storm
+//! and bench (a small second region: every VM waits until all K got there, so the K VMs'
+//! readers run at the same time). Host memory is the PSS of the fleet's QEMU processes,
+//! sampled while every VM's readers run. The database is built once
 //! per size by a builder VM (`mshare-lmdb load --generate`: 100-byte values filling about
 //! 70 % of the size).
 //!
@@ -27,7 +29,7 @@
 
 use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::lmdb_tier::{self, TierFigures, Way, READY};
-use guest_runner::qemu::{log_path, Boot};
+use guest_runner::qemu::{log_path, user_port_log, Boot};
 use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,39 @@ fn punch_hole(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The barrier region's size (ivshmem-plain wants a power of two; a granule or more for
+/// msharefs).
+const BARRIER_BYTES: u64 = 4 << 20;
+/// How often the host looks at the barrier.
+const BARRIER_POLL: Duration = Duration::from_millis(50);
+
+/// A fleet's barrier region: zeros, and step 0 said at `lmdb_tier::BARRIER_GO`.
+fn create_barrier(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path)?;
+    file.set_len(BARRIER_BYTES)?;
+    file.write_all_at(format!("{:07}", 0).as_bytes(), lmdb_tier::BARRIER_GO)
+}
+
+/// Lets the fleet's VMs past their barrier once each of the `vms` has said the same step
+/// (at 8 × its index), by writing that step at `lmdb_tier::BARRIER_GO`; writes
+/// `lmdb_tier::BARRIER_ABORT` instead once a VM ended (`any_done`): a VM that ended has
+/// passed every step, so only a VM that failed early leaves others waiting.
+fn open_barrier(path: &Path, vms: usize, any_done: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut said = vec![0u8; vms * 8];
+    file.read_exact_at(&mut said, 0)?;
+    let steps: Vec<Option<u64>> =
+        said.chunks(8).map(|c| std::str::from_utf8(&c[..7]).ok().and_then(|t| t.parse().ok())).collect();
+    let go = match steps.first() {
+        _ if any_done => lmdb_tier::BARRIER_ABORT,
+        Some(Some(step)) if steps.iter().all(|s| *s == Some(*step)) => *step,
+        _ => return Ok(()),
+    };
+    file.write_all_at(format!("{go:07}").as_bytes(), lmdb_tier::BARRIER_GO)
+}
+
 fn boot(images: &ImagePaths, p: &Params, log: &str, memory_mib: u64) -> Boot {
     let mut boot = Boot::guest_image(images).unwrap_or_else(|e| panic!("{e}"));
     boot.memory_mib = memory_mib as u32;
@@ -118,7 +153,7 @@ fn build_database(images: &ImagePaths, p: &Params, dir: &Path, size_mib: u64) ->
     builder.ivshmem = vec![(file.clone(), size_mib << 20)];
     builder.command = vec!["sh".to_owned(), "-c".to_owned(), lmdb_tier::build_script(size_mib)];
     let run = builder.run_command().unwrap_or_else(|e| panic!("building the {size_mib} MiB database: {e}"));
-    let line = run.output.console.lines().find(|l| l.starts_with("mshare-lmdb: loaded")).map(str::to_owned);
+    let line = run.output.stdout.lines().find(|l| l.starts_with("mshare-lmdb: loaded")).map(str::to_owned);
     assert_eq!(run.result.status, 0, "builder: {:?}", run.output.console_log);
     (file, line.unwrap_or_else(|| panic!("builder printed no 'loaded' line: {:?}", run.output.console_log)))
 }
@@ -140,17 +175,23 @@ fn fleet(images: &ImagePaths, p: &Params, database: &Path, size_mib: u64, way: W
     let memory = BASE_MEMORY_MIB + if way.private() { size_mib } else { 0 };
     let logs: Vec<PathBuf> =
         (0..vms).map(|vm| log_path(&format!("dbtier-{}-{size_mib}M-k{vms}-vm{vm}", way.name()))).collect();
-    // An older run's logs say READY too: gone before the sampler looks.
+    // What the sampler reads: each VM's ttyS1 (its script's READY and result lines). An
+    // older run's logs say READY too: gone before the sampler looks.
+    let logs: Vec<PathBuf> = logs.iter().map(|l| user_port_log(l)).collect();
     for log in &logs {
         let _ = std::fs::remove_file(log);
     }
+    // The fleet's start barrier (lmdb_tier::vm_script): a small region of its own.
+    let barrier = source.with_extension(format!("{}-{vms}-barrier", way.name()));
+    create_barrier(&barrier).unwrap_or_else(|e| panic!("the barrier region {}: {e}", barrier.display()));
     let handles: Vec<_> = (0..vms)
         .map(|vm| {
             let mut b = boot(images, p, &format!("dbtier-{}-{size_mib}M-k{vms}-vm{vm}", way.name()), memory);
             b.cmdline.push(tag.clone());
             b.cmdline.extend(way.cmdline().iter().map(|w| (*w).to_owned()));
-            b.ivshmem = vec![(source.clone(), size_mib << 20)];
-            let script = lmdb_tier::vm_script(way, &p.readers, p.seconds, p.repeats, (vm as u64 + 1) * 1_000_000);
+            b.ivshmem = vec![(source.clone(), size_mib << 20), (barrier.clone(), BARRIER_BYTES)];
+            let seed = (vm as u64 + 1) * 1_000_000;
+            let script = lmdb_tier::vm_script(way, &p.readers, p.seconds, p.repeats, seed, Some(vm));
             b.command = vec!["sh".to_owned(), "-c".to_owned(), script];
             std::thread::spawn(move || b.run_command())
         })
@@ -159,15 +200,19 @@ fn fleet(images: &ImagePaths, p: &Params, database: &Path, size_mib: u64, way: W
     let peak = Arc::new(Mutex::new((Pss::default(), 0u64)));
     let sampler = {
         let (done, peak, tag, logs, source) = (done.clone(), peak.clone(), tag.clone(), logs.clone(), source.clone());
+        let barrier = barrier.clone();
         std::thread::spawn(move || -> Result<(), String> {
             let mut punched = !way.private();
+            let mut ticks = 0u64;
             while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(SAMPLE_EVERY);
+                std::thread::sleep(BARRIER_POLL);
+                ticks += 1;
                 let texts: Vec<String> = logs.iter().map(|l| std::fs::read_to_string(l).unwrap_or_default()).collect();
-                // Whole lines: the log's first line is QEMU's command, which quotes the script.
-                let all_ready = texts.iter().all(|t| t.lines().any(|l| l.trim_end() == READY));
                 let any_done = texts.iter().any(|t| t.lines().any(|l| l.starts_with("MSHARE-RESULT ")));
-                if !all_ready || any_done {
+                open_barrier(&barrier, vms, any_done).map_err(|e| format!("the barrier {}: {e}", barrier.display()))?;
+                let all_ready = texts.iter().all(|t| t.lines().any(|l| l.trim_end() == READY));
+                let sample_now = ticks.is_multiple_of((SAMPLE_EVERY.as_millis() / BARRIER_POLL.as_millis()) as u64);
+                if !sample_now || !all_ready || any_done {
                     continue;
                 }
                 if !punched {
@@ -189,11 +234,12 @@ fn fleet(images: &ImagePaths, p: &Params, database: &Path, size_mib: u64, way: W
     for (vm, handle) in handles.into_iter().enumerate() {
         let run = handle.join().unwrap().unwrap_or_else(|e| panic!("{} S={size_mib}M K={vms} vm{vm}: {e}", way.name()));
         assert_eq!(run.result.status, 0, "{} K={vms} vm{vm} failed: {:?}", way.name(), run.output.console_log);
-        consoles.push(run.output.console);
+        consoles.push(run.output.stdout);
     }
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_file(&source);
+    let _ = std::fs::remove_file(&barrier);
     let (pss_peak, pss_samples) = *peak.lock().unwrap();
     assert!(
         pss_samples > 0,

@@ -97,7 +97,7 @@ fn measure(procs: &str, sizes: &str, repeats: usize) -> (String, String) {
     let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
     let log = run.output.console_log.as_ref().map_or("-".into(), |p| p.display().to_string());
     assert_eq!(run.result.status, 0, "mshare-bench failed; console: {log}");
-    (run.output.console, format!("{:.0} s in all", started.elapsed().as_secs_f64()))
+    (run.output.stdout, format!("{:.0} s in all", started.elapsed().as_secs_f64()))
 }
 
 fn main() {

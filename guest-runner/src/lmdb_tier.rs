@@ -88,19 +88,52 @@ pub fn build_script(size_mib: u64) -> String {
     format!("d=$(ls /sys/fs/mshare/ivshmem) && mshare-lmdb load ivshmem/$d --generate {}", generated_pairs(size_mib))
 }
 
+/// Where a fleet's start barrier says how far every VM got (see [`vm_script`]): a step
+/// number, 7 digits, at this offset of the barrier region; each VM says its own at
+/// 8 × its index.
+pub const BARRIER_GO: u64 = 4096;
+/// The step the host writes at [`BARRIER_GO`] when a VM ended early: every VM waiting
+/// at the barrier gives up.
+pub const BARRIER_ABORT: u64 = 9_999_999;
+
 /// What one VM runs (a `sh -c` script): the way's preparation, then for each N in
 /// `readers` a storm and `repeats` benches of `seconds`, seeds from `seed`; at the end, a
 /// few lines of the guest's /proc/meminfo.
-pub fn vm_script(way: Way, readers: &[u64], seconds: u64, repeats: u64, seed: u64) -> String {
+///
+/// `barrier`: this VM's index in a fleet whose VMs wait for each other before each storm
+/// and bench, through a second region device (the first is the database): the VM writes
+/// the step it reached at 8 × its index and waits until the host has written that step at
+/// [`BARRIER_GO`] (once every VM reached it), so the VMs' readers run at the same time by
+/// construction rather than by chance.
+pub fn vm_script(way: Way, readers: &[u64], seconds: u64, repeats: u64, seed: u64, barrier: Option<usize>) -> String {
     let mut body = String::new();
+    let mut step = 0;
+    let mut gate = |body: &mut String| {
+        if barrier.is_some() {
+            step += 1;
+            *body += &format!("gate {step} && ");
+        }
+    };
     for n in readers {
+        gate(&mut body);
         body += &format!("mshare-lmdb storm $db {n} --snapshot && ");
         for r in 0..repeats {
+            gate(&mut body);
             body += &format!("mshare-lmdb bench $db {n} {seconds} --snapshot --seed $((seed + {})) && ", n * 100 + r);
         }
     }
+    let devices = match barrier {
+        // No double quotes: the script travels on the kernel command line.
+        Some(vm) => format!(
+            "set -- $(ls /sys/fs/mshare/ivshmem); d=$1; b=$2; vm={vm}; \
+             gate() {{ mshare write ivshmem/$b $((vm * 8)) $(printf %07d $1) >/dev/null && \
+             until [ x$(mshare read ivshmem/$b {BARRIER_GO} 7) = x$(printf %07d $1) ]; do \
+             [ x$(mshare read ivshmem/$b {BARRIER_GO} 7) != x{BARRIER_ABORT} ] || exit 1; sleep 0.05; done; }}; [ -n $b ]"
+        ),
+        None => "d=$(ls /sys/fs/mshare/ivshmem)".to_owned(),
+    };
     format!(
-        "seed={seed}; d=$(ls /sys/fs/mshare/ivshmem) && {} || exit 1; echo {READY}; {body}\
+        "seed={seed}; {devices} && {} || exit 1; echo {READY}; {body}\
          grep -E '^(MemTotal|MemFree|Shmem|PageTables)' /proc/meminfo",
         way.prepare()
     )
@@ -142,7 +175,8 @@ impl FleetSpec<'_> {
         );
         let cmdline: Vec<&str> = ["kunit.enable=0"].iter().chain(self.way.cmdline()).copied().collect();
         for vm in 0..self.vms {
-            let script = vm_script(self.way, self.readers, self.seconds, self.repeats, (vm as u64 + 1) * 1_000_000);
+            let script =
+                vm_script(self.way, self.readers, self.seconds, self.repeats, (vm as u64 + 1) * 1_000_000, None);
             text += &format!(
                 "[[vm]]\nname = \"vm{vm}\"\nkernel = {}\ninitrd = {}\ncpus = 2\nmemory = \"{memory}M\"\ntimeout = {}\n\
                  cmdline = {}\ncommand = [\"sh\", \"-c\", {}]\nregions = [{{ name = \"db\", access = \"ro\" }}]\n",
@@ -273,13 +307,25 @@ mod tests {
 
     #[test]
     fn the_vm_script_runs_every_n_and_repeat_after_the_preparation() {
-        let script = vm_script(Way::PrivateThp, &[8, 64], 3, 2, 7);
+        let script = vm_script(Way::PrivateThp, &[8, 64], 3, 2, 7, None);
         assert!(script.starts_with(
             "seed=7; d=$(ls /sys/fs/mshare/ivshmem) && mkdir -p /mnt/db && mount -t tmpfs -o huge=always"
         ));
         assert_eq!(script.matches("mshare-lmdb storm $db ").count(), 2);
         assert_eq!(script.matches("mshare-lmdb bench $db 64 3 --snapshot").count(), 2);
         assert!(script.contains("|| exit 1; echo MSHARE-TIER ready;"));
+        assert!(!script.contains('"'), "the kernel command line cannot carry a double quote");
+        assert!(!script.contains("gate"));
+    }
+
+    #[test]
+    fn with_a_barrier_every_storm_and_bench_waits_for_every_vm() {
+        let script = vm_script(Way::MshareB, &[8, 64], 3, 2, 7, Some(3));
+        assert!(script.starts_with("seed=7; set -- $(ls /sys/fs/mshare/ivshmem); d=$1; b=$2; vm=3; gate() {"));
+        for step in 1..=6 {
+            assert_eq!(script.matches(&format!("gate {step} && ")).count(), 1, "step {step}: {script}");
+        }
+        assert!(script.contains("gate 6 && mshare-lmdb bench $db 64 3"));
         assert!(!script.contains('"'), "the kernel command line cannot carry a double quote");
     }
 

@@ -4,12 +4,19 @@
 //! The guest is a `microvm` with ACPI off (QEMU then writes an MP table, so an SMP guest
 //! sees all its CPUs), the ELF vmlinux entered through PVH, the serial console on a pipe,
 //! and `-no-reboot` so that the guest's `reboot -f` (with `reboot=t`) ends QEMU.
+//!
+//! Two channels come back, each on a pipe of its own: the kernel's console (the first
+//! UART, ttyS0) and the guest's user space (a second UART, ttyS1, where `/init` puts its
+//! command's output and result line: `mshare_out=ttyS1`). The kernel prints on its console
+//! at any moment, in the middle of any line written there; it never writes to ttyS1, so
+//! what a test parses there is what the guest's programs wrote, whole.
 
 use crate::console::{self, GuestResult, ModuleState, Problem};
 use crate::images::{ImagePaths, ImagesError};
 use mshare_uapi::formats::{guest_command_word, CommandWordError};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,8 +30,12 @@ pub fn qemu_binary() -> String {
 }
 
 /// Kernel command line every boot gets: serial console, reboot by triple fault (no ACPI),
-/// reboot at once on panic so a dead guest ends QEMU.
-pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
+/// reboot at once on panic so a dead guest ends QEMU, `/init`'s output on ttyS1.
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 mshare_out=ttyS1";
+
+/// The file descriptor QEMU inherits for the guest's ttyS1 (its chardev opens
+/// `/dev/fd/3`, the write end of a pipe the runner reads).
+const USER_PORT_FD: i32 = 3;
 
 /// Lines of console kept in error messages.
 const TAIL_LINES: usize = 40;
@@ -63,7 +74,7 @@ pub enum QemuError {
         tail: String,
     },
     /// QEMU ended without the guest's result line.
-    #[error("QEMU exited ({status}) without the guest's MSHARE-RESULT line; last console lines:\n{tail}")]
+    #[error("QEMU exited ({status}) without the guest's MSHARE-RESULT line on its ttyS1; {tail}")]
     NoResult {
         /// QEMU's exit status.
         status: String,
@@ -141,8 +152,12 @@ pub struct Boot {
 /// What a boot printed and how QEMU ended.
 #[derive(Debug, Clone)]
 pub struct Output {
-    /// Everything the guest wrote to its serial console, then QEMU's stderr.
+    /// Everything the guest wrote to its serial console (the kernel's messages), then
+    /// QEMU's stderr.
     pub console: String,
+    /// Everything the guest's user space wrote to its ttyS1: `/init`'s lines (`MSHARE-INIT`,
+    /// `MSHARE-RESULT`) and its command's output, stdout and stderr.
+    pub stdout: String,
     /// QEMU's exit status.
     pub status: ExitStatus,
     /// Wall-clock time from QEMU's start to its end.
@@ -223,6 +238,12 @@ impl Boot {
             args.push("-device".to_owned());
             args.push(format!("ivshmem-plain,memdev=ivshmem{i}"));
         }
+        args.extend([
+            "-chardev".to_owned(),
+            format!("file,id=userport,path=/dev/fd/{USER_PORT_FD}"),
+            "-device".to_owned(),
+            "isa-serial,chardev=userport,index=1".to_owned(),
+        ]);
         args.extend(["-smp".to_owned(), self.cpus.to_string(), "-m".to_owned(), format!("{}M", self.memory_mib)]);
         args.extend(["-kernel".to_owned(), self.kernel.display().to_string()]);
         if let Some(initrd) = &self.initrd {
@@ -238,43 +259,57 @@ impl Boot {
         let args = self.qemu_args()?;
         let mut log = match &self.console_log {
             Some(path) => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| QemuError::Log { path: path.clone(), source })?;
-                }
-                let mut file = File::create(path).map_err(|source| QemuError::Log { path: path.clone(), source })?;
+                let mut file = create_log(path)?;
                 writeln!(file, "# {binary} {}", args.join(" "))
                     .map_err(|source| QemuError::Log { path: path.clone(), source })?;
                 Some(file)
             }
             None => None,
         };
+        let user_log = self.console_log.as_deref().map(|path| create_log(&user_port_log(path))).transpose()?;
+        let (user_port, user_port_writer) =
+            std::io::pipe().map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
         let start = Instant::now();
         let mut command = Command::new(&binary);
-        if !self.host_thp {
-            // SAFETY: between fork and exec only prctl runs, which is async-signal-safe;
-            // PR_SET_THP_DISABLE survives the exec.
-            unsafe {
-                command.pre_exec(|| match libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                });
-            }
+        let thp_disable = !self.host_thp;
+        let writer = user_port_writer.as_raw_fd();
+        // SAFETY: between fork and exec only dup2, fcntl and prctl run, which are
+        // async-signal-safe; `writer` is open in the parent until after the spawn.
+        unsafe {
+            command.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                let moved = if writer == USER_PORT_FD {
+                    libc::fcntl(writer, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(writer, USER_PORT_FD)
+                };
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // PR_SET_THP_DISABLE survives the exec.
+                if thp_disable && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        let mut child = command
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
+        let spawned = command.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        // QEMU holds the only write end now: the reader sees EOF when QEMU ends.
+        drop(user_port_writer);
+        let mut child = spawned.map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
 
         let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let stdout = child.stdout.take().map(|out| {
+        let user = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let echo = self.echo;
+        let console_pump = child.stdout.take().map(|out| {
             let console = Arc::clone(&console);
-            let echo = self.echo;
             let log = log.as_ref().and_then(|f| f.try_clone().ok());
             thread::spawn(move || pump(out, &console, log, echo))
         });
+        let user_pump = {
+            let user = Arc::clone(&user);
+            thread::spawn(move || pump(user_port, &user, user_log, echo))
+        };
         // Drained while QEMU runs: a full stderr pipe would block it.
         let stderr = child.stderr.take().map(|mut err| {
             thread::spawn(move || {
@@ -284,10 +319,14 @@ impl Boot {
             })
         });
         let finished = wait_until(&mut child, start + self.timeout);
-        if let Some(handle) = stdout {
+        if let Some(handle) = console_pump {
             let _ = handle.join();
         }
-        let mut console = console.lock().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_default();
+        let _ = user_pump.join();
+        let text = |buffer: &Mutex<Vec<u8>>| {
+            buffer.lock().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_default()
+        };
+        let (mut console, stdout) = (text(&console), text(&user));
         let qemu_stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
         if !qemu_stderr.is_empty() {
             console.push_str("\n[qemu stderr]\n");
@@ -298,9 +337,9 @@ impl Boot {
         }
         match finished {
             Some(status) => {
-                Ok(Output { console, status, elapsed: start.elapsed(), console_log: self.console_log.clone() })
+                Ok(Output { console, stdout, status, elapsed: start.elapsed(), console_log: self.console_log.clone() })
             }
-            None => Err(QemuError::Timeout { seconds: self.timeout.as_secs(), tail: tail(&console) }),
+            None => Err(QemuError::Timeout { seconds: self.timeout.as_secs(), tail: both_tails(&console, &stdout) }),
         }
     }
 
@@ -325,12 +364,19 @@ impl Output {
     }
 
     /// The run of a guest command: fails when the kernel reported problems or the guest
-    /// printed no result line.
+    /// printed no result line on its ttyS1.
     pub fn into_command_run(self) -> Result<CommandRun, QemuError> {
         self.check_clean()?;
-        let result = console::guest_result(&self.console)
-            .ok_or_else(|| QemuError::NoResult { status: self.status.to_string(), tail: tail(&self.console) })?;
+        let result = console::guest_result(&self.stdout).ok_or_else(|| QemuError::NoResult {
+            status: self.status.to_string(),
+            tail: both_tails(&self.console, &self.stdout),
+        })?;
         Ok(CommandRun { result, output: self })
+    }
+
+    /// The last lines of both channels, for error messages.
+    pub fn tails(&self) -> String {
+        both_tails(&self.console, &self.stdout)
     }
 }
 
@@ -377,6 +423,28 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     }
 }
 
+/// The last lines of the console and of ttyS1, each headed, for error messages.
+pub fn both_tails(console: &str, stdout: &str) -> String {
+    format!(
+        "last console lines:\n{}\nlast ttyS1 lines (the guest's /init and command):\n{}",
+        tail(console),
+        tail(stdout)
+    )
+}
+
+/// Creates a log file and its directory.
+fn create_log(path: &std::path::Path) -> Result<File, QemuError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| QemuError::Log { path: path.to_path_buf(), source })?;
+    }
+    File::create(path).map_err(|source| QemuError::Log { path: path.to_path_buf(), source })
+}
+
+/// Where ttyS1 is logged beside the console log `path`: `NAME.ttyS1.log` for `NAME.log`.
+pub fn user_port_log(path: &std::path::Path) -> PathBuf {
+    path.with_extension("ttyS1.log")
+}
+
 /// The last lines of a console, for error messages.
 pub fn tail(console: &str) -> String {
     let lines: Vec<&str> = console.lines().collect();
@@ -399,7 +467,7 @@ mod tests {
         boot.command = vec!["sh".into(), "-c".into(), "modcheck && exit 3".into()];
         assert_eq!(
             boot.kernel_cmdline().unwrap(),
-            "console=ttyS0 reboot=t panic=-1 mshare_exit=reboot -- sh -c \"modcheck && exit 3\""
+            "console=ttyS0 reboot=t panic=-1 mshare_out=ttyS1 mshare_exit=reboot -- sh -c \"modcheck && exit 3\""
         );
     }
 
@@ -425,6 +493,7 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.contains("-M microvm,acpi=off -accel tcg"));
         assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("-chardev file,id=userport,path=/dev/fd/3 -device isa-serial,chardev=userport,index=1"));
         assert!(joined.contains("-smp 2 -m 512M -kernel /k/vmlinux -initrd /k/initramfs.cpio -append"));
     }
 

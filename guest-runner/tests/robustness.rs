@@ -37,7 +37,7 @@ fn env_or(name: &str, default: &str) -> String {
 fn stress(name: &str, shared_tables: bool, seconds: &str) {
     let run =
         boot(name, &["mshare-stress", "64", seconds], shared_tables).run_command().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.output.console;
+    let console = &run.output.stdout;
     let line =
         console.lines().find(|l| l.starts_with("STRESS ")).unwrap_or_else(|| panic!("no STRESS line: {console}"));
     let failures: Vec<&str> = console.lines().filter(|l| l.contains("FAILED")).collect();
@@ -66,7 +66,7 @@ fn stress_64_processes_in_mode_c() {
 /// every result is success or an errno the call may give, and the kernel stays clean.
 fn fuzz(name: &str, shared_tables: bool, calls: &str, seed: &str) {
     let run = boot(name, &["mshare-fuzz", calls, seed], shared_tables).run_command().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.output.console;
+    let console = &run.output.stdout;
     let line = console.lines().find(|l| l.starts_with("FUZZ ")).unwrap_or_else(|| panic!("no FUZZ line: {console}"));
     let unexpected: Vec<&str> = console.lines().filter(|l| l.contains("UNEXPECTED")).collect();
     assert_eq!(run.result.status, 0, "{line}\n{}", unexpected.join("\n"));
@@ -114,7 +114,7 @@ fn two_vms_share_a_buffer_pool_consistently() {
     for (vm, handle) in handles.into_iter().enumerate() {
         let run = handle.join().unwrap().unwrap_or_else(|e| panic!("vm{vm}: {e}"));
         let line =
-            run.output.console.lines().find(|l| l.starts_with("DB ")).unwrap_or_else(|| panic!("vm{vm}: no DB line"));
+            run.output.stdout.lines().find(|l| l.starts_with("DB ")).unwrap_or_else(|| panic!("vm{vm}: no DB line"));
         assert_eq!(run.result.status, 0, "vm{vm}: {line}");
         let mode = if vm == 1 { "): mode C" } else { "): mode B" };
         assert!(run.output.console.contains(mode), "vm{vm} should have run in{}", &mode[2..]);

@@ -114,10 +114,10 @@ fn main() {
     boot.script(&script);
     eprintln!("dbtier bench (nested): a {size_mib} MiB database, the four ways one VM at a time, N = {readers:?}");
     let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.host.output.console;
+    let console = &run.host.output.stdout;
     assert_eq!(run.host.result.status, 0, "the nested host's script failed: {:?}", run.host.output.console_log);
     let loaded =
-        run.guest_console("build").lines().find(|l| l.starts_with("mshare-lmdb: loaded")).unwrap_or("?").to_owned();
+        run.guest_stdout("build").lines().find(|l| l.starts_with("mshare-lmdb: loaded")).unwrap_or("?").to_owned();
     let mut rows = Vec::new();
     for way in Way::ALL {
         let guest = run.guest_console(way.name());

@@ -106,10 +106,12 @@ fn main() {
     boot.script(&script);
     eprintln!("regions bench (nested): {} cases on the nested KVM host", cases.len());
     let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.host.output.console;
+    let console = &run.host.output.stdout;
     assert_eq!(run.host.result.status, 0, "the nested host's script failed: {}", console);
     let mut rows = Vec::new();
+    let mut relaunched = Vec::new();
     for (case, way, k, shared) in cases {
+        relaunched.extend(fleet_case::relaunches(console, &case).into_iter().map(str::to_owned));
         let case = match fleet_case::figures(console, &case) {
             Ok(case) => case,
             Err(reason) => {
@@ -120,10 +122,10 @@ fn main() {
         let pages = ["pages_4k", "pages_2m", "pages_1g"].map(|name| case.sum("kvm_stats", name));
         rows.push(Row { way, not_measured: None, attempts: case.attempts, k, shared, sec_kib: case.tables_kib, pages });
     }
-    write_report(&rows, run.host.output.elapsed.as_secs_f64());
+    write_report(&rows, &relaunched, run.host.output.elapsed.as_secs_f64());
 }
 
-fn write_report(rows: &[Row], seconds: f64) {
+fn write_report(rows: &[Row], relaunched: &[String], seconds: f64) {
     let mut table = String::new();
     for r in rows {
         if let Some(reason) = r.not_measured {
@@ -155,11 +157,15 @@ fn write_report(rows: &[Row], seconds: f64) {
          | backing | K VMs | region | SecPageTables KiB | stage-2 leaves 4K / 2M / 1G | fleets launched |\n|---|---|---|---|---|---|\n{table}\n\
          Each VM builds its own stage-2 entries for a shared region: sharing the host pages does not share them \
          (the stage-2 sharing issue's baseline). Guest RAM's own entries are in the counts (a few 2 MiB leaves per \
-         VM). A fleet in which QEMU's SVM emulation overwrote a guest's state (docs/vmm.md) is launched again, \
-         up to {ATTEMPTS} times in all (fleets launched); a stalled case is one whose guests did not all finish \
-         touching within two minutes; neither is measured.\n"
+         VM). A fleet in which QEMU's SVM emulation overwrote a guest's state (docs/vmm.md; L1's KVM trace shows \
+         an L2 entered at L1's own `__svm_vcpu_run`) is launched again, up to {ATTEMPTS} times in all (fleets \
+         launched; each relaunch below with its evidence); a VM that ended early without that evidence (exited), \
+         or guests that did not all finish touching within two minutes (stalled), leave the case not measured.\n\n\
+         Relaunches: {}\n",
+        if relaunched.is_empty() { "none".to_owned() } else { format!("\n{}", relaunched.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n")) }
     );
     let json = serde_json::json!({
+        "relaunches": relaunched,
         "rows": rows.iter().map(|r| serde_json::json!({
             "backing": r.way, "vms": r.k, "way": if r.shared { "shared" } else { "private" }, "not_measured": r.not_measured, "fleets_launched": r.attempts,
             "secpagetables_kib": r.sec_kib, "pages_4k": r.pages[0], "pages_2m": r.pages[1], "pages_1g": r.pages[2],

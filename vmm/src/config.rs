@@ -44,6 +44,11 @@ pub struct VmConfig {
     pub memory: u64,
     /// Console destination.
     pub serial: SerialTarget,
+    /// COM2 (the guest's ttyS1) and where its output goes; `None`: no second UART. The
+    /// guest image's `/init` writes its command's output and result line there, a port
+    /// the kernel never prints on.
+    #[serde(default)]
+    pub serial2: Option<SerialTarget>,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
     /// Guest command for /init (after `--`).
@@ -94,6 +99,7 @@ impl VmConfig {
             cpus: 1,
             memory: 512 << 20,
             serial: SerialTarget::Stdout,
+            serial2: None,
             timeout: None,
             command: Vec::new(),
             software_hypervisor: SoftwareHypervisor::Auto,

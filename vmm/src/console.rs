@@ -8,20 +8,35 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-/// Console output sink for the configured target; on stdout, lines of a named VM (in a
-/// fleet) start with `[name] `.
-pub fn console_sink(target: &SerialTarget, name: Option<&str>) -> io::Result<Box<dyn Write + Send>> {
+/// Output sink of a UART for the configured target; on stdout with a `prefix`, each line
+/// starts with it.
+pub fn console_sink(target: &SerialTarget, prefix: Option<String>) -> io::Result<Box<dyn Write + Send>> {
     Ok(match target {
-        SerialTarget::Stdout => match name {
-            Some(name) => Box::new(LinePrefix { prefix: format!("[{name}] "), line: Vec::new(), out: io::stdout() }),
+        SerialTarget::Stdout => match prefix {
+            Some(prefix) => Box::new(LinePrefix { prefix, line: Vec::new(), out: io::stdout() }),
             None => Box::new(io::stdout()),
         },
         SerialTarget::File(path) => Box::new(File::create(path)?),
     })
 }
 
-/// Writes whole lines, each starting with `prefix`, so that the consoles of several VMs
-/// sharing stdout interleave by line, not by byte.
+/// The prefix of the console's lines on stdout: `[name] ` for a named VM (in a fleet).
+pub fn console_prefix(name: Option<&str>) -> Option<String> {
+    name.map(|name| format!("[{name}] "))
+}
+
+/// The prefix of COM2's lines on stdout, which always has one (the console's lines share
+/// stdout): `[name/ttyS1] `, or `[ttyS1] ` for a VM without a name.
+pub fn user_port_prefix(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("[{name}/ttyS1] "),
+        None => "[ttyS1] ".to_owned(),
+    }
+}
+
+/// Writes whole lines, each starting with `prefix`, so that the ports of several VMs
+/// sharing stdout interleave by line, not by byte: one `write` per line, which a pipe or
+/// terminal does not split between writers.
 struct LinePrefix<W: Write> {
     prefix: String,
     line: Vec<u8>,

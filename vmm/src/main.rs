@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot one VM; exit with the guest command's status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Launch the VMs and shared regions of a fleet file; exit 0 when every VM's status is 0,
     /// else with the first non-zero status in file order.
     Launch(LaunchArgs),
@@ -83,6 +83,11 @@ struct RunArgs {
     /// Console: stdout, or a file to write it to.
     #[arg(long, default_value = "stdout")]
     serial: SerialTarget,
+    /// A second UART, COM2 (the guest's ttyS1), to stdout (lines prefixed [NAME/ttyS1]) or
+    /// a file: the guest image's /init writes its command's output and result line there,
+    /// apart from the kernel's console.
+    #[arg(long, value_name = "stdout|FILE")]
+    serial2: Option<SerialTarget>,
     /// Stop the VM after this many seconds (exit status 124).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
@@ -119,6 +124,7 @@ fn vm_config(args: RunArgs) -> VmConfig {
     config.cpus = args.cpus;
     config.memory = args.memory;
     config.serial = args.serial;
+    config.serial2 = args.serial2;
     config.timeout = args.timeout.map(Duration::from_secs);
     config.software_hypervisor = args.software_hypervisor;
     config.system_map = args.system_map;
@@ -139,7 +145,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let stats_json = args.stats_json.clone();
-            run(&vm_config(args), stats_json.as_deref())
+            run(&vm_config(*args), stats_json.as_deref())
         }
         Command::RunConfig(args) => match read_config(&args.config) {
             Ok(config) => run(&config, args.stats_json.as_deref()),

@@ -5,7 +5,7 @@
 
 use crate::boot::{self, cmdline, long_mode};
 use crate::config::{SerialTarget, VmConfig};
-use crate::console::console_sink;
+use crate::console::{console_prefix, console_sink, user_port_prefix};
 use crate::devices::exit::{self as exit_device, ExitDevice, EXIT_PORT};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::ivshmem::Ivshmem;
@@ -53,6 +53,8 @@ pub struct Vm {
     bus: Arc<PioBus>,
     pci: Arc<PciBus>,
     serial: Arc<Mutex<SerialDevice>>,
+    /// COM2, when configured.
+    user_port: Option<Arc<Mutex<SerialDevice>>>,
     regions: Vec<RegionUse>,
     stop: Arc<StopSignal>,
     counters: Arc<ExitCounters>,
@@ -77,18 +79,25 @@ impl Vm {
             None => Symbols::beside(&config.kernel).map(Arc::new),
         };
 
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-        if config.irqchip {
-            fd.register_irqfd(&serial_irq, serial::COM1_IRQ).map_err(kvm_err("KVM_IRQFD (serial)"))?;
-        }
+        let mut bus = PioBus::default();
         let console = match &config.serial {
             SerialTarget::File(path) => format!("--serial {}", path.display()),
             SerialTarget::Stdout => "the console on stdout".to_owned(),
         };
-        let sink = console_sink(&config.serial, config.name.as_deref()).map_err(io_err(console))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, ConsoleOutput::new(sink, stop.clone()))));
-        let mut bus = PioBus::default();
-        bus.insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
+        let sink = console_sink(&config.serial, console_prefix(config.name.as_deref())).map_err(io_err(console))?;
+        let serial = add_uart(&mut bus, &fd, config.irqchip, serial::COM1, ConsoleOutput::new(sink, stop.clone()))?;
+        let user_port = match &config.serial2 {
+            Some(target) => {
+                let what = match target {
+                    SerialTarget::File(path) => format!("--serial2 {}", path.display()),
+                    SerialTarget::Stdout => "COM2 on stdout".to_owned(),
+                };
+                let sink =
+                    console_sink(target, Some(user_port_prefix(config.name.as_deref()))).map_err(io_err(what))?;
+                Some(add_uart(&mut bus, &fd, config.irqchip, serial::COM2, ConsoleOutput::unwatched(sink))?)
+            }
+            None => None,
+        };
         bus.insert(i8042::DATA_PORT, i8042::PORTS_LEN, Arc::new(Mutex::new(I8042::new(stop.clone()))))?;
         bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitDevice::new(stop.clone()))))?;
         let (pci, regions) = attach_regions(config, shared, &fd, &stop)?;
@@ -107,6 +116,7 @@ impl Vm {
             bus: Arc::new(bus),
             pci,
             serial,
+            user_port,
             regions,
             stop,
             counters: Arc::new(ExitCounters::default()),
@@ -164,6 +174,9 @@ impl Vm {
         let host_memory = crate::stats::process_memory();
         if let Err(e) = devices::lock(&self.serial).flush_console() {
             log::error!("writing the guest console's last bytes: {e}");
+        }
+        if let Some(Err(e)) = self.user_port.as_ref().map(|port| devices::lock(port).flush_console()) {
+            log::error!("writing the last bytes of the guest's COM2: {e}");
         }
         Outcome {
             reason: self.stop.reason().unwrap_or(StopReason::PowerOff),
@@ -255,6 +268,24 @@ fn create_vm(kvm: &Kvm, config: &VmConfig, mem: &GuestMemoryMmap) -> Result<VmFd
     Ok(vm)
 }
 
+/// A UART at `port` writing to `out`, its interrupt through an irqfd when the VM has the
+/// in-kernel interrupt controller.
+fn add_uart(
+    bus: &mut PioBus,
+    vm: &VmFd,
+    irqchip: bool,
+    port: serial::UartPort,
+    out: ConsoleOutput,
+) -> Result<Arc<Mutex<SerialDevice>>, VmmError> {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    if irqchip {
+        vm.register_irqfd(&irq, port.irq).map_err(kvm_err("KVM_IRQFD (serial)"))?;
+    }
+    let uart = Arc::new(Mutex::new(SerialDevice::new(irq, out)));
+    bus.insert(port.base, serial::UART_PORTS, uart.clone())?;
+    Ok(uart)
+}
+
 /// Loads the kernel and initrd, builds the command line, and writes the zero page, MP table,
 /// GDT and boot page tables; returns the kernel's entry point.
 fn load_guest(config: &VmConfig, mem: &GuestMemoryMmap, software_hypervisor: bool) -> Result<GuestAddress, VmmError> {
@@ -266,7 +297,13 @@ fn load_guest(config: &VmConfig, mem: &GuestMemoryMmap, software_hypervisor: boo
     let parts = cmdline::CmdlineParts {
         host: software_hypervisor.then_some(cmdline::SOFTWARE_HYPERVISOR),
         user: config.cmdline.as_deref(),
-        devices: vec![exit_device::cmdline_word()],
+        devices: [
+            Some(exit_device::cmdline_word()),
+            config.serial2.as_ref().map(|_| serial::USER_PORT_WORD.to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         command: &config.command,
     };
     let kernel_cmdline = cmdline::build(&parts)?;

@@ -4,8 +4,9 @@
 //! tests boot the nested test host under QEMU TCG — a Linux with KVM_AMD on the emulated
 //! SVM, "L1" — and run the static `mshare-vmm` there on the guest image, "L2"
 //! ([`guest_runner::nested`]). Each test reads the L2 guest's own `MSHARE-RESULT` line
-//! (and its status must be the VMM's); a kernel warning, BUG or oops in L1 or any L2 fails
-//! it. These need `make images` (which `make test` runs first).
+//! and its programs' lines from the L2's ttyS1, where no kernel message can land (and the
+//! status must be the VMM's); a kernel warning, BUG or oops in L1 or any L2 fails it.
+//! These need `make images` (which `make test` runs first).
 
 use guest_runner::console::{self, ModuleState};
 use guest_runner::images::ImagePaths;
@@ -37,13 +38,15 @@ fn guest_command_status_is_the_guests_and_the_vmms() {
     boot.vm(&["--cpus", "2", "--memory", "512M"], &["check-then-exit-7"]);
     let (guest, run) = boot.run_vm().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(guest.module, ModuleState::Loaded, "mshare.ko did not load in the L2 guest");
-    assert_eq!(guest.status, 7, "modcheck failed, or the status was lost: {}", run.guest_console(L2_NAME));
+    assert_eq!(guest.status, 7, "modcheck failed, or the status was lost: {}", run.guest_stdout(L2_NAME));
     assert_eq!(run.host.result.status, 7, "mshare-vmm's status is the guest command's");
     assert!(run.host.output.console.contains("kvm_amd: Nested Paging enabled"), "L1's KVM uses nested paging");
-    // The kernel's console output is printed by a thread of its own and can land inside
-    // modcheck's line (seen once: "modcheck: mshareok 4 mshare_memory"); status 7 already
-    // says modcheck succeeded, this says it ran here.
-    assert!(run.guest_console(L2_NAME).contains("modcheck: mshare"), "{}", run.guest_console(L2_NAME));
+    // Whole: on the console, the kernel's console thread once printed KUnit output inside
+    // this line and inside the result line; ttyS1 carries only what the guest's programs
+    // write.
+    let stdout = run.guest_stdout(L2_NAME);
+    assert!(stdout.lines().any(|l| l.starts_with("modcheck: mshare is live (refcnt ")), "{stdout}");
+    assert!(run.guest_console(L2_NAME).contains("mshare 0.1.0 loaded"), "the L2 kernel's lines are its console's");
 }
 
 /// Runs `mshare-api` for `mode` (B or C) in an L2 guest with `vmm_args` and checks that
@@ -54,7 +57,7 @@ fn api_suite_passes(name: &str, mode: &str, vmm_args: &[&str], checks: usize) {
     args.extend_from_slice(vmm_args);
     boot.vm(&args, &["mshare-api", mode]);
     let (guest, run) = boot.run_vm().unwrap_or_else(|e| panic!("{e}"));
-    let console = run.guest_console(L2_NAME);
+    let console = run.guest_stdout(L2_NAME);
     assert_eq!(guest.module, ModuleState::Loaded);
     let failed: Vec<&str> = console.lines().filter(|l| l.contains("not ok")).collect();
     assert_eq!(guest.status, 0, "mshare-api failed under mshare-vmm:\n{}", failed.join("\n"));
@@ -83,7 +86,7 @@ fn stress_and_fuzz_pass_under_mshare_vmm() {
     let mut boot = nested("nested-stress-fuzz");
     boot.vm(&["--cpus", "2", "--memory", "1536M"], &["sh", "-c", "mshare-stress 16 10 && mshare-fuzz 20000 20261129"]);
     let (guest, run) = boot.run_vm().unwrap_or_else(|e| panic!("{e}"));
-    let console = run.guest_console(L2_NAME);
+    let console = run.guest_stdout(L2_NAME);
     let (stress, fuzz) = (line_of(console, "STRESS "), line_of(console, "FUZZ "));
     assert_eq!(guest.status, 0, "{stress}\n{fuzz}\n{console}");
     assert_eq!(field(stress, "procs"), 16);
@@ -117,13 +120,13 @@ fn guest_programs_read_and_write_a_named_region() {
          echo \"L1 read: $(dd if=/tmp/region bs=1 skip=4096 count=20 2>/dev/null)|$(dd if=/tmp/region bs=1 skip=8192 count=12 2>/dev/null)\"\n\
          exit $status\n"
     ));
-    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
     let guest = run.guest(L2_NAME).unwrap_or_else(|e| panic!("{e}"));
-    let console = run.guest_console(L2_NAME);
+    let console = run.guest_stdout(L2_NAME);
     assert_eq!((guest.status, run.host.result.status), (0, 0), "{console}");
     assert!(console.contains(" 4194304 db rw"), "the device carries its name: {console}");
     assert!(console.lines().filter(|l| *l == "hello from the host").count() == 2, "read twice: {console}");
-    assert!(run.host.output.console.contains("L1 read: hello from the guest|via-msharefs"), "L1 sees the writes");
+    assert!(run.host.output.stdout.contains("L1 read: hello from the guest|via-msharefs"), "L1 sees the writes");
 }
 
 /// `examples/two-vms-programs.sh` on the nested host: a user program in the writer VM
@@ -135,8 +138,8 @@ fn two_vms_exchange_data_through_msharefs_and_the_read_only_one_cannot_write() {
     let mut boot = nested("nested-xchg");
     boot.add_host_file("/xchg.sh", 0o755, include_str!("../../examples/two-vms-programs.sh"));
     boot.host.command = vec!["sh".to_owned(), "/xchg.sh".to_owned()];
-    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
-    let (writer, reader) = (run.guest_console("writer"), run.guest_console("reader"));
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let (writer, reader) = (run.guest_stdout("writer"), run.guest_stdout("reader"));
     let (w, r) = (run.guest("writer"), run.guest("reader"));
     let (w, r) = (w.unwrap_or_else(|e| panic!("{e}")), r.unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(w.status, 0, "writer:\n{writer}");
@@ -158,11 +161,87 @@ fn two_vms_exchange_data_through_msharefs_and_the_read_only_one_cannot_write() {
 fn tiny_guest_suite_passes_on_the_nested_host() {
     let mut boot = nested("nested-tiny-guests");
     boot.script("MSHARE_VMM=/usr/bin/mshare-vmm exec vmm-tiny-guests --test-threads=1\n");
-    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.host.output.console;
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.stdout;
     let summary = line_of(console, "test result: ");
     assert_eq!(run.host.result.status, 0, "{summary}\n{console}");
     assert!(summary.starts_with("test result: ok. 10 passed; 0 failed"), "{summary}");
+}
+
+/// The harness retries a nested boot only on the emulator's own signature (an L2 entered
+/// at L1's `__svm_vcpu_run`, which L1's KVM trace shows): an L2 that hangs before any
+/// /init, here a tiny guest waiting for a byte that never comes, ends with the VMM's
+/// timeout and is not booted again (the harness before retried exactly this: a hang
+/// before /init). The watch was armed and saw nothing.
+#[test]
+fn an_l2_that_hangs_without_the_emulators_signature_is_not_retried() {
+    let mut boot = nested("nested-hang");
+    boot.add_host_file(
+        "/hang.elf",
+        0o644,
+        vmm_testing::tiny::tiny_elf(&vmm_testing::tiny::wait_for_byte_at_rbx(0, 0x5a)),
+    );
+    boot.script("mshare-vmm run --name hang --kernel /hang.elf --memory 64M --timeout 10\n");
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = &run.host.output.stdout;
+    assert_eq!(run.host.result.status, 124, "the VMM's timeout ends the hung guest: {stdout}");
+    assert_eq!(run.boots, 1, "a hang is no evidence of lost state: {stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("SVM-STATE-LOSS entries=0 range=0x")),
+        "the watch was armed: {stdout}"
+    );
+}
+
+/// QEMU's emulated SVM losing an L2's state (docs/vmm.md), reproduced: four tiny VMs,
+/// each touching every 4 KiB page of a 1 GiB memfd region of its own (262,144 stage-2
+/// faults each), their vCPU threads unpinned on an L1 of 4 vCPUs while L1 reads KVM's
+/// counters every second (what made the loss likely on 2026-11-30). Prints what the
+/// watch saw; a run by hand (`--ignored`), for measuring an emulator, not a test of ours.
+#[test]
+#[ignore = "the emulator's reproducer: minutes per run; run by hand (docs/vmm.md)"]
+fn svm_state_loss_reproducer() {
+    let runs: u32 = std::env::var("REPRO_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let pages = 262_144;
+    let mut boot = nested("nested-svm-repro");
+    boot.host.memory_mib = 8192;
+    boot.host.cpus = 4;
+    boot.add_host_file("/touch.elf", 0o644, vmm_testing::tiny::tiny_elf(&fleet_case_toucher(pages)));
+    let mut fleet = String::new();
+    for v in 0..4 {
+        fleet += &format!("[[region]]\nname = \"r{v}\"\nsize = \"1G\"\n\n");
+        fleet += &format!(
+            "[[vm]]\nname = \"vm{v}\"\nkernel = \"/touch.elf\"\nmemory = \"64M\"\ntimeout = 300\n\
+             serial = \"/tmp/vm{v}.console\"\nregions = [{{ name = \"r{v}\" }}]\n\n"
+        );
+    }
+    boot.add_host_file("/fleet.toml", 0o644, fleet);
+    boot.script(
+        "mshare-vmm -q launch /fleet.toml &\npid=$!\ni=0\n\
+         until [ \"$(cat /tmp/vm*.console 2>/dev/null | grep -c T)\" -ge 4 ] || [ $i -ge 120 ]; do\n\
+         \x20   cat /sys/kernel/debug/kvm/*/pf_fixed /sys/kernel/debug/kvm/*/exits >/dev/null 2>&1; i=$((i + 1)); sleep 1\n\
+         done\n\
+         echo REPRO touched=$(cat /tmp/vm*.console 2>/dev/null | grep -c T) seconds=$i\n\
+         kill -KILL $pid; wait $pid; exit 0\n",
+    );
+    let mut losses = 0;
+    for run in 1..=runs {
+        let output = boot.run_once().unwrap_or_else(|e| panic!("{e}"));
+        let repro = output.stdout.lines().find(|l| l.starts_with("REPRO ")).unwrap_or("no REPRO line").to_owned();
+        let loss = NestedBoot::state_loss(&output.stdout);
+        losses += u32::from(loss.is_some());
+        println!("run {run}: {repro}; {}", loss.unwrap_or_else(|| "no state lost".to_owned()));
+    }
+    println!("SVM state lost in {losses} of {runs} runs ({})", guest_runner::qemu::qemu_binary());
+}
+
+/// The tiny guest of the reproducer: touch `pages` 4 KiB pages of BAR2, print `T`, spin.
+fn fleet_case_toucher(pages: u32) -> Vec<u8> {
+    use vmm_testing::tiny::*;
+    let mut code = bar2_address_into_rbx();
+    code.extend(touch_pages_from_rbx(pages));
+    code.extend(print_marker(b'T'));
+    code.extend([0xeb, 0xfe]); // jmp .
+    code
 }
 
 /// Pages of the shared stage-2 test's region (256 MiB): 128 granules of 2 MiB.
@@ -241,8 +320,8 @@ fn shared_stage2_tables_are_linked_by_every_vm_and_freed_with_the_last() {
          echo \"S2-STATS $(tr -d '\\n ' < /tmp/s2.json)\"\n\
          exit $status\n",
     );
-    let run = boot.run_retrying_early_crash().unwrap_or_else(|e| panic!("{e}"));
-    let console = &run.host.output.console;
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.stdout;
     let line = line_of(console, "S2 status=");
     assert_eq!(field(line, "status"), 0, "{console}");
     let stats: serde_json::Value =

@@ -12,9 +12,12 @@
 //! mshare-lmdb storm DB PROCESSES [--snapshot]
 //!                                           connect storm: PROCESSES fresh processes open
 //!                                           DB and read one key; time until all are ready
-//! mshare-lmdb bench DB READERS SECONDS [--snapshot] [--seed N]
+//! mshare-lmdb bench DB READERS SECONDS [--snapshot | --hold-snapshot] [--seed N]
 //!                                           READERS processes reading (while a writer
-//!                                           commits, unless --snapshot); one LMDB line
+//!                                           commits, unless --snapshot); one LMDB line;
+//!                                           --hold-snapshot: one more process holds a
+//!                                           read transaction from before the writer's
+//!                                           first commit until its deadline
 //! mshare-lmdb serve DB SOCKET WORKERS [--snapshot]
 //!                                           a server: WORKERS pre-forked processes with
 //!                                           DB open answer `get KEY` and `scan KEY N`
@@ -50,6 +53,21 @@
 //! `minor_faults`, all bench processes' together. `--seed` varies the draws (give each VM
 //! its own). A storm's line: `STORM db=.. processes=.. ms=.. pagetables_kib=.. minor_faults=..`.
 //!
+//! The bench's writer commits as fast as it can, but never lets the map's high-water mark
+//! (the pages up to the last one LMDB has used) pass half the map: LMDB reuses a page a
+//! commit freed only once every reader's snapshot is newer than that commit, so a reader
+//! that holds an old snapshot (descheduled in its read transaction, or `--hold-snapshot`'s
+//! process, the worst case) makes every commit take fresh pages, and the writer would
+//! otherwise fill the map (MDB_MAP_FULL) at the speed of the machine. Before each commit it
+//! checks that the mark plus what one commit can take (`COMMIT_RESERVE_PAGES`) stays
+//! within half the map; if not it commits no more and stays idle until its deadline. The
+//! LMDB line says how it ended: `commits=..`, `writer_stopped_at_high_water=0|1`,
+//! `writer_high_water_pages=..` (the mark at its end), `writer_max_commit_pages=..` (the
+//! most one commit raised it), `map_pages=..`, `hold_snapshot=true|false`. The holder, when
+//! there is one, is counted in `pagetables_kib` and `minor_faults` like the readers. The
+//! mark never goes down: a bench on a database whose writer stopped at it before commits
+//! nothing (`commits=0 writer_stopped_at_high_water=1`); load it afresh.
+//!
 //! `--snapshot` opens the database read-only and without a lock file (MDB_RDONLY |
 //! MDB_NOLOCK), as a VM does with a region another VM loaded and the VMM attached to it
 //! read-only: nothing may write then (LMDB's lock table cannot span VMs, so a writer in
@@ -83,7 +101,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: mshare-lmdb load DB (FILE | --generate PAIRS) | get DB KEY [--snapshot] | copy DB PATH | \
-                     storm DB PROCESSES [--snapshot] | bench DB READERS SECONDS [--snapshot] [--seed N] | \
+                     storm DB PROCESSES [--snapshot] | \
+                     bench DB READERS SECONDS [--snapshot | --hold-snapshot] [--seed N] | \
                      publish HEADER SLOT0 SLOT1 (FILE | --generate PAIRS) | \
                      follow HEADER SLOT0 SLOT1 READERS SECONDS [--seed N] | \
                      serve DB SOCKET WORKERS [--snapshot] | ask SOCKET (get KEY | scan KEY N)";
@@ -104,6 +123,23 @@ const PAIRS_PER_COMMIT: u64 = 200_000;
 const CLOCK_FINE_NS: u64 = 10_000;
 /// LMDB's page size on x86-64.
 const LMDB_PAGE: u64 = 4096;
+/// The most fresh pages (from the end of the map) one bench writer commit can take, with
+/// room to spare: what [`may_commit`] keeps free below half the map. A commit rewrites two
+/// keys of the main tree (depth d) and adds one record to the free-page tree (depth f).
+/// Copy-on-write gives each key a new root-to-leaf path (d pages), and a leaf that grows
+/// too full splits up to a new root (d + 1 more): 2 (2d + 1) pages. The free tree takes
+/// this commit's record of freed pages (a path and a split: 2f + 1) and, when earlier
+/// records were reused, loses them (a path and its rebalancing: 2f), the leftover being
+/// written back into pages taken from the free list itself. So at most 4d + 4f + 3 pages.
+/// Both trees' keys are short (at most 22 bytes: `k1`.., the generation key, 8-byte
+/// transaction ids), so a branch page holds more than 100 entries (at least 30 however
+/// sparse LMDB lets it get) and a tree in a map of up to 2^18 pages (1 GiB) is at most
+/// 5 deep: 4 * 5 + 4 * 5 + 3 = 43 pages. 64 covers that. Measured (the tests below, behind
+/// a held snapshot): 6 pages for the boot test's 20,000 short pairs (depth 2), 8 for 50,000
+/// 100-byte values (depth 3); the bench reports its own (`writer_max_commit_pages`). Were
+/// the bound ever wrong, the other half of the map still lies between the stopped writer
+/// and MDB_MAP_FULL.
+const COMMIT_RESERVE_PAGES: u64 = 64;
 
 /// What one bench reader did.
 struct ReaderFigures {
@@ -431,22 +467,85 @@ fn reader(
     Ok((f, env))
 }
 
-/// The writer: commits as fast as it can for `seconds`, each commit bumping the
-/// generation and rewriting one key's value. Returns the commits and the environment.
-fn writer(db: &str, keys: usize, seconds: u64) -> Result<(u64, Env), Error> {
-    let (env, database) = open(db, false)?;
-    let mut commits = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+/// How the bench's writer ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    commits: u64,
+    /// It stopped committing because one more commit could have taken the map's high-water
+    /// mark past half the map (see [`may_commit`]).
+    stopped_at_high_water: bool,
+    /// The map's high-water mark at the end: its pages up to the last one LMDB has used.
+    high_water_pages: u64,
+    /// The most one commit raised the high-water mark, in pages: what
+    /// [`COMMIT_RESERVE_PAGES`] bounds.
+    max_commit_pages: u64,
+}
+
+/// Whether the writer may commit once more, with the map's high-water mark at
+/// `high_water_pages` (LMDB's last page number + 1) of `map_pages`: only if the mark stays
+/// within half the map even if the commit takes [`COMMIT_RESERVE_PAGES`] fresh pages.
+///
+/// Why a bound at all: LMDB takes a commit's pages from its free list only when every
+/// reader's snapshot is newer than the transaction that freed them (`mdb_find_oldest`), so
+/// while one reader holds an old snapshot (a reader descheduled in its read transaction,
+/// or `--hold-snapshot`) every commit takes fresh pages at the end of the map, and a writer
+/// committing at the speed of the machine fills any map (MDB_MAP_FULL) if the reader is
+/// slow enough. The high-water mark never goes down, so once this says no it says no for
+/// the rest of the run; half the map is far from full whatever the bound's error.
+fn may_commit(high_water_pages: u64, map_pages: u64) -> bool {
+    high_water_pages.saturating_add(COMMIT_RESERVE_PAGES) <= map_pages / 2
+}
+
+/// Commits as fast as it can until `deadline` (each commit bumping the generation and
+/// rewriting one key's value) or until [`may_commit`] says no.
+fn commit_until(env: &Env, database: Database<Str, Str>, keys: usize, deadline: Instant) -> Result<Written, Error> {
+    let map_pages = env.info().map_size as u64 / u64::from(env.stat().page_size);
+    let high_water = || env.info().last_page_number as u64 + 1;
+    let mut w = Written { high_water_pages: high_water(), ..Written::default() };
     while Instant::now() < deadline {
+        if !may_commit(w.high_water_pages, map_pages) {
+            w.stopped_at_high_water = true;
+            break;
+        }
         let mut wtxn = env.write_txn()?;
         let generation: u64 = database.get(&wtxn, GENERATION)?.and_then(|g| g.parse().ok()).unwrap_or(0) + 1;
         let key = format!("k{}", generation % keys as u64 + 1);
         database.put(&mut wtxn, &key, &format!("v{}-{generation}", &key[1..]))?;
         database.put(&mut wtxn, GENERATION, &generation.to_string())?;
         wtxn.commit()?;
-        commits += 1;
+        w.commits += 1;
+        // The meta page of the commit just made (this process is the only writer).
+        let now = high_water();
+        w.max_commit_pages = w.max_commit_pages.max(now.saturating_sub(w.high_water_pages));
+        w.high_water_pages = now;
     }
-    Ok((commits, env))
+    Ok(w)
+}
+
+/// The writer: commits for `seconds` (until `deadline` when given: `--hold-snapshot`'s) as
+/// [`commit_until`] does; stopped at the high-water mark, it stays idle until the deadline.
+/// Returns how it ended and the environment.
+fn writer(db: &str, keys: usize, seconds: u64, deadline: Option<Instant>) -> Result<(Written, Env), Error> {
+    let (env, database) = open(db, false)?;
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(seconds));
+    let written = commit_until(&env, database, keys, deadline)?;
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    Ok((written, env))
+}
+
+/// The `--hold-snapshot` process: opens a read transaction, says so on `ready` (one byte),
+/// and holds the snapshot until `deadline` (the writer's), so that LMDB reuses none of the
+/// pages the writer's commits free meanwhile. Returns the environment, to hold at the gate.
+fn hold_snapshot(db: &str, ready: File, deadline: Instant) -> Result<Env, Error> {
+    let (env, database) = open(db, false)?;
+    {
+        let rtxn = env.read_txn()?;
+        database.get(&rtxn, GENERATION)?;
+        (&ready).write_all(b"+")?;
+        drop(ready);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    }
+    Ok(env)
 }
 
 /// What a crew member holds at the gate, or its error said on stderr (prefixed by `what`)
@@ -462,7 +561,7 @@ fn member(crew: &mut Crew, out: PathBuf, work: impl FnOnce() -> Result<(String, 
     Ok(())
 }
 
-fn bench(db: &str, readers: u64, seconds: u64, snapshot: bool, seed: u64) -> Result<String, Error> {
+fn bench(db: &str, readers: u64, seconds: u64, snapshot: bool, hold: bool, seed: u64) -> Result<String, Error> {
     // Counted and the Zipfian constants computed once, before the fork.
     let keys = key_count(db, snapshot)?;
     let zipf = Zipf::new(keys, THETA);
@@ -483,8 +582,32 @@ fn bench(db: &str, readers: u64, seconds: u64, snapshot: bool, seed: u64) -> Res
         };
         member(&mut crew, dir.join(format!("reader{i}")), work)?;
     }
+    // With --hold-snapshot, one more process holds a snapshot from before the writer's
+    // first commit until its deadline: the writer's SECONDS then count from before that
+    // process starts (both share the deadline), and it waits until the snapshot is taken.
+    let deadline = hold.then(|| Instant::now() + Duration::from_secs(seconds));
+    if let Some(deadline) = deadline {
+        let (mut taken, ready) = guest_tests::process::pipe()?;
+        crew.spawn(move || held("snapshot holder: ", hold_snapshot(db, ready, deadline)))?;
+        // The holder's byte, or nothing if it failed (its end closed with it).
+        let mut byte = [0u8; 1];
+        if taken.read(&mut byte)? != 1 {
+            return Err("the snapshot holder failed (see above)".into());
+        }
+    }
     if !snapshot {
-        member(&mut crew, dir.join("writer"), move || writer(db, keys, seconds).map(|(c, env)| (c.to_string(), env)))?;
+        member(&mut crew, dir.join("writer"), move || {
+            writer(db, keys, seconds, deadline).map(|(w, env)| {
+                let line = format!(
+                    "{} {} {} {}",
+                    w.commits,
+                    u8::from(w.stopped_at_high_water),
+                    w.high_water_pages,
+                    w.max_commit_pages
+                );
+                (line, env)
+            })
+        })?;
     }
     let gathered = crew.gather();
     let grown = meminfo_kib("PageTables:").saturating_sub(pagetables);
@@ -494,7 +617,16 @@ fn bench(db: &str, readers: u64, seconds: u64, snapshot: bool, seed: u64) -> Res
     finished?;
     let minor_faults = children_minor_faults() - faults;
     let read = |file: &str| fs::read_to_string(dir.join(file));
-    let commits: u64 = if snapshot { 0 } else { read("writer")?.trim().parse()? };
+    let written = if snapshot {
+        Written::default()
+    } else {
+        let figures: Vec<u64> = read("writer")?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let [commits, stopped, high_water_pages, max_commit_pages] = figures[..] else {
+            return Err(format!("the writer reported {figures:?}").into());
+        };
+        Written { commits, stopped_at_high_water: stopped != 0, high_water_pages, max_commit_pages }
+    };
+    let map_pages = fs::metadata(data_path(db))?.len() / LMDB_PAGE;
     let (mut gets, mut scans, mut newest_min, mut bad) = (0u64, 0u64, u64::MAX, 0u64);
     let (mut first_start_ns, mut last_end_ns) = (u64::MAX, 0u64);
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
@@ -529,8 +661,13 @@ fn bench(db: &str, readers: u64, seconds: u64, snapshot: bool, seed: u64) -> Res
         "LMDB db={db} snapshot={snapshot} readers={readers} seconds={seconds} seed={seed} keys={keys} gets={gets} \
          scans={scans} ops_per_s={:.0} p50_us={p50_us} p99_us={p99_us} clock_resolution_ns={resolution} \
          measured_s={measured_s:.2} pagetables_kib={grown} pmd_mapped_kib={pmd_mapped} minor_faults={minor_faults} \
-         commits={commits} newest_generation_seen_by_every_reader={newest_min} bad={bad}",
-        (gets + scans) as f64 / measured_s.max(1e-9)
+         commits={} newest_generation_seen_by_every_reader={newest_min} bad={bad} hold_snapshot={hold} \
+         writer_stopped_at_high_water={} writer_high_water_pages={} writer_max_commit_pages={} map_pages={map_pages}",
+        (gets + scans) as f64 / measured_s.max(1e-9),
+        written.commits,
+        u8::from(written.stopped_at_high_water),
+        written.high_water_pages,
+        written.max_commit_pages,
     ))
 }
 
@@ -814,6 +951,7 @@ fn count(word: &str) -> Option<u64> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let snapshot = args.iter().any(|a| a == "--snapshot");
+    let hold = args.iter().any(|a| a == "--hold-snapshot");
     let seed = match args.iter().position(|a| a == "--seed").map(|i| args.get(i + 1).map(|s| s.parse::<u64>())) {
         None => 1,
         Some(Some(Ok(seed))) => seed,
@@ -826,9 +964,14 @@ fn main() -> ExitCode {
     let words: Vec<&str> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| *a != "--snapshot" && *a != "--seed" && Some(*i) != seed_value)
+        .filter(|(i, a)| *a != "--snapshot" && *a != "--hold-snapshot" && *a != "--seed" && Some(*i) != seed_value)
         .map(|(_, a)| a.as_str())
         .collect();
+    // Holding a snapshot is a bench's, and only one with a writer.
+    if hold && (snapshot || words.first() != Some(&"bench")) {
+        eprintln!("mshare-lmdb: --hold-snapshot is for a bench without --snapshot\n{USAGE}");
+        return ExitCode::from(2);
+    }
     let result = match words.as_slice() {
         ["load", db, "--generate", pairs] if !snapshot => match count(pairs) {
             Some(pairs) => load(db, Source::Generate(pairs)),
@@ -860,7 +1003,7 @@ fn main() -> ExitCode {
             None => Err(format!("storm takes a positive number of processes, not '{processes}'").into()),
         },
         ["bench", db, readers, seconds] => match (count(readers), count(seconds)) {
-            (Some(readers), Some(seconds)) => bench(db, readers, seconds, snapshot, seed),
+            (Some(readers), Some(seconds)) => bench(db, readers, seconds, snapshot, hold, seed),
             _ => Err(format!("bench takes positive READERS and SECONDS, not '{readers}' '{seconds}'").into()),
         },
         _ => {
@@ -892,6 +1035,82 @@ mod tests {
             sorted.sort_by_key(|k| k.to_string());
             assert_eq!(order, sorted, "n={n}");
         }
+    }
+
+    #[test]
+    fn the_writer_commits_only_while_a_commit_stays_within_half_the_map() {
+        // 256 MiB: 65,536 pages, half of them 32,768.
+        let map = 65_536;
+        assert!(may_commit(2, map));
+        assert!(may_commit(32_768 - COMMIT_RESERVE_PAGES, map), "the last commit can end at half the map exactly");
+        assert!(!may_commit(32_768 - COMMIT_RESERVE_PAGES + 1, map));
+        assert!(!may_commit(40_000, map));
+        assert!(!may_commit(u64::MAX, map), "no overflow");
+        // A map too small for one commit in its first half takes none.
+        assert!(!may_commit(2, 2 * COMMIT_RESERVE_PAGES + 3));
+        assert!(may_commit(2, 2 * COMMIT_RESERVE_PAGES + 4));
+        // Whatever the mark, a commit allowed cannot take it past half the map.
+        for high_water in (0..40_000).step_by(7) {
+            if may_commit(high_water, map) {
+                assert!(high_water + COMMIT_RESERVE_PAGES <= map / 2, "{high_water}");
+            }
+        }
+    }
+
+    /// The real library on the host: a snapshot held from before the writer's first commit
+    /// to its end (what `bench --hold-snapshot` does) makes every commit take fresh pages;
+    /// the writer stops at half the map instead of failing with MDB_MAP_FULL, and no commit
+    /// took more than the reserve. Two databases: the boot test's (20,000 short pairs, a
+    /// 8 MiB map) and generated 100-byte values (a 32 MiB map, a deeper tree).
+    #[test]
+    fn a_writer_behind_a_held_snapshot_stops_at_half_the_map() {
+        let dir = std::env::temp_dir().join(format!("mshare-lmdb-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let kv = dir.join("kv");
+        fs::write(&kv, (1..=20_000).map(|i| format!("k{i} v{i}\n")).collect::<String>()).unwrap();
+        let cases: [(&str, u64, Source<'_>); 2] =
+            [("short", 8 << 20, Source::Lines(&kv)), ("generated", 32 << 20, Source::Generate(50_000))];
+        for (name, size, source) in cases {
+            let data = dir.join(name);
+            File::create(&data).unwrap().set_len(size).unwrap();
+            let db = data.to_str().unwrap();
+            load(db, source).unwrap();
+            let (env, database) = open(db, false).unwrap();
+            let keys = {
+                let rtxn = env.read_txn().unwrap();
+                database.len(&rtxn).unwrap() as usize - 1
+            };
+            let depth = env.stat().depth;
+            let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let written = std::thread::scope(|s| {
+                let (shared, taken_tx) = (&env, taken_tx);
+                let holder = s.spawn(move || {
+                    let rtxn = shared.read_txn().unwrap();
+                    let before = database.get(&rtxn, GENERATION).unwrap().map(str::to_owned);
+                    taken_tx.send(()).unwrap();
+                    let _ = done_rx.recv();
+                    let after = database.get(&rtxn, GENERATION).unwrap().map(str::to_owned);
+                    assert_eq!((before.as_deref(), after.as_deref()), (Some("0"), Some("0")), "{name}: held");
+                });
+                taken_rx.recv().unwrap();
+                let written = commit_until(&env, database, keys, Instant::now() + Duration::from_secs(120));
+                done_tx.send(()).unwrap();
+                holder.join().unwrap();
+                written.unwrap_or_else(|e| panic!("{name}: {e}"))
+            });
+            eprintln!("{name}: keys={keys} depth={depth} {written:?}");
+            let map_pages = size / LMDB_PAGE;
+            assert!(written.stopped_at_high_water, "{name}: {written:?}");
+            assert!(written.commits > 0, "{name}: {written:?}");
+            assert!(written.high_water_pages <= map_pages / 2, "{name}: {written:?}");
+            assert!(written.high_water_pages + COMMIT_RESERVE_PAGES > map_pages / 2, "{name}: {written:?}");
+            assert!(written.max_commit_pages <= COMMIT_RESERVE_PAGES, "{name}: {written:?}");
+            assert_eq!(env.info().last_page_number as u64 + 1, written.high_water_pages, "{name}");
+            drop(env);
+            fs::remove_dir_all(env_path(db)).unwrap();
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub struct CaseFigures {
     /// SecPageTables while every guest was alive, minus before the fleet (signed: a global
     /// counter, and what the kernel frees meanwhile counts too).
     pub tables_kib: i64,
-    /// Fleets launched for it: more than one when a guest's state was lost (see
-    /// [`STATE_LOST_COUNTERS`]).
+    /// Fleets launched for it: more than one when L1 traced a guest's lost state (see
+    /// [`LOSSES`]).
     pub attempts: u32,
     /// The fleet's `--stats-json` report.
     pub stats: Value,
@@ -39,33 +39,28 @@ impl CaseFigures {
     }
 }
 
-/// KVM statistics (L1's debugfs, per VM) that stay 0 for every guest of [`toucher`]: it
-/// takes no page fault of its own, reaches no emulated MMIO and runs no instruction KVM
-/// must emulate. QEMU's SVM emulation now and then overwrites a running L2's saved state
-/// with L1's own at a #VMEXIT (its RIP becomes the instruction after L1's VMRUN; docs/vmm.md):
-/// KVM then emulates a fault on an address outside the guest's memory and injects page
-/// faults into it forever, or (where L1's page-table root falls inside the guest's RAM) the
-/// guest triple-faults and its VM ends. These counters show the first within a second. They
-/// are read in the debugfs directories of this fleet's VMs only (named after the thread
-/// that created the VM: a directory of an earlier fleet's VM can outlive its process
-/// briefly).
-const STATE_LOST_COUNTERS: &str = "pf_mmio_spte_created insn_emulation pf_guest";
+/// The number of KVM entries into an L2 at L1's own `__svm_vcpu_run` that L1 traced: the
+/// evidence that QEMU's SVM emulation overwrote a running L2's saved state with L1's at a
+/// #VMEXIT (docs/vmm.md; no guest executes there). The watch every nested script runs in
+/// (`guest_runner::nested::WATCH_SCRIPT`) arms that filtered `kvm_entry` event for the
+/// whole boot; a case that handled a loss clears the trace, so what the watch reports at
+/// the end is only what no case answered.
+const LOSSES: &str = "losses() { grep -c 'kvm_entry:' /sys/kernel/tracing/trace; }\n";
 
 /// The L1 script of case `case` (fleet file `/bench/CASE.toml`) with `vms` guests. A fleet
-/// in which a guest's state was overwritten (`lost`: see [`STATE_LOST_COUNTERS`]), or in
-/// which a VM ended before every guest printed `T` (`exited`: its KVM VM is gone, a triple
-/// fault), is stopped and launched again, at most `attempts` times in all, each relaunch
-/// said on the console (`STAGE2-RELAUNCH`). A case whose guests have not all printed `T`
-/// within `limit_s` seconds is reported as stalled and the next case runs. `pin_vcpus`:
-/// see [`pin_vcpus_script`].
+/// in which L1 traced the emulator's signature ([`LOSSES`]) is stopped and launched again,
+/// at most `attempts` times in all, each relaunch said on the console with its evidence
+/// (`STAGE2-RELAUNCH ... evidence=`). Nothing else is relaunched: a VM or the VMM that ended
+/// before every guest printed `T` without that evidence (`exited`), and a case whose guests
+/// have not all printed `T` within `limit_s` seconds (`stalled`), end the case unmeasured,
+/// which the bench reports as a failure. `pin_vcpus`: see [`pin_vcpus_script`].
 pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bool) -> String {
     let polls = limit_s * 5;
     let pin = if pin_vcpus { pin_vcpus_script(vms) } else { String::new() };
-    let counters = STATE_LOST_COUNTERS.split(' ').map(|c| format!("$d/{c}")).collect::<Vec<_>>().join(" ");
     // stat_refresh folds the per-CPU counter deltas into /proc/meminfo first: without it
     // SecPageTables lags by up to a few pages per CPU.
     format!(
-        "fleet_vms() {{ for d in /sys/kernel/debug/kvm/*-*; do t=${{d##*/}}; [ -e /proc/$pid/task/${{t%%-*}} ] && echo $d; done; }}\n\
+        "{LOSSES}fleet_vms() {{ for d in /sys/kernel/debug/kvm/*-*; do t=${{d##*/}}; [ -e /proc/$pid/task/${{t%%-*}} ] && echo $d; done; }}\n\
          attempt=0\n\
          while :; do\n\
          attempt=$((attempt + 1)); rm -f /tmp/{case}-vm*.console\n\
@@ -78,21 +73,23 @@ pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bo
          until [ \"$(cat /tmp/{case}-vm*.console 2>/dev/null | grep -c T)\" -ge {vms} ]; do\n\
          \x20   i=$((i + 1)); [ $i -lt {polls} ] || {{ state=stalled; break; }}\n\
          \x20   if [ $((i % 5)) = 0 ]; then\n\
+         \x20       [ \"$(losses)\" = 0 ] || {{ state=lost; break; }}\n\
          \x20       vmm=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)\n\
-         \x20       vm_dirs=$(fleet_vms)\n\
-         \x20       up=$(echo \"$vm_dirs\" | grep -c .)\n\
+         \x20       up=$(fleet_vms | grep -c .)\n\
          \x20       [ $up -lt {vms} ] || all_up=1\n\
          \x20       if [ -z \"$vmm\" ] || [ \"$vmm\" = Z ] || {{ [ -n \"$all_up\" ] && [ $up -lt {vms} ]; }}; then state=exited; break; fi\n\
-         \x20       [ \"$(for d in $vm_dirs; do cat {counters}; done 2>/dev/null | awk '{{s += $1}} END {{print s + 0}}')\" = 0 ] || {{ state=lost; break; }}\n\
          \x20   fi\n\
          \x20   sleep 0.2\n\
          done\n\
-         [ $state = lost ] || [ $state = exited ] || break\n\
+         [ $state = exited ] && [ \"$(losses)\" != 0 ] && state=lost\n\
+         [ $state = lost ] || break\n\
          kill -KILL $pid 2>/dev/null; wait $pid\n\
-         echo STAGE2-RELAUNCH case={case} attempt=$attempt reason=$state after_s=$(( i / 5 ))\n\
+         echo STAGE2-RELAUNCH case={case} attempt=$attempt reason=lost after_s=$(( i / 5 )) entries=$(losses) \
+         evidence=\"$(grep -m 1 'kvm_entry:' /sys/kernel/tracing/trace | tr -s ' ' | tr ' ' '_')\"\n\
+         echo > /sys/kernel/tracing/trace\n\
          [ $attempt -lt {attempts} ] || break\n\
          done\n\
-         if [ $state = stalled ]; then kill -KILL $pid; wait $pid; fi\n\
+         if [ $state = stalled ] || [ $state = exited ]; then kill -KILL $pid 2>/dev/null; wait $pid; fi\n\
          if [ $state != done ]; then echo STAGE2 case={case} $state=1 attempts=$attempt; else\n\
          echo 1 > /proc/sys/vm/stat_refresh\n\
          during=$(awk '/^SecPageTables:/ {{print $2}}' /proc/meminfo)\n\
@@ -101,6 +98,13 @@ pub fn script(case: &str, vms: usize, limit_s: u32, attempts: u32, pin_vcpus: bo
          echo STATS-BEGIN {case}; tr -d '\\n ' < /tmp/{case}.json; echo; echo STATS-END {case}\n\
          fi\n"
     )
+}
+
+/// The relaunches of case `case` on L1's `console`, each with its evidence: the
+/// `STAGE2-RELAUNCH` lines [`script`] printed.
+pub fn relaunches<'a>(console: &'a str, case: &str) -> Vec<&'a str> {
+    let prefix = format!("STAGE2-RELAUNCH case={case} ");
+    console.lines().filter(|l| l.starts_with(&prefix)).map(|l| l.trim_end_matches('\r')).collect()
 }
 
 /// The most L1 CPUs the guests' vCPU threads are pinned to: a nested host of 9 vCPUs on
@@ -122,7 +126,7 @@ pub fn pinned_host_cpus(max_vms: usize) -> u32 {
 /// Script lines that pin the vCPU threads of the fleet `$pid` (`vms` guests of one vCPU)
 /// to L1 CPUs 1 to `min(vms, MAX_PINNED_CPUS)` in turn, and the VMM's other threads and this
 /// shell to CPU 0 (the nested host needs that many CPUs plus one). With every L2 vCPU
-/// thread alone on its L1 CPU the loss of a guest's state ([`STATE_LOST_COUNTERS`]) was not
+/// thread alone on its L1 CPU the loss of a guest's state ([`LOSSES`]) was not
 /// seen in 4 fleets of four VMs, nor in one of eight (two per CPU), where unpinned fleets of
 /// four lost a guest in one of two or more (2026-11-30).
 fn pin_vcpus_script(vms: usize) -> String {
@@ -135,9 +139,9 @@ fn pin_vcpus_script(vms: usize) -> String {
     )
 }
 
-/// What L1's `console` says of case `case`: its figures, or why it has none (`stalled`, or
-/// `lost` or `exited`: every attempt lost a guest, see [`script`]); a panic when it says
-/// nothing (the script did not get there).
+/// What L1's `console` says of case `case`: its figures, or why it has none (`stalled`,
+/// `exited`: a VM ended without the emulator's signature, or `lost`: every attempt lost a
+/// guest, see [`script`]); a panic when it says nothing (the script did not get there).
 pub fn figures(console: &str, case: &str) -> Result<CaseFigures, &'static str> {
     let line = console
         .lines()

@@ -1,7 +1,10 @@
-//! The 16550 UART at 0x3f8 (COM1, IRQ 4), from vm-superio, its interrupt through an irqfd.
+//! The 16550 UARTs, from vm-superio, each interrupt through an irqfd: COM1 (0x3f8, IRQ 4),
+//! the kernel's console, and optionally COM2 (0x2f8, IRQ 3), a port only the guest's user
+//! space writes (its `/init` puts the command's output and result line there, so that no
+//! kernel message can split a line a reader parses).
 //!
-//! Output goes to stdout or a file. The VMM also reads it as it passes: a guest kernel
-//! panic is reported as a failure even though the guest then resets the machine.
+//! Output goes to stdout or a file. The VMM also reads the console as it passes: a guest
+//! kernel panic is reported as a failure even though the guest then resets the machine.
 
 use crate::devices::PioDevice;
 use crate::stop::{StopReason, StopSignal};
@@ -10,16 +13,28 @@ use std::sync::Arc;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-/// COM1's base port.
-pub const COM1_BASE: u16 = 0x3f8;
-/// COM1's ports.
-pub const COM1_LEN: u16 = 8;
-/// COM1's ISA interrupt.
-pub const COM1_IRQ: u32 = 4;
+/// Where a UART sits: its base port and ISA interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UartPort {
+    /// First of its [`UART_PORTS`] ports.
+    pub base: u16,
+    /// Its ISA interrupt (an IOAPIC pin of the same number).
+    pub irq: u32,
+}
+
+/// COM1: the guest's ttyS0, the kernel's console.
+pub const COM1: UartPort = UartPort { base: 0x3f8, irq: 4 };
+/// COM2: the guest's ttyS1, for its user space's output.
+pub const COM2: UartPort = UartPort { base: 0x2f8, irq: 3 };
+/// Ports of one UART.
+pub const UART_PORTS: u16 = 8;
+/// The kernel command-line word that tells the guest image's `/init` to write its
+/// command's output and result line on COM2 (the VMM adds it when COM2 is configured).
+pub const USER_PORT_WORD: &str = "mshare_out=ttyS1";
 
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
-/// Raises the UART's interrupt by writing the irqfd registered for IRQ 4.
+/// Raises the UART's interrupt by writing the irqfd registered for its IRQ.
 pub struct IrqfdTrigger(pub EventFd);
 
 impl Trigger for IrqfdTrigger {
@@ -30,25 +45,33 @@ impl Trigger for IrqfdTrigger {
     }
 }
 
-/// Where console bytes go, watching for a kernel panic line on the way.
+/// Where a UART's bytes go; on the console, watching for a kernel panic line on the way.
 pub struct ConsoleOutput {
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
-    stop: Arc<StopSignal>,
+    /// Stopped by a panic line; `None` for a port the kernel does not print on, where a
+    /// program's text must not end the VM.
+    stop: Option<Arc<StopSignal>>,
 }
 
 impl ConsoleOutput {
     /// Console bytes to `out`; a panic line stops the VM through `stop`.
     pub fn new(out: Box<dyn Write + Send>, stop: Arc<StopSignal>) -> Self {
-        Self { out, line: Vec::new(), stop }
+        Self { out, line: Vec::new(), stop: Some(stop) }
+    }
+
+    /// Bytes of a port user space writes (COM2) to `out`, unread.
+    pub fn unwatched(out: Box<dyn Write + Send>) -> Self {
+        Self { out, line: Vec::new(), stop: None }
     }
 
     fn watch(&mut self, bytes: &[u8]) {
+        let Some(stop) = &self.stop else { return };
         for &b in bytes {
             if b == b'\n' {
                 let line = String::from_utf8_lossy(&self.line);
                 if line.contains(PANIC_MARKER) {
-                    self.stop.stop(StopReason::GuestPanic(line.trim_end().to_owned()));
+                    stop.stop(StopReason::GuestPanic(line.trim_end().to_owned()));
                 }
                 self.line.clear();
             } else if self.line.len() < 4096 {
@@ -158,6 +181,18 @@ mod tests {
         assert!(
             matches!(stop.reason(), Some(StopReason::GuestPanic(line)) if line.ends_with("Unable to mount root fs"))
         );
+    }
+
+    #[test]
+    fn a_panic_line_on_the_user_port_is_only_text() {
+        let sink = Shared::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut uart = SerialDevice::new(irq, ConsoleOutput::unwatched(Box::new(sink.clone())));
+        let line = b"echo Kernel panic - not syncing\n";
+        for b in line {
+            uart.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), line);
     }
 
     #[test]

@@ -39,6 +39,7 @@ struct VmEntry {
     memory: Option<String>,
     timeout: Option<u64>,
     serial: Option<String>,
+    serial2: Option<String>,
     #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
@@ -118,6 +119,12 @@ impl Fleet {
             let p = PathBuf::from(expanded);
             Ok(if p.is_relative() { base.join(p) } else { p })
         };
+        let serial_target = |entry: &str, raw: &str| -> Result<SerialTarget, FleetError> {
+            Ok(match raw {
+                "stdout" => SerialTarget::Stdout,
+                path => SerialTarget::File(resolve(entry, path)?),
+            })
+        };
 
         let mut regions = Vec::new();
         let mut names = HashSet::new();
@@ -153,11 +160,9 @@ impl Fleet {
             config.timeout = v.timeout.map(Duration::from_secs);
             config.command = v.command.clone();
             if let Some(serial) = &v.serial {
-                config.serial = match serial.as_str() {
-                    "stdout" => SerialTarget::Stdout,
-                    other => SerialTarget::File(resolve(&entry, other)?),
-                };
+                config.serial = serial_target(&entry, serial)?;
             }
+            config.serial2 = v.serial2.as_deref().map(|s| serial_target(&entry, s)).transpose()?;
             let mut attached = HashSet::new();
             for a in &v.regions {
                 let Some(spec) = regions.iter().find(|r| r.name == a.name) else {
@@ -200,7 +205,7 @@ mod tests {
         let fleet = parse(&format!(
             "[[region]]\nname = \"db\"\nsize = \"64M\"\n\n[[region]]\nname = \"f\"\nsize = \"4M\"\npath = \"data/f\"\n\n\
              [[vm]]\nname = \"a\"\n{KERNEL}\nmemory = \"128M\"\ncpus = 2\ncommand = [\"true\"]\nregions = [{{ name = \"db\" }}, {{ name = \"f\", access = \"ro\" }}]\n\n\
-             [[vm]]\nname = \"b\"\n{KERNEL}\nregions = [{{ name = \"db\", access = \"rw\" }}]\n"
+             [[vm]]\nname = \"b\"\n{KERNEL}\nserial2 = \"b.out\"\nregions = [{{ name = \"db\", access = \"rw\" }}]\n"
         ))
         .unwrap();
         assert_eq!(fleet.regions.len(), 2);
@@ -209,6 +214,8 @@ mod tests {
         assert_eq!((a.name.as_deref(), a.cpus, a.memory), (Some("a"), 2, 128 << 20));
         assert!(a.regions[1].1.read_only);
         assert!(!fleet.vms[1].regions[0].1.read_only);
+        assert_eq!(a.serial2, None, "no COM2 unless asked");
+        assert_eq!(fleet.vms[1].serial2, Some(SerialTarget::File("/etc/b.out".into())));
     }
 
     #[test]

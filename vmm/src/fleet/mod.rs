@@ -20,6 +20,7 @@
 //! memory = "256M"
 //! timeout = 600            # seconds
 //! serial = "stdout"        # or a file path; on stdout lines start with [name]
+//! serial2 = "stdout"       # COM2 for the guest's user space (no default: no COM2); on stdout [name/ttyS1]
 //! command = ["sh", "-c", "..."]
 //! regions = [{ name = "db", access = "rw" }]   # access: rw (default) or ro
 //! ```
