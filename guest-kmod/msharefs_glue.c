@@ -476,9 +476,9 @@ static unsigned long msharefs_pud_aligned_area(struct file *file, unsigned long 
 
 /*
  * Any other window the kernel places spans as few GiBs as its length allows, one for a
- * window of at most a GiB: in mode B each GiB of a window is one PUD entry for every
- * process to link on its first touch (over PTE tables, with a PMD table of the process's
- * own under it), which a window across a GiB boundary costs each sharer twice. Rust picks
+ * window of at most a GiB: in mode B each GiB of a window is a PMD table of every
+ * sharer's own (under which the shared PTE tables are linked), which a window across a
+ * GiB boundary costs each sharer twice. Rust picks
  * the address in the first fit for the window and a GiB more (mshare_window_address,
  * which shows that the window stays inside it); with no such fit, where THP would.
  */

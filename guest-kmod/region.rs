@@ -276,8 +276,8 @@ pub(crate) fn spans_pmd_tables(start: u64, offset: u64, len: u64) -> bool {
 /// as THP placement would put it (a window's offset is whole granules, so this is the
 /// congruence with the offset THP keeps), and across as few GiBs as its length allows,
 /// `at % GiB + len` at most `len` rounded up to whole GiBs: a window of at most a GiB lies
-/// inside one. Each GiB a window spans is one more PUD entry for every process that maps it
-/// to link (in mode B over PTE tables, with a PMD table of the process's own under it).
+/// inside one. Each GiB a window spans is one more PMD table of every sharer's own (in mode
+/// B, the table the shared PTE tables are linked into).
 ///
 /// The first granule boundary from `found` on, unless a window there would span one GiB
 /// more than it must; then the first GiB boundary from `found` on, from which a window
