@@ -167,6 +167,14 @@ mod tests {
         assert_eq!(init_uptime(console), Some(1.25));
     }
 
+    /// What the console did to a result line in make test (2026-12-06): the kernel's
+    /// console thread printed KUnit output into it. No parser can take that line, which is
+    /// why the result travels on ttyS1, where the kernel never writes.
+    #[test]
+    fn a_result_line_the_kernel_printed_into_is_no_result() {
+        assert_eq!(guest_result("[l2] MSHARE-RESULT status=7 module=loaded uptime=3.78    # speed: normal"), None);
+    }
+
     #[test]
     fn a_truncated_result_line_is_no_result() {
         assert_eq!(guest_result("MSHARE-RESULT status=0 modu"), None);
