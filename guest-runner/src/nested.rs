@@ -365,7 +365,7 @@ fn check_guest_console(name: &str, console: &str, output: &Output) -> Result<(),
     let problems = console::kernel_problems(console);
     let Some(first) = problems.first() else { return Ok(()) };
     Err(QemuError::KernelProblems {
-        first_report: format!("(guest '{name}')\n{}", console::report_at(console, first, 30)),
+        first_report: format!("(guest '{name}')\n{}", console::report_at(console, first, crate::qemu::REPORT_LINES)),
         problems,
         log: output.console_log.as_deref().map(crate::qemu::user_port_log).unwrap_or_else(|| "(not written)".into()),
     })

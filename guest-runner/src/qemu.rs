@@ -41,7 +41,7 @@ const USER_PORT_FD: i32 = 3;
 const TAIL_LINES: usize = 40;
 /// Console lines shown from a kernel's first problem report on (a stall report with its
 /// trace, a WARNING with its registers).
-const REPORT_LINES: usize = 30;
+pub(crate) const REPORT_LINES: usize = 30;
 
 /// What went wrong booting or running a guest.
 #[derive(Debug, thiserror::Error)]
