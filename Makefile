@@ -9,7 +9,7 @@ help:
 	@echo "make demo         mshare in the guest under QEMU TCG, then two Linux VMs sharing a region under mshare-vmm"
 	@echo "make test         the whole test suite: images, unit tests, tiny KVM guests, guest boots (what CI runs)"
 	@echo "make test-kvm     also the guest user-space boots under mshare-vmm at full size, on the host's KVM (hardware virtualization; not yet run on such a host)"
-	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs (cached)"
+	@echo "make images       toolchain, guest kernel, test kernel, mshare.ko, guest programs, initramfs, nested host, QEMU (cached)"
 	@echo "make image-paths  print export KEY=PATH lines for the built images: eval \"\$$(make -s image-paths)\""
 	@echo "make toolchain    install the host packages, rust-src and bindgen-cli"
 	@echo "make bench        every benchmark below, then target/bench/report.md, report.json and plots"

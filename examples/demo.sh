@@ -7,7 +7,7 @@
 # 2. examples/two-vms.toml under mshare-vmm on this host's KVM: two Linux VMs share a
 #    region as an ivshmem device, the primary's mshare module writes it, the replica's
 #    (attached read-only) reads it and its own write is dropped; then the VMM's figures.
-# 3. examples/two-vms-programs.sh under mshare-vmm on the nested KVM test host (QEMU TCG
+# 3. examples/two-vms-programs.toml under mshare-vmm on the nested KVM test host (QEMU TCG
 #    emulating AMD SVM, a Linux KVM host inside): two Linux VMs with user space, a program
 #    in one writes a region through msharefs, a program in the other (read-only) reads it
 #    and is refused a write.
@@ -62,7 +62,7 @@ PY
 echo
 echo "== 3. two Linux VMs with user space under mshare-vmm, on the nested KVM host (about 20 s)"
 cargo run -q --locked -p guest-runner --bin qemu-run -- --nested --quiet --log "$out/nested.log" \
-    --host-file examples/two-vms-programs.sh:/xchg.sh -- sh /xchg.sh
+    --host-file examples/two-vms-programs.toml:/xchg.toml -- mshare-vmm launch /xchg.toml
 grep -hE "^\[(writer|reader)(/ttyS1)?\] (ivshmem/xchg|NAME|mshare:|write status|written-by|MSHARE-RESULT)|^mshare-vmm: (region|vm .*(exited|KVM:))|Nested Paging" \
     "$out/nested.log" "$out/nested.ttyS1.log" || true
 echo "(the nested host's console: $out/nested.log; its user space, with both guests' lines: $out/nested.ttyS1.log)"

@@ -24,9 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The QEMU binary (`QEMU` overrides it).
-pub fn qemu_binary() -> String {
-    std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_owned())
+/// The QEMU every boot uses: `QEMU` from the environment where set, else the one `make
+/// images` built (`QEMU=` of `make -s image-paths`: Debian's QEMU with the project's fixes
+/// to the emulated SVM the nested host runs on, images/qemu/patches/). Debian's packaged
+/// QEMU loses L2 guests' state (docs/vmm.md), so it is never picked silently.
+pub fn qemu_binary() -> Result<String, ImagesError> {
+    if let Ok(binary) = std::env::var("QEMU") {
+        return Ok(binary);
+    }
+    Ok(ImagePaths::discover()?.get("QEMU")?.display().to_string())
 }
 
 /// Kernel command line every boot gets: serial console, reboot by triple fault (no ACPI),
@@ -47,7 +53,7 @@ pub(crate) const REPORT_LINES: usize = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
     /// QEMU could not be started.
-    #[error("cannot start {binary}: {source} (install qemu-system-x86 with `make toolchain`)")]
+    #[error("cannot start {binary}: {source} (`make images` builds the project's QEMU)")]
     Spawn {
         /// The binary tried.
         binary: String,
@@ -105,6 +111,9 @@ pub enum QemuError {
     /// A nested boot's guest did not report, or reported something other than its host.
     #[error("nested boot: {0}")]
     Nested(String),
+    /// No QEMU to run: `make images` has not built it and `QEMU` is not set.
+    #[error("which QEMU to run: {0}")]
+    Binary(#[from] ImagesError),
     /// The console log could not be written.
     #[error("writing console log {}: {source}", path.display())]
     Log {
@@ -255,7 +264,7 @@ impl Boot {
 
     /// Boots and waits for QEMU to end, at most [`Boot::timeout`].
     pub fn run(&self) -> Result<Output, QemuError> {
-        let binary = qemu_binary();
+        let binary = qemu_binary()?;
         let args = self.qemu_args()?;
         let mut log = match &self.console_log {
             Some(path) => {

@@ -3,9 +3,10 @@
 # hash of its inputs, so that a rebuild with nothing changed costs seconds.
 #
 #   build.sh all        toolchain, kernel, module, test kernel, guest programs, initramfs,
-#                       and the nested test host (its kernel and initramfs)
+#                       the nested test host (its kernel and initramfs) and the QEMU every
+#                       runner uses (qemu.sh)
 #   build.sh paths      print `export KEY=PATH` lines for what `all` builds (builds nothing)
-#   build.sh kernel | module | ktest | programs | initramfs | host   one step (and what it needs)
+#   build.sh kernel | module | ktest | programs | initramfs | host | qemu   one step (and what it needs)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -351,6 +352,11 @@ build_host_initramfs() {
     } | write_initramfs "$dir" "$HOST_INITRAMFS"
 }
 
+# The QEMU of every runner: Debian's source with the project's patches (qemu.sh).
+build_qemu() {
+    bash "$IMAGES/scripts/qemu.sh" build >/dev/null
+}
+
 print_paths() {
     local key
     key=$(initramfs_key 2>/dev/null) || key=missing
@@ -370,6 +376,7 @@ VMLINUX_KTEST=$KTEST_DIR/linux/vmlinux
 SYSTEM_MAP_KTEST=$KTEST_DIR/linux/System.map
 HOST_VMLINUX=$HOST_KERNEL_DIR/linux/vmlinux
 HOST_INITRAMFS=$host_initramfs_dir/initramfs.cpio
+QEMU=$(bash "$IMAGES/scripts/qemu.sh" path)
 EOF
 }
 
@@ -385,6 +392,7 @@ case "$step" in
     programs) build_programs ;;
     initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
     host) build_kernel; build_module; build_programs; build_initramfs; build_host_kernel; build_host_initramfs ;;
+    qemu) build_qemu ;;
     all)
         build_kernel
         build_module
@@ -393,8 +401,9 @@ case "$step" in
         build_initramfs
         build_host_kernel
         build_host_initramfs
+        build_qemu
         log "images ready:"
         print_paths >&2
         ;;
-    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host)" ;;
+    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host, qemu)" ;;
 esac

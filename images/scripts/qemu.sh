@@ -10,8 +10,9 @@
 # Firmware (SeaBIOS, qboot, the option ROMs) comes from Debian's seabios and
 # qemu-system-data packages, which the toolchain installs with Debian's own QEMU.
 #
-# NOT WIRED YET (issue #28, 2026-12-06): make images does not call this and no runner uses
-# its binary; needs ninja-build, libglib2.0-dev, libpixman-1-dev, libfdt-dev, python3-venv.
+# `make images` runs `qemu.sh build` (build.sh's last step), `make -s image-paths` prints the
+# binary as QEMU=, and guest_runner::qemu::qemu_binary() runs it unless QEMU is set. The
+# toolchain installs the build's dependencies (ninja-build, glib, pixman, libfdt, python3-venv).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -113,7 +114,7 @@ build() {
         patch -d "$src" -p1 --batch --forward --quiet <"$p" >>"$QEMU_DIR/patch.log" 2>&1 ||
             { cat "$QEMU_DIR/patch.log" >&2; die "$(basename "$p") does not apply to qemu $QEMU_VERSION"; }
     done
-    log "qemu $(basename "$QEMU_DIR"): building x86_64-softmmu (about 10 minutes on 2 cores; log: $log_file)"
+    log "qemu $(basename "$QEMU_DIR"): building x86_64-softmmu (about 5 minutes on 2 cores; log: $log_file)"
     (
         cd "$build"
         run_logged "configuring qemu" "$log_file" "$src/configure" --python="$venv/bin/python3" \

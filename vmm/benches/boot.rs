@@ -118,8 +118,9 @@ fn main() {
     let mut qemu = Vec::new();
     let mut tcg = Vec::new();
     let mut cmdline = String::new();
+    let qemu_binary = guest_runner::qemu::qemu_binary().unwrap_or_else(|e| panic!("{e}"));
     let qemu_cmd = |accel: &[&str], cmdline: &str| {
-        let mut cmd = Command::new(guest_runner::qemu::qemu_binary());
+        let mut cmd = Command::new(&qemu_binary);
         cmd.args(["-M", "microvm"]).args(accel).args(["-m", &format!("{MEMORY_MIB}M"), "-smp", "1"]);
         cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel"])
             .arg(&kernel);

@@ -109,11 +109,12 @@ impl Drop for QemuFleet {
 fn qemu_processes(dir: &Path, k: usize, bytes: u64) -> (u64, u64, u64) {
     let file = Path::new("/dev/shm").join(format!("mshare-bench-regions-{}", std::process::id()));
     std::fs::File::create(&file).and_then(|f| f.set_len(bytes)).unwrap();
+    let qemu = guest_runner::qemu::qemu_binary().unwrap_or_else(|e| panic!("{e}"));
     let mut fleet = QemuFleet { pids: Vec::new(), file: file.clone() };
     let object = format!("memory-backend-file,id=m,mem-path={},size={bytes},share=on,prealloc=on", file.display());
     for i in 0..k {
         let pidfile = dir.join(format!("qemu-{k}x{bytes}-{i}.pid"));
-        let status = Command::new(guest_runner::qemu::qemu_binary())
+        let status = Command::new(&qemu)
             .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-daemonize", "-object", &object])
             .arg("-pidfile")
             .arg(&pidfile)

@@ -140,30 +140,131 @@ fn guest_programs_read_and_write_a_named_region() {
     assert!(run.host.output.stdout.contains("L1 read: hello from the guest|via-msharefs"), "L1 sees the writes");
 }
 
-/// `examples/two-vms-programs.sh` on the nested host: a user program in the writer VM
-/// writes a region through msharefs; then a program in the reader VM (the same region,
-/// attached read-only) reads those bytes and cannot write: mapping the read-only region
-/// for writing is refused (EACCES), and the bytes stay as the writer left them.
+/// `examples/two-vms-programs.toml` on the nested host, both VMs at once: a user program
+/// in the writer VM writes a region through msharefs while a program in the reader VM
+/// (the same region, attached read-only) polls it until it reads those bytes; it then
+/// cannot write: mapping the read-only region for writing is refused (EACCES), and the
+/// bytes stay as the writer left them.
 #[test]
 fn two_vms_exchange_data_through_msharefs_and_the_read_only_one_cannot_write() {
     let mut boot = nested("nested-xchg");
-    boot.add_host_file("/xchg.sh", 0o755, include_str!("../../examples/two-vms-programs.sh"));
-    boot.host.command = vec!["sh".to_owned(), "/xchg.sh".to_owned()];
+    boot.add_host_file("/xchg.toml", 0o644, include_str!("../../examples/two-vms-programs.toml"));
+    boot.script("exec mshare-vmm launch /xchg.toml\n");
     let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
     let (writer, reader) = (run.guest_stdout("writer"), run.guest_stdout("reader"));
     let (w, r) = (run.guest("writer"), run.guest("reader"));
     let (w, r) = (w.unwrap_or_else(|e| panic!("{e}")), r.unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(w.status, 0, "writer:\n{writer}");
     assert_eq!(r.status, 0, "reader:\n{reader}");
-    assert_eq!(run.host.result.status, 0, "the nested host's script");
-    assert!(reader.lines().any(|l| l.starts_with("ivshmem/xchg ") && l.contains(" 16M ")), "{reader}");
+    assert_eq!(run.host.result.status, 0, "the fleet");
+    assert!(writer.lines().any(|l| l.starts_with("ivshmem/xchg ") && l.contains(" 16M ")), "{writer}");
+    assert!(reader.lines().any(|l| l.starts_with("reader saw the bytes after ")), "{reader}");
     assert!(reader.contains("Permission denied"), "the read-only VM's write is refused with EACCES:\n{reader}");
     assert!(reader.contains("write status 1"), "{reader}");
-    assert_eq!(
-        reader.lines().filter(|l| *l == "written-by-the-writer-vm").count(),
-        2,
-        "read, then unchanged: {reader}"
+    assert!(reader.lines().any(|l| l == "written-by-the-writer-vm"), "unchanged after the refused write: {reader}");
+}
+
+/// Additions each process of [`fleet_of_four`]'s writing VMs makes, processes per writing
+/// VM, and writing VMs: the counter ends at their product, exactly.
+const FLEET_ADDS: u64 = 1_000_000;
+const FLEET_PROCS: u64 = 4;
+const FLEET_WRITERS: u64 = 3;
+
+/// A fleet of four Linux VMs at once sharing one `stage2 = "shared"` region (a file of L1):
+/// three writers, each of whose [`FLEET_PROCS`] processes adds 1 to one 64-bit word of the
+/// region [`FLEET_ADDS`] times with an atomic instruction, and one reader attached
+/// read-only. The writers first meet at a barrier (a second word each adds 1 to, then
+/// waits for all three), so the four guests' programs run at the same time; every VM then
+/// waits until it sees the whole count. The reader's write is refused (mapping the
+/// read-only region for writing: EACCES) and changes nothing. L1 reads both words from
+/// the region's file after the fleet; each VM's KVM statistics show its links to the
+/// shared stage-2 tables.
+fn fleet_of_four(name: &str, launch_args: &str) {
+    let total = FLEET_ADDS * FLEET_PROCS * FLEET_WRITERS;
+    let wait_for = |offset: u64, value: u64| {
+        format!(
+            "i=0; until [ $(mshare word $r {offset}) -ge {value} ]; do i=$((i + 1)); [ $i -lt 3000 ] || exit 4; sleep 0.1; done"
+        )
+    };
+    let writer = format!(
+        "r=ivshmem/ctr; mshare add $r 8 1 || exit 3; {}; for p in {}; do mshare add $r 0 {FLEET_ADDS} & done; wait; {}; \
+         echo total $(mshare word $r 0)",
+        wait_for(8, FLEET_WRITERS),
+        (1..=FLEET_PROCS).map(|p| p.to_string()).collect::<Vec<_>>().join(" "),
+        wait_for(0, total),
     );
+    let reader = format!(
+        "r=ivshmem/ctr; {}; {}; echo total $(mshare word $r 0); mshare add $r 0 1; echo write status $?; \
+         echo total $(mshare word $r 0)",
+        wait_for(8, FLEET_WRITERS),
+        wait_for(0, total)
+    );
+    let mut fleet =
+        "[[region]]\nname = \"ctr\"\nsize = \"16M\"\npath = \"/tmp/ctr\"\nstage2 = \"shared\"\n\n".to_owned();
+    for (vm, access, script) in [("a", "rw", &writer), ("b", "rw", &writer), ("c", "rw", &writer), ("d", "ro", &reader)]
+    {
+        fleet += &format!(
+            "[[vm]]\nname = \"{vm}\"\nkernel = \"${{L2_KERNEL}}\"\ninitrd = \"${{L2_INITRD}}\"\ncpus = 1\n\
+             memory = \"192M\"\ntimeout = 400\nserial2 = \"stdout\"\nregions = [{{ name = \"ctr\", access = \"{access}\" }}]\n\
+             command = [\"sh\", \"-c\", \"{script}\"]\n\n"
+        );
+    }
+    let mut boot = nested(name);
+    boot.host.memory_mib = 2048;
+    boot.add_host_file("/fleet.toml", 0o644, fleet);
+    boot.script(&format!(
+        "dd if=/dev/zero of=/tmp/ctr bs=1M count=16 2>/dev/null\n\
+         mshare-vmm launch {launch_args} /fleet.toml --stats-json /tmp/fleet.json; status=$?\n\
+         echo \"FLEET status=$status total=$(od -An -tu8 -N8 /tmp/ctr | tr -d ' ') arrivals=$(od -An -tu8 -j8 -N8 /tmp/ctr | tr -d ' ')\"\n\
+         echo \"FLEET-STATS $(tr -d '\\n ' < /tmp/fleet.json)\"\n\
+         exit $status\n"
+    ));
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.stdout;
+    let line = line_of(console, "FLEET status=");
+    for vm in ["a", "b", "c", "d"] {
+        let guest = run.guest(vm).unwrap_or_else(|e| panic!("{e}"));
+        let stdout = run.guest_stdout(vm);
+        assert_eq!(guest.status, 0, "vm {vm}:\n{stdout}");
+        assert!(stdout.lines().any(|l| l == format!("total {total}")), "vm {vm} saw the whole count:\n{stdout}");
+    }
+    let writes: Vec<&str> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|vm| run.guest_stdout(vm).lines().filter(|l| l.starts_with(&format!("added {FLEET_ADDS} at "))))
+        .collect();
+    assert_eq!(writes.len() as u64, FLEET_PROCS * FLEET_WRITERS, "every process reported: {writes:?}");
+    let reader = run.guest_stdout("d");
+    assert!(reader.contains("Permission denied"), "the read-only VM's write is refused with EACCES:\n{reader}");
+    assert!(reader.contains("write status 1"), "{reader}");
+    assert_eq!(reader.lines().filter(|l| *l == format!("total {total}")).count(), 2, "unchanged: {reader}");
+    assert_eq!(
+        (field(line, "status"), field(line, "total"), field(line, "arrivals")),
+        (0, total, FLEET_WRITERS),
+        "{line}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(line_of(console, "FLEET-STATS ").trim_start_matches("FLEET-STATS ")).expect("stats JSON");
+    let vms = stats["vms"].as_array().unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(vms.len(), 4, "{stats}");
+    for vm in vms {
+        let links = vm["kvm_stats"]["stage2_shared_links"].as_u64().unwrap_or_else(|| panic!("{stats}"));
+        assert!(links >= 1, "vm {} maps the region through the shared stage-2 tables: {stats}", vm["name"]);
+    }
+    // The additions of different processes and VMs overlapped: some found the word moved
+    // by another since their previous one.
+    let interleaved: u64 = writes.iter().map(|l| field(l, "interleaved")).sum();
+    assert!(interleaved > 0, "the writers ran one after another: {writes:?}");
+    println!("{line}\n{total} additions; {interleaved} found the word moved by another process");
+}
+
+#[test]
+fn four_linux_vms_at_once_count_exactly_through_one_shared_stage2_region() {
+    fleet_of_four("nested-fleet-four", "");
+}
+
+#[test]
+fn four_linux_vms_at_once_count_exactly_with_a_process_per_vm() {
+    fleet_of_four("nested-fleet-four-ppv", "--process-per-vm");
 }
 
 /// The tiny-guest suite (`vmm/tests/tiny_guests.rs`, built static) inside L1: every VMM
@@ -242,7 +343,10 @@ fn svm_state_loss_reproducer() {
         losses += u32::from(loss.is_some());
         println!("run {run}: {repro}; {}", loss.unwrap_or_else(|| "no state lost".to_owned()));
     }
-    println!("SVM state lost in {losses} of {runs} runs ({})", guest_runner::qemu::qemu_binary());
+    println!(
+        "SVM state lost in {losses} of {runs} runs ({})",
+        guest_runner::qemu::qemu_binary().unwrap_or_else(|e| e.to_string())
+    );
 }
 
 /// The tiny guest of the reproducer: touch `pages` 4 KiB pages of BAR2, print `T`, spin.

@@ -10,6 +10,11 @@
 //!                                  system-wide statistics
 //! mshare read NAME OFFSET LEN      print LEN bytes of a region at OFFSET (as text)
 //! mshare write NAME OFFSET TEXT    write TEXT into a region at OFFSET
+//! mshare add NAME OFFSET TIMES     add 1 to the 64-bit word at OFFSET, TIMES times, each with
+//!                                  one atomic instruction (other processes and VMs may add
+//!                                  at the same time: futexes do not cross kernels, atomics
+//!                                  on shared memory do)
+//! mshare word NAME OFFSET          print the 64-bit word at OFFSET (decimal)
 //! ```
 //! NAME is a file under /sys/fs/mshare, e.g. `db` or `ivshmem/<name>` (regions the VMM
 //! gives the guest). `list` shows both.
@@ -26,9 +31,10 @@ use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const USAGE: &str =
-    "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT";
+    "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT | add NAME OFFSET TIMES | word NAME OFFSET";
 
 fn human(bytes: u64) -> String {
     match bytes {
@@ -180,11 +186,65 @@ fn read_write(name: &str, offset: &str, arg: &str, write: bool) -> ExitCode {
             Ok(())
         })
     };
+    finish(name, result)
+}
+
+/// The 64-bit word at `offset` of a mapped region, which other processes and VMs update at
+/// the same time: only ever accessed atomically.
+fn word_at(bytes: &mut [u8], offset: usize) -> Result<&AtomicU64, &'static str> {
+    if !offset.is_multiple_of(8) {
+        return Err("a word's offset is a multiple of 8");
+    }
+    let end = offset.checked_add(8).filter(|e| *e <= bytes.len()).ok_or("past the end of the region")?;
+    // SAFETY: bytes[offset..end] lies in the mapping, which lives as long as `bytes`; it is
+    // 8-byte aligned (the mapping is page aligned, `offset` a multiple of 8); every process
+    // touching it does so through atomics.
+    Ok(unsafe { AtomicU64::from_ptr(bytes[offset..end].as_mut_ptr().cast()) })
+}
+
+/// `mshare add`: prints the last value it made and how many of its additions found the
+/// word moved by someone else since its previous one (`interleaved`).
+fn add(name: &str, offset: usize, times: u64) -> ExitCode {
+    let result = with_region(name, true, |bytes| {
+        let word = word_at(bytes, offset)?;
+        let (mut previous, mut interleaved) = (None, 0u64);
+        for _ in 0..times {
+            let seen = word.fetch_add(1, Ordering::SeqCst);
+            interleaved += u64::from(previous.is_some_and(|p: u64| seen != p + 1));
+            previous = Some(seen);
+        }
+        println!("added {times} at {name}+{offset}: last={} interleaved={interleaved}", previous.map_or(0, |p| p + 1));
+        Ok::<(), &str>(())
+    });
+    finish(name, result)
+}
+
+fn word(name: &str, offset: usize) -> ExitCode {
+    let result = with_region(name, false, |bytes| {
+        println!("{}", word_at(bytes, offset)?.load(Ordering::SeqCst));
+        Ok::<(), &str>(())
+    });
+    finish(name, result)
+}
+
+fn finish(name: &str, result: Result<Result<(), &str>, String>) -> ExitCode {
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(why)) => fail(format!("{name}: {why}")),
         Err(why) => fail(why),
     }
+}
+
+/// A number argument, or the usage (exit status 2).
+fn number(what: &str, text: &str) -> Result<u64, ExitCode> {
+    parse_size(text).ok_or_else(|| {
+        eprintln!("mshare: bad {what} '{text}'\n{USAGE}");
+        ExitCode::from(2)
+    })
+}
+
+fn offset_arg(text: &str) -> Result<usize, ExitCode> {
+    number("offset", text).and_then(|o| usize::try_from(o).map_err(|_| ExitCode::from(2)))
 }
 
 fn main() -> ExitCode {
@@ -205,6 +265,11 @@ fn main() -> ExitCode {
         }
         ["read", name, offset, len] => read_write(name, offset, len, false),
         ["write", name, offset, text] => read_write(name, offset, text, true),
+        ["add", name, offset, times] => match (offset_arg(offset), number("count", times)) {
+            (Ok(offset), Ok(times)) => add(name, offset, times),
+            (Err(code), _) | (_, Err(code)) => code,
+        },
+        ["word", name, offset] => offset_arg(offset).map_or_else(|code| code, |offset| word(name, offset)),
         ["info"] => match (
             fs::read_to_string(format!("{MOUNT}/mshare_info")),
             fs::read_to_string(format!("{MOUNT}/mshare_stats")),

@@ -119,6 +119,8 @@ fn pinned_cpus(vms: usize) -> usize {
 
 /// The vCPUs a nested host needs for pinned fleets of up to `max_vms` guests: the pinned
 /// CPUs and CPU 0 for everything else.
+// Each bench binary compiles this module; only regions_nested still pins.
+#[allow(dead_code)]
 pub fn pinned_host_cpus(max_vms: usize) -> u32 {
     u32::try_from(pinned_cpus(max_vms) + 1).unwrap_or(u32::MAX)
 }
