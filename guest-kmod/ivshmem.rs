@@ -9,7 +9,15 @@ use crate::region::Region;
 use crate::GRANULE_SIZE;
 use core::ffi::{c_int, c_void};
 use kernel::{
-    bindings, device::Core, io::Io, pci, prelude::*, str::CString, sync::Arc, time::delay::fsleep, time::Delta,
+    bindings,
+    device::Core,
+    io::Io,
+    pci,
+    prelude::*,
+    str::{BStr, CString},
+    sync::Arc,
+    time::delay::fsleep,
+    time::Delta,
 };
 
 extern "C" {
@@ -43,6 +51,21 @@ impl RegionName {
     pub(crate) fn as_str(&self) -> &str {
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
     }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Whether `name`, from the VMM, can name a file under `/sys/fs/mshare/ivshmem`: 1 to 32
+/// letters, digits, '-', '_' and '.', other than "." and "..", the rule mshare-vmm keeps.
+/// The host is not trusted (confidential guests assume a hostile one): a name that is a
+/// path, or no name at all, must not reach the dentry cache.
+fn is_file_name(name: &[u8]) -> bool {
+    (1..=NAME_MAX).contains(&name.len())
+        && name != b"."
+        && name != b".."
+        && name.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
 }
 
 /// Walks the capability list for mshare-vmm's vendor capability.
@@ -152,6 +175,11 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
     // `published` holds it (its drop takes it out first).
     kernel::error::to_result(unsafe {
         msharefs_add_device(cname.as_char_ptr(), published.region_ptr(), size as bindings::loff_t, read_only)
+    })
+    .inspect_err(|e| {
+        if *e == EEXIST {
+            dev_err!(pdev, "region '{}': another device already has this name: not published\n", name);
+        }
     })?;
     Ok(Some(published))
 }
@@ -218,6 +246,14 @@ impl pci::Driver for IvshmemDriver {
         pdev.enable_device_mem()?;
         let size = pdev.resource_len(2)?;
         let name = region_name(pdev);
+        if let Some(n) = name.as_ref().filter(|n| n.len > 0 && !is_file_name(n.as_bytes())) {
+            dev_err!(
+                pdev,
+                "the VMM named the region '{}', which is not a file name (1 to 32 of letters, digits, '-', '_', '.'; not '.' or '..'): device not bound\n",
+                BStr::from_bytes(n.as_bytes())
+            );
+            return Err(EINVAL);
+        }
         let address = CString::try_from_fmt(fmt!("{}", pdev.as_ref().name()))?;
         let (text, read_only) = match &name {
             Some(n) if !n.as_str().is_empty() => (n.as_str(), n.read_only),
@@ -239,5 +275,24 @@ impl pci::Driver for IvshmemDriver {
         }
         let region = publish(pdev, text, read_only)?;
         Ok(IvshmemDevice { _region: region })
+    }
+}
+
+#[kunit_tests(mshare_ivshmem)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_the_names_mshare_vmm_gives() {
+        for name in [&b"db"[..], b"a.b", b"...", b"sga-0_1", &[b'x'; NAME_MAX]] {
+            assert!(is_file_name(name));
+        }
+    }
+
+    #[test]
+    fn refuses_names_that_are_not_file_names() {
+        for name in [&b""[..], b".", b"..", b"a/b", b"/", b"../x", b"a b", b"a\nb", b"\xff", &[b'x'; NAME_MAX + 1]] {
+            assert!(!is_file_name(name));
+        }
     }
 }

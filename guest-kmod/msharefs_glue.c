@@ -779,21 +779,23 @@ static DEFINE_MUTEX(msharefs_devices_lock);
 
 int msharefs_add_device(const char *name, void *region, loff_t size, bool read_only)
 {
-	int i, err = -ENOSPC;
+	int i;
 
-	mutex_lock(&msharefs_devices_lock);
+	guard(mutex)(&msharefs_devices_lock);
+	/* Two devices of one name would be two dentries of one name. */
+	for (i = 0; i < MSHAREFS_MAX_DEVICES; i++)
+		if (msharefs_devices[i].region && !strcmp(msharefs_devices[i].name, name))
+			return -EEXIST;
 	for (i = 0; i < MSHAREFS_MAX_DEVICES; i++) {
 		if (!msharefs_devices[i].region) {
 			strscpy(msharefs_devices[i].name, name, sizeof(msharefs_devices[i].name));
 			msharefs_devices[i].region = region;
 			msharefs_devices[i].size = size;
 			msharefs_devices[i].read_only = read_only;
-			err = 0;
-			break;
+			return 0;
 		}
 	}
-	mutex_unlock(&msharefs_devices_lock);
-	return err;
+	return -ENOSPC;
 }
 
 void msharefs_remove_device(void *region)

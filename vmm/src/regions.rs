@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use vm_memory::mmap::MmapRegion;
-use vm_memory::FileOffset;
+use vm_memory::{FileOffset, VolatileMemory};
 
 /// Smallest region: one page (a PCI BAR is at least that in practice).
 pub const MIN_REGION_SIZE: u64 = 4096;
@@ -126,11 +126,17 @@ impl RegionSpec {
     /// Checks size and backing against what a BAR and the host allow.
     pub fn validate(&self) -> Result<(), RegionError> {
         let invalid = |problem: String| Err(RegionError::Invalid { name: self.name.clone(), problem });
+        // The guest makes the name a file (`/sys/fs/mshare/ivshmem/NAME`): `.` and `..`
+        // are not names, and the guest's module refuses them too.
         if self.name.is_empty()
             || self.name.len() > 32
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || self.name == "."
+            || self.name == ".."
         {
-            return invalid("names are 1 to 32 characters of letters, digits, '-', '_' and '.'".into());
+            return invalid(
+                "names are 1 to 32 characters of letters, digits, '-', '_' and '.', other than '.' and '..'".into(),
+            );
         }
         if self.size < MIN_REGION_SIZE || !self.size.is_power_of_two() {
             return invalid(format!(
@@ -347,9 +353,9 @@ impl SharedRegion {
         if end > self.mapping.size() {
             return None;
         }
-        // SAFETY: the range is inside the live mapping; guests may write concurrently, which
-        // for plain bytes only means the copy may mix old and new values.
-        unsafe { std::ptr::copy_nonoverlapping(self.mapping.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        // Guests write the region while the host reads it: volatile copies, never a reference
+        // to memory that changes under it.
+        self.mapping.get_slice(offset, buf.len()).ok()?.copy_to(buf);
         Some(())
     }
 }
@@ -444,9 +450,17 @@ mod tests {
     fn sizes_must_be_bar_compatible() {
         let spec = RegionSpec { name: "db".into(), size: 3 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
         assert!(spec.validate().unwrap_err().to_string().contains("not a power of two"));
-        let spec =
-            RegionSpec { name: "bad name".into(), size: 4 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
-        assert!(spec.validate().is_err());
+        for name in ["bad name", "a/b", ".", "..", "", "x".repeat(33).as_str()] {
+            let spec =
+                RegionSpec { name: name.into(), size: 4 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
+            let err = spec.validate().unwrap_err().to_string();
+            assert!(err.contains("names are 1 to 32 characters"), "{name:?}: {err}");
+        }
+        for name in ["db", "a.b", "...", "x".repeat(32).as_str()] {
+            let spec =
+                RegionSpec { name: name.into(), size: 4 << 20, backing: Backing::Memfd, stage2: Stage2::Private };
+            assert!(spec.validate().is_ok(), "{name:?}");
+        }
         let spec = RegionSpec {
             name: "h".into(),
             size: 4 << 20,

@@ -45,6 +45,9 @@ fn test_kernel_runs_kunit_under_kvm() {
     let suite = report.suite("mshare_granule").expect("mshare_granule did not run");
     assert_eq!(suite.outcome, Some(ktap::Outcome::Pass));
     assert!(console_text.contains("mshare 0.1.0 loaded (granule 2048 KiB, built-in): mode B"));
+    // The guest's check of the names the host gives its ivshmem devices.
+    let names = report.suite("mshare_ivshmem").expect("mshare_ivshmem did not run");
+    assert_eq!(names.outcome, Some(ktap::Outcome::Pass));
     let region = report.suite("mshare_region").expect("mshare_region did not run");
     let shared = region.subtests.iter().find(|t| t.name == "shared_tables_follow_memory_and_protection");
     assert_eq!(shared.and_then(|t| t.outcome), Some(ktap::Outcome::Pass), "the shared-table case did not pass");

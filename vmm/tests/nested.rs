@@ -280,6 +280,37 @@ fn tiny_guest_suite_passes_on_the_nested_host() {
     assert!(summary.starts_with("test result: ok. 10 passed; 0 failed"), "{summary}");
 }
 
+/// KVM's shared stage-2 tables mirror the VMM's mapping of a region and its permissions,
+/// whatever a hostile VMM does to that mapping while its guest runs (`stage2-mirror`,
+/// vmm/testing/src/bin): made read-only whole or one page of a granule, a hole punched in
+/// the file under one page, another file mapped over one page. The guest reads exactly
+/// what the mapping holds now and its writes through a read-only mapping fail as plain
+/// KVM's do. The links each case makes (`stage2_shared_links`) show which way each access
+/// went: a mapping made read-only is linked again without write permission and, once
+/// writable again, with it (3); with one read-only page the granule is linked read-only,
+/// then mapped page by page from the first write (2); a granule whose pages are no longer
+/// all the pinned ones is never linked again (1).
+#[test]
+fn shared_stage2_mirrors_a_hostile_vmms_mapping_of_the_region() {
+    let mut boot = nested("nested-stage2-mirror");
+    boot.script("exec stage2-mirror\n");
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.stdout;
+    let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("STAGE2-MIRROR ")).collect();
+    assert_eq!(run.host.result.status, 0, "{}\n{console}", lines.join("\n"));
+    let expected = [
+        ("read-only-mapping", 3),
+        ("one-read-only-page", 2),
+        ("hole-punched-in-the-granule", 1),
+        ("other-file-mapped-over-the-granule", 1),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{console}");
+    for (line, (case, links)) in lines.iter().zip(expected) {
+        assert!(line.starts_with(&format!("STAGE2-MIRROR case={case} ok ")), "{line}");
+        assert_eq!(field(line, "links"), links, "{line}");
+    }
+}
+
 /// The harness retries a nested boot only on the emulator's own signature (an L2 entered
 /// at L1's `__svm_vcpu_run`, which L1's KVM trace shows): an L2 that hangs before any
 /// /init, here a tiny guest waiting for a byte that never comes, ends with the VMM's
