@@ -237,8 +237,8 @@ build_host_kernel_in_work_tree() {
 # The guest programs (guest-tests' Rust programs, and its C programs written for the
 # posted series, built against mshare-uapi/include), and for the nested test host
 # mshare-vmm, the tiny-guest suite (vmm/tests/tiny_guests.rs, as
-# $PROGRAMS_DIR/vmm-tiny-guests) and stage2-mirror (a hostile VMM, vmm/testing): static, so that they run on an initramfs with no C
-# library.
+# $PROGRAMS_DIR/vmm-tiny-guests) and stage2-hostile-vmm (vmm/testing): static, so that
+# they run on an initramfs with no C library.
 build_programs() {
     log "guest programs and the nested host's mshare-vmm: cargo build (static, x86_64)"
     local static=(--release --locked --target x86_64-unknown-linux-gnu --target-dir target/guest)
@@ -322,14 +322,15 @@ write_initramfs() {
 }
 
 # The nested host's initramfs: /init and busybox as in the guest's, the static mshare-vmm,
-# vmm-tiny-guests and stage2-mirror, and the guest image for it to boot under /l2 (kernel, System.map, initramfs). The host
-# loads no mshare.ko (its command line says mshare_module=skip).
+# vmm-tiny-guests and stage2-hostile-vmm, and the guest image for it to boot under /l2
+# (kernel, System.map, initramfs). The host loads no mshare.ko (its command line says
+# mshare_module=skip).
 host_initramfs_key() {
     {
         echo "guest-initramfs=$(initramfs_key)"
         echo "guest-kernel=$KERNEL_KEY"
         sha256sum "$IMAGES/initramfs/init" /bin/busybox "$PROGRAMS_DIR/mshare-vmm" "$PROGRAMS_DIR/vmm-tiny-guests" \
-            "$PROGRAMS_DIR/stage2-mirror"
+            "$PROGRAMS_DIR/stage2-hostile-vmm"
     } | hash_of
 }
 
@@ -346,7 +347,7 @@ build_host_initramfs() {
     {
         echo "file /usr/bin/mshare-vmm $PROGRAMS_DIR/mshare-vmm 0755 0 0"
         echo "file /usr/bin/vmm-tiny-guests $PROGRAMS_DIR/vmm-tiny-guests 0755 0 0"
-        echo "file /usr/bin/stage2-mirror $PROGRAMS_DIR/stage2-mirror 0755 0 0"
+        echo "file /usr/bin/stage2-hostile-vmm $PROGRAMS_DIR/stage2-hostile-vmm 0755 0 0"
         echo "dir /l2 0755 0 0"
         echo "file /l2/vmlinux $KDIR/vmlinux 0644 0 0"
         echo "file /l2/System.map $KDIR/System.map 0644 0 0"

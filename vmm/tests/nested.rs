@@ -281,8 +281,8 @@ fn tiny_guest_suite_passes_on_the_nested_host() {
 }
 
 /// KVM's shared stage-2 tables mirror the VMM's mapping of a region and its permissions,
-/// whatever a hostile VMM does to that mapping while its guest runs (`stage2-mirror`,
-/// vmm/testing/src/bin): made read-only whole or one page of a granule, a hole punched in
+/// whatever a hostile VMM does to that mapping while its guest runs (`stage2-hostile-vmm
+/// mirror`, vmm/testing/src/bin): made read-only whole or one page of a granule, a hole punched in
 /// the file under one page, another file mapped over one page. The guest reads exactly
 /// what the mapping holds now and its writes through a read-only mapping fail as plain
 /// KVM's do. The links each case makes (`stage2_shared_links`) show which way each access
@@ -292,22 +292,40 @@ fn tiny_guest_suite_passes_on_the_nested_host() {
 /// all the pinned ones is never linked again (1).
 #[test]
 fn shared_stage2_mirrors_a_hostile_vmms_mapping_of_the_region() {
-    let mut boot = nested("nested-stage2-mirror");
-    boot.script("exec stage2-mirror\n");
+    hostile_vmm_cases(
+        "mirror",
+        &[
+            ("read-only-mapping", 3),
+            ("one-read-only-page", 2),
+            ("hole-punched-in-the-granule", 1),
+            ("other-file-mapped-over-the-granule", 1),
+        ],
+    );
+}
+
+/// A shared stage-2 slot pins its memory while it exists, and the VMM pays for it
+/// (`stage2-hostile-vmm pins`): each slot adds its size to the VMM's `VmPin`, even where
+/// another VM pinned the same pages first, and takes it back when it goes; without
+/// CAP_IPC_LOCK a slot over RLIMIT_MEMLOCK is refused with ENOMEM and charges nothing,
+/// and within the limit it is accepted.
+#[test]
+fn shared_stage2_pins_are_charged_to_the_vmm_within_rlimit_memlock() {
+    hostile_vmm_cases("pins", &[("pins-are-charged-to-the-vmm", 1), ("pins-stay-within-rlimit-memlock", 1)]);
+}
+
+/// Runs `stage2-hostile-vmm SET` in L1: every case of the set passes, in this order, with
+/// these `stage2_shared_links` each.
+fn hostile_vmm_cases(set: &str, expected: &[(&str, u64)]) {
+    let mut boot = nested(&format!("nested-hostile-vmm-{set}"));
+    boot.script(&format!("exec stage2-hostile-vmm {set}\n"));
     let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
     let console = &run.host.output.stdout;
-    let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("STAGE2-MIRROR ")).collect();
+    let lines: Vec<&str> = console.lines().filter(|l| l.starts_with("HOSTILE-VMM ")).collect();
     assert_eq!(run.host.result.status, 0, "{}\n{console}", lines.join("\n"));
-    let expected = [
-        ("read-only-mapping", 3),
-        ("one-read-only-page", 2),
-        ("hole-punched-in-the-granule", 1),
-        ("other-file-mapped-over-the-granule", 1),
-    ];
     assert_eq!(lines.len(), expected.len(), "{console}");
     for (line, (case, links)) in lines.iter().zip(expected) {
-        assert!(line.starts_with(&format!("STAGE2-MIRROR case={case} ok ")), "{line}");
-        assert_eq!(field(line, "links"), links, "{line}");
+        assert!(line.starts_with(&format!("HOSTILE-VMM case={case} ok ")), "{line}");
+        assert_eq!(field(line, "links"), *links, "{line}");
     }
 }
 

@@ -72,7 +72,8 @@ const NO_SHARED_STAGE2: &str = "; stage2=shared needs a host kernel whose KVM sh
     (KVM_CAP_SHARED_STAGE2: this project's host kernel patch, docs/regions.md); use stage2=private here";
 const SHARED_STAGE2_REFUSED: &str = "; KVM refused the shared stage-2 slot: the region must be a multiple \
     of 2 MiB at a 2 MiB-aligned address, its memory pinnable (memfd, hugetlbfs, tmpfs), and the VM an \
-    ordinary one on AMD NPT (docs/regions.md)";
+    ordinary one on AMD NPT; the slot pins the region, which counts against RLIMIT_MEMLOCK (ENOMEM: raise \
+    `ulimit -l` to the regions' size, or give the VMM CAP_IPC_LOCK) (docs/regions.md)";
 
 /// The ivshmem device of one region in one VM.
 pub struct Ivshmem {

@@ -1,16 +1,22 @@
-//! `stage2-mirror`: a hostile VMM for KVM's shared stage-2 tables (the host patch,
-//! docs/regions.md). KVM's stage-2 must mirror the VMM's mapping of a region and its
-//! permissions, whatever the VMM does to that mapping while a guest runs: make it
-//! read-only (all of it or one page of a granule), punch a hole in the file under it, or
-//! map another file over part of it. Each case runs a 32-bit guest that reads and writes
-//! a 2 MiB `KVM_MEM_SHARED_STAGE2` slot, one 4 KiB-leaf granule whose table other VMs
-//! could link too, and checks every value the guest sees, and what lands in the file,
-//! against the mapping at that moment. The nested host runs it (vmm/tests/nested.rs);
-//! it needs a KVM with `KVM_CAP_SHARED_STAGE2`.
+//! `stage2-hostile-vmm mirror|pins`: a hostile VMM for KVM's shared stage-2 tables (the
+//! host patch, docs/regions.md), checking what KVM guarantees whatever a VMM does. The
+//! nested host runs it (vmm/tests/nested.rs); it needs a KVM with `KVM_CAP_SHARED_STAGE2`.
 //!
-//! Prints `STAGE2-MIRROR case=NAME ok links=N` per case (N: the VM's
+//! `mirror`: stage-2 must mirror the VMM's mapping of a region and its permissions while
+//! a guest runs, whatever the VMM does to that mapping: make it read-only (all of it or
+//! one page of a granule), punch a hole in the file under it, or map another file over
+//! part of it. Each case runs a 32-bit guest that reads and writes a 2 MiB
+//! `KVM_MEM_SHARED_STAGE2` slot, one 4 KiB-leaf granule whose table other VMs could link
+//! too, and checks every value the guest sees, and what lands in the file, against the
+//! mapping at that moment.
+//!
+//! `pins`: a shared slot pins its memory for as long as it exists, so the VMM pays for
+//! it: its `VmPin` grows by the slot's size per slot, within RLIMIT_MEMLOCK unless it has
+//! CAP_IPC_LOCK, and shrinks back when the slots go.
+//!
+//! Prints `HOSTILE-VMM case=NAME ok links=N` per case (N: the VM's
 //! `stage2_shared_links`, showing the granule really went through a shared table) or
-//! `STAGE2-MIRROR case=NAME FAIL: what happened`, and exits 1 if any case failed.
+//! `HOSTILE-VMM case=NAME FAIL: what happened`, and exits 1 if any case failed.
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -167,14 +173,19 @@ struct Machine {
 impl Machine {
     /// A VM running `ops` over a region whose file holds `words` (offset, value).
     fn new(ops: &[Op], words: &[(usize, u32)]) -> Result<Self> {
+        let file = memfd("stage2-hostile-vmm", REGION_SIZE)?;
+        for &(off, value) in words {
+            file.write_all_at(&value.to_le_bytes(), off as u64).map_err(|e| format!("pwrite: {e}"))?;
+        }
+        Self::over(ops, file)
+    }
+
+    /// A VM running `ops` over the region in `file` (which other VMs may map too).
+    fn over(ops: &[Op], file: File) -> Result<Self> {
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
         let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
         if !shared_stage2::supported(&vm) {
             return Err("this host's KVM has no KVM_CAP_SHARED_STAGE2 (run on the nested host)".to_owned());
-        }
-        let file = memfd("stage2-mirror", REGION_SIZE)?;
-        for &(off, value) in words {
-            file.write_all_at(&value.to_le_bytes(), off as u64).map_err(|e| format!("pwrite: {e}"))?;
         }
         let ram = Mapping::new(RAM_SIZE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1)?;
         ram.write(CODE_GPA as usize, &assemble(ops));
@@ -385,7 +396,7 @@ fn other_file_mapped_over_the_granule() -> Result<Machine> {
     m.expect_step(0xa0, "page 0 before the remap")?;
     m.expect_step(0xb0, "page 1 before the remap")?;
     m.expect_linked()?;
-    let other = memfd("stage2-mirror-other", PAGE)?;
+    let other = memfd("stage2-hostile-vmm-other", PAGE)?;
     other.write_all_at(&0xd1u32.to_le_bytes(), 0).map_err(|e| format!("pwrite: {e}"))?;
     m.region.map_over(PAGE, PAGE, &other)?;
     m.expect_step(0xa0, "page 0 after the remap")?;
@@ -401,20 +412,147 @@ fn other_file_mapped_over_the_granule() -> Result<Machine> {
     Ok(m)
 }
 
+/// This process's `VmPin`, in KiB: the pages it pinned long-term.
+fn vm_pin_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPin:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmPin in /proc/self/status".to_owned())
+}
+
+fn expect_vm_pin(kib: u64, what: &str) -> Result<()> {
+    match vm_pin_kib()? {
+        v if v == kib => Ok(()),
+        v => Err(format!("{what}: VmPin is {v} kB, expected {kib} kB")),
+    }
+}
+
+/// Each shared slot charges its VMM for its pages (even where another VM pinned them
+/// first), and gives them back when it goes.
+fn pins_are_charged_to_the_vmm() -> Result<Machine> {
+    const SLOT_KIB: u64 = (REGION_SIZE >> 10) as u64;
+    let before = vm_pin_kib()?;
+    let ops = [Op::Write(0, 1)];
+    let mut a = Machine::new(&ops, &[])?;
+    expect_vm_pin(before + SLOT_KIB, "one VM's shared slot")?;
+    let file = a.file.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let mut b = Machine::over(&[Op::Read(0)], file)?;
+    expect_vm_pin(before + 2 * SLOT_KIB, "a second VM's slot of the same pages")?;
+    a.expect_step(1, "a's write")?;
+    a.expect_linked()?;
+    b.expect_step(1, "b's read of a's write")?;
+    b.expect_linked()?;
+    drop(a);
+    expect_vm_pin(before + SLOT_KIB, "after the first VM went")?;
+    Ok(b)
+}
+
+/// The effective capability set's CAP_IPC_LOCK, turned off or back on (it stays
+/// permitted, so it can come back).
+fn set_ipc_lock(on: bool) -> Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a version-3 header and room for its two data elements.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(os_error("capget"));
+    }
+    if on {
+        data[0].effective |= 1 << CAP_IPC_LOCK;
+    } else {
+        data[0].effective &= !(1 << CAP_IPC_LOCK);
+    }
+    // SAFETY: capset of this thread with the sets capget returned, one bit changed.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(os_error("capset"));
+    }
+    Ok(())
+}
+
+/// Runs `f` with RLIMIT_MEMLOCK's soft limit at `bytes`, then restores it.
+fn with_memlock_limit<T>(bytes: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut old) } != 0 {
+        return Err(os_error("getrlimit"));
+    }
+    let low = libc::rlimit { rlim_cur: bytes, rlim_max: old.rlim_max };
+    // SAFETY: setrlimit from a valid struct, the hard limit unchanged.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &low) } != 0 {
+        return Err(os_error("setrlimit"));
+    }
+    let result = f();
+    // SAFETY: as above, back to what it was.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &old) };
+    result
+}
+
+/// A VMM without CAP_IPC_LOCK cannot pin more than RLIMIT_MEMLOCK through shared slots:
+/// with 1 MiB, a 2 MiB slot is refused with ENOMEM and nothing stays charged.
+fn pins_stay_within_rlimit_memlock() -> Result<Machine> {
+    let before = vm_pin_kib()?;
+    set_ipc_lock(false)?;
+    let refused = with_memlock_limit(1 << 20, || Ok(Machine::new(&[Op::Read(0)], &[])));
+    set_ipc_lock(true)?;
+    match refused? {
+        Ok(_) => return Err("a 2 MiB shared slot was accepted over a 1 MiB RLIMIT_MEMLOCK".to_owned()),
+        Err(e) if e.contains("shared stage-2 memslot") && e.contains("os error 12") => {}
+        Err(e) => return Err(format!("expected the shared slot to fail with ENOMEM, got: {e}")),
+    }
+    expect_vm_pin(before, "after the refused slot")?;
+    // With the limit met, the same slot is accepted.
+    with_memlock_limit(4 << 20, || {
+        set_ipc_lock(false)?;
+        let machine = Machine::new(&[Op::Read(0)], &[]);
+        set_ipc_lock(true)?;
+        let mut machine = machine?;
+        machine.expect_step(0, "a read within the limit")?;
+        machine.expect_linked()?;
+        Ok(machine)
+    })
+}
+
 fn main() {
-    let cases: [(&str, Case); 4] = [
+    let mirror: [(&str, Case); 4] = [
         ("read-only-mapping", read_only_mapping),
         ("one-read-only-page", one_read_only_page),
         ("hole-punched-in-the-granule", hole_punched_in_the_granule),
         ("other-file-mapped-over-the-granule", other_file_mapped_over_the_granule),
     ];
+    let pins: [(&str, Case); 2] = [
+        ("pins-are-charged-to-the-vmm", pins_are_charged_to_the_vmm),
+        ("pins-stay-within-rlimit-memlock", pins_stay_within_rlimit_memlock),
+    ];
+    let cases: &[(&str, Case)] = match std::env::args().nth(1).as_deref() {
+        Some("mirror") => &mirror,
+        Some("pins") => &pins,
+        _ => {
+            eprintln!("usage: stage2-hostile-vmm mirror|pins");
+            std::process::exit(2);
+        }
+    };
     let mut failed = 0;
-    for (name, case) in cases {
+    for &(name, case) in cases {
         match case().and_then(|m| m.links()) {
-            Ok(links) => println!("STAGE2-MIRROR case={name} ok links={links}"),
+            Ok(links) => println!("HOSTILE-VMM case={name} ok links={links}"),
             Err(e) => {
                 failed += 1;
-                println!("STAGE2-MIRROR case={name} FAIL: {e}");
+                println!("HOSTILE-VMM case={name} FAIL: {e}");
             }
         }
     }
