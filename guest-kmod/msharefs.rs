@@ -201,7 +201,17 @@ pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result
     if size == 0 {
         return Err(EINVAL);
     }
-    change_then_zap(inode, 0, size, || region.set_writable(writable))
+    change_then_zap(inode, 0, size, || region.set_writable(writable))?;
+    // A device region shows as one inode per msharefs instance (an api=v1 and an api=v3
+    // mount): the processes that map it through the others hold the same tables, and
+    // may hold writable TLB entries of them, until their inode's mappings are zapped too.
+    let mut zapped = Ok(());
+    region.for_each_inode(|other| {
+        if other as *mut c_void != inode {
+            zapped = zapped.and(change_then_zap(other as *mut c_void, 0, size, || Ok(())));
+        }
+    });
+    zapped
 }
 
 /// The device behind a device region went away: from every msharefs inode that shows it,

@@ -1090,6 +1090,12 @@ fn unplug_checks(t: &mut Suite) {
         Err(e) => t.check("map a GiB window over the device region", Err(e.to_string())),
     }
 
+    t.check(
+        "SET_PROT through an api=v3 mount (a second inode of the device region) unlinks this one's tables and stops a warm writer \
+         (mode C: EOPNOTSUPP)",
+        set_prot_through_a_second_mount(&name, ptr, shares),
+    );
+
     let unbind = fs::write(device.path.join("driver/unbind"), &device.address);
     t.check("unbind the driver under a live mapping", unbind.map_err(|e| e.to_string()));
     t.check("then the mapping has no memory: SIGBUS", eq(read_in_child(ptr), Some(libc::SIGBUS)));
@@ -1120,6 +1126,54 @@ fn unplug_checks(t: &mut Suite) {
         "the new mount shows the device with the data written before the unplug",
         again.map_err(|e| e.to_string()).and_then(|seen| eq(seen.as_slice(), b"before unplug".as_slice())),
     );
+}
+
+/// A device region shows as one inode per msharefs instance: mounts msharefs with api=v3
+/// (a second instance) and sets the device region read-only through it. This mount's
+/// processes must lose their links to the region's tables too (a read through `p`, this
+/// mount's mapping, then faults once to link them again), which is what flushes their
+/// TLBs; and a process writing in a loop through `p` is stopped. Then writable again, and
+/// unmounts.
+fn set_prot_through_a_second_mount(name: &str, p: *mut u8, shares: bool) -> Result<(), String> {
+    const SECOND: &str = "/tmp/msharefs-v3";
+    fs::create_dir_all(SECOND).map_err(|e| format!("mkdir {SECOND}: {e}"))?;
+    let target = std::ffi::CString::new(SECOND).map_err(|e| e.to_string())?;
+    // SAFETY: valid C strings.
+    let mounted = unsafe {
+        libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, c"api=v3".as_ptr().cast())
+    };
+    if mounted != 0 {
+        return Err(format!("mount -o api=v3 {SECOND}: {}", io::Error::last_os_error()));
+    }
+    let result = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("{SECOND}/ivshmem/{name}"))
+        .map_err(|e| format!("open {SECOND}/ivshmem/{name}: {e}"))
+        .and_then(|file| {
+            if !shares {
+                return expect_errno(set_prot(&file, libc::PROT_READ), libc::EOPNOTSUPP);
+            }
+            // SAFETY: inside this mount's window: its tables are linked now.
+            unsafe { p.read_volatile() };
+            set_prot(&file, libc::PROT_READ).map_err(|e| format!("SET_PROT read-only: {e}"))?;
+            let relinks = faults_of(|| {
+                // SAFETY: as above; reads stay allowed.
+                std::hint::black_box(unsafe { p.read_volatile() });
+            });
+            set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| format!("SET_PROT read-write: {e}"))?;
+            eq(relinks, 1).map_err(|e| {
+                format!("faults of a read through this mount after SET_PROT through the other (1: its tables were unlinked and its TLB flushed): {e}")
+            })?;
+            let stopped = warm_writer_is_stopped(&file, p);
+            set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| format!("SET_PROT read-write: {e}"))?;
+            stopped
+        });
+    // SAFETY: a valid C string.
+    if unsafe { libc::umount(target.as_ptr()) } != 0 {
+        return result.and(Err(format!("umount {SECOND}: {}", io::Error::last_os_error())));
+    }
+    result
 }
 
 fn umount_msharefs() -> io::Result<()> {
