@@ -201,7 +201,13 @@ pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result
     if size == 0 {
         return Err(EINVAL);
     }
-    change_then_zap(inode, 0, size, || region.set_writable(writable))?;
+    // `set_writable` may fail half-way, having rewritten the tables of some granules:
+    // every process loses its links whatever the outcome.
+    let mut outcome = Ok(());
+    change_then_zap(inode, 0, size, || {
+        outcome = region.set_writable(writable);
+        Ok(())
+    })?;
     // A device region shows as one inode per msharefs instance (an api=v1 and an api=v3
     // mount): the processes that map it through the others hold the same tables, and
     // may hold writable TLB entries of them, until their inode's mappings are zapped too.
@@ -211,7 +217,7 @@ pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result
             zapped = zapped.and(change_then_zap(other as *mut c_void, 0, size, || Ok(())));
         }
     });
-    zapped
+    outcome.and(zapped)
 }
 
 /// The device behind a device region went away: from every msharefs inode that shows it,

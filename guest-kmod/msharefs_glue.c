@@ -174,7 +174,16 @@ long msharefs_file_pin(void *file, loff_t offset, unsigned long *frames, void **
 
 void msharefs_file_unpin(void **folios, unsigned int nr)
 {
-	unpin_folios((struct folio **)folios, nr);
+	struct folio **pinned = (struct folio **)folios;
+	unsigned int i;
+
+	/*
+	 * Processes wrote the folios through the region's tables, whose dirty bits the
+	 * core never reads: unpinned clean, a shmem folio could be dropped with its data.
+	 */
+	for (i = 0; i < nr; i++)
+		folio_mark_dirty_lock(pinned[i]);
+	unpin_folios(pinned, nr);
 }
 
 /* Removes [offset, offset + len) of the region from every process that maps it. */

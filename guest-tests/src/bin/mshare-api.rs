@@ -853,6 +853,33 @@ fn shared_pmd_checks(t: &mut Suite, region: &File, p: *mut u8) {
         "exited processes left one window: this one",
         get_stats(region).map_err(|e| e.to_string()).and_then(|s| eq(s.windows, 1)),
     );
+    t.check(
+        "what a process wrote into a file's pages stays in the file after UNMAP, through drop_caches",
+        written_file_pages_stay(region, 3 * GRANULE, third),
+    );
+}
+
+/// Gives granule `offset` of `region` (mapped at `window`) the pages of a new memfd that
+/// nothing ever wrote through the file, writes through the window, takes the granule
+/// away (UNMAP: the pins go) and drops the page cache: the file must still hold what was
+/// written. The writes went through the region's tables, which the core never reads the
+/// dirty bits of, so the module marks the pages dirty as it unpins them; a clean shmem
+/// page out of use is dropped, its data lost.
+fn written_file_pages_stay(region: &File, offset: u64, window: *mut u8) -> Result<(), String> {
+    const AT: usize = 2 * 4096 + 100;
+    let file = memfd(c"api-dirty-file", 0).and_then(|f| f.set_len(GRANULE).map(|()| f)).map_err(|e| e.to_string())?;
+    unmap_range(region, offset, GRANULE).map_err(|e| format!("UNMAP: {e}"))?;
+    let mut create = MshareCreate::anonymous(offset, GRANULE);
+    create.flags = libc::MAP_SHARED as u32;
+    create.fd = file.as_raw_fd() as u32;
+    create_mapping(region, &create).map_err(|e| format!("CREATE_MAPPING of the file: {e}"))?;
+    // SAFETY: inside the granule, which maps the file's pages now.
+    unsafe { window.add(AT).copy_from_nonoverlapping(b"written".as_ptr(), 7) };
+    unmap_range(region, offset, GRANULE).map_err(|e| format!("UNMAP: {e}"))?;
+    fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches: {e}"))?;
+    let mut seen = [0u8; 7];
+    file.read_exact_at(&mut seen, AT as u64).map_err(|e| format!("pread: {e}"))?;
+    eq(&seen, b"written")
 }
 
 /// A child writes at `p` in a loop for up to 3 s, its TLB warm (nothing makes it switch
