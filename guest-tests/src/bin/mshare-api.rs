@@ -1139,7 +1139,7 @@ fn unplug_checks(t: &mut Suite) {
         "the device region is published again (the old one lives on in the mount)",
         regions().and_then(|n| eq(n, before + 1)),
     );
-    let remount = umount_msharefs().and_then(|()| mount_msharefs());
+    let remount = umount_msharefs(MOUNT).and_then(|()| mount_msharefs(MOUNT, c""));
     t.check("msharefs unmounts and mounts again", remount.map_err(|e| e.to_string()));
     t.check("the unplugged region went with its last inode", regions().and_then(|n| eq(n, before)));
     let again = open_rw(&format!("ivshmem/{name}")).and_then(|f| {
@@ -1164,14 +1164,7 @@ fn unplug_checks(t: &mut Suite) {
 fn set_prot_through_a_second_mount(name: &str, p: *mut u8, shares: bool) -> Result<(), String> {
     const SECOND: &str = "/tmp/msharefs-v3";
     fs::create_dir_all(SECOND).map_err(|e| format!("mkdir {SECOND}: {e}"))?;
-    let target = std::ffi::CString::new(SECOND).map_err(|e| e.to_string())?;
-    // SAFETY: valid C strings.
-    let mounted = unsafe {
-        libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, c"api=v3".as_ptr().cast())
-    };
-    if mounted != 0 {
-        return Err(format!("mount -o api=v3 {SECOND}: {}", io::Error::last_os_error()));
-    }
+    mount_msharefs(SECOND, c"api=v3").map_err(|e| format!("mount -o api=v3 {SECOND}: {e}"))?;
     let result = OpenOptions::new()
         .read(true)
         .write(true)
@@ -1196,15 +1189,12 @@ fn set_prot_through_a_second_mount(name: &str, p: *mut u8, shares: bool) -> Resu
             set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| format!("SET_PROT read-write: {e}"))?;
             stopped
         });
-    // SAFETY: a valid C string.
-    if unsafe { libc::umount(target.as_ptr()) } != 0 {
-        return result.and(Err(format!("umount {SECOND}: {}", io::Error::last_os_error())));
-    }
-    result
+    let unmounted = umount_msharefs(SECOND).map_err(|e| format!("umount {SECOND}: {e}"));
+    result.and(unmounted)
 }
 
-fn umount_msharefs() -> io::Result<()> {
-    let target = std::ffi::CString::new(MOUNT).map_err(io::Error::other)?;
+fn umount_msharefs(target: &str) -> io::Result<()> {
+    let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
     // SAFETY: a valid C string.
     if unsafe { libc::umount(target.as_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
@@ -1212,10 +1202,12 @@ fn umount_msharefs() -> io::Result<()> {
     Ok(())
 }
 
-fn mount_msharefs() -> io::Result<()> {
-    let target = std::ffi::CString::new(MOUNT).map_err(io::Error::other)?;
-    // SAFETY: valid C strings; no mount data.
-    let done = unsafe { libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, std::ptr::null()) };
+/// Mounts msharefs at `target` with `options` (mount data, e.g. `api=v3`; empty for none).
+fn mount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
+    let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
+    let data = if options.is_empty() { std::ptr::null() } else { options.as_ptr().cast() };
+    // SAFETY: valid C strings; `data` is null or a C string.
+    let done = unsafe { libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, data) };
     if done != 0 {
         return Err(io::Error::last_os_error());
     }
