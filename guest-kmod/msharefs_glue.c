@@ -352,10 +352,18 @@ static vm_fault_t msharefs_shared_fault(struct vm_fault *vmf)
 /*
  * A write to a read-only shared entry: the region is read-only (MSHAREFS_SET_PROT), or
  * was until just now. page_mkwrite for a region's folios, pfn_mkwrite for device memory.
+ *
+ * Never 0: the core would then make the entry writable itself (wp_page_reuse), in the
+ * table every sharer maps, after checking only that the entry is what it was. A
+ * SET_PROT read-write then read-only between this check and that write (the table
+ * relinked meanwhile by another thread's fault) leaves the entry as it was, and the core
+ * would make it writable in a read-only region. A writable region's entries are already
+ * writable once mshare_region_writable() says so (SET_PROT rewrites them before it lets
+ * go of the region): retrying the access finds them.
  */
 static vm_fault_t msharefs_shared_mkwrite(struct vm_fault *vmf)
 {
-	return mshare_region_writable(vmf->vma->vm_private_data) ? 0 : VM_FAULT_SIGSEGV;
+	return mshare_region_writable(vmf->vma->vm_private_data) ? VM_FAULT_NOPAGE : VM_FAULT_SIGSEGV;
 }
 
 /* The window has the region's protection: MSHAREFS_SET_PROT changes it for all. */
@@ -401,7 +409,7 @@ static vm_fault_t msharefs_shared_huge_fault(struct vm_fault *vmf, unsigned int 
 		return VM_FAULT_FALLBACK;
 	if (pmd_none(pmdp_get_lockless(vmf->pmd)))
 		return msharefs_shared_fault(vmf);
-	return msharefs_shared_mkwrite(vmf) ? VM_FAULT_SIGSEGV : VM_FAULT_NOPAGE;
+	return msharefs_shared_mkwrite(vmf);
 }
 
 static const struct vm_operations_struct msharefs_shared_pmd_vm_ops = {

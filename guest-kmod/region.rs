@@ -77,12 +77,30 @@ impl State {
     /// PMD table) at its memory, with the region's protection. ENOMEM only when the
     /// granule needs a PTE table it has none of yet (a file's pages under a PMD table).
     fn sync(&mut self, index: usize) -> Result {
+        let entry = self.prepare(index)?;
+        self.publish(index, entry);
+        Ok(())
+    }
+
+    /// What granule `index`'s entry in its GiB's PMD table must become (`None` without
+    /// that PMD table), making its PTE table if it needs one it has none of yet (ENOMEM).
+    /// Changes nothing a process can reach: a table made here is linked nowhere yet.
+    fn prepare(&mut self, index: usize) -> Result<Option<PmdEntry>> {
+        let Self { memory, tables, pmd_tables, writable, .. } = self;
+        if pmd_tables.get(index / PMD_TABLE_GRANULES).is_none() {
+            return Ok(None);
+        }
+        pmd_entry(&memory[index], tables, index, *writable).map(Some)
+    }
+
+    /// Points granule `index`'s shared tables at its memory: its PTE table, and its PMD
+    /// table entry with `entry`, which [`State::prepare`] gave. Cannot fail.
+    fn publish(&mut self, index: usize, entry: Option<PmdEntry>) {
         let Self { memory, tables, pmd_tables, writable, .. } = self;
         tables.map(index, memory[index].frames(), *writable);
-        if pmd_tables.get(index / PMD_TABLE_GRANULES).is_some() {
-            pmd_tables.set(index, pmd_entry(&memory[index], tables, index, *writable)?, *writable);
+        if let Some(entry) = entry {
+            pmd_tables.set(index, entry, *writable);
         }
-        Ok(())
     }
 
     /// Takes granule `index`'s memory away, leaving a hole, and empties its shared tables
@@ -544,16 +562,31 @@ impl Region {
             }
         }
         // A granule that had memory before keeps its tables, maybe still linked: no fault
-        // would fill them, so they are pointed at the new memory here.
-        for i in granules.clone() {
-            if let Err(e) = state.sync(i) {
-                for j in granules.clone() {
+        // would fill them, so they are pointed at the new memory here. Everything that can
+        // fail is done before the first of them changes: a process that reached the new
+        // memory of one granule might hold it in its TLB, and taking it back then would
+        // need the zap and flush of `take`.
+        let prepared = (|| -> Result<KVVec<Option<PmdEntry>>> {
+            let mut entries = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
+            for i in granules.clone() {
+                entries.push(state.prepare(i)?, GFP_KERNEL)?;
+            }
+            Ok(entries)
+        })();
+        match prepared {
+            Ok(entries) => {
+                for (i, entry) in granules.zip(entries) {
+                    state.publish(i, entry);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for j in granules {
                     drop(state.empty(j));
                 }
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// Takes the memory of `[offset, offset + len)` away, leaving holes, and empties its
