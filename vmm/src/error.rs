@@ -1,7 +1,7 @@
 //! What keeps a VM from starting, each with what failed and how to fix it.
 
 use crate::boot::cmdline;
-use crate::devices::ivshmem::MemslotError;
+use crate::devices::ivshmem::{IvshmemError, MemslotError};
 use crate::devices::{pci, BusOverlap};
 use crate::regions::{MapError, RegionError};
 use crate::{boot, memory, vcpu};
@@ -50,6 +50,8 @@ pub enum VmmError {
     VmThreadPanicked(String),
     #[error(transparent)]
     Memslot(#[from] MemslotError),
+    #[error(transparent)]
+    Ivshmem(#[from] IvshmemError),
     #[error("{0} regions attached: the PCI bus has room for {max}", max = pci::SLOTS - 1)]
     TooManyRegions(usize),
     #[error("{what}: {source}")]

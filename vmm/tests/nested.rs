@@ -313,6 +313,81 @@ fn shared_stage2_pins_are_charged_to_the_vmm_within_rlimit_memlock() {
     hostile_vmm_cases("pins", &[("pins-are-charged-to-the-vmm", 1), ("pins-stay-within-rlimit-memlock", 1)]);
 }
 
+/// Decoding toggles of a guest's shared-stage-2 BAR.
+const TOGGLES: u32 = 1_000;
+/// The toggled region: two granules of a file of L1.
+const TOGGLE_REGION_KIB: u64 = 4096;
+
+/// A guest that turns its BAR's decoding off and on 1,000 times makes its VMM delete and
+/// register the region's shared-stage-2 memslot 1,000 times, each unpinning and pinning
+/// the region again: that costs the VMM's own vCPU thread. Meanwhile another VM
+/// (`stage2-hostile-vmm slot-times`) registers slots over the same pages, timed, before
+/// and while the guest toggles. The VMM's `VmPin` is one region's worth after the toggles
+/// (nothing leaked across 1,000 re-pins), the other VM's back to nothing after its own
+/// slots, and the guest's last write lands through the last memslot.
+#[test]
+fn a_guest_toggling_decode_leaks_no_pins_and_other_vms_slots_are_timed() {
+    use vmm_testing::tiny::*;
+    let mut boot = nested("nested-decode-toggles");
+    let mut guest = touch_bar2(1);
+    guest.push(0xb9); // mov ecx, TOGGLES
+    guest.extend(TOGGLES.to_le_bytes());
+    let mut toggle = config_write(1, 1, 0);
+    toggle.extend(config_write(1, 1, 2));
+    toggle.extend([0xff, 0xc9]); // dec ecx
+    let back = i8::try_from(-(toggle.len() as i32 + 2)).expect("a short loop");
+    toggle.extend([0x75, back as u8]); // jnz to the first config_write
+    guest.extend(toggle);
+    guest.extend(write_byte_at_rbx(0, 0xd0));
+    guest.extend(wait_for_byte_at_rbx(1, 0x5a));
+    guest.extend(exit_with(0));
+    boot.add_host_file("/t/toggler.elf", 0o644, tiny_elf(&guest));
+    boot.add_host_file(
+        "/t/fleet.toml",
+        0o644,
+        format!(
+            "[[region]]\nname = \"t\"\nsize = \"{TOGGLE_REGION_KIB}K\"\npath = \"/tmp/t-region\"\nstage2 = \"shared\"\n\n\
+             [[vm]]\nname = \"toggler\"\nkernel = \"/t/toggler.elf\"\nmemory = \"64M\"\ntimeout = 600\n\
+             serial = \"/tmp/toggler.console\"\nregions = [{{ name = \"t\" }}]\n"
+        ),
+    );
+    boot.script(&format!(
+        "up() {{ cut -d' ' -f1 /proc/uptime; }}\n\
+         dd if=/dev/zero of=/tmp/t-region bs=1024 count={TOGGLE_REGION_KIB} 2>/dev/null\n\
+         echo \"ALONE $(stage2-hostile-vmm slot-times /tmp/t-region 50)\"\n\
+         started=$(up)\n\
+         mshare-vmm launch /t/fleet.toml --stats-json /tmp/t.json &\npid=$!\n\
+         echo \"DURING $(stage2-hostile-vmm slot-times /tmp/t-region 50 0 208)\"\n\
+         toggled=$(up)\n\
+         pin=$(awk '/^VmPin:/ {{print $2}}' /proc/$pid/status)\n\
+         printf '\\132' | dd of=/tmp/t-region bs=1 seek=1 conv=notrunc 2>/dev/null\n\
+         wait $pid; status=$?\n\
+         echo \"TOGGLE status=$status vmm_vm_pin_kib=$pin started=$started toggled=$toggled\"\n\
+         echo \"TOGGLE-STATS $(tr -d '\\n ' < /tmp/t.json)\"\n\
+         exit $status\n"
+    ));
+    let run = boot.run().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.host.output.stdout;
+    let line = line_of(console, "TOGGLE status=");
+    assert_eq!(field(line, "status"), 0, "{console}");
+    assert_eq!(field(line, "vmm_vm_pin_kib"), TOGGLE_REGION_KIB, "one region's pins after {TOGGLES} re-pins: {line}");
+    let stats: serde_json::Value =
+        serde_json::from_str(line_of(console, "TOGGLE-STATS ").trim_start_matches("TOGGLE-STATS ")).expect("stats");
+    let vm = &stats["vms"][0];
+    assert_eq!(vm["regions"][0]["memslot_maps"], u64::from(TOGGLES) + 1, "{stats}");
+    assert_eq!(vm["kvm_stats"]["stage2_shared_links"], 2, "linked before the toggles and after: {stats}");
+    for when in ["ALONE", "DURING"] {
+        let times = line_of(console, &format!("{when} SLOT-TIMES "));
+        assert!(field(times, "count") >= 50, "{times}");
+        assert_eq!(field(times, "vm_pin_during_kib"), TOGGLE_REGION_KIB, "{times}");
+        assert_eq!(field(times, "vm_pin_after_kib"), 0, "{times}");
+        println!("{times}");
+    }
+    let seconds = console::field(line, "toggled").and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0)
+        - console::field(line, "started").and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+    println!("{TOGGLES} decode toggles (2 memslot changes each, {TOGGLE_REGION_KIB} KiB region) in {seconds:.1} s");
+}
+
 /// Runs `stage2-hostile-vmm SET` in L1: every case of the set passes, in this order, with
 /// these `stage2_shared_links` each.
 fn hostile_vmm_cases(set: &str, expected: &[(&str, u64)]) {

@@ -12,7 +12,7 @@
 //! The memslot follows the BAR: when the guest turns memory decoding off, sizes the BAR or
 //! moves it, the slot is removed or re-registered at the new address.
 
-use crate::devices::pci::{ConfigSpace, PciDevice};
+use crate::devices::pci::{CapabilityError, ConfigSpace, PciDevice};
 use crate::regions::{SharedRegion, Stage2};
 use crate::shared_stage2;
 use crate::stop::{StopReason, StopSignal};
@@ -54,6 +54,15 @@ impl IvshmemCounters {
     pub fn mapped_at(&self) -> Option<u64> {
         Some(self.guest_address.load(Ordering::Relaxed)).filter(|a| *a != NOT_MAPPED)
     }
+}
+
+/// Errors making an ivshmem device.
+#[derive(Debug, thiserror::Error)]
+pub enum IvshmemError {
+    #[error(transparent)]
+    Memslot(#[from] MemslotError),
+    #[error("region '{region}': its capability: {source}")]
+    Capability { region: String, source: CapabilityError },
 }
 
 /// Errors registering BAR2's memslot.
@@ -110,7 +119,7 @@ impl Ivshmem {
         registers_addr: u32,
         region_addr: u64,
         stop: Arc<StopSignal>,
-    ) -> Result<Self, MemslotError> {
+    ) -> Result<Self, IvshmemError> {
         if region.spec.stage2 == Stage2::Shared && !shared_stage2::supported(&vm) {
             return Err(MemslotError {
                 region: region.spec.name.clone(),
@@ -118,12 +127,15 @@ impl Ivshmem {
                 addr: region_addr,
                 source: kvm_ioctls::Error::new(libc::EOPNOTSUPP),
                 hint: Some(NO_SHARED_STAGE2),
-            });
+            }
+            .into());
         }
         let mut config = config_space(region.size());
         config.set_bar_address(0, u64::from(registers_addr));
         config.set_bar_address(2, region_addr);
-        config.add_capability(capability::CAP_ID, &capability::body(&region.spec.name, read_only));
+        config
+            .add_capability(capability::CAP_ID, &capability::body(&region.spec.name, read_only))
+            .map_err(|source| IvshmemError::Capability { region: region.spec.name.clone(), source })?;
         config.enable_memory();
         let mut device = Self {
             config,

@@ -29,6 +29,20 @@ const FIRST_CAPABILITY: usize = 0x40;
 const BAR_MEM64: u32 = 0b10 << 1;
 const BAR_PREFETCHABLE: u32 = 1 << 3;
 
+/// Bytes in a type-0 configuration space (conventional PCI).
+const CONFIG_SPACE_SIZE: usize = 256;
+
+/// A capability that does not fit in the configuration space.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "PCI capability {id:#04x} of {len} bytes at {offset:#x} runs past the {CONFIG_SPACE_SIZE}-byte configuration space"
+)]
+pub struct CapabilityError {
+    id: u8,
+    len: usize,
+    offset: usize,
+}
+
 /// A BAR of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bar {
@@ -41,8 +55,8 @@ pub struct Bar {
 /// A type-0 configuration space: 64 registers and the bits of each the guest may write.
 #[derive(Debug, Clone)]
 pub struct ConfigSpace {
-    regs: [u32; 64],
-    writable: [u32; 64],
+    regs: [u32; CONFIG_SPACE_SIZE / 4],
+    writable: [u32; CONFIG_SPACE_SIZE / 4],
     bars: [Option<Bar>; 6],
     /// BAR registers whose last write was the all-ones of a size probe.
     sizing: [bool; 6],
@@ -52,8 +66,8 @@ pub struct ConfigSpace {
 impl ConfigSpace {
     /// A device `vendor:device` of class `class`/`subclass`, revision `revision`.
     pub fn new(vendor: u16, device: u16, class: u8, subclass: u8, revision: u8) -> Self {
-        let mut regs = [0u32; 64];
-        let mut writable = [0u32; 64];
+        let mut regs = [0u32; CONFIG_SPACE_SIZE / 4];
+        let mut writable = [0u32; CONFIG_SPACE_SIZE / 4];
         regs[0] = u32::from(device) << 16 | u32::from(vendor);
         regs[REG_CLASS] = u32::from(class) << 24 | u32::from(subclass) << 16 | u32::from(revision);
         writable[REG_COMMAND] = 0x0000_0547; // I/O, memory, bus master, parity, SERR, INTx disable
@@ -118,10 +132,14 @@ impl ConfigSpace {
         self.regs[REG_COMMAND] |= COMMAND_MEMORY;
     }
 
-    /// Appends a capability `id` with `body` to the list; returns its offset.
-    pub fn add_capability(&mut self, id: u8, body: &[u8]) -> usize {
+    /// Appends a capability `id` with `body` to the list; returns its offset. Refuses one
+    /// that would run past the 256-byte configuration space (changing nothing).
+    pub fn add_capability(&mut self, id: u8, body: &[u8]) -> Result<usize, CapabilityError> {
         let offset = self.next_capability;
         let len = 2 + body.len();
+        if offset + len > CONFIG_SPACE_SIZE {
+            return Err(CapabilityError { id, len, offset });
+        }
         let mut bytes = vec![id, 0];
         bytes.extend_from_slice(body);
         for (i, b) in bytes.iter().enumerate() {
@@ -139,7 +157,7 @@ impl ConfigSpace {
             self.set_byte(prev + 1, offset as u8);
         }
         self.next_capability = (offset + len + 3) & !3;
-        offset
+        Ok(offset)
     }
 
     fn byte(&self, offset: usize) -> u8 {
@@ -426,11 +444,26 @@ mod tests {
     #[test]
     fn capabilities_are_chained() {
         let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
-        assert_eq!(config.add_capability(0x09, &[5, b'a', b'b']), 0x40);
-        assert_eq!(config.add_capability(0x09, &[3]), 0x48);
+        assert_eq!(config.add_capability(0x09, &[5, b'a', b'b']).unwrap(), 0x40);
+        assert_eq!(config.add_capability(0x09, &[3]).unwrap(), 0x48);
         assert_ne!(config.read(1) & STATUS_CAPABILITIES, 0);
         assert_eq!(config.read(13), 0x40);
         assert_eq!(config.read(0x40 / 4) & 0xffff, 0x4809);
         assert_eq!(config.read(0x48 / 4) & 0xffff, 0x0009);
+    }
+
+    #[test]
+    fn a_capability_past_the_configuration_space_is_refused() {
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        assert_eq!(config.add_capability(0x09, &[0; 100]).unwrap(), 0x40);
+        // 0xa8 + 2 + 86 = 256: the last byte fits.
+        assert_eq!(config.add_capability(0x09, &[0; 86]).unwrap(), 0xa8);
+        let before = (0..64).map(|r| config.read(r)).collect::<Vec<_>>();
+        let err = config.add_capability(0x09, &[0; 1]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PCI capability 0x09 of 3 bytes at 0x100 runs past the 256-byte configuration space"
+        );
+        assert_eq!((0..64).map(|r| config.read(r)).collect::<Vec<_>>(), before);
     }
 }

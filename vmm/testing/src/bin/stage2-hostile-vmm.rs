@@ -1,4 +1,4 @@
-//! `stage2-hostile-vmm mirror|pins`: a hostile VMM for KVM's shared stage-2 tables (the
+//! `stage2-hostile-vmm mirror|pins|slot-times`: a hostile VMM for KVM's shared stage-2 tables (the
 //! host patch, docs/regions.md), checking what KVM guarantees whatever a VMM does. The
 //! nested host runs it (vmm/tests/nested.rs); it needs a KVM with `KVM_CAP_SHARED_STAGE2`.
 //!
@@ -13,6 +13,12 @@
 //! `pins`: a shared slot pins its memory for as long as it exists, so the VMM pays for
 //! it: its `VmPin` grows by the slot's size per slot, within RLIMIT_MEMLOCK unless it has
 //! CAP_IPC_LOCK, and shrinks back when the slots go.
+//!
+//! `slot-times PATH MIN [OFFSET VALUE]`: how long registering a shared slot over the file
+//! at PATH takes while other VMs (e.g. a guest toggling its BAR's decoding) register and
+//! delete theirs over the same pages: registers and deletes one at least MIN times, and
+//! until the file's byte at OFFSET is VALUE; prints `SLOT-TIMES count=N min_us=..
+//! median_us=.. max_us=.. vm_pin_during_kib=.. vm_pin_after_kib=..`.
 //!
 //! Prints `HOSTILE-VMM case=NAME ok links=N` per case (N: the VM's
 //! `stage2_shared_links`, showing the granule really went through a shared table) or
@@ -527,7 +533,91 @@ fn pins_stay_within_rlimit_memlock() -> Result<Machine> {
     })
 }
 
+/// A bare VM over `file`'s pages, registering and deleting one shared slot over them.
+struct SlotTimer {
+    vm: VmFd,
+    region: Mapping,
+}
+
+impl SlotTimer {
+    fn new(file: &File) -> Result<Self> {
+        let len = file.metadata().map_err(|e| format!("fstat: {e}"))?.len() as usize;
+        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+        if !shared_stage2::supported(&vm) {
+            return Err("this host's KVM has no KVM_CAP_SHARED_STAGE2 (run on the nested host)".to_owned());
+        }
+        let region = Mapping::new(len, libc::MAP_SHARED, file.as_raw_fd())?;
+        Ok(Self { vm, region })
+    }
+
+    fn set_slot(&self, size: usize) -> Result<()> {
+        let slot = kvm_userspace_memory_region2 {
+            slot: 1,
+            flags: if size == 0 { 0 } else { KVM_MEM_SHARED_STAGE2 },
+            guest_phys_addr: REGION_GPA,
+            memory_size: size as u64,
+            userspace_addr: self.region.addr as u64,
+            ..Default::default()
+        };
+        // SAFETY: the mapping outlives the VM's slot (deleted before `self` drops, and
+        // the VM's fd is closed before the mapping: field order).
+        unsafe { self.vm.set_user_memory_region2(slot) }.map_err(|e| format!("shared stage-2 memslot: {e}"))
+    }
+}
+
+/// `slot-times`: see the file's documentation.
+fn slot_times(args: &[String]) -> Result<()> {
+    let usage = || "usage: stage2-hostile-vmm slot-times PATH MIN [OFFSET VALUE]".to_owned();
+    let path = args.first().ok_or_else(usage)?;
+    let min: usize = args.get(1).and_then(|m| m.parse().ok()).filter(|&m| m > 0).ok_or_else(usage)?;
+    let until = match (args.get(2), args.get(3)) {
+        (Some(o), Some(v)) => Some((o.parse::<u64>().map_err(|_| usage())?, v.parse::<u8>().map_err(|_| usage())?)),
+        _ => None,
+    };
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{path}: {e}"))?;
+    let timer = SlotTimer::new(&file)?;
+    let reached = || -> Result<bool> {
+        let Some((offset, value)) = until else { return Ok(true) };
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, offset).map_err(|e| format!("pread {path}: {e}"))?;
+        Ok(byte[0] == value)
+    };
+    let pinned_before = vm_pin_kib()?;
+    let started = std::time::Instant::now();
+    let mut times = Vec::new();
+    let mut pinned_during = 0;
+    while times.len() < min || !reached()? {
+        if started.elapsed() > std::time::Duration::from_secs(900) {
+            return Err(format!("{path}: the byte never came in 900 s ({} slots registered)", times.len()));
+        }
+        let t = std::time::Instant::now();
+        timer.set_slot(timer.region.len)?;
+        times.push(t.elapsed().as_micros() as u64);
+        pinned_during = vm_pin_kib()? - pinned_before;
+        timer.set_slot(0)?;
+    }
+    let pinned_after = vm_pin_kib()? - pinned_before;
+    times.sort_unstable();
+    println!(
+        "SLOT-TIMES count={} min_us={} median_us={} max_us={} vm_pin_during_kib={pinned_during} vm_pin_after_kib={pinned_after}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+    );
+    Ok(())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("slot-times") {
+        if let Err(e) = slot_times(&args[2..]) {
+            println!("SLOT-TIMES FAIL: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mirror: [(&str, Case); 4] = [
         ("read-only-mapping", read_only_mapping),
         ("one-read-only-page", one_read_only_page),
@@ -542,7 +632,7 @@ fn main() {
         Some("mirror") => &mirror,
         Some("pins") => &pins,
         _ => {
-            eprintln!("usage: stage2-hostile-vmm mirror|pins");
+            eprintln!("usage: stage2-hostile-vmm mirror|pins|slot-times PATH MIN [OFFSET VALUE]");
             std::process::exit(2);
         }
     };
