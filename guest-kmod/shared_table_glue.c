@@ -103,6 +103,11 @@ void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, v
 			entry = pmd_mkdirty(entry);
 	}
 	spin_lock(ptl);
+	/*
+	 * The table is no mm's: x86's pmd_populate() uses the mm only for the
+	 * paravirt alloc_pte hook, which does nothing outside Xen PV, and
+	 * SHARED_PGTABLE excludes Xen PV.
+	 */
 	if (pte_table)
 		pmd_populate(NULL, pmd, ptdesc_page((struct ptdesc *)pte_table));
 	else
