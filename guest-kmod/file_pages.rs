@@ -75,14 +75,14 @@ impl FilePages {
     /// Pins the granule of `file` at byte `offset` (granule aligned): its pages are
     /// allocated if the file has none there yet. EINVAL past the file's end.
     pub(crate) fn pin(file: &Arc<MappedFile>, offset: u64) -> Result<KBox<Self>> {
-        let mut frames = KVVec::from_elem(0usize, GRANULE_PAGES, GFP_KERNEL)?;
-        let mut folios = KVVec::from_elem(core::ptr::null_mut(), GRANULE_PAGES, GFP_KERNEL)?;
+        let mut frames = KVVec::from_elem(0usize, GRANULE_PAGES, GFP_KERNEL_ACCOUNT)?;
+        let mut folios = KVVec::from_elem(core::ptr::null_mut(), GRANULE_PAGES, GFP_KERNEL_ACCOUNT)?;
         let at = i64::try_from(offset).map_err(|_| EINVAL)?;
         // SAFETY: the file is held by `file`; both arrays have room for a granule's pages.
         let pinned = unsafe { msharefs_file_pin(file.0, at, frames.as_mut_ptr(), folios.as_mut_ptr()) };
         let pinned = usize::try_from(pinned).map_err(|_| Error::from_errno(pinned as c_int))?;
         folios.truncate(pinned);
-        Ok(KBox::new(Self { _file: file.clone(), frames, folios }, GFP_KERNEL)?)
+        Ok(KBox::new(Self { _file: file.clone(), frames, folios }, GFP_KERNEL_ACCOUNT)?)
     }
 
     /// The page frame of page `page` (< `GRANULE_PAGES`) of the granule.

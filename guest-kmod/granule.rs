@@ -10,11 +10,11 @@
 
 use crate::file_pages::FilePages;
 use crate::{stats, GRANULE_PAGES, GRANULE_SHIFT};
-use core::ffi::{c_uint, c_void};
+use core::ffi::{c_long, c_uint, c_void};
 use kernel::prelude::*;
 
 extern "C" {
-    fn msharefs_alloc_chunk(order: c_uint, inode: *mut c_void, index: usize) -> usize;
+    fn msharefs_alloc_chunk(order: c_uint, inode: *mut c_void, index: usize) -> c_long;
     fn msharefs_free_chunk(pfn: usize);
     fn msharefs_page_address(pfn: usize) -> *mut c_void;
     fn msharefs_folio_settle(pfn: usize);
@@ -49,13 +49,12 @@ pub(crate) enum Memory {
 
 impl Memory {
     /// A zeroed chunk for the granule at page offset `index` of the region of `inode`
-    /// (null in KUnit, where there is no file).
+    /// (null in KUnit, where there is no file): ENOMEM when the memory cgroup or the
+    /// system has none, ENOSPC past the mount's `size=`.
     pub(crate) fn allocate(inode: *mut c_void, index: usize) -> Result<Self> {
         // SAFETY: `inode` outlives the chunk (its region frees it first) or is null.
         let first = unsafe { msharefs_alloc_chunk(CHUNK_ORDER, inode, index) };
-        if first == 0 {
-            return Err(ENOMEM);
-        }
+        let first = usize::try_from(first).map_err(|_| Error::from_errno(first as i32))?;
         stats::chunk_allocated();
         Ok(Self::Chunk { first, owned: true })
     }

@@ -49,7 +49,7 @@ int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(void *inode, loff_t size);
 unsigned long msharefs_user_end(void);
-unsigned long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index);
+long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index);
 void msharefs_free_chunk(unsigned long pfn);
 void msharefs_invalidate_lock(void *inode);
 void msharefs_invalidate_unlock(void *inode);

@@ -44,22 +44,90 @@ void msharefs_inode_set_size(void *inode, loff_t size)
 }
 
 /*
- * Backing memory: one zeroed 2^order-page folio (0 if none). Its mapping and index are
+ * An msharefs instance: one per API (every mount of one API shows the same regions), the
+ * key of its superblock and its s_fs_info. Its limits (size=, nr_regions=; 0: none) bound
+ * the regions made by name in it and the memory given to them, as tmpfs's bound a mount:
+ * a memory cgroup bounds a user, these bound a filesystem any user can write to.
+ * Unnamed regions (/dev/mshare) are not the filesystem's, as memfds are not /dev/shm's.
+ */
+struct msharefs_instance {
+	int api;
+	u64 max_bytes;
+	unsigned int max_regions;
+	atomic64_t bytes;
+	atomic_t regions;
+};
+
+static struct msharefs_instance msharefs_instances[] = { { .api = 1 }, { .api = 3 } };
+
+static const struct inode_operations msharefs_region_iops;
+static const struct file_operations msharefs_region_fops;
+
+/* A region made by name in a mount (not a device's, not /dev/mshare's). */
+static bool msharefs_named_region(struct inode *inode)
+{
+	return inode->i_op == &msharefs_region_iops && inode->i_fop == &msharefs_region_fops;
+}
+
+/* The instance whose limits bound @inode's memory: NULL for any but a named region. */
+static struct msharefs_instance *msharefs_limited(struct inode *inode)
+{
+	return inode && msharefs_named_region(inode) ? inode->i_sb->s_fs_info : NULL;
+}
+
+/* Counts @bytes more memory of @in within its size= limit. */
+static bool msharefs_charge_bytes(struct msharefs_instance *in, u64 bytes)
+{
+	u64 max = READ_ONCE(in->max_bytes);
+
+	if (atomic64_add_return(bytes, &in->bytes) > max && max) {
+		atomic64_sub(bytes, &in->bytes);
+		return false;
+	}
+	return true;
+}
+
+/* Counts one more named region of @in within its nr_regions= limit. */
+static bool msharefs_charge_region(struct msharefs_instance *in)
+{
+	unsigned int max = READ_ONCE(in->max_regions);
+
+	if (atomic_inc_return(&in->regions) > max && max) {
+		atomic_dec(&in->regions);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Backing memory: one zeroed 2^order-page folio (0 if none), charged to the memory cgroup
+ * of the task that gives the region memory (CREATE_MAPPING, MSHARE_MAP), as a tmpfs page
+ * is charged to whoever faults it in, and uncharged when it is freed: a user under
+ * memory.max gets ENOMEM past it, not memory of nobody's. Its mapping and index are
  * the region file's and the chunk's page offset, as a page-cache folio's would be, so
  * that futexes key it by (inode, offset) in every process, however it maps the region.
  * It is in no page-cache xarray and on no LRU list: reclaim, compaction and migration do
  * not see it, and the region holds its reference until msharefs_free_chunk().
  */
-unsigned long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index)
+long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index)
 {
-	struct folio *folio = folio_alloc(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	struct msharefs_instance *limited = msharefs_limited(inode);
+	struct folio *folio;
 
-	if (!folio)
-		return 0;
+	if (limited && !msharefs_charge_bytes(limited, PAGE_SIZE << order))
+		return -ENOSPC;
+	folio = folio_alloc(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN, order);
+	if (!folio) {
+		if (limited)
+			atomic64_sub(PAGE_SIZE << order, &limited->bytes);
+		return -ENOMEM;
+	}
 	if (inode) {
 		folio->mapping = ((struct inode *)inode)->i_mapping;
 		folio->index = index;
 	}
+	/* Who to give the bytes back to: the instance outlives the inode, which may not. */
+	folio->private = limited;
 	return folio_pfn(folio);
 }
 
@@ -71,7 +139,11 @@ unsigned long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned lon
 void msharefs_free_chunk(unsigned long pfn)
 {
 	struct folio *folio = pfn_folio(pfn);
+	struct msharefs_instance *limited = folio->private;
 
+	if (limited)
+		atomic64_sub(folio_size(folio), &limited->bytes);
+	folio->private = NULL;
 	WRITE_ONCE(folio->mapping, NULL);
 	folio_put(folio);
 }
@@ -429,7 +501,7 @@ static const struct vm_operations_struct msharefs_shared_pmd_vm_ops = {
 /* The API a mount speaks (api=v1|v3), which gives the ioctl numbers their meaning. */
 static int msharefs_api(struct inode *inode)
 {
-	return *(const int *)inode->i_sb->s_fs_info;
+	return ((struct msharefs_instance *)inode->i_sb->s_fs_info)->api;
 }
 
 static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
@@ -708,24 +780,32 @@ int msharefs_detach(unsigned long addr, unsigned long size)
 static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry,
 			   umode_t mode)
 {
-	struct inode *inode = new_inode(dir->i_sb);
+	struct msharefs_instance *in = dir->i_sb->s_fs_info;
+	struct inode *inode;
 
+	if (!msharefs_charge_region(in))
+		return -ENOSPC;
+	inode = new_inode(dir->i_sb);
 	if (!inode)
-		return -ENOMEM;
+		goto uncharge;
 	msharefs_region_mapping_init(inode);
 	inode->i_private = mshare_region_new(inode);
 	if (!inode->i_private) {
 		iput(inode);
-		return -ENOMEM;
+		goto uncharge;
 	}
 	inode->i_ino = get_next_ino();
 	inode_init_owner(&nop_mnt_idmap, inode, dir, S_IFREG | (mode & 0777));
 	simple_inode_init_ts(inode);
+	/* From here on, evicting the inode gives the region's count back. */
 	inode->i_op = &msharefs_region_iops;
 	inode->i_fop = &msharefs_region_fops;
 	d_make_persistent(dentry, inode);
 	inode_set_mtime_to_ts(dir, inode_set_ctime_current(dir));
 	return 0;
+uncharge:
+	atomic_dec(&in->regions);
+	return -ENOMEM;
 }
 
 static const struct inode_operations msharefs_dir_iops = {
@@ -764,11 +844,19 @@ static void msharefs_evict_inode(struct inode *inode)
 		mshare_region_release(inode->i_private, inode);
 	if (inode->i_op == &msharefs_anonymous_iops)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
+	if (msharefs_named_region(inode))
+		atomic_dec(&((struct msharefs_instance *)inode->i_sb->s_fs_info)->regions);
 }
 
 static int msharefs_show_options(struct seq_file *m, struct dentry *root)
 {
-	seq_printf(m, ",api=v%d", msharefs_api(d_inode(root)));
+	struct msharefs_instance *in = root->d_sb->s_fs_info;
+
+	seq_printf(m, ",api=v%d", in->api);
+	if (READ_ONCE(in->max_bytes))
+		seq_printf(m, ",size=%llu", READ_ONCE(in->max_bytes));
+	if (READ_ONCE(in->max_regions))
+		seq_printf(m, ",nr_regions=%u", READ_ONCE(in->max_regions));
 	return 0;
 }
 
@@ -920,13 +1008,13 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
 }
 
 /*
- * The API of a mount: "api=v1" (the January 2025 series, the default) or "api=v3" (the
- * v2/v3 series, whose request numbers collide with v1's). One instance per API: every
- * mount of one API shows the same regions; the key is also the superblock's s_fs_info.
+ * Mount options: the API, "api=v1" (the January 2025 series, the default) or "api=v3" (the
+ * v2/v3 series, whose request numbers collide with v1's), which picks the instance (every
+ * mount of one API shows the same regions); and the instance's limits, "size=" (bytes of
+ * memory its named regions may hold, K/M/G suffixes) and "nr_regions=" (0: no limit),
+ * which a remount may change.
  */
-static const int msharefs_apis[] = { 1, 3 };
-
-enum { Opt_api };
+enum { Opt_api, Opt_size, Opt_nr_regions };
 
 static const struct constant_table msharefs_api_names[] = {
 	{ "v1", 0 },
@@ -936,38 +1024,117 @@ static const struct constant_table msharefs_api_names[] = {
 
 static const struct fs_parameter_spec msharefs_parameters[] = {
 	fsparam_enum("api", Opt_api, msharefs_api_names),
+	fsparam_string("size", Opt_size),
+	fsparam_u32("nr_regions", Opt_nr_regions),
 	{}
+};
+
+/* What a mount or remount asks for. */
+struct msharefs_context {
+	struct msharefs_instance *instance;
+	u64 max_bytes;
+	unsigned int max_regions;
+	bool set_bytes;
+	bool set_regions;
 };
 
 static int msharefs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 {
+	struct msharefs_context *ctx = fc->fs_private;
+	struct msharefs_instance *instance;
 	struct fs_parse_result result;
 	int opt = fs_parse(fc, msharefs_parameters, param, &result);
+	char *rest;
 
 	if (opt < 0)
 		return opt;
-	/* The API is the instance's: a remount cannot change it (mount another instance). */
-	if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE &&
-	    fc->root->d_sb->s_fs_info != &msharefs_apis[result.uint_32])
-		return invalfc(fc, "api= cannot change on remount; mount msharefs with -o api=v%d elsewhere",
-			       msharefs_apis[result.uint_32]);
-	fc->fs_private = (void *)&msharefs_apis[result.uint_32];
+	switch (opt) {
+	case Opt_api:
+		instance = &msharefs_instances[result.uint_32];
+		/* The API is the instance's: a remount cannot change it (mount another instance). */
+		if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE && ctx->instance != instance)
+			return invalfc(fc, "api= cannot change on remount; mount msharefs with -o api=v%d elsewhere",
+				       instance->api);
+		ctx->instance = instance;
+		return 0;
+	case Opt_size:
+		ctx->max_bytes = memparse(param->string, &rest);
+		if (*rest)
+			return invalfc(fc, "size=%s: give bytes, with K, M or G if you like (0: no limit)",
+				       param->string);
+		ctx->set_bytes = true;
+		return 0;
+	case Opt_nr_regions:
+		ctx->max_regions = result.uint_32;
+		ctx->set_regions = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Sets the limits asked for; a limit below what is in use already is refused, as tmpfs's. */
+static int msharefs_apply_limits(struct fs_context *fc)
+{
+	struct msharefs_context *ctx = fc->fs_private;
+	struct msharefs_instance *in = ctx->instance;
+
+	if (ctx->set_bytes && ctx->max_bytes && ctx->max_bytes < atomic64_read(&in->bytes))
+		return invalfc(fc, "size=%llu is below the %lld bytes the regions hold", ctx->max_bytes,
+			       (long long)atomic64_read(&in->bytes));
+	if (ctx->set_regions && ctx->max_regions && ctx->max_regions < atomic_read(&in->regions))
+		return invalfc(fc, "nr_regions=%u is below the %d regions there are", ctx->max_regions,
+			       atomic_read(&in->regions));
+	if (ctx->set_bytes)
+		WRITE_ONCE(in->max_bytes, ctx->max_bytes);
+	if (ctx->set_regions)
+		WRITE_ONCE(in->max_regions, ctx->max_regions);
 	return 0;
+}
+
+static int msharefs_fill_super_limited(struct super_block *sb, struct fs_context *fc)
+{
+	struct msharefs_instance *in = sb->s_fs_info;
+
+	/* A new superblock: limits of an earlier one (all its mounts gone) do not carry over. */
+	WRITE_ONCE(in->max_bytes, 0);
+	WRITE_ONCE(in->max_regions, 0);
+	return msharefs_fill_super(sb, fc);
 }
 
 static int msharefs_get_tree(struct fs_context *fc)
 {
-	return get_tree_keyed(fc, msharefs_fill_super, fc->fs_private);
+	struct msharefs_context *ctx = fc->fs_private;
+	int err = get_tree_keyed(fc, msharefs_fill_super_limited, ctx->instance);
+
+	return err ?: msharefs_apply_limits(fc);
+}
+
+static int msharefs_reconfigure(struct fs_context *fc)
+{
+	return msharefs_apply_limits(fc);
+}
+
+static void msharefs_free_fc(struct fs_context *fc)
+{
+	kfree(fc->fs_private);
 }
 
 static const struct fs_context_operations msharefs_context_ops = {
+	.free		= msharefs_free_fc,
 	.parse_param	= msharefs_parse_param,
 	.get_tree	= msharefs_get_tree,
+	.reconfigure	= msharefs_reconfigure,
 };
 
 static int msharefs_init_fs_context(struct fs_context *fc)
 {
-	fc->fs_private = (void *)&msharefs_apis[0];
+	struct msharefs_context *ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+
+	if (!ctx)
+		return -ENOMEM;
+	ctx->instance = fc->purpose == FS_CONTEXT_FOR_RECONFIGURE ? fc->root->d_sb->s_fs_info :
+								    &msharefs_instances[0];
+	fc->fs_private = ctx;
 	fc->ops = &msharefs_context_ops;
 	return 0;
 }

@@ -507,9 +507,11 @@ impl Region {
         }
         if state.size == 0 {
             let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-            let mut memory = KVVec::with_capacity(granules, GFP_KERNEL)?;
+            // Charged to the caller's memory cgroup, like the memory itself: a huge size
+            // costs its metadata before any memory.
+            let mut memory = KVVec::with_capacity(granules, GFP_KERNEL_ACCOUNT)?;
             for _ in 0..granules {
-                memory.push(Memory::Hole, GFP_KERNEL)?;
+                memory.push(Memory::Hole, GFP_KERNEL_ACCOUNT)?;
             }
             state.tables = Tables::new(granules, false)?;
             state.pmd_tables = PmdTables::new(granules, false)?;

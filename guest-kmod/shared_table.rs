@@ -79,7 +79,7 @@ unsafe impl Send for TablePages {}
 
 impl TablePages {
     fn new(count: usize, level: Level) -> Result<Self> {
-        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?, level })
+        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?, level })
     }
 
     fn empty(level: Level) -> Self {

@@ -170,6 +170,7 @@ fn mshare_command_creates_lists_and_removes_regions() {
     assert_eq!(listed.len(), 1, "db listed once, then gone: {console}");
     let fields: Vec<&str> = listed[0].split_whitespace().collect();
     assert_eq!(fields[..4], ["db", "64M", "640", "0"], "{}", listed[0]);
+    assert!(console.lines().any(|l| l == "owner 0: 1 region, 64M of memory"), "per owner: {console}");
     assert!(console.contains("sizes are whole granules"), "a 3M region is refused with the reason: {console}");
     assert!(console.contains("odd=1") && console.contains("again=1") && console.contains("usage=2"), "{console}");
     assert!(!console.lines().any(|l| l.starts_with("odd ")), "nothing half-made is left: {console}");
@@ -283,6 +284,33 @@ fn a_memfd_inside_a_region() {
         let listed = console.lines().find(|l| l.starts_with("memfd-check ")).unwrap_or_else(|| panic!("{console}"));
         assert_eq!(listed.split_whitespace().last(), Some("4M"), "mshare list shows the file's part: {listed}");
     }
+}
+
+/// Region memory is charged to the memory cgroup of whoever gives it to a region: user
+/// 65534 in a cgroup with `memory.max` 64 MiB gives a 256 MiB region its first 32 MiB
+/// (the cgroup's `memory.current` grows by them) and is refused the other 224 MiB with
+/// ENOMEM, through msharefs and through /dev/mshare, and the cgroup gets the memory back
+/// with the regions (`mshare-memcg`). Before, the memory was charged to nobody and the
+/// 224 MiB were given.
+#[test]
+fn region_memory_is_charged_to_the_users_memory_cgroup() {
+    let mut boot = guest_boot("boot-memcg", &["mshare-memcg"]);
+    boot.memory_mib = 1024;
+    let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+    let console = &run.output.stdout;
+    let failures: Vec<&str> = console.lines().filter(|l| l.starts_with("MEMCG-FAIL")).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(run.result.status, 0, "{console}");
+    for way in ["msharefs", "dev-mshare"] {
+        let line = console
+            .lines()
+            .find(|l| l.starts_with(&format!("MEMCG way={way} ")))
+            .unwrap_or_else(|| panic!("no MEMCG line for {way}: {console}"));
+        assert_eq!(console::field(line, "first"), Some("ok"), "{line}");
+        assert_eq!(console::field(line, "rest"), Some(&*format!("errno{}", libc::ENOMEM)), "{line}");
+        println!("{line}");
+    }
+    assert!(console.lines().any(|l| l.starts_with("MEMCG released ")), "{console}");
 }
 
 /// LMDB (the real library) with its data file an msharefs region: loaded through write(),

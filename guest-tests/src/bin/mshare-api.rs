@@ -1214,6 +1214,95 @@ fn mount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// The mount limits `size=` and `nr_regions=` (on an api=v3 instance of its own, mounted
+/// here and gone after): regions by name past `nr_regions` and memory past `size` are
+/// ENOSPC; UNMAP gives memory back; /proc/mounts shows the limits; a remount may raise
+/// them, not set one below what is in use (EINVAL).
+fn limits_checks(t: &mut Suite) {
+    const LIMITED: &str = "/tmp/msharefs-limits";
+    let mounted = fs::create_dir_all(LIMITED)
+        .and_then(|()| mount_msharefs(LIMITED, c"api=v3,size=4M,nr_regions=2"))
+        .map_err(|e| format!("mount -o api=v3,size=4M,nr_regions=2 {LIMITED}: {e}"));
+    t.check("msharefs mounts with size= and nr_regions=", mounted.clone());
+    if mounted.is_err() {
+        return;
+    }
+    let options = fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(LIMITED))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    t.check(
+        "/proc/mounts shows the limits",
+        eq(options.contains("api=v3,size=4194304,nr_regions=2"), true).map_err(|e| format!("{options:?}: {e}")),
+    );
+    let make = |name: &str| {
+        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(format!("{LIMITED}/{name}"))
+    };
+    let (a, b) = (make("limit-a"), make("limit-b"));
+    t.check("two regions within nr_regions=2", eq((a.is_ok(), b.is_ok()), (true, true)));
+    t.check("a third is ENOSPC", expect_errno(make("limit-c"), libc::ENOSPC));
+    let (Ok(a), Ok(b)) = (a, b) else { return };
+    // The instance speaks v3: sizes by ftruncate, memory by v3's CREATE_MAPPING.
+    let give = |file: &File, offset: u64, size: u64| {
+        let create = MshareCreate {
+            flags: (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u32,
+            ..MshareCreate::anonymous(offset, size)
+        };
+        guest_tests::msharefs::v3::create_mapping(file, &create)
+    };
+    let filled = a.set_len(4 * GRANULE).and_then(|()| b.set_len(GRANULE)).and_then(|()| give(&a, 0, 2 * GRANULE));
+    t.check("memory up to size=4M", filled.map_err(|e| e.to_string()));
+    t.check(
+        "memory past size= is ENOSPC, and the region keeps none of it",
+        expect_errno(give(&b, 0, GRANULE), libc::ENOSPC)
+            .and_then(|()| get_stats(&b).map_err(|e| e.to_string()).and_then(|s| eq(s.backed, 0))),
+    );
+    t.check(
+        "UNMAP gives memory back to the mount",
+        guest_tests::msharefs::v3::unmap(&a, GRANULE, GRANULE)
+            .and_then(|()| give(&b, 0, GRANULE))
+            .map_err(|e| e.to_string()),
+    );
+    let remount = |options: &std::ffi::CStr| remount_msharefs(LIMITED, options);
+    t.check(
+        "a remount cannot set a limit below what is in use",
+        expect_errno(remount(c"size=2M"), libc::EINVAL)
+            .and_then(|()| expect_errno(remount(c"nr_regions=1"), libc::EINVAL)),
+    );
+    t.check(
+        "a remount raises them",
+        remount(c"size=8M,nr_regions=3")
+            .and_then(|()| make("limit-c"))
+            .and_then(|c| c.set_len(GRANULE).and_then(|()| give(&c, 0, GRANULE)))
+            .map_err(|e| e.to_string()),
+    );
+    drop((a, b));
+    let removed = ["limit-a", "limit-b", "limit-c"].iter().try_for_each(|n| fs::remove_file(format!("{LIMITED}/{n}")));
+    let unmounted = umount_msharefs(LIMITED);
+    t.check("the limited mount goes", removed.and(unmounted).map_err(|e| e.to_string()));
+}
+
+/// Remounts the msharefs mount at `target` with `options`.
+fn remount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
+    let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
+    // SAFETY: valid C strings.
+    let done = unsafe {
+        libc::mount(
+            c"msharefs".as_ptr(),
+            target.as_ptr(),
+            c"msharefs".as_ptr(),
+            libc::MS_REMOUNT,
+            options.as_ptr().cast(),
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// read/write/lseek/fsync on a region file: they and the mappings show the same bytes both
 /// ways; a hole reads as zeros and takes no write (EIO); a write never grows the region.
 fn file_io_checks(t: &mut Suite, shares_tables: bool) {
@@ -1400,6 +1489,7 @@ fn main() -> ExitCode {
     gib_window_checks(&mut t, shares_tables);
     file_io_checks(&mut t, shares_tables);
     device_checks(&mut t, shares_tables);
+    limits_checks(&mut t);
     if shares_tables {
         shared_table_checks(&mut t);
     } else {

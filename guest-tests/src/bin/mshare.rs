@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! mshare list                      every region: name, size, mode, owner, mapped windows,
-//!                                  shared PTE tables, table links, faults
+//!                                  shared PTE tables, table links, faults; then per
+//!                                  owner, the regions and the memory they hold
 //! mshare create NAME SIZE [MODE]   a region of SIZE (K/M/G suffixes; whole granules), memory
 //!                                  for all of it, mode octal (default 600)
 //! mshare remove NAME...            unlink regions (each goes when its last user does)
@@ -56,6 +57,9 @@ fn list() -> ExitCode {
     };
     let devices = fs::read_dir(format!("{MOUNT}/ivshmem")).into_iter().flatten();
     let mut rows: Vec<(String, String)> = Vec::new();
+    // Per owner: regions, and bytes of memory the module holds for them (a file's pages
+    // are the file's).
+    let mut owners: std::collections::BTreeMap<u32, (u64, u64)> = std::collections::BTreeMap::new();
     for entry in entries.flatten().chain(devices.flatten()) {
         let mut name = entry.file_name().to_string_lossy().into_owned();
         if RESERVED.contains(&name.as_str()) || entry.path().is_dir() {
@@ -66,6 +70,9 @@ fn list() -> ExitCode {
         }
         let Ok(meta) = entry.metadata() else { continue };
         let stats = OpenOptions::new().read(true).open(entry.path()).ok().and_then(|f| get_stats(&f).ok());
+        let owner = owners.entry(meta.uid()).or_default();
+        owner.0 += 1;
+        owner.1 += stats.as_ref().map_or(0, |s| s.backed.saturating_sub(s.file_backed));
         // PMD: shared PMD tables (windows of whole GiBs); 2M: memory they map by 2 MiB leaves.
         let counts = stats.map_or_else(
             || vec!["-".to_owned(); 7],
@@ -105,6 +112,10 @@ fn list() -> ExitCode {
     );
     for (_, row) in rows {
         println!("{row}");
+    }
+    for (uid, (regions, memory)) in owners {
+        let plural = if regions == 1 { "" } else { "s" };
+        println!("owner {uid}: {regions} region{plural}, {} of memory", human(memory));
     }
     ExitCode::SUCCESS
 }
