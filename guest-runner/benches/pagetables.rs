@@ -144,7 +144,7 @@ fn main() {
          one PTE table per 2 MiB for all processes, 4 KiB leaves, linked with one fault per process), **mshare C** (the module with `shared_tables=0`: one PMD leaf per 2 MiB per process), **memfd** \
          (plain MAP_SHARED shmem, 4 KiB pages), **hugetlb** (hugetlbfs 2 MiB pages; PMD tables shared for the 1 GiB-aligned \
          mappings of 1 GiB).\n\n\
-         Figures, each the mapping's own (minus what the same N processes cost mapping nothing; design.md, \"Measuring\"): \
+         Figures, each the mapping's own (minus what the same N processes cost mapping nothing; docs/design.md, \"Measuring\"): \
          PageTables is the growth of /proc/meminfo's PageTables while all N live, system-wide (mshare B's shared tables in \
          it once) and so noisy (other page-table churn in the guest); VmPTE is each process's own page tables (exact, per \
          process); shared PTE tables are what the module holds (mshare_stats); the residual is PageTables growth minus \

@@ -488,7 +488,7 @@ fn sixty_four_sharers_of_whole_gib_windows_pay_no_page_tables_of_their_own() {
 /// most a GiB inside one GiB), not 64 times it, and take one fault each, exactly: the bench
 /// counts each child's faults around its touching of the window alone (counted with the
 /// child's own copy-on-write stack and clock pages, the sum read 64 to 128 from run to
-/// run). One process through a memfd is the yardstick (`mshare-bench`, design.md's
+/// run). One process through a memfd is the yardstick (`mshare-bench`, docs/design.md's
 /// "Measuring": growth minus what idle processes cost).
 #[test]
 fn sixty_four_sharers_pay_about_one_process_worth_of_page_tables() {

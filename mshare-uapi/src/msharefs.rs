@@ -1,4 +1,4 @@
-//! The msharefs ABI (see ../shared/design.md, "Guest ABI"): region files under
+//! The msharefs ABI (see docs/design.md, "Guest ABI"): region files under
 //! /sys/fs/mshare and their ioctls. The items at the top level are the January 2025
 //! series' API ("v1", what a default mount speaks); [`v3`] holds the v2/v3 series' requests,
 //! which a mount with `-o api=v3` speaks instead (their numbers collide with v1's).

@@ -10,7 +10,7 @@
 //! kernel puts it; `mshare-pte` at an address 2 MiB- but not 1 GiB-aligned, so that mode B
 //! shares PTE tables (4 KiB leaves); `mshare-pmd` its size rounded up to whole GiBs at a
 //! GiB-aligned address, so that mode B shares PMD tables (2 MiB leaves). The same is done with children that map nothing, and their cost is
-//! subtracted (design.md, "Measuring"). Prints one line:
+//! subtracted (docs/design.md, "Measuring"). Prints one line:
 //! `BENCH way=.. mode=.. procs=.. size=.. pagetables_kib=.. vmpte_kib=.. shared_tables_kib=.. residual_kib=.. faults=.. ms_per_proc=..`
 //! with the module's mode (B or C; `-` for the other ways), and the mapping's own cost:
 //! the PageTables growth (system-wide), the mean VmPTE growth per child (its own tables),
