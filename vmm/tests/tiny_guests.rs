@@ -65,6 +65,16 @@ fn triple_fault_is_reported_with_registers() {
     assert!(err.contains("rip 0x0000000000100000") || err.contains("these are the reset values"), "{err}");
 }
 
+/// `reboot`'s way out: the reset command (0xfe) on the keyboard controller's command port
+/// (0x64, vm-superio's i8042) stops the VM, status 0, saying so.
+#[test]
+fn a_reset_through_the_keyboard_controller_stops_the_vm() {
+    // mov al, 0xfe; out 0x64, al; jmp $
+    let out = run_vmm(&guest(&[0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]), &["--timeout", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the guest reset the machine"), "{}", stderr(&out));
+}
+
 #[test]
 fn timeout_stops_a_spinning_guest() {
     let started = Instant::now();
