@@ -515,13 +515,17 @@ static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 	if (shared < 0)
 		return shared;
 	/*
-	 * A region's own pages are normal pages, which GUP and futexes take (VM_MIXEDMAP);
-	 * a device's memory has no struct pages (VM_PFNMAP). VM_DONTEXPAND (in VM_SPECIAL)
-	 * keeps mlock, khugepaged and KSM away, VM_MIXEDMAP NUMA balancing; core dumps leave
-	 * the region out (VM_DONTDUMP), as they do device memory.
+	 * A device's memory has no struct pages (VM_PFNMAP). A region's own pages are normal
+	 * pages, which GUP and futexes take: through shared tables the window is VM_MIXEDMAP
+	 * (which also keeps NUMA balancing away), but a window of its own (mode C) is not,
+	 * for the core maps a chunk there as it maps a page-cache folio (do_set_pmd(): rmap,
+	 * RSS, a reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
+	 * MADV_DONTNEED) only clears it, as for a PFN leaf, leaking all three. VM_DONTEXPAND
+	 * (in VM_SPECIAL) keeps mlock, khugepaged and KSM away; core dumps leave the region
+	 * out (VM_DONTDUMP), as they do device memory.
 	 */
 	pages = mshare_region_has_pages(region);
-	vm_flags_set(vma, (pages ? VM_MIXEDMAP : VM_PFNMAP) | VM_DONTEXPAND | VM_DONTDUMP);
+	vm_flags_set(vma, (pages ? (shared ? VM_MIXEDMAP : 0) : VM_PFNMAP) | VM_DONTEXPAND | VM_DONTDUMP);
 	/* A window mapped read-only stays so: write access is the region's to give. */
 	if (!(vma->vm_flags & VM_WRITE))
 		vm_flags_clear(vma, VM_MAYWRITE);

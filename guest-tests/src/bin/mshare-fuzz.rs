@@ -63,8 +63,9 @@ mod errnos {
     /// mmap of a region (or another descriptor) into the arena.
     pub const MMAP: &[i32] = &[EBADF, EINVAL, EACCES, EPERM, ENOMEM, ENODEV, EAGAIN, EOVERFLOW];
     /// mprotect, madvise and mlock over the arena (madvise and mlock are ENOSYS on a kernel
-    /// built without them, as tinyconfig is).
-    pub const ARENA_MEMORY: &[i32] = &[EINVAL, ENOMEM, EACCES, EAGAIN, EPERM, ENOSYS];
+    /// built without them; EFAULT is `MADV_POPULATE_READ` over a hole, where an access
+    /// would be SIGSEGV, as madvise(2) says).
+    pub const ARENA_MEMORY: &[i32] = &[EINVAL, ENOMEM, EACCES, EAGAIN, EPERM, ENOSYS, EFAULT];
     /// mremap within the arena.
     pub const MREMAP: &[i32] = &[EINVAL, EFAULT, ENOMEM, EAGAIN];
     /// ftruncate of any descriptor: a region's size is set once, in whole granules.
