@@ -87,6 +87,12 @@ static bool msharefs_charge_bytes(struct msharefs_instance *in, u64 bytes)
 	return true;
 }
 
+/* Gives back @bytes that msharefs_charge_bytes() counted. */
+static void msharefs_uncharge_bytes(struct msharefs_instance *in, u64 bytes)
+{
+	atomic64_sub(bytes, &in->bytes);
+}
+
 /* Counts one more named region of @in within its nr_regions= limit. */
 static bool msharefs_charge_region(struct msharefs_instance *in)
 {
@@ -119,7 +125,7 @@ long msharefs_alloc_chunk(unsigned int order, void *inode, unsigned long index)
 	folio = folio_alloc(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN, order);
 	if (!folio) {
 		if (limited)
-			atomic64_sub(PAGE_SIZE << order, &limited->bytes);
+			msharefs_uncharge_bytes(limited, PAGE_SIZE << order);
 		return -ENOMEM;
 	}
 	if (inode) {
@@ -142,7 +148,7 @@ void msharefs_free_chunk(unsigned long pfn)
 	struct msharefs_instance *limited = folio->private;
 
 	if (limited)
-		atomic64_sub(folio_size(folio), &limited->bytes);
+		msharefs_uncharge_bytes(limited, folio_size(folio));
 	folio->private = NULL;
 	WRITE_ONCE(folio->mapping, NULL);
 	folio_put(folio);
@@ -840,6 +846,8 @@ static const struct file_operations msharefs_stats_fops = {
 
 static void msharefs_evict_inode(struct inode *inode)
 {
+	struct msharefs_instance *limited;
+
 	truncate_inode_pages_final(&inode->i_data);
 	clear_inode(inode);
 	/* Every region inode holds a reference to its region (until attach succeeded, none). */
@@ -848,8 +856,9 @@ static void msharefs_evict_inode(struct inode *inode)
 		mshare_region_release(inode->i_private, inode);
 	if (inode->i_op == &msharefs_anonymous_iops)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
-	if (msharefs_named_region(inode))
-		atomic_dec(&((struct msharefs_instance *)inode->i_sb->s_fs_info)->regions);
+	limited = msharefs_limited(inode);
+	if (limited)
+		atomic_dec(&limited->regions);
 }
 
 static int msharefs_show_options(struct seq_file *m, struct dentry *root)

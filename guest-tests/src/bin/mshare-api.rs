@@ -1204,10 +1204,15 @@ fn umount_msharefs(target: &str) -> io::Result<()> {
 
 /// Mounts msharefs at `target` with `options` (mount data, e.g. `api=v3`; empty for none).
 fn mount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
+    mount_msharefs_with(target, 0, options)
+}
+
+/// `mount(2)` of msharefs at `target` with mount `flags` and `options`.
+fn mount_msharefs_with(target: &str, flags: libc::c_ulong, options: &std::ffi::CStr) -> io::Result<()> {
     let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
     let data = if options.is_empty() { std::ptr::null() } else { options.as_ptr().cast() };
     // SAFETY: valid C strings; `data` is null or a C string.
-    let done = unsafe { libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), 0, data) };
+    let done = unsafe { libc::mount(c"msharefs".as_ptr(), target.as_ptr(), c"msharefs".as_ptr(), flags, data) };
     if done != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -1324,21 +1329,7 @@ fn limits_checks(t: &mut Suite) {
 
 /// Remounts the msharefs mount at `target` with `options`.
 fn remount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
-    let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
-    // SAFETY: valid C strings.
-    let done = unsafe {
-        libc::mount(
-            c"msharefs".as_ptr(),
-            target.as_ptr(),
-            c"msharefs".as_ptr(),
-            libc::MS_REMOUNT,
-            options.as_ptr().cast(),
-        )
-    };
-    if done != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    mount_msharefs_with(target, libc::MS_REMOUNT, options)
 }
 
 /// read/write/lseek/fsync on a region file: they and the mappings show the same bytes both

@@ -166,6 +166,31 @@ fn memfd(name: &str, size: usize) -> Result<File> {
     Ok(file)
 }
 
+/// A VM of a KVM that shares stage-2 tables (`KVM_CAP_SHARED_STAGE2`).
+fn shared_stage2_vm() -> Result<VmFd> {
+    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    if !shared_stage2::supported(&vm) {
+        return Err("this host's KVM has no KVM_CAP_SHARED_STAGE2 (run on the nested host)".to_owned());
+    }
+    Ok(vm)
+}
+
+/// Registers `vm`'s shared slot 1 at [`REGION_GPA`] over the first `size` bytes of
+/// `region` (0: deletes it). The caller keeps `region` mapped until the VM is gone.
+fn set_shared_slot(vm: &VmFd, region: &Mapping, size: usize) -> Result<()> {
+    let slot = kvm_userspace_memory_region2 {
+        slot: 1,
+        flags: if size == 0 { 0 } else { KVM_MEM_SHARED_STAGE2 },
+        guest_phys_addr: REGION_GPA,
+        memory_size: size as u64,
+        userspace_addr: region.addr as u64,
+        ..Default::default()
+    };
+    // SAFETY: the mapping outlives the slot (the caller's contract).
+    unsafe { vm.set_user_memory_region2(slot) }.map_err(|e| format!("shared stage-2 memslot: {e}"))
+}
+
 /// A VM with 1 MiB of RAM holding the code and the region's slot, and its one vCPU.
 struct Machine {
     // Field order is drop order: the VM and its slots go before the memory they map.
@@ -188,11 +213,7 @@ impl Machine {
 
     /// A VM running `ops` over the region in `file` (which other VMs may map too).
     fn over(ops: &[Op], file: File) -> Result<Self> {
-        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
-        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-        if !shared_stage2::supported(&vm) {
-            return Err("this host's KVM has no KVM_CAP_SHARED_STAGE2 (run on the nested host)".to_owned());
-        }
+        let vm = shared_stage2_vm()?;
         let ram = Mapping::new(RAM_SIZE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1)?;
         ram.write(CODE_GPA as usize, &assemble(ops));
         let region = Mapping::new(REGION_SIZE, libc::MAP_SHARED, file.as_raw_fd())?;
@@ -205,16 +226,7 @@ impl Machine {
         };
         // SAFETY: the RAM mapping outlives the VM (field order of Machine).
         unsafe { vm.set_user_memory_region(ram_slot) }.map_err(|e| format!("RAM memslot: {e}"))?;
-        let region_slot = kvm_userspace_memory_region2 {
-            slot: 1,
-            flags: KVM_MEM_SHARED_STAGE2,
-            guest_phys_addr: REGION_GPA,
-            memory_size: REGION_SIZE as u64,
-            userspace_addr: region.addr as u64,
-            ..Default::default()
-        };
-        // SAFETY: the region's mapping outlives the VM (field order of Machine).
-        unsafe { vm.set_user_memory_region2(region_slot) }.map_err(|e| format!("shared stage-2 memslot: {e}"))?;
+        set_shared_slot(&vm, &region, REGION_SIZE)?;
         let vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
         enter_flat_protected_mode(&vcpu)?;
         Ok(Self { vcpu, vm, region, file, _ram: ram })
@@ -535,6 +547,7 @@ fn pins_stay_within_rlimit_memlock() -> Result<Machine> {
 
 /// A bare VM over `file`'s pages, registering and deleting one shared slot over them.
 struct SlotTimer {
+    // Field order is drop order: the VM and its slot go before the mapping.
     vm: VmFd,
     region: Mapping,
 }
@@ -542,27 +555,13 @@ struct SlotTimer {
 impl SlotTimer {
     fn new(file: &File) -> Result<Self> {
         let len = file.metadata().map_err(|e| format!("fstat: {e}"))?.len() as usize;
-        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
-        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-        if !shared_stage2::supported(&vm) {
-            return Err("this host's KVM has no KVM_CAP_SHARED_STAGE2 (run on the nested host)".to_owned());
-        }
+        let vm = shared_stage2_vm()?;
         let region = Mapping::new(len, libc::MAP_SHARED, file.as_raw_fd())?;
         Ok(Self { vm, region })
     }
 
     fn set_slot(&self, size: usize) -> Result<()> {
-        let slot = kvm_userspace_memory_region2 {
-            slot: 1,
-            flags: if size == 0 { 0 } else { KVM_MEM_SHARED_STAGE2 },
-            guest_phys_addr: REGION_GPA,
-            memory_size: size as u64,
-            userspace_addr: self.region.addr as u64,
-            ..Default::default()
-        };
-        // SAFETY: the mapping outlives the VM's slot (deleted before `self` drops, and
-        // the VM's fd is closed before the mapping: field order).
-        unsafe { self.vm.set_user_memory_region2(slot) }.map_err(|e| format!("shared stage-2 memslot: {e}"))
+        set_shared_slot(&self.vm, &self.region, size)
     }
 }
 
