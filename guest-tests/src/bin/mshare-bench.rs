@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! mshare-bench WAY PROCS SIZE     WAY: mshare | mshare-pte | mshare-pmd | memfd | hugetlb
+//! mshare-bench refault PROCS SIZE SECONDS
 //! ```
 //! SIZE with K/M/G. The parent makes the memory once (an msharefs region with its memory,
 //! a shared memfd, or a hugetlb memfd of 2 MiB pages); PROCS children each map all of it
@@ -24,9 +25,16 @@
 //! and times random 8-byte reads over it (`ns_per_access`): a TLB-reach figure on hardware;
 //! under QEMU TCG, whose software TLB caches 4 KiB translations whatever the guest's leaf
 //! size, it shows the emulator's cost, not the TLB's.
+//!
+//! `refault` measures the region's fault path under contention: PROCS children map one
+//! region of SIZE and, together for SECONDS, touch each granule of it (one fault each)
+//! then drop the whole window (`MADV_DONTNEED`), over and over. Every fault looks the
+//! region's memory up, so a lock all of them take shows as a rate that does not grow with
+//! the processes. Prints `BENCH way=refault mode=.. procs=.. size=.. seconds=.. faults=..
+//! faults_per_s=..` (the faults counted are the children's minor faults in the loop).
 
 use guest_tests::msharefs::{create_mapping, set_size, MshareCreate, SystemStats, MOUNT};
-use guest_tests::process::pipe;
+use guest_tests::process::{pipe, spawn_child, wait_child};
 use guest_tests::{memfd, meminfo_kib, minor_faults, parse_size, settled_pagetables_kib, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -235,12 +243,91 @@ fn round(way: &str, file: Option<&File>, size: usize, procs: usize) -> io::Resul
     Ok((grown, reports))
 }
 
+/// One refault child: maps the region, waits for its byte on `start`, then faults every
+/// granule in and drops the window until `seconds` have passed; writes its fault count.
+fn refault_child(file: &File, size: usize, seconds: f64, start: &mut File, report: &mut File) -> i32 {
+    let ptr = map("mshare", file, size);
+    if ptr == libc::MAP_FAILED {
+        return 2;
+    }
+    let _ = start.read(&mut [0u8; 1]);
+    let began = Instant::now();
+    let before = minor_faults();
+    while began.elapsed().as_secs_f64() < seconds {
+        for offset in (0..size).step_by(GRANULE) {
+            // SAFETY: inside the mapping.
+            unsafe { ptr.cast::<u8>().add(offset).write_volatile(1) };
+        }
+        // SAFETY: dropping this process's mappings of its own window; the region keeps
+        // the memory, the next touch faults it in again.
+        if unsafe { libc::madvise(ptr, size, libc::MADV_DONTNEED) } != 0 {
+            return 3;
+        }
+    }
+    let line = format!("{}\n", minor_faults() - before);
+    i32::from(report.write_all(line.as_bytes()).is_err())
+}
+
+/// `refault PROCS SIZE SECONDS`: see the module documentation.
+fn refault(procs: usize, size: u64, seconds: f64) -> io::Result<String> {
+    let file = make("mshare", size)?;
+    let mode = SystemStats::read()?.mode;
+    let (mut report_r, report_w) = pipe()?;
+    let (start_r, mut start_w) = pipe()?;
+    let mut pids = Vec::new();
+    for _ in 0..procs {
+        let (mut start, mut report) = (start_r.try_clone()?, report_w.try_clone()?);
+        let pid = spawn_child(|| refault_child(&file, size as usize, seconds, &mut start, &mut report))
+            .ok_or_else(io::Error::last_os_error)?;
+        pids.push(pid);
+    }
+    drop((start_r, report_w));
+    // A byte each lets every child go at once (each holds the write end too, so no EOF).
+    start_w.write_all(&vec![0u8; procs])?;
+    let mut text = String::new();
+    report_r.read_to_string(&mut text)?;
+    let statuses: Vec<i32> = pids.into_iter().map(wait_child).collect();
+    if let Some(bad) = statuses.iter().find(|&&s| s != 0) {
+        return Err(io::Error::other(format!("a refault child failed with status {bad}")));
+    }
+    let counts: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    if counts.len() != procs {
+        return Err(io::Error::other(format!("{} of {procs} refault children reported", counts.len())));
+    }
+    let faults: u64 = counts.iter().sum();
+    Ok(format!(
+        "BENCH way=refault mode={mode} procs={procs} size={size} seconds={seconds} faults={faults} faults_per_s={:.0}",
+        faults as f64 / seconds
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("refault") {
+        let parsed = (
+            args.get(1).and_then(|p| p.parse::<usize>().ok()),
+            args.get(2).and_then(|s| parse_size(s)),
+            args.get(3).and_then(|s| s.parse::<f64>().ok()),
+        );
+        let (Some(procs), Some(size), Some(seconds)) = parsed else {
+            eprintln!("usage: mshare-bench refault PROCS SIZE SECONDS");
+            return ExitCode::from(2);
+        };
+        return match refault(procs, size, seconds) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mshare-bench refault: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (Some(way), Some(procs), Some(size)) =
         (args.first(), args.get(1).and_then(|p| p.parse::<usize>().ok()), args.get(2).and_then(|s| parse_size(s)))
     else {
-        eprintln!("usage: mshare-bench mshare|mshare-pte|mshare-pmd|memfd|hugetlb PROCS SIZE");
+        eprintln!("usage: mshare-bench mshare|mshare-pte|mshare-pmd|memfd|hugetlb PROCS SIZE\n       mshare-bench refault PROCS SIZE SECONDS");
         return ExitCode::from(2);
     };
     let run = || -> io::Result<String> {
