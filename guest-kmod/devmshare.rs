@@ -11,13 +11,16 @@
 
 use crate::file_pages::MappedFile;
 use crate::msharefs::{self, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::uapi::abi::{
+    MSHARE_ATTACH, MSHARE_ATTACH_FIXED as ATTACH_FIXED, MSHARE_ATTACH_READ_ONLY as ATTACH_READ_ONLY, MSHARE_CREATE,
+    MSHARE_DETACH, MSHARE_MAP, MSHARE_PROTECT, MSHARE_UNMAP,
+};
 use crate::uapi::{read_arg, write_arg, MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
 use crate::region::Region;
 use core::ffi::{c_int, c_void};
 use kernel::{
     bindings,
     fs::{file, File, LocalFile},
-    ioctl::{_IO, _IOW, _IOWR},
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
     sync::aref::ARef,
@@ -29,23 +32,6 @@ extern "C" {
     fn msharefs_detach(addr: usize, size: usize) -> c_int;
 }
 
-/// `MSHARE_CREATE`: `_IO('x', 0x20)`, the argument is `0` or `O_CLOEXEC`; returns a file
-/// descriptor.
-pub(crate) const MSHARE_CREATE: u32 = _IO(b'x' as u32, 0x20);
-/// `MSHARE_ATTACH`: `_IOWR('x', 0x21, struct mshare_attach)`.
-pub(crate) const MSHARE_ATTACH: u32 = _IOWR::<MshareAttach>(b'x' as u32, 0x21);
-/// `MSHARE_DETACH`: `_IOW('x', 0x22, struct mshare_detach)`.
-pub(crate) const MSHARE_DETACH: u32 = _IOW::<MshareDetach>(b'x' as u32, 0x22);
-/// `MSHARE_MAP`: `_IOW('x', 0x23, struct mshare_map)`.
-pub(crate) const MSHARE_MAP: u32 = _IOW::<MshareMap>(b'x' as u32, 0x23);
-/// `MSHARE_UNMAP`: `_IOW('x', 0x24, struct mshare_range)`.
-pub(crate) const MSHARE_UNMAP: u32 = _IOW::<MshareRange>(b'x' as u32, 0x24);
-/// `MSHARE_PROTECT`: `_IOW('x', 0x25, struct mshare_protect)`.
-pub(crate) const MSHARE_PROTECT: u32 = _IOW::<MshareProtect>(b'x' as u32, 0x25);
-
-/// `struct mshare_attach` flags: map read-only; map at `addr` exactly (fails if taken).
-const ATTACH_READ_ONLY: u32 = 1;
-const ATTACH_FIXED: u32 = 2;
 const MAP_FIXED_NOREPLACE: u32 = 0x100000;
 
 /// A region reached through a file descriptor of the caller, held for the call.

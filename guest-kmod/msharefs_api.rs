@@ -14,28 +14,26 @@
 //! say which it is. This project's extensions (`GET_STATS`, `SET_PROT`, from 0x10 on) are
 //! the same under both.
 
-use crate::uapi::{MshareCreate, MshareInfo, MshareStats, MshareUnmap};
-use kernel::ioctl::{_IOR, _IOW};
+use crate::uapi::abi;
 use kernel::prelude::*;
 
-/// v1 `MSHAREFS_GET_SIZE`: `_IOR('x', 0, struct mshare_info)`.
-pub(crate) const V1_GET_SIZE: u32 = _IOR::<MshareInfo>(b'x' as u32, 0);
-/// v1 `MSHAREFS_SET_SIZE`: `_IOW('x', 1, struct mshare_info)`.
-pub(crate) const V1_SET_SIZE: u32 = _IOW::<MshareInfo>(b'x' as u32, 1);
-/// v1 `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 2, struct mshare_create)`.
-pub(crate) const V1_CREATE_MAPPING: u32 = _IOW::<MshareCreate>(b'x' as u32, 2);
-/// v1 `MSHAREFS_UNMAP`: `_IOW('x', 3, struct mshare_unmap)`.
-pub(crate) const V1_UNMAP: u32 = _IOW::<MshareUnmap>(b'x' as u32, 3);
-/// v3 `MSHAREFS_CREATE_MAPPING`: `_IOW('x', 0, struct mshare_create)`.
-pub(crate) const V3_CREATE_MAPPING: u32 = _IOW::<MshareCreate>(b'x' as u32, 0);
-/// v3 `MSHAREFS_UNMAP`: `_IOW('x', 1, struct mshare_unmap)`, the number of v1's SET_SIZE.
-pub(crate) const V3_UNMAP: u32 = _IOW::<MshareUnmap>(b'x' as u32, 1);
-/// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension
-/// (`{ u64 windows, faults, backed, tables, links, file_backed; }`).
-pub(crate) const GET_STATS: u32 = _IOR::<MshareStats>(b'x' as u32, 0x10);
-/// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64 prot)`, this project's extension: the
-/// protection of the whole region for every process sharing its tables, at once.
-pub(crate) const SET_PROT: u32 = _IOW::<u64>(b'x' as u32, 0x11);
+/// v1 `MSHAREFS_GET_SIZE` (`struct mshare_info` out).
+pub(crate) const V1_GET_SIZE: u32 = abi::MSHAREFS_V1_GET_SIZE;
+/// v1 `MSHAREFS_SET_SIZE` (`struct mshare_info` in).
+pub(crate) const V1_SET_SIZE: u32 = abi::MSHAREFS_V1_SET_SIZE;
+/// v1 `MSHAREFS_CREATE_MAPPING` (`struct mshare_create`).
+pub(crate) const V1_CREATE_MAPPING: u32 = abi::MSHAREFS_V1_CREATE_MAPPING;
+/// v1 `MSHAREFS_UNMAP` (`struct mshare_unmap`).
+pub(crate) const V1_UNMAP: u32 = abi::MSHAREFS_V1_UNMAP;
+/// v3 `MSHAREFS_CREATE_MAPPING` (`struct mshare_create`).
+pub(crate) const V3_CREATE_MAPPING: u32 = abi::MSHAREFS_V3_CREATE_MAPPING;
+/// v3 `MSHAREFS_UNMAP` (`struct mshare_unmap`), the number of v1's SET_SIZE.
+pub(crate) const V3_UNMAP: u32 = abi::MSHAREFS_V3_UNMAP;
+/// `MSHAREFS_GET_STATS` (`struct mshare_stats` out), this project's extension.
+pub(crate) const GET_STATS: u32 = abi::MSHAREFS_GET_STATS;
+/// `MSHAREFS_SET_PROT` (a `__u64`), this project's extension: the protection of the whole
+/// region for every process sharing its tables, at once.
+pub(crate) const SET_PROT: u32 = abi::MSHAREFS_SET_PROT;
 
 /// The API a mount speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

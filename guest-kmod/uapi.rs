@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ioctl argument structures of both interfaces, laid out as `mshare.h` has them
-//! (`mshare-uapi/include/mshare.h`; a host test checks the request numbers these give
-//! against the Rust crate, which a second test checks against the header). They are read
+//! The ioctl argument structures of both interfaces, laid out as `include/uapi/mshare.h`,
+//! the ABI's one definition, has them: Kbuild generates [`abi`] from the header, and its
+//! assertions do not compile if a structure here differs from the header's. They are read
 //! from and written to user memory whole, as plain data ([`FromBytes`], [`AsBytes`]).
 
 use kernel::prelude::*;
@@ -104,28 +104,46 @@ pub(crate) struct MshareProtect {
     pub(crate) prot: u32,
 }
 
+/// The header's request numbers, flags, magic and paths under their C names, generated
+/// from it by `gen_abi_rs` (Kbuild), with the assertions that check each structure above
+/// against the header's: its size, and each field's offset and integer type.
+// The header's every definition, whether or not the module uses it.
+#[allow(dead_code)]
+pub(crate) mod abi {
+    use super::{
+        MshareAttach, MshareCreate, MshareDetach, MshareInfo, MshareMap, MshareProtect, MshareRange, MshareStats,
+        MshareUnmap,
+    };
+
+    // Kbuild writes it beside this file: the module is built where its sources are (M=, or
+    // drivers/mshare in a tree built without O=).
+    include!("uapi_generated.rs");
+}
+
 macro_rules! plain_data {
-    ($($t:ty: $size:expr),* $(,)?) => {$(
-        // SAFETY: `#[repr(C)]` with integer fields only and no implicit padding (the
-        // assertion below pins the size the fields add up to): every bit pattern is a
-        // valid value, and every byte is initialized.
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: `#[repr(C)]` with integer fields only, and every byte in one of them: `abi`
+        // pins each field of the header's structure at its offset with its integer type and
+        // the size to the header's, `gen_abi_rs` refuses a header structure with a gap
+        // between fields, and has a tail the header leaves as padding checked to be the
+        // field `padding` here. So every bit pattern is a valid value, and every byte is
+        // initialized.
         unsafe impl FromBytes for $t {}
         // SAFETY: as above.
         unsafe impl AsBytes for $t {}
-        const _: () = assert!(core::mem::size_of::<$t>() == $size);
     )*};
 }
 
 plain_data!(
-    MshareInfo: 16,
-    MshareCreate: 40,
-    MshareUnmap: 16,
-    MshareStats: 72,
-    MshareAttach: 32,
-    MshareDetach: 16,
-    MshareMap: 32,
-    MshareRange: 24,
-    MshareProtect: 8,
+    MshareInfo,
+    MshareCreate,
+    MshareUnmap,
+    MshareStats,
+    MshareAttach,
+    MshareDetach,
+    MshareMap,
+    MshareRange,
+    MshareProtect,
 );
 
 /// Reads an ioctl's argument: a `T` at user address `arg` (EFAULT if it cannot be read).

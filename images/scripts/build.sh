@@ -17,8 +17,9 @@ KMAKE=(make ARCH=x86_64 LLVM=-19)
 # Built into the test kernel's command line: after its KUnit run it resets the machine, so
 # any VMM (QEMU with -no-reboot, mshare-vmm) ends when the tests are done.
 KTEST_CMDLINE="kunit_shutdown=reboot"
-# Files of guest-kmod/ that make up the module (sources, Kbuild, Makefile): what git tracks
-# or would track, as it is in the work tree (a file deleted there is gone).
+# Files of guest-kmod/ that make up the module (sources, the uapi header and its Rust
+# generator, Kbuild, Makefile): what git tracks or would track, as it is in the work tree (a
+# file deleted there is gone; files Kbuild generates are ignored, so never copied).
 kmod_files() {
     (cd "$KMOD_SRC" && { git ls-files --cached --others --exclude-standard -- . 2>/dev/null || find . -type f; } |
         while read -r f; do [ -f "$f" ] && echo "$f"; done) | LC_ALL=C sort -u

@@ -3,32 +3,33 @@
 //! processes get them by descriptor passing (fork, `SCM_RIGHTS`). Every call that takes a
 //! region also takes msharefs files.
 
-use crate::msharefs::{ioc, ioctl, ioctl_value};
+use crate::abi;
+use crate::msharefs::{ioctl, ioctl_value};
 use crate::Window;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
 /// The device node.
-pub const DEVICE: &str = "/dev/mshare";
+pub const DEVICE: &str = abi::MSHARE_DEVICE;
 
-/// `_IO('x', 0x20)`: the argument is 0 or `O_CLOEXEC`; returns a region's descriptor.
-pub const MSHARE_CREATE: u64 = ioc(0, 0x20, 0);
-/// `_IOWR('x', 0x21, struct mshare_attach)`
-pub const MSHARE_ATTACH: u64 = ioc(3, 0x21, 32);
-/// `_IOW('x', 0x22, struct mshare_detach)`
-pub const MSHARE_DETACH: u64 = ioc(1, 0x22, 16);
-/// `_IOW('x', 0x23, struct mshare_map)`
-pub const MSHARE_MAP: u64 = ioc(1, 0x23, 32);
-/// `_IOW('x', 0x24, struct mshare_range)`
-pub const MSHARE_UNMAP: u64 = ioc(1, 0x24, 24);
-/// `_IOW('x', 0x25, struct mshare_protect)`
-pub const MSHARE_PROTECT: u64 = ioc(1, 0x25, 8);
+/// `MSHARE_CREATE`: the argument is 0 or `O_CLOEXEC`; returns a region's descriptor.
+pub const MSHARE_CREATE: u64 = abi::MSHARE_CREATE;
+/// `MSHARE_ATTACH` ([`MshareAttach`] in and out).
+pub const MSHARE_ATTACH: u64 = abi::MSHARE_ATTACH;
+/// `MSHARE_DETACH` ([`MshareDetach`]).
+pub const MSHARE_DETACH: u64 = abi::MSHARE_DETACH;
+/// `MSHARE_MAP` ([`MshareMap`]).
+pub const MSHARE_MAP: u64 = abi::MSHARE_MAP;
+/// `MSHARE_UNMAP` ([`MshareRange`]).
+pub const MSHARE_UNMAP: u64 = abi::MSHARE_UNMAP;
+/// `MSHARE_PROTECT` ([`MshareProtect`]).
+pub const MSHARE_PROTECT: u64 = abi::MSHARE_PROTECT;
 
 /// `struct mshare_attach` flag: map read-only.
-pub const MSHARE_ATTACH_READ_ONLY: u32 = 1;
+pub const MSHARE_ATTACH_READ_ONLY: u32 = abi::MSHARE_ATTACH_READ_ONLY;
 /// `struct mshare_attach` flag: map at `addr` exactly, failing (EEXIST) if it is taken.
-pub const MSHARE_ATTACH_FIXED: u32 = 2;
+pub const MSHARE_ATTACH_FIXED: u32 = abi::MSHARE_ATTACH_FIXED;
 
 /// `struct mshare_attach`: `addr` is set to where the window went.
 #[repr(C)]
@@ -165,24 +166,5 @@ impl Device {
     pub fn protect(&self, region: &File, prot: i32) -> io::Result<()> {
         let mut protect = MshareProtect { fd: region.as_raw_fd(), prot: prot as u32 };
         ioctl(&self.0, MSHARE_PROTECT, &mut protect as *mut MshareProtect as usize)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ioctl_numbers_and_layouts() {
-        assert_eq!(MSHARE_CREATE, 0x7820);
-        assert_eq!(MSHARE_ATTACH, 0xc020_7821);
-        assert_eq!(MSHARE_DETACH, 0x4010_7822);
-        assert_eq!(MSHARE_MAP, 0x4020_7823);
-        assert_eq!(MSHARE_UNMAP, 0x4018_7824);
-        assert_eq!(MSHARE_PROTECT, 0x4008_7825);
-        assert_eq!(std::mem::size_of::<MshareAttach>(), 32);
-        assert_eq!(std::mem::size_of::<MshareMap>(), 32);
-        assert_eq!(std::mem::size_of::<MshareRange>(), 24);
-        assert_eq!(std::mem::size_of::<MshareProtect>(), 8);
     }
 }

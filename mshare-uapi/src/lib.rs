@@ -5,11 +5,14 @@
 //! - [`device`]: `/dev/mshare`, the calls of the 2026 syscall proposal as ioctls;
 //! - [`Window`]: a mapping of a region, unmapped when dropped;
 //! - [`formats`]: what host tools and guest programs share (sizes, /proc's kB lines, the
-//!   ivshmem capability that names a device's region).
+//!   ivshmem capability that names a device's region);
+//! - [`abi`]: `include/mshare.h`'s definitions under their C names.
 //!
-//! `include/mshare.h` is the same API for C; a test compiles it and checks that both
-//! agree.
+//! `include/mshare.h` is the same API for C, and the ABI's one definition (a link to the
+//! module's `include/uapi/mshare.h`): the build takes every number from it and has the
+//! compiler check this crate's structures against it ([`abi`]).
 
+pub mod abi;
 pub mod device;
 pub mod formats;
 pub mod msharefs;

@@ -3,12 +3,13 @@
 //! series' API ("v1", what a default mount speaks); [`v3`] holds the v2/v3 series' requests,
 //! which a mount with `-o api=v3` speaks instead (their numbers collide with v1's).
 
+use crate::abi;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
 /// Where msharefs is mounted.
-pub const MOUNT: &str = "/sys/fs/mshare";
+pub const MOUNT: &str = abi::MSHAREFS_MOUNT;
 
 /// `struct mshare_info { __u64 start; __u64 size; }`
 #[repr(C)]
@@ -20,18 +21,14 @@ pub struct MshareInfo {
     pub size: u64,
 }
 
-pub(crate) const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
-    (dir << 30) | (size << 16) | ((b'x' as u64) << 8) | nr
-}
-
-/// `_IOR('x', 0, struct mshare_info)`
-pub const MSHAREFS_GET_SIZE: u64 = ioc(2, 0, 16);
-/// `_IOW('x', 1, struct mshare_info)`
-pub const MSHAREFS_SET_SIZE: u64 = ioc(1, 1, 16);
-/// `_IOW('x', 2, struct mshare_create)` (40 bytes with padding)
-pub const MSHAREFS_CREATE_MAPPING: u64 = ioc(1, 2, 40);
-/// `_IOW('x', 3, struct mshare_unmap)`
-pub const MSHAREFS_UNMAP: u64 = ioc(1, 3, 16);
+/// v1's `MSHAREFS_GET_SIZE` ([`MshareInfo`] out).
+pub const MSHAREFS_GET_SIZE: u64 = abi::MSHAREFS_V1_GET_SIZE;
+/// v1's `MSHAREFS_SET_SIZE` ([`MshareInfo`] in).
+pub const MSHAREFS_SET_SIZE: u64 = abi::MSHAREFS_V1_SET_SIZE;
+/// v1's `MSHAREFS_CREATE_MAPPING` ([`MshareCreate`]).
+pub const MSHAREFS_CREATE_MAPPING: u64 = abi::MSHAREFS_V1_CREATE_MAPPING;
+/// v1's `MSHAREFS_UNMAP` ([`MshareUnmap`]).
+pub const MSHAREFS_UNMAP: u64 = abi::MSHAREFS_V1_UNMAP;
 
 /// `struct mshare_create`: `addr` is v1's address inside the region (an offset when the
 /// region has no start), or v3's `region_offset`.
@@ -67,11 +64,22 @@ impl MshareCreate {
     }
 }
 
-/// `MSHAREFS_GET_STATS`: `_IOR('x', 0x10, struct mshare_stats)`, this project's extension.
-pub const MSHAREFS_GET_STATS: u64 = ioc(2, 0x10, 72);
-/// `MSHAREFS_SET_PROT`: `_IOW('x', 0x11, __u64)`, this project's extension: `PROT_READ` or
+/// `struct mshare_unmap`: `addr` is v1's address inside the region (an offset when the
+/// region has no start), or v3's `region_offset`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MshareUnmap {
+    /// Start of the part to take back (granule aligned), as in [`MshareCreate::addr`].
+    pub addr: u64,
+    /// Its length (whole granules).
+    pub size: u64,
+}
+
+/// `MSHAREFS_GET_STATS` ([`MshareStats`] out), this project's extension.
+pub const MSHAREFS_GET_STATS: u64 = abi::MSHAREFS_GET_STATS;
+/// `MSHAREFS_SET_PROT` (a `u64`), this project's extension: `PROT_READ` or
 /// `PROT_READ | PROT_WRITE` for every process sharing the region's page tables at once.
-pub const MSHAREFS_SET_PROT: u64 = ioc(1, 0x11, 8);
+pub const MSHAREFS_SET_PROT: u64 = abi::MSHAREFS_SET_PROT;
 
 /// `struct mshare_stats`: how a region is used.
 #[repr(C)]
@@ -189,8 +197,8 @@ fn create_mapping_with(file: &File, cmd: u64, create: &MshareCreate) -> io::Resu
 
 /// UNMAP with the request number of one API or the other.
 fn unmap_with(file: &File, cmd: u64, addr: u64, size: u64) -> io::Result<()> {
-    let mut range = [addr, size];
-    ioctl(file, cmd, range.as_mut_ptr() as usize)
+    let mut unmap = MshareUnmap { addr, size };
+    ioctl(file, cmd, &mut unmap as *mut MshareUnmap as usize)
 }
 
 /// `ioctl(fd, cmd, arg)` with errno as an `io::Error`. `arg` is an address in this
@@ -246,14 +254,15 @@ pub fn mount_api(mount: &str) -> io::Result<String> {
 /// the size by `ftruncate`/`fallocate` and `fstat`, no size ioctls, and these two taking a
 /// `region_offset`.
 pub mod v3 {
-    use super::{create_mapping_with, ioc, unmap_with, MshareCreate};
+    use super::{create_mapping_with, unmap_with, MshareCreate};
+    use crate::abi;
     use std::fs::File;
     use std::io;
 
-    /// `_IOW('x', 0, struct mshare_create)`; `MshareCreate::addr` is the `region_offset`.
-    pub const MSHAREFS_CREATE_MAPPING: u64 = ioc(1, 0, 40);
-    /// `_IOW('x', 1, struct mshare_unmap)`: the number of v1's `MSHAREFS_SET_SIZE`.
-    pub const MSHAREFS_UNMAP: u64 = ioc(1, 1, 16);
+    /// v3's `MSHAREFS_CREATE_MAPPING`; `MshareCreate::addr` is the `region_offset`.
+    pub const MSHAREFS_CREATE_MAPPING: u64 = abi::MSHAREFS_V3_CREATE_MAPPING;
+    /// v3's `MSHAREFS_UNMAP`: the number of v1's `MSHAREFS_SET_SIZE`.
+    pub const MSHAREFS_UNMAP: u64 = abi::MSHAREFS_V3_UNMAP;
 
     /// `MSHAREFS_CREATE_MAPPING` (v3 requires `MAP_FIXED` in `flags`).
     pub fn create_mapping(file: &File, create: &MshareCreate) -> io::Result<()> {
@@ -269,21 +278,6 @@ pub mod v3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ioctl_numbers_match_the_kernel_headers() {
-        // _IOR('x', 0, 16 bytes) and _IOW('x', 1, 16 bytes) as the uapi header computes them.
-        assert_eq!(MSHAREFS_GET_SIZE, 0x8010_7800);
-        assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
-        assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
-        assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
-        assert_eq!(MSHAREFS_GET_STATS, 0x8048_7810);
-        assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
-        assert_eq!(v3::MSHAREFS_CREATE_MAPPING, 0x4028_7800);
-        assert_eq!(v3::MSHAREFS_UNMAP, MSHAREFS_SET_SIZE, "the collision the mount resolves");
-        assert_eq!(std::mem::size_of::<MshareCreate>(), 40);
-        assert_eq!(std::mem::size_of::<MshareStats>(), 72);
-    }
 
     #[test]
     fn system_stats_parse_and_reject_garbage() {

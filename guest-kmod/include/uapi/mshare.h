@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR Apache-2.0 */
+/*
+ * mshare: memory regions whose page tables are shared by every process mapping them.
+ *
+ * Two interfaces to the same regions (docs/module.md in mshare-vmm):
+ *
+ * msharefs: regions are files under /sys/fs/mshare, with the ioctls of the posted series
+ * in the API the mount speaks (mount -t msharefs -o api=v1|v3; /proc/mounts says which):
+ *
+ *   v1 (January 2025, the default mount):
+ *   fd = open("/sys/fs/mshare/NAME", O_RDWR | O_CREAT | O_EXCL, 0600);
+ *   ioctl(fd, MSHAREFS_SET_SIZE, &(struct mshare_info){ .start = TB(2), .size = size });
+ *   ioctl(fd, MSHAREFS_CREATE_MAPPING, &(struct mshare_create){ .addr = TB(2), ... });
+ *   p = mmap((void *)TB(2), size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+ *   (start 0: no fixed address; addr is then an offset into the region)
+ *
+ *   v3 (April/August 2025), with MSHAREFS_API_V3 defined before this header:
+ *   ftruncate(fd, size);   or fallocate(fd, 0, 0, size); fstat gives the size
+ *   ioctl(fd, MSHAREFS_CREATE_MAPPING, &(struct mshare_create){ .region_offset = 0, ...,
+ *         .flags = MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, .fd = -1 });
+ *   p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);   the whole region
+ *
+ * MSHAREFS_V1_* and MSHAREFS_V3_* name each API's requests whatever is defined; v3's
+ * UNMAP and v1's SET_SIZE are the same number, which the mount tells apart. The granule
+ * (alignment and size unit) is in /sys/fs/mshare/mshare_info, the mode and system-wide
+ * counters in /sys/fs/mshare/mshare_stats.
+ *
+ * /dev/mshare, the calls of the 2026 syscall proposal as ioctls:
+ *   fd = ioctl(dev, MSHARE_CREATE, O_CLOEXEC);   a region with no name
+ *   ftruncate(fd, size);
+ *   ioctl(dev, MSHARE_MAP, &(struct mshare_map){ .fd = fd, ... });
+ *   ioctl(dev, MSHARE_ATTACH, &attach);          attach.addr: where it is mapped
+ *   ioctl(dev, MSHARE_DETACH, &(struct mshare_detach){ attach.addr, attach.size });
+ * Every /dev/mshare call that takes a region's fd also takes msharefs files.
+ *
+ * This header is the ABI's one definition (mshare-uapi/include/mshare.h links to it): the
+ * module and the mshare-uapi crate take its numbers from gen_abi_rs.c, which also makes the
+ * Rust compiler check their structures against the ones here.
+ */
+#ifndef MSHARE_H
+#define MSHARE_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define MSHAREFS_MAGIC		0x4d534852
+#define MSHAREFS_MOUNT		"/sys/fs/mshare"
+#define MSHARE_DEVICE		"/dev/mshare"
+
+/* msharefs (region files) */
+struct mshare_info {
+	__u64 start;
+	__u64 size;
+};
+
+struct mshare_create {
+	union {
+		__u64 addr;		/* v1: address in [start, start + size), or offset */
+		__u64 region_offset;	/* v3: offset of the memory in the region */
+	};
+	__u64 size;
+	__u64 offset;		/* offset in fd's file: 0 */
+	__u32 prot;		/* PROT_READ | PROT_WRITE */
+	__u32 flags;		/* MAP_SHARED | MAP_ANONYMOUS [| MAP_FIXED: v3 needs it] */
+	__u32 fd;		/* -1: anonymous memory */
+};
+
+struct mshare_unmap {
+	union {
+		__u64 addr;		/* v1: as in struct mshare_create */
+		__u64 region_offset;	/* v3 */
+	};
+	__u64 size;
+};
+
+struct mshare_stats {
+	__u64 windows;		/* mappings of the region, all processes */
+	__u64 faults;		/* faults that mapped memory into one process (mode C) */
+	__u64 backed;		/* bytes with memory */
+	__u64 tables;		/* shared PTE tables, one page each (mode B) */
+	__u64 links;		/* times a shared table was linked into a process */
+	__u64 file_backed;	/* bytes that are a file's pages (CREATE_MAPPING with an fd) */
+	__u64 pmd_tables;	/* shared PMD tables, one page each (mode B, whole-GiB windows) */
+	__u64 pmd_links;	/* times a shared PMD table was linked into a process */
+	__u64 huge_leaf_bytes;	/* bytes mapped by 2 MiB leaves in the shared PMD tables */
+};
+
+#define MSHAREFS_V1_GET_SIZE		_IOR('x', 0, struct mshare_info)
+#define MSHAREFS_V1_SET_SIZE		_IOW('x', 1, struct mshare_info)
+#define MSHAREFS_V1_CREATE_MAPPING	_IOW('x', 2, struct mshare_create)
+#define MSHAREFS_V1_UNMAP		_IOW('x', 3, struct mshare_unmap)
+#define MSHAREFS_V3_CREATE_MAPPING	_IOW('x', 0, struct mshare_create)
+#define MSHAREFS_V3_UNMAP		_IOW('x', 1, struct mshare_unmap)
+
+#ifdef MSHAREFS_API_V3
+#define MSHAREFS_CREATE_MAPPING	MSHAREFS_V3_CREATE_MAPPING
+#define MSHAREFS_UNMAP		MSHAREFS_V3_UNMAP
+#else
+#define MSHAREFS_GET_SIZE	MSHAREFS_V1_GET_SIZE
+#define MSHAREFS_SET_SIZE	MSHAREFS_V1_SET_SIZE
+#define MSHAREFS_CREATE_MAPPING	MSHAREFS_V1_CREATE_MAPPING
+#define MSHAREFS_UNMAP		MSHAREFS_V1_UNMAP
+#endif
+/* This project's extensions, the same under both APIs. */
+#define MSHAREFS_GET_STATS	_IOR('x', 0x10, struct mshare_stats)
+#define MSHAREFS_SET_PROT	_IOW('x', 0x11, __u64)	/* PROT_READ [| PROT_WRITE] */
+
+/* /dev/mshare */
+#define MSHARE_ATTACH_READ_ONLY	1
+#define MSHARE_ATTACH_FIXED	2	/* at addr exactly; EEXIST if taken */
+
+struct mshare_attach {
+	__s32 fd;
+	__u32 flags;		/* MSHARE_ATTACH_* */
+	__u64 offset;		/* of the window in the region */
+	__u64 size;
+	__u64 addr;		/* in: with MSHARE_ATTACH_FIXED; out: the window */
+};
+
+struct mshare_detach {
+	__u64 addr;		/* a whole window */
+	__u64 size;
+};
+
+struct mshare_map {
+	__s32 fd;
+	__u32 prot;		/* PROT_READ | PROT_WRITE */
+	__u64 offset;
+	__u64 size;
+	__s32 object_fd;	/* -1: anonymous memory */
+	__u32 flags;		/* 0, or MAP_SHARED | MAP_ANONYMOUS */
+};
+
+struct mshare_range {
+	__s32 fd;
+	__u32 pad;		/* 0 */
+	__u64 offset;
+	__u64 size;
+};
+
+struct mshare_protect {
+	__s32 fd;
+	__u32 prot;		/* PROT_READ [| PROT_WRITE] */
+};
+
+#define MSHARE_CREATE		_IO('x', 0x20)	/* arg: 0 or O_CLOEXEC; returns an fd */
+#define MSHARE_ATTACH		_IOWR('x', 0x21, struct mshare_attach)
+#define MSHARE_DETACH		_IOW('x', 0x22, struct mshare_detach)
+#define MSHARE_MAP		_IOW('x', 0x23, struct mshare_map)
+#define MSHARE_UNMAP		_IOW('x', 0x24, struct mshare_range)
+#define MSHARE_PROTECT		_IOW('x', 0x25, struct mshare_protect)
+
+#endif /* MSHARE_H */
