@@ -26,9 +26,13 @@ use kernel::{
     sync::aref::ARef,
 };
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
     fn msharefs_new_anonymous_file() -> *mut c_void;
-    fn msharefs_file_region(file: *mut c_void, inode: *mut *mut c_void) -> *mut c_void;
+    fn msharefs_file_region(file: *mut bindings::file) -> *const Region;
     fn msharefs_detach(addr: usize, size: usize) -> c_int;
 }
 
@@ -37,26 +41,24 @@ const MAP_FIXED_NOREPLACE: u32 = 0x100000;
 /// A region reached through a file descriptor of the caller, held for the call.
 struct RegionFd {
     file: ARef<LocalFile>,
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
 }
 
 impl RegionFd {
     /// EBADF for a descriptor that is not open, EINVAL for a file that is not a region.
     fn get(fd: u32) -> Result<Self> {
         let file = LocalFile::fget(fd)?;
-        let mut inode = core::ptr::null_mut();
         // SAFETY: the file is held by `file`; the call only reads its operations and inode.
-        let region = unsafe { msharefs_file_region(file.as_ptr().cast(), &mut inode) };
+        let region = unsafe { msharefs_file_region(file.as_ptr()) };
         if region.is_null() {
             return Err(EINVAL);
         }
-        Ok(Self { file, region, inode })
+        Ok(Self { file, region })
     }
 
     fn region(&self) -> &Region {
         // SAFETY: the region lives as long as its inode, which the held file keeps alive.
-        unsafe { &*self.region.cast::<Region>() }
+        unsafe { &*self.region }
     }
 
     /// Changing a region takes a descriptor open for writing, as with msharefs.
@@ -160,7 +162,7 @@ fn unmap(arg: usize) -> Result<isize> {
     }
     let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
-    msharefs::unmap(region.region(), region.inode, offset, size)?;
+    region.region().unmap(offset, size)?;
     Ok(0)
 }
 
@@ -169,7 +171,7 @@ fn protect(arg: usize) -> Result<isize> {
     let MshareProtect { fd, prot } = read_arg(arg)?;
     let region = RegionFd::get(fd as u32)?;
     region.check_writable()?;
-    msharefs::set_prot(region.region(), region.inode, u64::from(prot))?;
+    msharefs::set_prot(region.region(), u64::from(prot))?;
     Ok(0)
 }
 

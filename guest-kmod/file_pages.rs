@@ -14,15 +14,21 @@
 //! the region: it keeps the pages it pinned until `UNMAP`.
 
 use crate::GRANULE_PAGES;
-use core::ffi::{c_int, c_long, c_uint, c_void};
+use core::ffi::{c_int, c_long, c_uint};
+use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
-    fn msharefs_file_get(fd: c_int, file: *mut *mut c_void) -> c_int;
-    fn msharefs_file_put(file: *mut c_void);
-    fn msharefs_file_pin(file: *mut c_void, offset: i64, frames: *mut usize, folios: *mut *mut c_void) -> c_long;
-    fn msharefs_file_unpin(folios: *mut *mut c_void, nr: c_uint);
+    fn msharefs_file_get(fd: c_int, file: *mut *mut bindings::file) -> c_int;
+    fn msharefs_file_put(file: *mut bindings::file);
+    fn msharefs_file_pin(file: *mut bindings::file, offset: i64, frames: *mut usize, folios: *mut *mut bindings::folio) -> c_long;
+    fn msharefs_file_unpin(folios: *mut *mut bindings::folio, nr: c_uint);
+    fn msharefs_folios_settle(folios: *mut *mut bindings::folio, nr: c_uint);
 }
 
 /// A shmem file taken by a mapping: a reference and a writable-mapping count.
@@ -30,7 +36,7 @@ extern "C" {
 /// # Invariants
 ///
 /// `0` is a `struct file *` from `msharefs_file_get`, given back once, in `drop`.
-pub(crate) struct MappedFile(*mut c_void);
+pub(crate) struct MappedFile(*mut bindings::file);
 
 // SAFETY: the file reference may be dropped from any thread; nothing else is done with it
 // but passing it to the C glue, which takes the file's own locks.
@@ -64,7 +70,7 @@ pub(crate) struct FilePages {
     /// The page frame of each of the granule's pages.
     frames: KVVec<usize>,
     /// The folios pinned (each once, however many of its pages the granule uses).
-    folios: KVVec<*mut c_void>,
+    folios: KVVec<*mut bindings::folio>,
 }
 
 // SAFETY: the pinned folios are released once, in `drop`, from whichever thread drops
@@ -93,6 +99,13 @@ impl FilePages {
     /// The page frames of the granule, in order.
     pub(crate) fn frames(&self) -> &[usize] {
         &self.frames
+    }
+
+    /// Waits for every fault that holds one of the granule's folios locked (one that found
+    /// it and is mapping it): once per folio, however many of its pages the granule has.
+    pub(crate) fn settle(&mut self) {
+        // SAFETY: the folios this granule pinned, alive until `drop`.
+        unsafe { msharefs_folios_settle(self.folios.as_mut_ptr(), self.folios.len() as c_uint) };
     }
 }
 

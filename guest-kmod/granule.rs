@@ -9,12 +9,18 @@
 //! no page-cache xarray, and the region holds its reference until the chunk is dropped.
 
 use crate::file_pages::FilePages;
+use crate::inode::Inode;
 use crate::{stats, GRANULE_PAGES, GRANULE_SHIFT};
 use core::ffi::{c_long, c_uint, c_void};
+use kernel::bindings;
 use kernel::prelude::*;
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
-    fn msharefs_alloc_chunk(order: c_uint, inode: *mut c_void, index: usize) -> c_long;
+    fn msharefs_alloc_chunk(order: c_uint, inode: *mut bindings::inode, index: usize) -> c_long;
     fn msharefs_free_chunk(pfn: usize);
     fn msharefs_page_address(pfn: usize) -> *mut c_void;
     fn msharefs_folio_settle(pfn: usize);
@@ -49,9 +55,10 @@ pub(crate) enum Memory {
 
 impl Memory {
     /// A zeroed chunk for the granule at page offset `index` of the region of `inode`
-    /// (null in KUnit, where there is no file): ENOMEM when the memory cgroup or the
+    /// (none in KUnit, where there is no file): ENOMEM when the memory cgroup or the
     /// system has none, ENOSPC past the mount's `size=`.
-    pub(crate) fn allocate(inode: *mut c_void, index: usize) -> Result<Self> {
+    pub(crate) fn allocate(inode: Option<Inode>, index: usize) -> Result<Self> {
+        let inode = inode.map_or(core::ptr::null_mut(), Inode::as_raw);
         // SAFETY: `inode` outlives the chunk (its region frees it first) or is null.
         let first = unsafe { msharefs_alloc_chunk(CHUNK_ORDER, inode, index) };
         let first = usize::try_from(first).map_err(|_| Error::from_errno(first as i32))?;
@@ -83,15 +90,11 @@ impl Memory {
 
     /// Waits for every fault that holds one of the granule's folios locked (one that
     /// found the memory and is mapping it). Device memory has no folios.
-    pub(crate) fn settle(&self) {
-        let settle = |frame: usize| {
-            // SAFETY: a page of this module or a pinned page of a file, alive while the
-            // granule is.
-            unsafe { msharefs_folio_settle(frame) }
-        };
+    pub(crate) fn settle(&mut self) {
         match self {
-            Self::Chunk { first, owned: true } => settle(*first),
-            Self::File(pages) => pages.frames().iter().copied().for_each(settle),
+            // SAFETY: this module's folio, alive while the granule is.
+            Self::Chunk { first, owned: true } => unsafe { msharefs_folio_settle(*first) },
+            Self::File(pages) => pages.settle(),
             _ => {}
         }
     }

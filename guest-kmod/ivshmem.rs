@@ -20,9 +20,13 @@ use kernel::{
     time::Delta,
 };
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
-    fn msharefs_add_device(name: *const u8, region: *mut c_void, size: bindings::loff_t, read_only: bool) -> c_int;
-    fn msharefs_remove_device(region: *mut c_void);
+    fn msharefs_add_device(name: *const u8, region: *const Region, size: bindings::loff_t, read_only: bool) -> c_int;
+    fn msharefs_remove_device(region: *const Region);
 }
 
 /// The PCI capability list pointer and the vendor-specific capability ID.
@@ -129,16 +133,16 @@ impl Drop for Published {
         // new inode can take the region.
         unsafe { msharefs_remove_device(self.region_ptr()) };
         // Open files and mappings may outlive the device (an unbind while in use): they
-        // lose the memory, never reach freed memory (see `msharefs::unplug`).
-        crate::msharefs::unplug(&self.region);
+        // lose the memory, never reach freed memory (see `Region::unplug`).
+        self.region.unplug();
         // SAFETY: mapped in `publish`; no process maps the BAR any more.
         unsafe { bindings::memunmap(self.wb) };
     }
 }
 
 impl Published {
-    fn region_ptr(&self) -> *mut c_void {
-        Arc::as_ptr(&self.region).cast_mut().cast()
+    fn region_ptr(&self) -> *const Region {
+        Arc::as_ptr(&self.region)
     }
 }
 

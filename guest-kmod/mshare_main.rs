@@ -10,14 +10,17 @@
 
 mod devmshare;
 mod file_pages;
+mod inode;
 mod granule;
 mod ivshmem;
 mod msharefs;
 mod msharefs_api;
 mod region;
+mod rwsem;
 mod shared_table;
 mod stats;
 mod uapi;
+mod window;
 
 use kernel::{driver, pci, prelude::*};
 

@@ -6,14 +6,13 @@
 //! are in [`crate::region`].
 
 use crate::file_pages::MappedFile;
+use crate::inode::Inode;
 use crate::msharefs_api::{Api, Request};
 use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
-use crate::region::{
-    check_mapping, check_range, offset_of, spans_pmd_tables, window_address, window_reach, Page, Region, Window,
-};
+use crate::region::{offset_of, Region};
 use crate::{stats, GRANULE_SIZE};
-use kernel::page::PAGE_SIZE;
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
+use kernel::bindings::vm_fault_t;
 use kernel::{
     bindings,
     error::to_result,
@@ -31,36 +30,27 @@ const MAP_FIXED: u32 = 0x10;
 pub(crate) const MAP_ANONYMOUS: u32 = 0x20;
 const NO_FD: u32 = u32::MAX;
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
     fn msharefs_register() -> c_int;
     fn msharefs_unregister();
-    fn msharefs_inode_set_size(inode: *mut c_void, size: bindings::loff_t);
-    fn msharefs_invalidate_lock(inode: *mut c_void);
-    fn msharefs_invalidate_unlock(inode: *mut c_void);
-    fn msharefs_zap(inode: *mut c_void, offset: bindings::loff_t, len: bindings::loff_t);
     fn msharefs_user_end() -> c_ulong;
-    fn msharefs_invalidate_lock_shared(inode: *mut c_void);
-    fn msharefs_invalidate_unlock_shared(inode: *mut c_void);
+    fn msharefs_map_pfn(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
+    fn msharefs_map_pfn_pmd(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
+    fn msharefs_map_page(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
 }
 
 /// How much of a read or write goes through the kernel's buffer at a time.
 const IO_CHUNK: usize = 64 * 1024;
 
-/// Runs `io` on the region's bytes `[offset, offset + len)` under the invalidate lock,
-/// shared: UNMAP (which frees memory under it, exclusive) waits, faults and other reads
-/// and writes do not. The user buffer is never touched with the lock held, so a buffer
-/// that is itself a window of the region cannot deadlock against its own fault.
-fn with_region_bytes<T>(inode: *mut c_void, io: impl FnOnce() -> Result<T>) -> Result<T> {
-    // SAFETY: `inode` is the live inode of the file being read or written; unlocked below.
-    unsafe { msharefs_invalidate_lock_shared(inode) };
-    let result = io();
-    // SAFETY: locked above.
-    unsafe { msharefs_invalidate_unlock_shared(inode) };
-    result
-}
-
 /// `read`/`pread` of a region file: its bytes from `*pos`, holes as zeros, 0 at the end.
-fn read(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
+/// The region's memory is copied through a kernel buffer, never to or from the user
+/// buffer with the region's memory lock held: a buffer that is itself a window of the
+/// region faults without deadlocking against its own read.
+fn read(region: &Region, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
     region.check_present()?;
     let offset = u64::try_from(*pos).map_err(|_| EINVAL)?;
     let len = len.min(region.size().saturating_sub(offset) as usize);
@@ -69,7 +59,7 @@ fn read(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i
     while done < len {
         let n = (len - done).min(IO_CHUNK);
         let at = offset + done as u64;
-        with_region_bytes(inode, || region.read_at(at, &mut bounce[..n]))?;
+        region.read_at(at, &mut bounce[..n])?;
         let copied = UserSlice::new(UserPtr::from_addr(buf + done), n).writer().write_slice(&bounce[..n]);
         if let Err(e) = copied {
             // What was copied before the fault is the read's result.
@@ -86,7 +76,7 @@ fn read(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i
 
 /// `write`/`pwrite` of a region file: into its memory from `*pos`; a write never grows a
 /// region (ENOSPC at its end, short before it) nor gives memory to a hole (EIO).
-fn write(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
+fn write(region: &Region, buf: usize, len: usize, pos: &mut i64) -> Result<usize> {
     region.check_present()?;
     let offset = u64::try_from(*pos).map_err(|_| EINVAL)?;
     let room = region.size().saturating_sub(offset) as usize;
@@ -105,7 +95,7 @@ fn write(region: &Region, inode: *mut c_void, buf: usize, len: usize, pos: &mut 
             break;
         }
         let at = offset + done as u64;
-        if let Err(e) = with_region_bytes(inode, || region.write_at(at, &bounce[..n])) {
+        if let Err(e) = region.write_at(at, &bounce[..n]) {
             if done == 0 {
                 return Err(e);
             }
@@ -146,32 +136,11 @@ impl MshareCreate {
 }
 
 /// Sets the region's size (and with v1's SET_SIZE its start), and the inode's.
-fn set_size(region: &Region, inode: *mut c_void, requested: u64, start: Option<u64>) -> Result {
+fn set_size(region: &Region, inode: Inode, requested: u64, start: Option<u64>) -> Result {
     // SAFETY: plain call into the C glue.
     let user_end = unsafe { msharefs_user_end() } as u64;
-    let size = region.set_size(requested, start, user_end)?;
-    // SAFETY: `inode` is the live inode of this region, passed by the VFS callback.
-    unsafe { msharefs_inode_set_size(inode, size as bindings::loff_t) };
+    inode.set_size(region.set_size(requested, start, user_end)?);
     Ok(())
-}
-
-/// Runs `change` under the region's invalidate lock, then removes `[offset, offset + len)`
-/// from every process that maps it (unlinking shared tables, flushing TLBs), then drops
-/// what `change` returned: memory it took is freed only once no process can reach it.
-fn change_then_zap<T>(inode: *mut c_void, offset: u64, len: u64, change: impl FnOnce() -> Result<T>) -> Result {
-    let (start, length) = (i64::try_from(offset).map_err(|_| EINVAL)?, i64::try_from(len).map_err(|_| EINVAL)?);
-    // Mode C faults look pages up under the invalidate lock, shared: with it held here,
-    // none can map memory between the change and the zap.
-    // SAFETY: `inode` is the live inode of this region; the lock is released below.
-    unsafe { msharefs_invalidate_lock(inode) };
-    let result = change().map(|taken| {
-        // SAFETY: as above.
-        unsafe { msharefs_zap(inode, start, length) };
-        drop(taken);
-    });
-    // SAFETY: taken above.
-    unsafe { msharefs_invalidate_unlock(inode) };
-    result
 }
 
 /// `MSHAREFS_SET_PROT`'s argument: `PROT_READ` or `PROT_READ | PROT_WRITE`.
@@ -183,57 +152,10 @@ fn parse_prot(prot: u64) -> Result<bool> {
     }
 }
 
-/// Takes the memory of `[offset, offset + len)` of the region away from every process.
-pub(crate) fn unmap(region: &Region, inode: *mut c_void, offset: u64, len: u64) -> Result {
-    change_then_zap(inode, offset, len, || region.take(offset, len))
-}
-
 /// Sets the protection (`PROT_READ`, or with `PROT_WRITE`) of the region for every
 /// process sharing its tables.
-pub(crate) fn set_prot(region: &Region, inode: *mut c_void, prot: u64) -> Result {
-    let writable = parse_prot(prot)?;
-    // Private windows (mode C) carry their own permissions; only shared tables can change
-    // for everyone at once.
-    if !stats::shared_tables() {
-        return Err(EOPNOTSUPP);
-    }
-    let size = region.size();
-    if size == 0 {
-        return Err(EINVAL);
-    }
-    // `set_writable` may fail half-way, having rewritten the tables of some granules:
-    // every process loses its links whatever the outcome.
-    let mut outcome = Ok(());
-    change_then_zap(inode, 0, size, || {
-        outcome = region.set_writable(writable);
-        Ok(())
-    })?;
-    // A device region shows as one inode per msharefs instance (an api=v1 and an api=v3
-    // mount): the processes that map it through the others hold the same tables, and
-    // may hold writable TLB entries of them, until their inode's mappings are zapped too.
-    let mut zapped = Ok(());
-    region.for_each_inode(|other| {
-        if other as *mut c_void != inode {
-            zapped = zapped.and(change_then_zap(other as *mut c_void, 0, size, || Ok(())));
-        }
-    });
-    outcome.and(zapped)
-}
-
-/// The device behind a device region went away: from every msharefs inode that shows it,
-/// every process's mapping is removed, under the invalidate lock so that no fault maps
-/// the device's memory again. Faults then find nothing (SIGBUS), calls are ENODEV.
-pub(crate) fn unplug(region: &Region) {
-    let size = region.size();
-    region.unplug();
-    region.for_each_inode(|inode| {
-        // The region already maps nothing: the change is only the zap's fence against a
-        // fault that looked the memory up before `unplug`.
-        let zapped = change_then_zap(inode as *mut c_void, 0, size, || Ok(()));
-        if let Err(e) = zapped {
-            pr_err!("mshare: unplugging a device region of {} bytes: {:?}\n", size, e);
-        }
-    });
+pub(crate) fn set_prot(region: &Region, prot: u64) -> Result {
+    region.set_prot(parse_prot(prot)?)
 }
 
 /// The region offset of a CREATE_MAPPING or UNMAP argument: v1 names an address inside
@@ -245,7 +167,7 @@ fn region_offset(region: &Region, api: Api, addr: u64, len: u64) -> Result<u64> 
     }
 }
 
-fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, writable: bool) -> Result {
+fn ioctl(region: &Region, inode: Inode, api: Api, cmd: u32, arg: usize, writable: bool) -> Result {
     region.check_present()?;
     let request = Request::decode(api, cmd)?;
     if !writable && !request.only_reads() {
@@ -268,9 +190,9 @@ fn ioctl(region: &Region, inode: *mut c_void, api: Api, cmd: u32, arg: usize, wr
         }
         Request::Unmap => {
             let range: MshareUnmap = read_arg(arg)?;
-            unmap(region, inode, region_offset(region, api, range.addr, range.size)?, range.size)
+            region.unmap(region_offset(region, api, range.addr, range.size)?, range.size)
         }
-        Request::SetProt => set_prot(region, inode, read_arg::<u64>(arg)?),
+        Request::SetProt => set_prot(region, read_arg::<u64>(arg)?),
         Request::GetStats => {
             let stats = region.stats();
             let stats = MshareStats {
@@ -310,11 +232,17 @@ impl Drop for Registration {
 
 /// A new, empty region for a new inode, which holds it (a reference given back by
 /// [`mshare_region_release`]); null when out of memory.
+///
+/// # Safety
+///
+/// `inode` is the new msharefs inode, which holds the region until it is evicted.
 #[no_mangle]
-extern "C" fn mshare_region_new(inode: *mut c_void) -> *mut c_void {
-    match Arc::pin_init(Region::new(inode as usize), GFP_KERNEL) {
-        Ok(region) => Arc::into_raw(region).cast_mut().cast(),
-        Err(_) => core::ptr::null_mut(),
+unsafe extern "C" fn mshare_region_new(inode: *mut bindings::inode) -> *const Region {
+    // SAFETY: per the function's contract, the inode outlives its region.
+    let inode = unsafe { Inode::from_raw(inode) };
+    match Arc::pin_init(Region::new(inode), GFP_KERNEL) {
+        Ok(region) => Arc::into_raw(region),
+        Err(_) => core::ptr::null(),
     }
 }
 
@@ -326,10 +254,13 @@ extern "C" fn mshare_region_new(inode: *mut c_void) -> *mut c_void {
 /// `region` is the reference `inode` holds, from [`mshare_region_new`] or
 /// [`mshare_device_region_attach`], given back once.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_release(region: *mut c_void, inode: *mut c_void) {
+unsafe extern "C" fn mshare_region_release(region: *const Region, inode: *mut bindings::inode) {
     // SAFETY: per the function's contract, the inode's reference, from `Arc::into_raw`.
-    let region = unsafe { Arc::from_raw(region.cast::<Region>().cast_const()) };
-    region.inode_evicted(inode as usize);
+    let region = unsafe { Arc::from_raw(region) };
+    // SAFETY: the inode is being evicted: the handle only serves to find it in the list.
+    if let Some(inode) = unsafe { Inode::from_raw(inode) } {
+        region.inode_evicted(inode);
+    }
 }
 
 /// An msharefs inode shows a device region: the inode holds a reference to it, given back
@@ -340,10 +271,12 @@ unsafe extern "C" fn mshare_region_release(region: *mut c_void, inode: *mut c_vo
 /// `region` is a live device region (`ivshmem::publish`'s), which the caller's lock on the
 /// msharefs device table keeps alive; `inode` is the new inode.
 #[no_mangle]
-unsafe extern "C" fn mshare_device_region_attach(region: *mut c_void, inode: *mut c_void) -> c_int {
+unsafe extern "C" fn mshare_device_region_attach(region: *const Region, inode: *mut bindings::inode) -> c_int {
     // SAFETY: per the function's contract, `region` is an `Arc<Region>`'s, still referenced.
-    let region: Arc<Region> = unsafe { ArcBorrow::from_raw(region.cast::<Region>()) }.into();
-    match region.inode_attached(inode as usize) {
+    let region: Arc<Region> = unsafe { ArcBorrow::from_raw(region) }.into();
+    // SAFETY: the inode is listed until it is evicted (`mshare_region_release`).
+    let Some(inode) = (unsafe { Inode::from_raw(inode) }) else { return EINVAL.to_errno() };
+    match region.inode_attached(inode) {
         Ok(()) => {
             // The inode's reference, given back when it is evicted.
             let _ = Arc::into_raw(region);
@@ -353,21 +286,31 @@ unsafe extern "C" fn mshare_device_region_attach(region: *mut c_void, inode: *mu
     }
 }
 
+/// The inode a VFS call on a region file passed.
+///
+/// # Safety
+///
+/// `inode` is the live inode of the file the call is on (or null: EINVAL).
+unsafe fn call_inode(inode: *mut bindings::inode) -> Result<Inode> {
+    // SAFETY: per the function's contract, the file being called holds the inode.
+    unsafe { Inode::from_raw(inode) }.ok_or(EINVAL)
+}
+
 /// # Safety
 ///
 /// `region` is the live region of `inode`.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_ioctl(
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
+    inode: *mut bindings::inode,
     api: c_int,
     cmd: c_uint,
     arg: c_ulong,
     writable: bool,
 ) -> c_long {
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
-    match ioctl(region, inode, Api::from_glue(api), cmd, arg as usize, writable) {
+    let (region, inode) = unsafe { (&*region, call_inode(inode)) };
+    match inode.and_then(|inode| ioctl(region, inode, Api::from_glue(api), cmd, arg as usize, writable)) {
         Ok(()) => 0,
         Err(e) => e.to_errno() as c_long,
     }
@@ -382,8 +325,8 @@ unsafe extern "C" fn mshare_region_ioctl(
 /// `region` is the live region of `inode`.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_truncate(
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
+    inode: *mut bindings::inode,
     size: bindings::loff_t,
     from_open: bool,
 ) -> c_int {
@@ -391,8 +334,9 @@ unsafe extern "C" fn mshare_region_truncate(
         return 0;
     }
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
-    match u64::try_from(size).map_err(|_| EINVAL).and_then(|size| set_size(region, inode, size, None)) {
+    let (region, inode) = unsafe { (&*region, call_inode(inode)) };
+    let size = u64::try_from(size).map_err(|_| EINVAL);
+    match inode.and_then(|inode| set_size(region, inode, size?, None)) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -402,18 +346,17 @@ unsafe extern "C" fn mshare_region_truncate(
 ///
 /// # Safety
 ///
-/// `region` is the live region of `inode`; `pos` is the file position the VFS passed.
+/// `region` is the live region of the file read; `pos` is the file position the VFS passed.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_read(
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
     buf: *mut c_void,
     len: usize,
     pos: *mut bindings::loff_t,
 ) -> isize {
     // SAFETY: per the function's contract.
-    let (region, pos) = unsafe { (&*region.cast::<Region>(), &mut *pos) };
-    match read(region, inode, buf as usize, len, pos) {
+    let (region, pos) = unsafe { (&*region, &mut *pos) };
+    match read(region, buf as usize, len, pos) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -423,18 +366,18 @@ unsafe extern "C" fn mshare_region_read(
 ///
 /// # Safety
 ///
-/// `region` is the live region of `inode`; `pos` is the file position the VFS passed.
+/// `region` is the live region of the file written; `pos` is the file position the VFS
+/// passed.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_write(
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
     buf: *const c_void,
     len: usize,
     pos: *mut bindings::loff_t,
 ) -> isize {
     // SAFETY: per the function's contract.
-    let (region, pos) = unsafe { (&*region.cast::<Region>(), &mut *pos) };
-    match write(region, inode, buf as usize, len, pos) {
+    let (region, pos) = unsafe { (&*region, &mut *pos) };
+    match write(region, buf as usize, len, pos) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -448,120 +391,27 @@ unsafe extern "C" fn mshare_region_write(
 /// `region` is the live region of `inode`.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_fallocate(
-    region: *mut c_void,
-    inode: *mut c_void,
+    region: *const Region,
+    inode: *mut bindings::inode,
     mode: c_int,
     offset: bindings::loff_t,
     len: bindings::loff_t,
 ) -> c_long {
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
+    let (region, inode) = unsafe { (&*region, call_inode(inode)) };
     let result = if mode != FALLOC_FL_ALLOCATE_RANGE {
         Err(EOPNOTSUPP)
     } else if offset != 0 {
         Err(EINVAL)
     } else {
-        region.check_present().and_then(|()| u64::try_from(len).map_err(|_| EINVAL)).and_then(|len| set_size(region, inode, len, None))
+        region
+            .check_present()
+            .and_then(|()| u64::try_from(len).map_err(|_| EINVAL))
+            .and_then(|len| set_size(region, inode?, len, None))
     };
     match result {
         Ok(()) => 0,
         Err(e) => e.to_errno() as c_long,
-    }
-}
-
-/// Where a window of `len` bytes at page `pgoff` of the region goes, decided before mmap
-/// unmaps anything of the caller's (a refusal later, in `->mmap`, would come after a
-/// `MAP_FIXED` call had already cleared what was at `addr`): the region's start plus the
-/// offset for a v1 region with a start (`addr`, with `MAP_FIXED` or as a hint, must be that
-/// or 0), 0 for anywhere; EINVAL for a window that cannot be (private, outside the region's
-/// reach, unaligned, not the whole region under v3, `MAP_FIXED` elsewhere than the start),
-/// ENODEV once the device went away. Under v3 the whole region may also be mapped with its
-/// size rounded up to whole GiBs, to share PMD tables.
-fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool, shared: bool) -> Result<u64> {
-    region.check_present()?;
-    let offset = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
-    let size = region.size();
-    if !shared || size == 0 {
-        return Err(EINVAL);
-    }
-    let reach = window_reach(size, offset, len);
-    check_range(reach, offset, len)?;
-    if api == Api::V3 && (offset != 0 || len != size && len != reach) {
-        return Err(EINVAL);
-    }
-    let start = region.start();
-    if start == 0 {
-        if fixed && addr % GRANULE_SIZE != 0 {
-            return Err(EINVAL);
-        }
-        return Ok(0);
-    }
-    let at = start.checked_add(offset).filter(|at| *at <= i64::MAX as u64).ok_or(EINVAL)?;
-    if addr != 0 && addr != at || fixed && addr != at {
-        return Err(EINVAL);
-    }
-    Ok(at)
-}
-
-/// [`place`] for the glue's `get_unmapped_area`: the address, 0, or a negative errno.
-///
-/// # Safety
-///
-/// `region` is the live region of the file being mapped.
-#[no_mangle]
-unsafe extern "C" fn mshare_region_place(
-    region: *mut c_void,
-    api: c_int,
-    addr: c_ulong,
-    len: c_ulong,
-    pgoff: c_ulong,
-    fixed: bool,
-    shared: bool,
-) -> c_long {
-    // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
-    match place(region, Api::from_glue(api), addr as u64, len as u64, pgoff as u64, fixed, shared) {
-        Ok(at) => at as c_long,
-        Err(e) => e.to_errno() as c_long,
-    }
-}
-
-/// [`window_address`] for the glue's `get_unmapped_area`: where in the free range
-/// `[found, found + len + 1 GiB)` a window the kernel places goes.
-#[no_mangle]
-extern "C" fn mshare_window_address(found: c_ulong, len: c_ulong) -> c_ulong {
-    window_address(found as u64, len as u64) as c_ulong
-}
-
-/// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that
-/// shares its PMD tables too (whole, aligned GiBs), 0 for one with its own mappings, or a
-/// negative errno. Where the window may go (the v1 start, v3's whole
-/// region) was decided by [`place`] before mmap unmapped anything.
-///
-/// # Safety
-///
-/// `region` is the live region of the file being mapped.
-#[no_mangle]
-unsafe extern "C" fn mshare_region_mmap_check(
-    region: *mut c_void,
-    start: c_ulong,
-    end: c_ulong,
-    pgoff: c_ulong,
-    shared: bool,
-    writable: bool,
-) -> c_int {
-    // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
-    let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
-    let (start, end) = (start as u64, end as u64);
-    let window = region
-        .window(writable, spans_pmd_tables(start, offset, end.wrapping_sub(start)))
-        .and_then(|window| check_mapping(region.size(), start, end, offset, shared).map(|()| window));
-    match window {
-        Ok(Window::Shared) => 1,
-        Ok(Window::SharedPmd) => 2,
-        Ok(Window::Private) => 0,
-        Err(e) => e.to_errno(),
     }
 }
 
@@ -572,9 +422,9 @@ unsafe extern "C" fn mshare_region_mmap_check(
 ///
 /// `region` is the live region of the faulting mapping.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_writable(region: *mut c_void) -> bool {
+unsafe extern "C" fn mshare_region_writable(region: *const Region) -> bool {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.writable()
+    unsafe { &*region }.writable()
 }
 
 /// Whether the region's memory is folios (mapped as normal pages, which GUP takes) rather
@@ -584,9 +434,9 @@ unsafe extern "C" fn mshare_region_writable(region: *mut c_void) -> bool {
 ///
 /// `region` is a live region.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_has_pages(region: *mut c_void) -> bool {
+unsafe extern "C" fn mshare_region_has_pages(region: *const Region) -> bool {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.has_pages()
+    unsafe { &*region }.has_pages()
 }
 
 /// The shared table of page `pgoff`'s granule, in `*table` (null for a hole): 0 or a
@@ -596,9 +446,9 @@ unsafe extern "C" fn mshare_region_has_pages(region: *mut c_void) -> bool {
 ///
 /// `region` is the live region of the faulting mapping; `table` is writable.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn mshare_region_table(region: *const Region, pgoff: c_ulong, table: *mut *mut bindings::ptdesc) -> c_int {
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
+    let region = unsafe { &*region };
     // SAFETY: per the function's contract, `table` is writable.
     unsafe { give_table(region.table(pgoff as usize), table) }
 }
@@ -610,9 +460,9 @@ unsafe extern "C" fn mshare_region_table(region: *mut c_void, pgoff: c_ulong, ta
 ///
 /// `region` is the live region of the faulting mapping; `table` is writable.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_pmd_table(region: *mut c_void, pgoff: c_ulong, table: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn mshare_region_pmd_table(region: *const Region, pgoff: c_ulong, table: *mut *mut bindings::ptdesc) -> c_int {
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
+    let region = unsafe { &*region };
     // SAFETY: per the function's contract, `table` is writable.
     unsafe { give_table(region.pmd_table(pgoff as usize), table) }
 }
@@ -622,7 +472,7 @@ unsafe extern "C" fn mshare_region_pmd_table(region: *mut c_void, pgoff: c_ulong
 /// # Safety
 ///
 /// `out` is writable.
-unsafe fn give_table(found: Result<*mut c_void>, out: *mut *mut c_void) -> c_int {
+unsafe fn give_table(found: Result<*mut bindings::ptdesc>, out: *mut *mut bindings::ptdesc) -> c_int {
     match found {
         Ok(table) => {
             // SAFETY: per the function's contract.
@@ -633,61 +483,47 @@ unsafe fn give_table(found: Result<*mut c_void>, out: *mut *mut c_void) -> c_int
     }
 }
 
-/// A window (VMA) of the region was created or copied.
+/// How a fault maps the page it found (`enum mshare_fault_map` of msharefs.h).
+const MAP_PFN: c_int = 0;
+const MAP_PFN_PMD: c_int = 1;
+const MAP_PAGE: c_int = 2;
+
+/// A fault at page `pgoff` of a window of the region ([`Region::fault`]): mapped as `how`
+/// says, by one of the glue's calls (a page frame by a PTE or a PMD leaf, of device
+/// memory; a page handed to the core locked, of a region's own folios).
 ///
 /// # Safety
 ///
-/// `region` is the live region of the window.
+/// `region` is the live region of the faulting mapping; `vmf` is the fault.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_window_opened(region: *mut c_void, shared: bool) {
+unsafe extern "C" fn mshare_region_fault(
+    region: *const Region,
+    vmf: *mut bindings::vm_fault,
+    pgoff: c_ulong,
+    how: c_int,
+) -> vm_fault_t {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.window_opened(window_kind(shared));
+    let region = unsafe { &*region };
+    region.fault(pgoff as usize, |pfn| match how {
+        // SAFETY (all three): the fault's own `vmf`, and a page frame of the region that
+        // UNMAP cannot free while `Region::fault` holds the memory lock.
+        MAP_PFN => unsafe { msharefs_map_pfn(vmf, pfn) },
+        MAP_PFN_PMD => unsafe { msharefs_map_pfn_pmd(vmf, pfn) },
+        MAP_PAGE => unsafe { msharefs_map_page(vmf, pfn) },
+        _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+    })
 }
 
-fn window_kind(shared: bool) -> Window {
-    if shared {
-        Window::Shared
-    } else {
-        Window::Private
-    }
-}
-
-/// A window of the region went away.
-///
-/// # Safety
-///
-/// `region` is the live region of the window (the window holds its file).
-#[no_mangle]
-unsafe extern "C" fn mshare_region_window_closed(region: *mut c_void, shared: bool) {
-    // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.window_closed(window_kind(shared));
-}
-
-/// The page frame behind page `pgoff` of a region: the frame, 0 for a hole, -1 outside.
-///
-/// # Safety
-///
-/// `region` is the live region of the faulting mapping.
-#[no_mangle]
-unsafe extern "C" fn mshare_region_pfn(region: *mut c_void, pgoff: c_ulong) -> c_long {
-    // SAFETY: per the function's contract.
-    let region = unsafe { &*region.cast::<Region>() };
-    match region.page(pgoff as usize) {
-        Page::Frame(pfn) => pfn as c_long,
-        Page::Hole => 0,
-        Page::Outside => -1,
-    }
-}
-
-/// A fault mapped memory of the region into one process.
+/// A fault in a window sharing the region's tables that found no entry
+/// ([`Region::shared_fault`]).
 ///
 /// # Safety
 ///
 /// `region` is the live region of the faulting mapping.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_fault_mapped(region: *mut c_void) {
+unsafe extern "C" fn mshare_region_shared_fault(region: *const Region, pgoff: c_ulong) -> vm_fault_t {
     // SAFETY: per the function's contract.
-    unsafe { &*region.cast::<Region>() }.fault_mapped();
+    unsafe { &*region }.shared_fault(pgoff as usize)
 }
 
 /// `mshare_info`: the alignment and size granule of regions, in bytes.

@@ -23,15 +23,26 @@
 //! A window at a GiB-aligned offset may reach past the region's end to the next GiB
 //! boundary (so that a region smaller than a GiB can share a PMD table): that part is a
 //! hole, SIGSEGV, like any hole.
+//!
+//! Two locks, taken in this order: the memory lock ([`Granules`], a reader-writer
+//! semaphore) and the state mutex ([`State`]: the shared tables and the protection). Every
+//! fault of every process reads the memory, holding it shared; only what changes the
+//! memory (`SET_SIZE`, `CREATE_MAPPING`, `UNMAP`, unplugging) or takes access away from
+//! every process (`SET_PROT`) holds it exclusively, until the processes' mappings are
+//! gone. So faults never wait for each other, and no fault maps memory between its change
+//! and the zap.
 
 use crate::file_pages::{FilePages, MappedFile};
 use crate::granule::Memory;
-use crate::shared_table::{PmdEntry, PmdTables, Tables, PMD_TABLE_GRANULES, PMD_TABLE_REACH};
+use crate::inode::Inode;
+use crate::rwsem::{new_rwsem, RwSem};
+use crate::shared_table::{PmdEntry, PmdTables, Tables, PMD_TABLE_GRANULES};
+use crate::window::{gib_reach, Window};
 use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SIZE, MAX_REGION_SIZE};
 use kernel::page::PAGE_SIZE;
-use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{new_mutex, prelude::*, sync::Arc, sync::Mutex};
+use kernel::bindings::vm_fault_t;
+use kernel::{bindings, new_mutex, prelude::*, sync::Arc, sync::Mutex};
 
 /// What backs one page of a region.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,49 +55,82 @@ pub(crate) enum Page {
     Outside,
 }
 
-struct State {
+impl Page {
+    /// How a fault that found no memory ends: SIGSEGV in a hole (no CREATE_MAPPING there,
+    /// or UNMAPped), SIGBUS past the end or once the device went away.
+    fn fault_without_memory(&self) -> vm_fault_t {
+        match self {
+            Page::Hole => bindings::vm_fault_reason_VM_FAULT_SIGSEGV,
+            _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+        }
+    }
+}
+
+/// What faults read: the region's size and each granule's memory.
+struct Granules {
     size: u64,
-    /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
-    start: u64,
     /// Each granule's memory.
     memory: KVVec<Memory>,
+    /// The device behind a device region went away: nothing of it may be mapped again.
+    unplugged: bool,
+}
+
+impl Granules {
+    fn new(size: u64, memory: KVVec<Memory>) -> Self {
+        Self { size, memory, unplugged: false }
+    }
+
+    /// ENODEV once the device behind the region went away.
+    fn check_present(&self) -> Result {
+        if self.unplugged {
+            return Err(ENODEV);
+        }
+        Ok(())
+    }
+
+    /// What backs page `pgoff`: nothing (SIGBUS) once the device went away.
+    fn page(&self, pgoff: usize) -> Page {
+        let reach = gib_reach(self.size) / PAGE_SIZE as u64;
+        match self.memory.get(pgoff / GRANULE_PAGES) {
+            _ if self.unplugged => Page::Outside,
+            Some(memory) => memory.frame(pgoff % GRANULE_PAGES).map_or(Page::Hole, Page::Frame),
+            // The rest of the last GiB, which a window of whole GiBs maps.
+            None if (pgoff as u64) < reach => Page::Hole,
+            None => Page::Outside,
+        }
+    }
+}
+
+struct State {
+    /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
+    start: u64,
     /// The shared PTE tables (mode B).
     tables: Tables,
     /// The shared PMD tables (mode B, windows of whole GiBs).
     pmd_tables: PmdTables,
     /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
     writable: bool,
-    /// The device behind a device region went away: nothing of it may be mapped again.
-    unplugged: bool,
 }
 
 impl State {
     fn new(writable: bool) -> Self {
-        Self {
-            size: 0,
-            start: 0,
-            memory: KVVec::new(),
-            tables: Tables::empty(),
-            pmd_tables: PmdTables::empty(),
-            writable,
-            unplugged: false,
-        }
+        Self { start: 0, tables: Tables::empty(), pmd_tables: PmdTables::empty(), writable }
     }
 
     /// Points granule `index`'s shared tables (its PTE table, and its entry in its GiB's
-    /// PMD table) at its memory, with the region's protection. ENOMEM only when the
+    /// PMD table) at its `memory`, with the region's protection. ENOMEM only when the
     /// granule needs a PTE table it has none of yet (a file's pages under a PMD table).
-    fn sync(&mut self, index: usize) -> Result {
-        let entry = self.prepare(index)?;
-        self.publish(index, entry);
+    fn sync(&mut self, memory: &[Memory], index: usize) -> Result {
+        let entry = self.prepare(memory, index)?;
+        self.publish(memory, index, entry);
         Ok(())
     }
 
     /// What granule `index`'s entry in its GiB's PMD table must become (`None` without
     /// that PMD table), making its PTE table if it needs one it has none of yet (ENOMEM).
     /// Changes nothing a process can reach: a table made here is linked nowhere yet.
-    fn prepare(&mut self, index: usize) -> Result<Option<PmdEntry>> {
-        let Self { memory, tables, pmd_tables, writable, .. } = self;
+    fn prepare(&mut self, memory: &[Memory], index: usize) -> Result<Option<PmdEntry>> {
+        let Self { tables, pmd_tables, writable, .. } = self;
         if pmd_tables.get(index / PMD_TABLE_GRANULES).is_none() {
             return Ok(None);
         }
@@ -95,8 +139,8 @@ impl State {
 
     /// Points granule `index`'s shared tables at its memory: its PTE table, and its PMD
     /// table entry with `entry`, which [`State::prepare`] gave. Cannot fail.
-    fn publish(&mut self, index: usize, entry: Option<PmdEntry>) {
-        let Self { memory, tables, pmd_tables, writable, .. } = self;
+    fn publish(&mut self, memory: &[Memory], index: usize, entry: Option<PmdEntry>) {
+        let Self { tables, pmd_tables, writable, .. } = self;
         tables.map(index, memory[index].frames(), *writable);
         if let Some(entry) = entry {
             pmd_tables.set(index, entry, *writable);
@@ -105,10 +149,10 @@ impl State {
 
     /// Takes granule `index`'s memory away, leaving a hole, and empties its shared tables
     /// (which allocates nothing, so cannot fail). Returns the memory taken.
-    fn empty(&mut self, index: usize) -> Memory {
-        let memory = core::mem::take(&mut self.memory[index]);
-        let _ = self.sync(index);
-        memory
+    fn empty(&mut self, memory: &mut [Memory], index: usize) -> Memory {
+        let taken = core::mem::take(&mut memory[index]);
+        let _ = self.sync(memory, index);
+        taken
     }
 }
 
@@ -118,29 +162,14 @@ fn pmd_entry(memory: &Memory, tables: &mut Tables, index: usize, writable: bool)
     PmdEntry::for_frames(memory.frames(), |frames| tables.get_or_make(index, frames, writable))
 }
 
-/// How a window (one process's mapping of a region) maps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Window {
-    /// Through the region's shared PTE tables (mode B): the window has the region's
-    /// protection, whatever it changes to.
-    Shared,
-    /// Through the region's shared PMD tables too (mode B, a window of whole, aligned
-    /// GiBs): no page table of its own below its PUD table, 2 MiB leaves where the memory
-    /// allows.
-    SharedPmd,
-    /// With mappings of its own (mode C, and read-only windows of a writable region in
-    /// mode B): its own faults and permissions.
-    Private,
-}
-
 /// Where a region's memory comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// Chunks this module allocates and frees (msharefs files): folios of `inode`'s mapping
-    /// (0 in KUnit, where there is no file).
+    /// (none in KUnit, where there is no file).
     Anonymous {
         /// The region's inode, whose mapping each chunk's folio carries.
-        inode: usize,
+        inode: Option<Inode>,
     },
     /// A device's memory (an ivshmem BAR2): never freed here, its size fixed.
     Device {
@@ -160,8 +189,11 @@ pub(crate) enum Kind {
 /// when the inode is evicted), and the ivshmem driver holds one for its device's region
 /// until it unbinds. A window (VMA) holds its file and so the inode: no mapping outlives
 /// the region. `inodes` lists exactly the inodes of a device region that are not evicted.
+/// `granules` changes only with its lock held exclusively (see the module documentation).
 #[pin_data(PinnedDrop)]
 pub(crate) struct Region {
+    #[pin]
+    granules: RwSem<Granules>,
     #[pin]
     state: Mutex<State>,
     kind: Kind,
@@ -174,10 +206,9 @@ pub(crate) struct Region {
     /// Times a shared PMD table was linked into a process (mode B).
     pmd_links: AtomicU64,
     /// The msharefs inodes of a device region (one per msharefs instance that showed it),
-    /// whose mappings unplugging removes. Taken before an inode's invalidate lock, which
-    /// is taken before `state`.
+    /// whose mappings UNMAP, SET_PROT and unplugging remove. Taken after `granules`.
     #[pin]
-    inodes: Mutex<KVVec<usize>>,
+    inodes: Mutex<KVVec<Inode>>,
 }
 
 /// How a region is used (`MSHAREFS_GET_STATS`).
@@ -257,65 +288,11 @@ pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<core::ops:
     Ok((offset / GRANULE_SIZE) as usize..(end / GRANULE_SIZE) as usize)
 }
 
-/// The bytes a window may map of a region of `size` bytes at `offset`, for `len` bytes: up
-/// to its end, or up to the next GiB boundary for a window of whole GiBs at a GiB-aligned
-/// offset (the rest of the GiB a hole).
-pub(crate) fn window_reach(size: u64, offset: u64, len: u64) -> u64 {
-    let whole_gibs = offset % PMD_TABLE_REACH == 0 && len % PMD_TABLE_REACH == 0;
-    if whole_gibs {
-        gib_reach(size)
-    } else {
-        size
-    }
-}
-
-/// A region of `size` bytes rounded up to whole GiBs: the most any window of it maps.
-fn gib_reach(size: u64) -> u64 {
-    size.next_multiple_of(PMD_TABLE_REACH)
-}
-
-/// Checks an mmap of a region of `size` bytes: shared only, the window granule aligned in
-/// address and offset, and inside the region's reach ([`window_reach`]).
-pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared: bool) -> Result {
-    if !shared || size == 0 || start % GRANULE_SIZE != 0 || end <= start {
-        return Err(EINVAL);
-    }
-    check_range(window_reach(size, offset, end - start), offset, end - start).map(|_| ())
-}
-
-/// Whether a window at `start` (address) and `offset` of `len` bytes can share PMD tables:
-/// whole, aligned GiBs in both.
-pub(crate) fn spans_pmd_tables(start: u64, offset: u64, len: u64) -> bool {
-    (start | offset | len) % PMD_TABLE_REACH == 0 && len != 0
-}
-
-/// Where a window of `len` bytes goes when the kernel picks its address, given the free
-/// range `[found, found + len + PMD_TABLE_REACH)` the glue found for it: granule aligned,
-/// as THP placement would put it (a window's offset is whole granules, so this is the
-/// congruence with the offset THP keeps), and across as few GiBs as its length allows,
-/// `at % GiB + len` at most `len` rounded up to whole GiBs: a window of at most a GiB lies
-/// inside one. Each GiB a window spans is one more PMD table of every sharer's own (in mode
-/// B, the table the shared PTE tables are linked into).
-///
-/// The first granule boundary from `found` on, unless a window there would span one GiB
-/// more than it must; then the first GiB boundary from `found` on, from which a window
-/// spans exactly `len` rounded up to whole GiBs. Both keep the window inside the range:
-/// each is at most `found + PMD_TABLE_REACH - 1` (a granule divides a GiB, so rounding
-/// `found` up to either never passes the GiB boundary at or above it), so the window ends
-/// before `found + len + PMD_TABLE_REACH`.
-pub(crate) fn window_address(found: u64, len: u64) -> u64 {
-    let at = found.next_multiple_of(GRANULE_SIZE);
-    if at % PMD_TABLE_REACH + len <= len.next_multiple_of(PMD_TABLE_REACH) {
-        at
-    } else {
-        found.next_multiple_of(PMD_TABLE_REACH)
-    }
-}
-
 impl Region {
-    /// An empty region of `inode` (0 for none): no size, no memory.
-    pub(crate) fn new(inode: usize) -> impl PinInit<Self> {
+    /// An empty region of `inode` (none in KUnit): no size, no memory.
+    pub(crate) fn new(inode: Option<Inode>) -> impl PinInit<Self> {
         pin_init!(Self {
+            granules <- new_rwsem!(Granules::new(0, KVVec::new()), "Region::granules"),
             state <- new_mutex!(State::new(true)),
             kind: Kind::Anonymous { inode },
             // Counted as the region is made in its memory (nothing after can fail), so
@@ -350,15 +327,8 @@ impl Region {
         let tables = Tables::new(granules, true)?;
         let pmd_tables = PmdTables::new(granules, true)?;
         Ok(try_pin_init!(Self {
-            state <- new_mutex!(State {
-                size,
-                start: 0,
-                memory,
-                tables,
-                pmd_tables,
-                writable: !read_only,
-                unplugged: false,
-            }),
+            granules <- new_rwsem!(Granules::new(size, memory), "Region::granules"),
+            state <- new_mutex!(State { start: 0, tables, pmd_tables, writable: !read_only }),
             kind: Kind::Device { read_only, base },
             // As in `new`: counted once the region is made.
             windows: {
@@ -373,51 +343,67 @@ impl Region {
     }
 
     /// An msharefs inode now shows this device region.
-    pub(crate) fn inode_attached(&self, inode: usize) -> Result {
+    pub(crate) fn inode_attached(&self, inode: Inode) -> Result {
         self.inodes.lock().push(inode, GFP_KERNEL)?;
         Ok(())
     }
 
     /// An inode of this device region was evicted.
-    pub(crate) fn inode_evicted(&self, inode: usize) {
+    pub(crate) fn inode_evicted(&self, inode: Inode) {
         self.inodes.lock().retain(|x| *x != inode);
     }
 
-    /// Calls `f` with each inode showing this device region, with no inode evicted
-    /// meanwhile.
-    pub(crate) fn for_each_inode(&self, mut f: impl FnMut(usize)) {
-        self.inodes.lock().iter().for_each(|&inode| f(inode));
+    /// Removes `[offset, offset + len)` from every process that maps the region, through
+    /// each inode that shows it: a device region shows as one inode per msharefs instance
+    /// (an api=v1 and an api=v3 mount), whose processes hold the same shared tables.
+    fn zap(&self, offset: u64, len: u64) -> Result {
+        match self.kind {
+            Kind::Anonymous { inode } => inode.map_or(Ok(()), |inode| inode.zap(offset, len)),
+            Kind::Device { .. } => self.inodes.lock().iter().try_for_each(|inode| inode.zap(offset, len)),
+        }
     }
 
-    /// The device went away: the region keeps no memory, its shared tables are emptied.
-    /// As with [`Region::take`], the caller then removes every mapping of it.
+    /// The device went away: the region keeps no memory, its shared tables are emptied,
+    /// and every process's mapping of it is removed. Faults then find nothing (SIGBUS),
+    /// calls are ENODEV.
     pub(crate) fn unplug(&self) {
-        let mut state = self.state.lock();
-        state.unplugged = true;
-        for i in 0..state.memory.len() {
-            drop(state.empty(i));
+        let mut granules = self.granules.write();
+        granules.unplugged = true;
+        let size = granules.size;
+        let memory = &mut granules.memory;
+        {
+            let mut state = self.state.lock();
+            // A device's memory is not freed by being dropped: what takes it from the
+            // processes is the zap below, which no fault can undo while this holds the
+            // memory lock.
+            for i in 0..memory.len() {
+                drop(state.empty(memory, i));
+            }
+        }
+        if let Err(e) = self.zap(0, size) {
+            pr_err!("mshare: unplugging a device region of {} bytes: {:?}\n", size, e);
         }
     }
 
     /// ENODEV once the device behind the region went away.
     pub(crate) fn check_present(&self) -> Result {
-        if self.state.lock().unplugged {
-            return Err(ENODEV);
-        }
-        Ok(())
+        self.granules.read().check_present()
     }
 
-    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` that is
-    /// contiguous in the kernel's view (a granule of a chunk or a device, a page of a
-    /// file), with the piece's kernel address (`None`: a hole), under the state lock. The
+    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` of
+    /// `granules` that is contiguous in the kernel's view (a granule of a chunk or a
+    /// device, a page of a file), with the piece's kernel address (`None`: a hole). The
     /// range must be inside the region.
-    fn each_piece(&self, offset: u64, len: usize, mut copy: impl FnMut(Option<*mut u8>, usize, usize)) -> Result {
-        let state = self.state.lock();
-        if state.unplugged {
-            return Err(ENODEV);
-        }
+    fn each_piece(
+        &self,
+        granules: &Granules,
+        offset: u64,
+        len: usize,
+        mut copy: impl FnMut(Option<*mut u8>, usize, usize),
+    ) -> Result {
+        granules.check_present()?;
         let end = offset.checked_add(len as u64).ok_or(EINVAL)?;
-        if end > state.size {
+        if end > granules.size {
             return Err(EINVAL);
         }
         let mut done = 0;
@@ -428,10 +414,10 @@ impl Region {
                 Kind::Device { base, .. } if base != 0 => Some(base + index * GRANULE_SIZE as usize),
                 _ => None,
             };
-            let piece = state.memory.get(index).and_then(|memory| memory.address(within, device_base));
+            let piece = granules.memory.get(index).and_then(|memory| memory.address(within, device_base));
             let n = (len - done).min(piece.map_or(GRANULE_SIZE as usize - within, |(_, room)| room));
             // SAFETY (for the callers' copies): the address has `room >= n` bytes of the
-            // granule's memory, alive while the state lock is held.
+            // granule's memory, alive while the caller holds the memory lock.
             copy(piece.map(|(address, _)| address), done, n);
             done += n;
         }
@@ -439,13 +425,13 @@ impl Region {
     }
 
     /// Copies `out.len()` bytes from `offset` (inside the region) into `out`; a hole reads
-    /// as zeros. The caller holds the region's invalidate lock shared, so no chunk is freed
-    /// meanwhile.
+    /// as zeros. Holds the memory lock shared: UNMAP waits, faults and other reads do not.
     pub(crate) fn read_at(&self, offset: u64, out: &mut [u8]) -> Result {
-        self.each_piece(offset, out.len(), |address, done, n| match address {
+        let granules = self.granules.read();
+        self.each_piece(&granules, offset, out.len(), |address, done, n| match address {
             // SAFETY: `address` has `n` readable bytes (see `each_piece`), kept alive by the
-            // state lock and the caller's invalidate lock; `out[done..done + n]` is ours.
-            // Processes writing through their mappings meanwhile only mix old and new bytes.
+            // memory lock; `out[done..done + n]` is ours. Processes writing through their
+            // mappings meanwhile only mix old and new bytes.
             Some(address) => unsafe { core::ptr::copy_nonoverlapping(address, out[done..].as_mut_ptr(), n) },
             None => out[done..done + n].fill(0),
         })
@@ -453,8 +439,8 @@ impl Region {
 
     /// Copies `data` to `offset` (inside the region): EIO if any of it falls in a hole
     /// (a write gives no memory: nothing is written then), EACCES while the region is
-    /// read-only (`SET_PROT`), EPERM on a device attached read-only. The caller holds the
-    /// invalidate lock shared, as for [`Region::read_at`].
+    /// read-only (`SET_PROT`), EPERM on a device attached read-only. Locked as
+    /// [`Region::read_at`] is, once for the check and the copy.
     pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result {
         if self.read_only() {
             return Err(EPERM);
@@ -462,12 +448,13 @@ impl Region {
         if !self.writable() {
             return Err(EACCES);
         }
+        let granules = self.granules.read();
         let mut hole = false;
-        self.each_piece(offset, data.len(), |address, _, _| hole |= address.is_none())?;
+        self.each_piece(&granules, offset, data.len(), |address, _, _| hole |= address.is_none())?;
         if hole {
             return Err(EIO);
         }
-        self.each_piece(offset, data.len(), |address, done, n| {
+        self.each_piece(&granules, offset, data.len(), |address, done, n| {
             if let Some(address) = address {
                 // SAFETY: as in `read_at`, `address` has `n` writable bytes.
                 unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), address, n) };
@@ -482,7 +469,7 @@ impl Region {
 
     /// The size in bytes, 0 until set.
     pub(crate) fn size(&self) -> u64 {
-        self.state.lock().size
+        self.granules.read().size
     }
 
     /// The address every window maps the region at; 0 for anywhere.
@@ -494,30 +481,30 @@ impl Region {
     /// address windows map it at (v1's `MSHAREFS_SET_SIZE`; once, like the size). A start
     /// must be granule aligned and leave the region below `user_end`.
     pub(crate) fn set_size(&self, requested: u64, start: Option<u64>, user_end: u64) -> Result<u64> {
-        let mut state = self.state.lock();
-        if !self.has_pages() && requested != state.size {
+        let mut granules = self.granules.write();
+        if !self.has_pages() && requested != granules.size {
             return Err(EINVAL);
         }
-        let size = check_new_size(state.size, requested)?;
+        let size = check_new_size(granules.size, requested)?;
+        let mut state = self.state.lock();
         if let Some(start) = start {
             check_start(start, size, user_end)?;
-            if state.size != 0 && start != state.start {
+            if granules.size != 0 && start != state.start {
                 return Err(EINVAL);
             }
         }
-        if state.size == 0 {
-            let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
+        if granules.size == 0 {
+            let count = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
             // Charged to the caller's memory cgroup, like the memory itself: a huge size
             // costs its metadata before any memory.
-            let mut memory = KVVec::with_capacity(granules, GFP_KERNEL_ACCOUNT)?;
-            for _ in 0..granules {
+            let mut memory = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+            for _ in 0..count {
                 memory.push(Memory::Hole, GFP_KERNEL_ACCOUNT)?;
             }
-            state.tables = Tables::new(granules, false)?;
-            state.pmd_tables = PmdTables::new(granules, false)?;
-            state.memory = memory;
-            state.size = size;
+            state.tables = Tables::new(count, false)?;
+            state.pmd_tables = PmdTables::new(count, false)?;
             state.start = start.unwrap_or(0);
+            *granules = Granules::new(size, memory);
         }
         Ok(size)
     }
@@ -527,7 +514,7 @@ impl Region {
         let Kind::Anonymous { inode } = self.kind else {
             return Err(EINVAL);
         };
-        self.fill(offset, len, |i| Memory::allocate(inode as *mut c_void, i * GRANULE_PAGES))
+        self.fill(offset, len, |i| Memory::allocate(inode, i * GRANULE_PAGES))
     }
 
     /// Gives `[offset, offset + len)` the pages of the shmem file `file` from byte
@@ -543,90 +530,119 @@ impl Region {
         })
     }
 
+    /// Whether every granule of `range` is a hole (EINVAL otherwise).
+    fn check_holes(granules: &Granules, range: &core::ops::Range<usize>) -> Result {
+        if granules.memory[range.clone()].iter().any(|memory| !memory.is_hole()) {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
     /// Gives each granule `i` of `[offset, offset + len)`, all holes, the memory `make(i)`
     /// makes; on failure the range is all holes again.
     fn fill(&self, offset: u64, len: u64, mut make: impl FnMut(usize) -> Result<Memory>) -> Result {
-        let mut state = self.state.lock();
-        let granules = check_range(state.size, offset, len)?;
-        if state.memory[granules.clone()].iter().any(|memory| !memory.is_hole()) {
-            return Err(EINVAL);
+        let range = {
+            let granules = self.granules.read();
+            let range = check_range(granules.size, offset, len)?;
+            Self::check_holes(&granules, &range)?;
+            range
+        };
+        // The memory is made (allocated and zeroed, or pinned) before the memory lock is
+        // taken, so faults elsewhere in the region do not wait for it. A size is set once,
+        // so the range stays inside; another CREATE_MAPPING of the same granules may win
+        // meanwhile, and this one is then EINVAL, its memory freed unused.
+        let mut made = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
+        for i in range.clone() {
+            made.push(make(i)?, GFP_KERNEL)?;
         }
-        for i in granules.clone() {
-            match make(i) {
-                Ok(memory) => state.memory[i] = memory,
-                Err(e) => {
-                    // Give back what this call took.
-                    for j in granules.start..i {
-                        drop(state.empty(j));
-                    }
-                    return Err(e);
-                }
-            }
+        let mut granules = self.granules.write();
+        Self::check_holes(&granules, &range)?;
+        let mut state = self.state.lock();
+        let memory = &mut granules.memory;
+        for (i, made) in range.clone().zip(made) {
+            memory[i] = made;
         }
         // A granule that had memory before keeps its tables, maybe still linked: no fault
         // would fill them, so they are pointed at the new memory here. Everything that can
         // fail is done before the first of them changes: a process that reached the new
         // memory of one granule might hold it in its TLB, and taking it back then would
-        // need the zap and flush of `take`.
+        // need the zap and flush of `unmap`.
         let prepared = (|| -> Result<KVVec<Option<PmdEntry>>> {
-            let mut entries = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
-            for i in granules.clone() {
-                entries.push(state.prepare(i)?, GFP_KERNEL)?;
+            let mut entries = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
+            for i in range.clone() {
+                entries.push(state.prepare(memory, i)?, GFP_KERNEL)?;
             }
             Ok(entries)
         })();
         match prepared {
             Ok(entries) => {
-                for (i, entry) in granules.zip(entries) {
-                    state.publish(i, entry);
+                for (i, entry) in range.zip(entries) {
+                    state.publish(memory, i, entry);
                 }
                 Ok(())
             }
             Err(e) => {
-                for j in granules {
-                    drop(state.empty(j));
+                // No process reached this memory: the memory lock kept faults out, and no
+                // table entry points at it yet.
+                for i in range {
+                    drop(state.empty(memory, i));
                 }
                 Err(e)
             }
         }
     }
 
-    /// Takes the memory of `[offset, offset + len)` away, leaving holes, and empties its
-    /// shared tables. The caller then removes every mapping of the range (which flushes
-    /// the TLBs) before it frees what this returns, all under the region's invalidate
-    /// lock: a process that links a table after the zap finds it empty.
-    pub(crate) fn take(&self, offset: u64, len: u64) -> Result<Taken> {
+    /// Takes the memory of `[offset, offset + len)` away from every process, leaving
+    /// holes: its shared tables are emptied, every mapping of the range removed (which
+    /// flushes the TLBs), and only then the memory freed, all under the memory lock, so a
+    /// process that links a table or faults after the zap finds nothing.
+    pub(crate) fn unmap(&self, offset: u64, len: u64) -> Result {
         if !self.has_pages() {
             return Err(EINVAL);
         }
-        let mut state = self.state.lock();
-        let granules = check_range(state.size, offset, len)?;
-        let mut taken = KVVec::with_capacity(granules.len(), GFP_KERNEL)?;
-        for i in granules {
-            taken.push(state.empty(i), GFP_KERNEL)?;
+        let mut granules = self.granules.write();
+        let range = check_range(granules.size, offset, len)?;
+        let mut taken = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
+        {
+            let mut state = self.state.lock();
+            for i in range {
+                // Room was made above: this push does not fail, nor drop the memory.
+                taken.push(state.empty(&mut granules.memory, i), GFP_KERNEL)?;
+            }
         }
-        drop(state);
         // A mode C fault that found the memory before it was taken maps it after
-        // returning, with its folio locked: wait for it, so that the caller's zap finds
-        // its mapping.
-        taken.iter().for_each(Memory::settle);
-        Ok(Taken { _memory: taken })
+        // returning, with its folio locked: wait for it, so that the zap finds its mapping.
+        taken.iter_mut().for_each(Memory::settle);
+        let zapped = self.zap(offset, len);
+        drop(taken);
+        zapped
     }
 
-    /// Sets the region's protection and rewrites its shared tables to match. Like `take`,
-    /// taking write access away is complete once the caller has unlinked every process.
-    pub(crate) fn set_writable(&self, writable: bool) -> Result {
+    /// Sets the region's protection (`MSHAREFS_SET_PROT`) for every process sharing its
+    /// tables: EOPNOTSUPP in mode C (private windows carry their own permissions), EINVAL
+    /// before a size, EACCES for write access to a device attached read-only. The tables
+    /// are rewritten, then every process's links removed whatever the outcome (the
+    /// rewrite may fail half-way), all under the memory lock as for [`Region::unmap`].
+    pub(crate) fn set_prot(&self, writable: bool) -> Result {
+        if !stats::shared_tables() {
+            return Err(EOPNOTSUPP);
+        }
+        let granules = self.granules.write();
+        if granules.size == 0 {
+            return Err(EINVAL);
+        }
         if writable && self.read_only() {
             return Err(EACCES);
         }
-        let mut state = self.state.lock();
-        state.writable = writable;
-        for i in 0..state.memory.len() {
+        let outcome = {
+            let mut state = self.state.lock();
+            state.writable = writable;
             // Every granule with memory under a PMD table got its PTE table, if it needs
             // one, when the PMD table was made: this allocates nothing.
-            state.sync(i)?;
-        }
-        Ok(())
+            (0..granules.memory.len()).try_for_each(|i| state.sync(&granules.memory, i))
+        };
+        let zapped = self.zap(0, granules.size);
+        outcome.and(zapped)
     }
 
     /// Whether the region's memory is folios of its own (not a device's page frames).
@@ -661,17 +677,16 @@ impl Region {
     /// The shared table of the granule holding page `pgoff`, made on first use; null for
     /// a hole (the fault then finds nothing and gives SIGSEGV); ENODEV (SIGBUS) once the
     /// device went away.
-    pub(crate) fn table(&self, pgoff: usize) -> Result<*mut c_void> {
-        let mut state = self.state.lock();
-        if state.unplugged {
-            return Err(ENODEV);
-        }
+    pub(crate) fn table(&self, pgoff: usize) -> Result<*mut bindings::ptdesc> {
+        let granules = self.granules.read();
+        granules.check_present()?;
         let index = pgoff / GRANULE_PAGES;
-        let State { memory, tables, writable, .. } = &mut *state;
-        let Some(frames) = memory.get(index).ok_or(EINVAL)?.frames() else {
+        let Some(frames) = granules.memory.get(index).ok_or(EINVAL)?.frames() else {
             return Ok(core::ptr::null_mut());
         };
-        let table = tables.get_or_make(index, frames, *writable)?;
+        let mut state = self.state.lock();
+        let writable = state.writable;
+        let table = state.tables.get_or_make(index, frames, writable)?;
         self.links.fetch_add(1, Ordering::Relaxed);
         stats::table_linked();
         Ok(table)
@@ -681,15 +696,14 @@ impl Region {
     /// entry for each granule (and a PTE table for each granule a leaf cannot map); never
     /// null (a GiB of holes, or past the region's end, has a table of empty entries);
     /// ENODEV (SIGBUS) once the device went away.
-    pub(crate) fn pmd_table(&self, pgoff: usize) -> Result<*mut c_void> {
-        let mut state = self.state.lock();
-        if state.unplugged {
-            return Err(ENODEV);
-        }
+    pub(crate) fn pmd_table(&self, pgoff: usize) -> Result<*mut bindings::ptdesc> {
+        let granules = self.granules.read();
+        granules.check_present()?;
         let index = pgoff / (GRANULE_PAGES * PMD_TABLE_GRANULES);
-        let State { memory, tables, pmd_tables, writable, .. } = &mut *state;
-        let granules = memory.len();
-        let table = pmd_tables.get_or_make(index, granules, *writable, |granule| {
+        let memory = &granules.memory;
+        let mut state = self.state.lock();
+        let State { tables, pmd_tables, writable, .. } = &mut *state;
+        let table = pmd_tables.get_or_make(index, memory.len(), *writable, |granule| {
             pmd_entry(&memory[granule], tables, granule, *writable)
         })?;
         self.pmd_links.fetch_add(1, Ordering::Relaxed);
@@ -709,19 +723,36 @@ impl Region {
 
     /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
-        let state = self.state.lock();
-        let reach = gib_reach(state.size) / PAGE_SIZE as u64;
-        match state.memory.get(pgoff / GRANULE_PAGES) {
-            _ if state.unplugged => Page::Outside,
-            Some(memory) => memory.frame(pgoff % GRANULE_PAGES).map_or(Page::Hole, Page::Frame),
-            // The rest of the last GiB, which a window of whole GiBs maps.
-            None if (pgoff as u64) < reach => Page::Hole,
-            None => Page::Outside,
+        self.granules.read().page(pgoff)
+    }
+
+    /// A fault at page `pgoff` of a window: `map(frame)` maps the page found there (and
+    /// says how the fault ends), with the memory lock held shared so that UNMAP cannot free
+    /// the page in between. A fault that mapped memory is counted (`map` returns `NOPAGE`
+    /// or `LOCKED`); `map` may return anything else (an error of the core's).
+    pub(crate) fn fault(&self, pgoff: usize, map: impl FnOnce(usize) -> vm_fault_t) -> vm_fault_t {
+        let granules = self.granules.read();
+        let page = granules.page(pgoff);
+        let Page::Frame(frame) = page else { return page.fault_without_memory() };
+        let done = map(frame);
+        if done == bindings::vm_fault_reason_VM_FAULT_NOPAGE || done == bindings::vm_fault_reason_VM_FAULT_LOCKED {
+            self.fault_mapped();
+        }
+        done
+    }
+
+    /// A fault in a window that shares the region's tables (mode B) and found no entry:
+    /// where there is memory, the table was unlinked under the fault (UNMAP or SET_PROT of
+    /// another part) and retrying links it again; otherwise a hole or past the end.
+    pub(crate) fn shared_fault(&self, pgoff: usize) -> vm_fault_t {
+        match self.page(pgoff) {
+            Page::Frame(_) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
+            page => page.fault_without_memory(),
         }
     }
 
     /// A fault mapped memory of the region into one process (mode C).
-    pub(crate) fn fault_mapped(&self) {
+    fn fault_mapped(&self) {
         self.faults.fetch_add(1, Ordering::Relaxed);
         stats::fault();
     }
@@ -740,10 +771,12 @@ impl Region {
 
     /// Current statistics.
     pub(crate) fn stats(&self) -> Stats {
+        let granules = self.granules.read();
+        let memory = &granules.memory;
         let state = self.state.lock();
-        let backed = state.memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
-        let file_backed = state.memory.iter().filter(|memory| memory.is_file()).count() as u64 * GRANULE_SIZE;
-        let huge_leaves = (0..state.memory.len())
+        let backed = memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
+        let file_backed = memory.iter().filter(|memory| memory.is_file()).count() as u64 * GRANULE_SIZE;
+        let huge_leaves = (0..memory.len())
             .filter(|&i| matches!(state.pmd_tables.entry(i), Some((PmdEntry::Leaf(_), _))))
             .count() as u64;
         Stats {
@@ -758,11 +791,6 @@ impl Region {
             file_backed,
         }
     }
-}
-
-/// Memory taken from a region by [`Region::take`], freed (or unpinned) when dropped.
-pub(crate) struct Taken {
-    _memory: KVVec<Memory>,
 }
 
 #[pinned_drop]
@@ -825,77 +853,6 @@ mod tests {
         assert_eq!(offset_of(start, 4 * g, u64::MAX - 4095, 8192), Err(EINVAL));
     }
 
-    #[test]
-    fn mappings_are_shared_aligned_and_inside() {
-        let g = GRANULE_SIZE;
-        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, true), Ok(()));
-        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 2 * g, true), Ok(()));
-        // MAP_PRIVATE
-        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, false), Err(EINVAL));
-        // unaligned address
-        assert_eq!(check_mapping(4 * g, 8 * g + 4096, 12 * g, 0, true), Err(EINVAL));
-        // unaligned offset
-        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 4096, true), Err(EINVAL));
-        // past the end
-        assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
-        // whole GiBs at a GiB-aligned offset reach the end of the region's last GiB
-        let gib = PMD_TABLE_REACH;
-        assert_eq!(check_mapping(4 * g, gib, 2 * gib, 0, true), Ok(()));
-        assert_eq!(check_mapping(4 * g, gib, 3 * gib, 0, true), Err(EINVAL));
-        assert_eq!(check_mapping(gib + 4 * g, gib, 3 * gib, 0, true), Ok(()));
-        assert_eq!(check_mapping(gib + 4 * g, gib, 2 * gib, gib, true), Ok(()));
-        assert_eq!(check_mapping(4 * g, gib, 2 * gib - g, 0, true), Err(EINVAL));
-        // no size yet
-        assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
-    }
-
-    #[test]
-    fn only_whole_aligned_gibs_share_pmd_tables() {
-        let (g, gib) = (GRANULE_SIZE, PMD_TABLE_REACH);
-        assert!(spans_pmd_tables(gib, 0, gib));
-        assert!(spans_pmd_tables(4 * gib, gib, 2 * gib));
-        assert!(!spans_pmd_tables(gib + g, 0, gib));
-        assert!(!spans_pmd_tables(gib, g, gib));
-        assert!(!spans_pmd_tables(gib, 0, gib - g));
-        assert!(!spans_pmd_tables(0, 0, 0));
-        assert_eq!(window_reach(4 * g, 0, gib), gib);
-        assert_eq!(window_reach(4 * g, 0, 4 * g), 4 * g);
-        assert_eq!(window_reach(gib, 0, gib), gib);
-    }
-
-    #[test]
-    fn a_window_the_kernel_places_spans_the_fewest_gibs() {
-        let (g, gib, page) = (GRANULE_SIZE, PMD_TABLE_REACH, PAGE_SIZE as u64);
-        let mib = 1u64 << 20;
-        // 256 MiB: up to the next granule where it fits before the GiB boundary...
-        assert_eq!(window_address(gib + page, 256 * mib), gib + g);
-        assert_eq!(window_address(2 * gib - 256 * mib, 256 * mib), 2 * gib - 256 * mib);
-        // ...and on to the boundary where it would cross it
-        assert_eq!(window_address(2 * gib - 256 * mib + page, 256 * mib), 2 * gib);
-        assert_eq!(window_address(2 * gib - 128 * mib, 256 * mib), 2 * gib);
-        // a GiB only at a GiB boundary; more than a GiB across no more GiBs than it must
-        assert_eq!(window_address(gib, gib), gib);
-        assert_eq!(window_address(gib + page, gib), 2 * gib);
-        assert_eq!(window_address(gib + gib / 2, gib + gib / 2), gib + gib / 2);
-        assert_eq!(window_address(gib + gib / 2 + page, gib + gib / 2), 2 * gib);
-        assert_eq!(window_address(gib + page, 3 * gib), 2 * gib);
-        // Everywhere: granule aligned, inside the free range, across the fewest GiBs, and
-        // moved only when the granule boundary would cross one too many.
-        for len in [g, 256 * mib, gib - g, gib, gib + g, 3 * gib / 2, 3 * gib] {
-            let mut found = 0;
-            while found < 3 * gib {
-                let at = window_address(found, len);
-                assert_eq!(at % g, 0);
-                assert!(at >= found && at + len <= found + len + gib);
-                assert!(at % gib + len <= len.next_multiple_of(gib));
-                if found.next_multiple_of(g) != at {
-                    assert_eq!(at % gib, 0);
-                }
-                found += 37 * mib + page;
-            }
-        }
-    }
-
     /// An unplugged device region maps nothing: faults find nothing (SIGBUS), new windows
     /// and tables are ENODEV. The page frames are made up: nothing here touches them.
     #[test]
@@ -923,7 +880,7 @@ mod tests {
             return None;
         }
         let g = GRANULE_SIZE;
-        let region = KBox::pin_init(Region::new(0), GFP_KERNEL).expect("region");
+        let region = KBox::pin_init(Region::new(None), GFP_KERNEL).expect("region");
         assert_eq!(region.set_size(4 * g, None, 1 << 47), Ok(4 * g));
         assert_eq!(region.create_mapping(0, 2 * g), Ok(()));
         Some(region)
@@ -945,15 +902,14 @@ mod tests {
         // A hole has no table: the fault finds nothing and is SIGSEGV.
         assert!(region.table(3 * GRANULE_PAGES).expect("hole").is_null());
 
-        assert_eq!(region.set_writable(false), Ok(()));
+        assert_eq!(region.set_prot(false), Ok(()));
         assert_eq!(region.table_entry(1, 7), Some((pfn, false)));
         assert_eq!(region.window(true, false), Err(EACCES));
-        assert_eq!(region.set_writable(true), Ok(()));
+        assert_eq!(region.set_prot(true), Ok(()));
         assert_eq!(region.table_entry(1, 7), Some((pfn, true)));
 
-        let taken = region.take(g, g).expect("take");
+        assert_eq!(region.unmap(g, g), Ok(()));
         assert_eq!(region.table_entry(1, 7), None);
-        drop(taken);
         assert_eq!(region.page(page), Page::Hole);
         // New memory in the granule shows through the table that is still there.
         assert_eq!(region.create_mapping(g, g), Ok(()));
@@ -977,13 +933,12 @@ mod tests {
         let stats = region.stats();
         assert_eq!((stats.pmd_tables, stats.tables, stats.huge_leaf_bytes), (1, 0, 2 * g));
 
-        assert_eq!(region.set_writable(false), Ok(()));
+        assert_eq!(region.set_prot(false), Ok(()));
         assert_eq!(region.pmd_table_entry(1), Some((PmdEntry::Leaf(first), false)));
-        assert_eq!(region.set_writable(true), Ok(()));
+        assert_eq!(region.set_prot(true), Ok(()));
 
-        let taken = region.take(g, g).expect("take");
+        assert_eq!(region.unmap(g, g), Ok(()));
         assert_eq!(region.pmd_table_entry(1), None);
-        drop(taken);
         assert_eq!(region.create_mapping(g, 3 * g), Ok(()));
         let Page::Frame(again) = region.page(GRANULE_PAGES) else { panic!("no memory after CREATE_MAPPING") };
         assert_eq!(region.pmd_table_entry(1), Some((PmdEntry::Leaf(again), true)));

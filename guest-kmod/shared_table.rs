@@ -19,26 +19,29 @@
 use crate::granule::Frames;
 use crate::GRANULE_PAGES;
 use crate::stats;
-use core::ffi::{c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_int, c_uint, c_ulong};
+use kernel::bindings;
 use kernel::prelude::*;
 
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside): only the pointers cross.
+#[allow(improper_ctypes)]
 extern "C" {
     fn mshare_kernel_shares_tables() -> bool;
-    fn mshare_table_alloc() -> *mut c_void;
-    fn mshare_table_free(table: *mut c_void);
-    fn mshare_table_grace_period();
-    fn mshare_table_map(table: *mut c_void, first: c_ulong, each: *const usize, writable: bool, special: bool);
-    fn mshare_table_entry(table: *mut c_void, index: c_uint, writable: *mut bool) -> c_ulong;
-    fn mshare_pmd_table_alloc() -> *mut c_void;
+    fn mshare_table_alloc() -> *mut bindings::ptdesc;
+    fn mshare_table_free(table: *mut bindings::ptdesc);
+    fn mshare_table_map(table: *mut bindings::ptdesc, first: c_ulong, each: *const usize, writable: bool, special: bool);
+    fn mshare_table_entry(table: *mut bindings::ptdesc, index: c_uint, writable: *mut bool) -> c_ulong;
+    fn mshare_pmd_table_alloc() -> *mut bindings::ptdesc;
     fn mshare_pmd_table_set(
-        table: *mut c_void,
+        table: *mut bindings::ptdesc,
         index: c_uint,
         leaf: c_ulong,
-        pte_table: *mut c_void,
+        pte_table: *mut bindings::ptdesc,
         writable: bool,
         special: bool,
     );
-    fn mshare_pmd_table_entry(table: *mut c_void, index: c_uint, pfn: *mut c_ulong, writable: *mut bool) -> c_int;
+    fn mshare_pmd_table_entry(table: *mut bindings::ptdesc, index: c_uint, pfn: *mut c_ulong, writable: *mut bool) -> c_int;
 }
 
 /// Granules per PMD table: the entries of one (512 x 2 MiB = 1 GiB on x86-64).
@@ -68,7 +71,7 @@ enum Level {
 /// Each non-null entry is a table this set made, linked by processes only while the region
 /// lives, and freed once, in `drop`, after every process unlinked it.
 struct TablePages {
-    tables: KVVec<*mut c_void>,
+    tables: KVVec<*mut bindings::ptdesc>,
     level: Level,
 }
 
@@ -87,12 +90,12 @@ impl TablePages {
     }
 
     /// Table `index`, if made.
-    fn get(&self, index: usize) -> Option<*mut c_void> {
+    fn get(&self, index: usize) -> Option<*mut bindings::ptdesc> {
         self.tables.get(index).copied().filter(|table| !table.is_null())
     }
 
     /// The place of table `index` (null until made); EINVAL past the end.
-    fn slot(&mut self, index: usize) -> Result<&mut *mut c_void> {
+    fn slot(&mut self, index: usize) -> Result<&mut *mut bindings::ptdesc> {
         self.tables.get_mut(index).ok_or(EINVAL)
     }
 
@@ -108,8 +111,8 @@ impl Drop for TablePages {
         }
         // No process links the tables any more (the region outlives its windows), but a
         // lockless walker (GUP-fast) may still be reading one: one grace period for all.
-        // SAFETY: plain call; may sleep, as dropping a region may.
-        unsafe { mshare_table_grace_period() };
+        // Sleeps, as dropping a region may.
+        kernel::sync::rcu::synchronize_rcu();
         for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
             // SAFETY: made by this set, unlinked everywhere (per the type's invariants),
             // freed once.
@@ -142,7 +145,7 @@ impl Tables {
     }
 
     /// The table of granule `index`, made and pointed at `frames` if it has none yet.
-    pub(crate) fn get_or_make(&mut self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut c_void> {
+    pub(crate) fn get_or_make(&mut self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut bindings::ptdesc> {
         let special = self.special;
         let slot = self.pages.slot(index)?;
         if slot.is_null() {
@@ -195,7 +198,7 @@ pub(crate) enum PmdEntry {
     /// A 2 MiB leaf over `GRANULE_PAGES` frames from this one (2 MiB aligned) on.
     Leaf(usize),
     /// The granule's shared PTE table (4 KiB leaves).
-    Table(*mut c_void),
+    Table(*mut bindings::ptdesc),
 }
 
 impl PmdEntry {
@@ -203,7 +206,7 @@ impl PmdEntry {
     /// granule's PTE table for frames a leaf cannot map (not contiguous, or not aligned).
     pub(crate) fn for_frames<'a>(
         frames: Option<Frames<'a>>,
-        table: impl FnOnce(Frames<'a>) -> Result<*mut c_void>,
+        table: impl FnOnce(Frames<'a>) -> Result<*mut bindings::ptdesc>,
     ) -> Result<Self> {
         match frames {
             None => Ok(Self::None),
@@ -233,7 +236,7 @@ impl PmdTables {
     }
 
     /// The table of GiB `index`, if made.
-    pub(crate) fn get(&self, index: usize) -> Option<*mut c_void> {
+    pub(crate) fn get(&self, index: usize) -> Option<*mut bindings::ptdesc> {
         self.pages.get(index)
     }
 
@@ -245,7 +248,7 @@ impl PmdTables {
         granules: usize,
         writable: bool,
         mut entry: impl FnMut(usize) -> Result<PmdEntry>,
-    ) -> Result<*mut c_void> {
+    ) -> Result<*mut bindings::ptdesc> {
         let special = self.special;
         let slot = self.pages.slot(index)?;
         if !slot.is_null() {
@@ -310,7 +313,7 @@ impl PmdTables {
 ///
 /// `table` is a live table from `mshare_pmd_table_alloc`; a `PmdEntry::Table` is a live
 /// PTE table of the same region.
-unsafe fn set_entry(table: *mut c_void, index: usize, entry: PmdEntry, writable: bool, special: bool) {
+unsafe fn set_entry(table: *mut bindings::ptdesc, index: usize, entry: PmdEntry, writable: bool, special: bool) {
     let (leaf, pte_table) = match entry {
         PmdEntry::None => (0, core::ptr::null_mut()),
         PmdEntry::Leaf(first) => (first as c_ulong, core::ptr::null_mut()),
@@ -325,7 +328,7 @@ unsafe fn set_entry(table: *mut c_void, index: usize, entry: PmdEntry, writable:
 /// # Safety
 ///
 /// `table` is a live table from `mshare_table_alloc`.
-unsafe fn map_table(table: *mut c_void, frames: Option<Frames<'_>>, writable: bool, special: bool) {
+unsafe fn map_table(table: *mut bindings::ptdesc, frames: Option<Frames<'_>>, writable: bool, special: bool) {
     let (first, each) = match frames {
         None => (0, core::ptr::null()),
         Some(Frames::Contiguous(first)) => (first, core::ptr::null()),

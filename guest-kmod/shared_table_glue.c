@@ -19,20 +19,15 @@ bool mshare_kernel_shares_tables(void)
 }
 
 #ifdef CONFIG_SHARED_PGTABLE
-void *mshare_table_alloc(void)
+struct ptdesc *mshare_table_alloc(void)
 {
 	return shared_pgtable_alloc();
 }
 
 /* The caller waited for a grace period since the table was last linked anywhere. */
-void mshare_table_free(void *table)
+void mshare_table_free(struct ptdesc *table)
 {
 	shared_pgtable_free(table);
-}
-
-void mshare_table_grace_period(void)
-{
-	synchronize_rcu();
 }
 
 /*
@@ -44,19 +39,17 @@ void mshare_table_grace_period(void)
  * nothing to update in a table shared by many processes. Callers flush the sharers' TLBs
  * when they take access away.
  */
-void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
-		      bool special)
+void mshare_table_map(struct ptdesc *ptdesc, unsigned long first, const unsigned long *each,
+		      bool writable, bool special)
 {
-	struct ptdesc *ptdesc = table;
 	pgprot_t prot = vm_get_page_prot(VM_READ | VM_SHARED | (writable ? VM_WRITE : 0));
 	pte_t *pte = ptdesc_address(ptdesc);
 	spinlock_t *ptl = ptlock_ptr(ptdesc);
 	int i;
 
-	spin_lock(ptl);
+	guard(spinlock)(ptl);
 	for (i = 0; i < PTRS_PER_PTE; i++) {
 		pte_t entry = __pte(0);
-
 		unsigned long pfn = each ? each[i] : first ? first + i : 0;
 
 		if (pfn) {
@@ -68,7 +61,6 @@ void mshare_table_map(void *table, unsigned long first, const unsigned long *eac
 		}
 		set_pte(pte + i, entry);
 	}
-	spin_unlock(ptl);
 }
 
 /*
@@ -76,7 +68,7 @@ void mshare_table_map(void *table, unsigned long first, const unsigned long *eac
  * the core into each process's PUD entry. Each entry is the region's: a 2 MiB leaf over
  * a granule's physically contiguous memory, a shared PTE table, or none (a hole).
  */
-void *mshare_pmd_table_alloc(void)
+struct ptdesc *mshare_pmd_table_alloc(void)
 {
 	return shared_pmd_table_alloc();
 }
@@ -86,10 +78,9 @@ void *mshare_pmd_table_alloc(void)
  * it (neither), under the table's lock. A leaf takes no reference or mapcount, as the
  * PTE entries do not; it is young, and dirty when writable, for the same reason.
  */
-void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, void *pte_table,
-			  bool writable, bool special)
+void mshare_pmd_table_set(struct ptdesc *ptdesc, unsigned int index, unsigned long leaf,
+			  struct ptdesc *pte_table, bool writable, bool special)
 {
-	struct ptdesc *ptdesc = table;
 	pgprot_t prot = vm_get_page_prot(VM_READ | VM_SHARED | (writable ? VM_WRITE : 0));
 	pmd_t *pmd = (pmd_t *)ptdesc_address(ptdesc) + index;
 	spinlock_t *ptl = ptlock_ptr(ptdesc);
@@ -102,24 +93,24 @@ void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, v
 		if (writable)
 			entry = pmd_mkdirty(entry);
 	}
-	spin_lock(ptl);
+	guard(spinlock)(ptl);
 	/*
 	 * The table is no mm's: x86's pmd_populate() uses the mm only for the
 	 * paravirt alloc_pte hook, which does nothing outside Xen PV, and
 	 * SHARED_PGTABLE excludes Xen PV.
 	 */
 	if (pte_table)
-		pmd_populate(NULL, pmd, ptdesc_page((struct ptdesc *)pte_table));
+		pmd_populate(NULL, pmd, ptdesc_page(pte_table));
 	else
 		set_pmd(pmd, entry);
-	spin_unlock(ptl);
 }
 
 /*
  * Entry @index of a PMD table: 1 for a leaf (its first page frame in *@pfn, whether it is
  * writable in *@writable), 2 for a PTE table, 0 for none.
  */
-int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, bool *writable)
+int mshare_pmd_table_entry(struct ptdesc *table, unsigned int index, unsigned long *pfn,
+			   bool *writable)
 {
 	pmd_t entry = pmdp_get((pmd_t *)ptdesc_address(table) + index);
 
@@ -135,7 +126,7 @@ int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, 
 }
 
 /* Entry @index of the table: its page frame (0 if none) and whether it is writable. */
-unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
+unsigned long mshare_table_entry(struct ptdesc *table, unsigned int index, bool *writable)
 {
 	pte_t entry = ptep_get((pte_t *)ptdesc_address(table) + index);
 
@@ -143,41 +134,38 @@ unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable
 	return pte_present(entry) ? pte_pfn(entry) : 0;
 }
 #else
-void *mshare_table_alloc(void)
+struct ptdesc *mshare_table_alloc(void)
 {
 	return NULL;
 }
 
-void mshare_table_free(void *table)
+void mshare_table_free(struct ptdesc *table)
 {
 }
 
-void mshare_table_grace_period(void)
+void mshare_table_map(struct ptdesc *table, unsigned long first, const unsigned long *each,
+		      bool writable, bool special)
 {
 }
 
-void mshare_table_map(void *table, unsigned long first, const unsigned long *each, bool writable,
-		      bool special)
-{
-}
-
-unsigned long mshare_table_entry(void *table, unsigned int index, bool *writable)
+unsigned long mshare_table_entry(struct ptdesc *table, unsigned int index, bool *writable)
 {
 	*writable = false;
 	return 0;
 }
 
-void *mshare_pmd_table_alloc(void)
+struct ptdesc *mshare_pmd_table_alloc(void)
 {
 	return NULL;
 }
 
-void mshare_pmd_table_set(void *table, unsigned int index, unsigned long leaf, void *pte_table,
-			  bool writable, bool special)
+void mshare_pmd_table_set(struct ptdesc *table, unsigned int index, unsigned long leaf,
+			  struct ptdesc *pte_table, bool writable, bool special)
 {
 }
 
-int mshare_pmd_table_entry(void *table, unsigned int index, unsigned long *pfn, bool *writable)
+int mshare_pmd_table_entry(struct ptdesc *table, unsigned int index, unsigned long *pfn,
+			   bool *writable)
 {
 	*pfn = 0;
 	*writable = false;

@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Region files: the file and inode operations of a region (read, write, ioctl, mmap and
+ * where a window goes, fallocate, truncate), each handing the call to Rust (msharefs.rs),
+ * which holds every rule; and DETACH's window lookup for /dev/mshare.
+ */
+#include <linux/fs.h>
+#include <linux/falloc.h>
+#include <linux/mm.h>
+#include <linux/huge_mm.h>
+#include <linux/mman.h>
+#include <linux/module.h>
+#include <linux/pagemap.h>
+
+#include "glue.h"
+#include "msharefs.h"
+
+/* The end of user address space, which a region's fixed start must leave it below. */
+unsigned long msharefs_user_end(void)
+{
+	return TASK_SIZE_MAX;
+}
+
+/* Called from Rust once a region's size is set. */
+void msharefs_inode_set_size(struct inode *inode, loff_t size)
+{
+	i_size_write(inode, size);
+}
+
+static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct inode *inode = file_inode(file);
+	struct mshare_region *region = inode->i_private;
+	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
+					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
+	bool pages;
+
+	if (shared < 0)
+		return shared;
+	/*
+	 * A device's memory has no struct pages (VM_PFNMAP). A region's own pages are normal
+	 * pages, which GUP and futexes take: through shared tables the window is VM_MIXEDMAP
+	 * (which also keeps NUMA balancing away), but a window of its own (mode C) is not,
+	 * for the core maps a chunk there as it maps a page-cache folio (do_set_pmd(): rmap,
+	 * RSS, a reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
+	 * MADV_DONTNEED) only clears it, as for a PFN leaf, leaking all three. VM_DONTEXPAND
+	 * (in VM_SPECIAL) keeps mlock, khugepaged and KSM away; core dumps leave the region
+	 * out (VM_DONTDUMP), as they do device memory.
+	 */
+	pages = mshare_region_has_pages(region);
+	vm_flags_set(vma, (pages ? (shared ? VM_MIXEDMAP : 0) : VM_PFNMAP) | VM_DONTEXPAND | VM_DONTDUMP);
+	/* A window mapped read-only stays so: write access is the region's to give. */
+	if (!(vma->vm_flags & VM_WRITE))
+		vm_flags_clear(vma, VM_MAYWRITE);
+	vma->vm_ops = pages ? &msharefs_page_vm_ops : &msharefs_vm_ops;
+#ifdef CONFIG_SHARED_PGTABLE
+	if (shared) {
+		vm_flags_set(vma, VM_SHARED_PT);
+		vma->vm_ops = shared == 2 ? &msharefs_shared_pmd_vm_ops : &msharefs_shared_vm_ops;
+	}
+#endif
+	vma->vm_private_data = region;
+	mshare_region_window_opened(region, shared > 0);
+	return 0;
+}
+
+static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_ioctl(inode->i_private, inode, msharefs_api(inode), cmd, arg,
+				   file->f_mode & FMODE_WRITE);
+}
+
+/*
+ * A window of whole GiBs at a GiB-aligned offset goes to a GiB-aligned address, where it
+ * can share the region's PMD tables: the first fit for the window and a GiB more, rounded
+ * up (the mmap lock is held, so the gap stays free).
+ */
+static unsigned long msharefs_pud_aligned_area(struct file *file, unsigned long len,
+					       unsigned long pgoff, unsigned long flags)
+{
+	unsigned long found;
+
+	if (len > TASK_SIZE - PUD_SIZE)
+		return -ENOMEM;
+	found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
+	if (IS_ERR_VALUE(found))
+		return found;
+	return ALIGN(found, PUD_SIZE);
+}
+
+/*
+ * Any other window the kernel places spans as few GiBs as its length allows, one for a
+ * window of at most a GiB: in mode B each GiB of a window is a PMD table of every
+ * sharer's own (under which the shared PTE tables are linked), which a window across a
+ * GiB boundary costs each sharer twice. Rust picks
+ * the address in the first fit for the window and a GiB more (mshare_window_address,
+ * which shows that the window stays inside it); with no such fit, where THP would.
+ */
+static unsigned long msharefs_fewest_gibs_area(struct file *file, unsigned long len,
+					       unsigned long pgoff, unsigned long flags)
+{
+	unsigned long found = -ENOMEM;
+
+	if (len <= TASK_SIZE - PUD_SIZE)
+		found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
+	if (IS_ERR_VALUE(found))
+		return thp_get_unmapped_area(file, 0, len, pgoff, flags);
+	return mshare_window_address(found, len);
+}
+
+/*
+ * Where a window goes, checked before mmap unmaps anything of the caller's (Rust decides:
+ * a refused MAP_FIXED must not have cleared the caller's mapping at addr). A region with
+ * a fixed start (the v1 API's SET_SIZE start) is mapped there. Called with the mmap lock
+ * held, so the range found free stays free.
+ */
+static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long addr,
+						unsigned long len, unsigned long pgoff,
+						unsigned long flags)
+{
+	struct inode *inode = file_inode(file);
+	long at = mshare_region_place(inode->i_private, msharefs_api(inode), addr, len, pgoff,
+				      flags & MAP_FIXED, (flags & MAP_TYPE) != MAP_PRIVATE);
+
+	if (at < 0)
+		return at;
+	if (flags & MAP_FIXED)
+		return addr;
+	if (!at && !addr && IS_ALIGNED(len | (pgoff << PAGE_SHIFT), PUD_SIZE))
+		return msharefs_pud_aligned_area(file, len, pgoff, flags);
+	if (!at && !addr)
+		return msharefs_fewest_gibs_area(file, len, pgoff, flags);
+	if (!at)
+		return thp_get_unmapped_area(file, addr, len, pgoff, flags);
+	if (len > TASK_SIZE || at > TASK_SIZE - len)
+		return -ENOMEM;
+	if (find_vma_intersection(current->mm, at, at + len))
+		return -ENOMEM;
+	return at;
+}
+
+static ssize_t msharefs_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_read(inode->i_private, buf, len, pos);
+}
+
+static ssize_t msharefs_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
+{
+	struct inode *inode = file_inode(file);
+
+	return mshare_region_write(inode->i_private, buf, len, pos);
+}
+
+/* fallocate(fd, 0, 0, size) sets the size, as ftruncate does (the v2/v3 series). */
+static long msharefs_fallocate(struct file *file, int mode, loff_t offset, loff_t len)
+{
+	struct inode *inode = file_inode(file);
+
+	if (!(file->f_mode & FMODE_WRITE))
+		return -EBADF;
+	return mshare_region_fallocate(inode->i_private, inode, mode, offset, len);
+}
+
+static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
+{
+	struct inode *inode = d_inode(dentry);
+	int err = setattr_prepare(idmap, dentry, attr);
+
+	if (err)
+		return err;
+	if (attr->ia_valid & ATTR_SIZE) {
+		err = mshare_region_truncate(inode->i_private, inode, attr->ia_size,
+					     attr->ia_valid & ATTR_OPEN);
+		if (err)
+			return err;
+	}
+	attr->ia_valid &= ~ATTR_SIZE;
+	setattr_copy(idmap, inode, attr);
+	return 0;
+}
+
+const struct file_operations msharefs_region_fops = {
+	.owner		= THIS_MODULE,
+	.open		= simple_open,
+	.read		= msharefs_read,
+	.write		= msharefs_write,
+	.llseek		= generic_file_llseek,
+	.fsync		= noop_fsync,
+	.unlocked_ioctl	= msharefs_ioctl,
+	.mmap		= msharefs_mmap,
+	.get_unmapped_area = msharefs_get_unmapped_area,
+	.fallocate	= msharefs_fallocate,
+};
+
+/* The same operations for device regions (shared with the driver, which may unbind). */
+const struct file_operations msharefs_device_fops = {
+	.owner		= THIS_MODULE,
+	.open		= simple_open,
+	.read		= msharefs_read,
+	.write		= msharefs_write,
+	.llseek		= generic_file_llseek,
+	.fsync		= noop_fsync,
+	.unlocked_ioctl	= msharefs_ioctl,
+	.mmap		= msharefs_mmap,
+	.get_unmapped_area = msharefs_get_unmapped_area,
+	.fallocate	= msharefs_fallocate,
+};
+
+/*
+ * A region's folios carry its inode's mapping (see msharefs_alloc_chunk()); GUP unpins and
+ * zaps mark them dirty through it. Nothing is ever written back: the memory is the truth.
+ */
+static const struct address_space_operations msharefs_region_aops = {
+	.dirty_folio	= noop_dirty_folio,
+};
+
+/* An inode that shows a region of folios (msharefs files, /dev/mshare regions). */
+void msharefs_region_mapping_init(struct inode *inode)
+{
+	inode->i_mapping->a_ops = &msharefs_region_aops;
+	mapping_set_unevictable(inode->i_mapping);
+}
+
+const struct inode_operations msharefs_region_iops = {
+	.setattr	= msharefs_setattr,
+	.getattr	= simple_getattr,
+};
+
+/* Regions with no name (/dev/mshare MSHARE_CREATE): they pin msharefs while they live. */
+const struct inode_operations msharefs_anonymous_iops = {
+	.setattr	= msharefs_setattr,
+	.getattr	= simple_getattr,
+};
+
+/* The region behind an msharefs file, or NULL for any other file. */
+struct mshare_region *msharefs_file_region(struct file *file)
+{
+	if (file->f_op != &msharefs_region_fops && file->f_op != &msharefs_device_fops)
+		return NULL;
+	return file_inode(file)->i_private;
+}
+
+/* Unmaps the window at [addr, addr + size) of the caller: a whole msharefs window only. */
+int msharefs_detach(unsigned long addr, unsigned long size)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	bool window;
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	vma = vma_lookup(mm, addr);
+	window = vma && vma->vm_start == addr && vma->vm_end - addr == size && vma->vm_file &&
+		 msharefs_file_region(vma->vm_file);
+	mmap_read_unlock(mm);
+	return window ? vm_munmap(addr, size) : -EINVAL;
+}

@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A window: one process's mapping of a region (a VMA). Where it may go and what it may
+//! cover (`get_unmapped_area` and `mmap` hand both to Rust before anything of the caller's
+//! is unmapped), how it maps the region (through shared PTE or PMD tables, or with
+//! mappings of its own: [`Window`], which [`Region::window`] picks), and the count of
+//! windows the statistics show. A fault in a window is the region's ([`Region::fault`]).
+
+use crate::msharefs_api::Api;
+use crate::region::{check_range, Region};
+use crate::shared_table::PMD_TABLE_REACH;
+use crate::GRANULE_SIZE;
+use core::ffi::{c_int, c_long, c_ulong};
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+
+/// How a window (one process's mapping of a region) maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// Through the region's shared PTE tables (mode B): the window has the region's
+    /// protection, whatever it changes to.
+    Shared,
+    /// Through the region's shared PMD tables too (mode B, a window of whole, aligned
+    /// GiBs): no page table of its own below its PUD table, 2 MiB leaves where the memory
+    /// allows.
+    SharedPmd,
+    /// With mappings of its own (mode C, and read-only windows of a writable region in
+    /// mode B): its own faults and permissions.
+    Private,
+}
+
+/// The bytes a window may map of a region of `size` bytes at `offset`, for `len` bytes: up
+/// to its end, or up to the next GiB boundary for a window of whole GiBs at a GiB-aligned
+/// offset (the rest of the GiB a hole).
+pub(crate) fn window_reach(size: u64, offset: u64, len: u64) -> u64 {
+    let whole_gibs = offset % PMD_TABLE_REACH == 0 && len % PMD_TABLE_REACH == 0;
+    if whole_gibs {
+        gib_reach(size)
+    } else {
+        size
+    }
+}
+
+/// A region of `size` bytes rounded up to whole GiBs: the most any window of it maps.
+pub(crate) fn gib_reach(size: u64) -> u64 {
+    size.next_multiple_of(PMD_TABLE_REACH)
+}
+
+/// Checks an mmap of a region of `size` bytes: shared only, the window granule aligned in
+/// address and offset, and inside the region's reach ([`window_reach`]).
+pub(crate) fn check_mapping(size: u64, start: u64, end: u64, offset: u64, shared: bool) -> Result {
+    if !shared || size == 0 || start % GRANULE_SIZE != 0 || end <= start {
+        return Err(EINVAL);
+    }
+    check_range(window_reach(size, offset, end - start), offset, end - start).map(|_| ())
+}
+
+/// Whether a window at `start` (address) and `offset` of `len` bytes can share PMD tables:
+/// whole, aligned GiBs in both.
+pub(crate) fn spans_pmd_tables(start: u64, offset: u64, len: u64) -> bool {
+    (start | offset | len) % PMD_TABLE_REACH == 0 && len != 0
+}
+
+/// Where a window of `len` bytes goes when the kernel picks its address, given the free
+/// range `[found, found + len + PMD_TABLE_REACH)` the glue found for it: granule aligned,
+/// as THP placement would put it (a window's offset is whole granules, so this is the
+/// congruence with the offset THP keeps), and across as few GiBs as its length allows,
+/// `at % GiB + len` at most `len` rounded up to whole GiBs: a window of at most a GiB lies
+/// inside one. Each GiB a window spans is one more PMD table of every sharer's own (in mode
+/// B, the table the shared PTE tables are linked into).
+///
+/// The first granule boundary from `found` on, unless a window there would span one GiB
+/// more than it must; then the first GiB boundary from `found` on, from which a window
+/// spans exactly `len` rounded up to whole GiBs. Both keep the window inside the range:
+/// each is at most `found + PMD_TABLE_REACH - 1` (a granule divides a GiB, so rounding
+/// `found` up to either never passes the GiB boundary at or above it), so the window ends
+/// before `found + len + PMD_TABLE_REACH`.
+pub(crate) fn window_address(found: u64, len: u64) -> u64 {
+    let at = found.next_multiple_of(GRANULE_SIZE);
+    if at % PMD_TABLE_REACH + len <= len.next_multiple_of(PMD_TABLE_REACH) {
+        at
+    } else {
+        found.next_multiple_of(PMD_TABLE_REACH)
+    }
+}
+
+/// Where a window of `len` bytes at page `pgoff` of the region goes, decided before mmap
+/// unmaps anything of the caller's (a refusal later, in `->mmap`, would come after a
+/// `MAP_FIXED` call had already cleared what was at `addr`): the region's start plus the
+/// offset for a v1 region with a start (`addr`, with `MAP_FIXED` or as a hint, must be that
+/// or 0), 0 for anywhere; EINVAL for a window that cannot be (private, outside the region's
+/// reach, unaligned, not the whole region under v3, `MAP_FIXED` elsewhere than the start),
+/// ENODEV once the device went away. Under v3 the whole region may also be mapped with its
+/// size rounded up to whole GiBs, to share PMD tables.
+fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool, shared: bool) -> Result<u64> {
+    region.check_present()?;
+    let offset = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
+    let size = region.size();
+    if !shared || size == 0 {
+        return Err(EINVAL);
+    }
+    let reach = window_reach(size, offset, len);
+    check_range(reach, offset, len)?;
+    if api == Api::V3 && (offset != 0 || len != size && len != reach) {
+        return Err(EINVAL);
+    }
+    let start = region.start();
+    if start == 0 {
+        if fixed && addr % GRANULE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        return Ok(0);
+    }
+    let at = start.checked_add(offset).filter(|at| *at <= i64::MAX as u64).ok_or(EINVAL)?;
+    if addr != 0 && addr != at || fixed && addr != at {
+        return Err(EINVAL);
+    }
+    Ok(at)
+}
+
+/// [`place`] for the glue's `get_unmapped_area`: the address, 0, or a negative errno.
+///
+/// # Safety
+///
+/// `region` is the live region of the file being mapped.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_place(
+    region: *const Region,
+    api: c_int,
+    addr: c_ulong,
+    len: c_ulong,
+    pgoff: c_ulong,
+    fixed: bool,
+    shared: bool,
+) -> c_long {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region };
+    match place(region, Api::from_glue(api), addr as u64, len as u64, pgoff as u64, fixed, shared) {
+        Ok(at) => at as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// [`window_address`] for the glue's `get_unmapped_area`: where in the free range
+/// `[found, found + len + 1 GiB)` a window the kernel places goes.
+#[no_mangle]
+extern "C" fn mshare_window_address(found: c_ulong, len: c_ulong) -> c_ulong {
+    window_address(found as u64, len as u64) as c_ulong
+}
+
+/// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that
+/// shares its PMD tables too (whole, aligned GiBs), 0 for one with its own mappings, or a
+/// negative errno. Where the window may go (the v1 start, v3's whole
+/// region) was decided by [`place`] before mmap unmapped anything.
+///
+/// # Safety
+///
+/// `region` is the live region of the file being mapped.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_mmap_check(
+    region: *const Region,
+    start: c_ulong,
+    end: c_ulong,
+    pgoff: c_ulong,
+    shared: bool,
+    writable: bool,
+) -> c_int {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region };
+    let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
+    let (start, end) = (start as u64, end as u64);
+    let window = region
+        .window(writable, spans_pmd_tables(start, offset, end.wrapping_sub(start)))
+        .and_then(|window| check_mapping(region.size(), start, end, offset, shared).map(|()| window));
+    match window {
+        Ok(Window::Shared) => 1,
+        Ok(Window::SharedPmd) => 2,
+        Ok(Window::Private) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// A window (VMA) of the region was created or copied.
+///
+/// # Safety
+///
+/// `region` is the live region of the window.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_window_opened(region: *const Region, shared: bool) {
+    // SAFETY: per the function's contract.
+    unsafe { &*region }.window_opened(window_kind(shared));
+}
+
+fn window_kind(shared: bool) -> Window {
+    if shared {
+        Window::Shared
+    } else {
+        Window::Private
+    }
+}
+
+/// A window of the region went away.
+///
+/// # Safety
+///
+/// `region` is the live region of the window (the window holds its file).
+#[no_mangle]
+unsafe extern "C" fn mshare_region_window_closed(region: *const Region, shared: bool) {
+    // SAFETY: per the function's contract.
+    unsafe { &*region }.window_closed(window_kind(shared));
+}
+
+#[kunit_tests(mshare_window)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_are_shared_aligned_and_inside() {
+        let g = GRANULE_SIZE;
+        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 2 * g, true), Ok(()));
+        // MAP_PRIVATE
+        assert_eq!(check_mapping(4 * g, 8 * g, 12 * g, 0, false), Err(EINVAL));
+        // unaligned address
+        assert_eq!(check_mapping(4 * g, 8 * g + 4096, 12 * g, 0, true), Err(EINVAL));
+        // unaligned offset
+        assert_eq!(check_mapping(4 * g, 8 * g, 10 * g, 4096, true), Err(EINVAL));
+        // past the end
+        assert_eq!(check_mapping(4 * g, 8 * g, 13 * g, 0, true), Err(EINVAL));
+        // whole GiBs at a GiB-aligned offset reach the end of the region's last GiB
+        let gib = PMD_TABLE_REACH;
+        assert_eq!(check_mapping(4 * g, gib, 2 * gib, 0, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, gib, 3 * gib, 0, true), Err(EINVAL));
+        assert_eq!(check_mapping(gib + 4 * g, gib, 3 * gib, 0, true), Ok(()));
+        assert_eq!(check_mapping(gib + 4 * g, gib, 2 * gib, gib, true), Ok(()));
+        assert_eq!(check_mapping(4 * g, gib, 2 * gib - g, 0, true), Err(EINVAL));
+        // no size yet
+        assert_eq!(check_mapping(0, 8 * g, 9 * g, 0, true), Err(EINVAL));
+    }
+
+    #[test]
+    fn only_whole_aligned_gibs_share_pmd_tables() {
+        let (g, gib) = (GRANULE_SIZE, PMD_TABLE_REACH);
+        assert!(spans_pmd_tables(gib, 0, gib));
+        assert!(spans_pmd_tables(4 * gib, gib, 2 * gib));
+        assert!(!spans_pmd_tables(gib + g, 0, gib));
+        assert!(!spans_pmd_tables(gib, g, gib));
+        assert!(!spans_pmd_tables(gib, 0, gib - g));
+        assert!(!spans_pmd_tables(0, 0, 0));
+        assert_eq!(window_reach(4 * g, 0, gib), gib);
+        assert_eq!(window_reach(4 * g, 0, 4 * g), 4 * g);
+        assert_eq!(window_reach(gib, 0, gib), gib);
+    }
+
+    #[test]
+    fn a_window_the_kernel_places_spans_the_fewest_gibs() {
+        let (g, gib, page) = (GRANULE_SIZE, PMD_TABLE_REACH, PAGE_SIZE as u64);
+        let mib = 1u64 << 20;
+        // 256 MiB: up to the next granule where it fits before the GiB boundary...
+        assert_eq!(window_address(gib + page, 256 * mib), gib + g);
+        assert_eq!(window_address(2 * gib - 256 * mib, 256 * mib), 2 * gib - 256 * mib);
+        // ...and on to the boundary where it would cross it
+        assert_eq!(window_address(2 * gib - 256 * mib + page, 256 * mib), 2 * gib);
+        assert_eq!(window_address(2 * gib - 128 * mib, 256 * mib), 2 * gib);
+        // a GiB only at a GiB boundary; more than a GiB across no more GiBs than it must
+        assert_eq!(window_address(gib, gib), gib);
+        assert_eq!(window_address(gib + page, gib), 2 * gib);
+        assert_eq!(window_address(gib + gib / 2, gib + gib / 2), gib + gib / 2);
+        assert_eq!(window_address(gib + gib / 2 + page, gib + gib / 2), 2 * gib);
+        assert_eq!(window_address(gib + page, 3 * gib), 2 * gib);
+        // Everywhere: granule aligned, inside the free range, across the fewest GiBs, and
+        // moved only when the granule boundary would cross one too many.
+        for len in [g, 256 * mib, gib - g, gib, gib + g, 3 * gib / 2, 3 * gib] {
+            let mut found = 0;
+            while found < 3 * gib {
+                let at = window_address(found, len);
+                assert_eq!(at % g, 0);
+                assert!(at >= found && at + len <= found + len + gib);
+                assert!(at % gib + len <= len.next_multiple_of(gib));
+                if found.next_multiple_of(g) != at {
+                    assert_eq!(at % gib, 0);
+                }
+                found += 37 * mib + page;
+            }
+        }
+    }
+}
