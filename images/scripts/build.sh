@@ -27,6 +27,18 @@ kmod_files() {
 
 hash_of() { sha256sum | cut -c1-16; }
 
+# Kernel trees are 2 to 4 GB each and every key change makes one: each kind keeps the
+# entries used most recently (a cache hit touches its .built) and removes the rest once a
+# new one is built, so that a machine that rebuilds all day does not fill its disk.
+CACHE_KEEP=${CACHE_KEEP:-3}
+evict_old_entries() {
+    local kind_dir=$1 entry
+    ls -1t "$kind_dir"/*/.built 2>/dev/null | tail -n +$((CACHE_KEEP + 1)) | while read -r entry; do
+        log "cache: removing $(dirname "$entry") (least recently used; CACHE_KEEP=$CACHE_KEEP)"
+        rm -rf "$(dirname "$entry")"
+    done
+}
+
 toolchain_id() {
     {
         clang-19 --version 2>/dev/null | head -n1
@@ -106,9 +118,11 @@ with_work_tree() {
 build_kernel() {
     if [ -f "$KERNEL_DIR/.built" ]; then
         log "kernel $KERNEL_KEY: cached"
+        touch "$KERNEL_DIR/.built"
         return
     fi
     with_work_tree build_kernel_in_work_tree
+    evict_old_entries "$CACHE_ROOT/kernel"
 }
 
 build_kernel_in_work_tree() {
@@ -170,9 +184,11 @@ build_module() {
 build_ktest() {
     if [ -f "$KTEST_DIR/.built" ]; then
         log "test kernel $KMOD_KEY: cached"
+        touch "$KTEST_DIR/.built"
         return
     fi
     with_work_tree build_ktest_in_work_tree
+    evict_old_entries "$CACHE_ROOT/ktest"
 }
 
 build_ktest_in_work_tree() {
@@ -204,9 +220,11 @@ build_ktest_in_work_tree() {
 build_host_kernel() {
     if [ -f "$HOST_KERNEL_DIR/.built" ]; then
         log "host kernel $(basename "$HOST_KERNEL_DIR"): cached"
+        touch "$HOST_KERNEL_DIR/.built"
         return
     fi
     with_work_tree build_host_kernel_in_work_tree
+    evict_old_entries "$CACHE_ROOT/host-kernel"
 }
 
 build_host_kernel_in_work_tree() {
