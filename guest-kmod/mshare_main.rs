@@ -2,7 +2,7 @@
 
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
-//! msharefs regions ([`msharefs`], with `msharefs_glue.c`, speaking the ioctl API of the
+//! msharefs regions ([`msharefs`], with the C glue `*_glue.c`, speaking the ioctl API of the
 //! series' v1 or v3 per mount, [`msharefs_api`]; [`region`]), mapped through
 //! PTE tables shared by every process (mode B, [`shared_table`], on a kernel with the
 //! core-mm patch) or through huge mappings of each process's own (mode C, any kernel), the

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The calls between msharefs_glue.c and the Rust side of mshare (msharefs.rs).
- * Inodes cross as opaque pointers; Rust only hands them back to the glue.
+ * The boundary between mshare's Rust (msharefs.rs, window.rs, ...) and its C glue
+ * (*_glue.c): every call either way. Pointers are typed: the C structs Rust gets from the
+ * VFS and the core and only hands back, and struct mshare_region, Rust's, opaque to C.
  */
 #ifndef MSHARE_MSHAREFS_H
 #define MSHARE_MSHAREFS_H

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! msharefs, the Rust side of `msharefs_glue.c`: the ioctls of both series APIs on region
-//! files ([`crate::msharefs_api`]), `ftruncate` and `fallocate`, `mshare_info`, the checks
-//! behind `mmap` of a region and the page lookups behind its faults. Regions themselves
-//! are in [`crate::region`].
+//! msharefs, the Rust side of a region file's operations (`file_glue.c`): the ioctls of
+//! both series APIs ([`crate::msharefs_api`]), `read`/`write`, `ftruncate` and
+//! `fallocate`, `mshare_info`, and the entry of every fault (`window_glue.c`). Regions
+//! themselves are in [`crate::region`], windows in [`crate::window`].
 
 use crate::file_pages::MappedFile;
 use crate::inode::Inode;
