@@ -183,32 +183,24 @@ static int msharefs_setattr(struct mnt_idmap *idmap, struct dentry *dentry, stru
 	return 0;
 }
 
-const struct file_operations msharefs_region_fops = {
-	.owner		= THIS_MODULE,
-	.open		= simple_open,
-	.read		= msharefs_read,
-	.write		= msharefs_write,
-	.llseek		= generic_file_llseek,
-	.fsync		= noop_fsync,
-	.unlocked_ioctl	= msharefs_ioctl,
-	.mmap		= msharefs_mmap,
-	.get_unmapped_area = msharefs_get_unmapped_area,
-	.fallocate	= msharefs_fallocate,
-};
+/*
+ * Named and unnamed regions' files, and device regions' (shared with the driver, which may
+ * unbind): the same operations, two tables, so that a file tells which kind it is.
+ */
+#define MSHAREFS_REGION_FILE_OPERATIONS				\
+	.owner		= THIS_MODULE,				\
+	.open		= simple_open,				\
+	.read		= msharefs_read,			\
+	.write		= msharefs_write,			\
+	.llseek		= generic_file_llseek,			\
+	.fsync		= noop_fsync,				\
+	.unlocked_ioctl	= msharefs_ioctl,			\
+	.mmap		= msharefs_mmap,			\
+	.get_unmapped_area = msharefs_get_unmapped_area,	\
+	.fallocate	= msharefs_fallocate
 
-/* The same operations for device regions (shared with the driver, which may unbind). */
-const struct file_operations msharefs_device_fops = {
-	.owner		= THIS_MODULE,
-	.open		= simple_open,
-	.read		= msharefs_read,
-	.write		= msharefs_write,
-	.llseek		= generic_file_llseek,
-	.fsync		= noop_fsync,
-	.unlocked_ioctl	= msharefs_ioctl,
-	.mmap		= msharefs_mmap,
-	.get_unmapped_area = msharefs_get_unmapped_area,
-	.fallocate	= msharefs_fallocate,
-};
+const struct file_operations msharefs_region_fops = { MSHAREFS_REGION_FILE_OPERATIONS };
+const struct file_operations msharefs_device_fops = { MSHAREFS_REGION_FILE_OPERATIONS };
 
 /*
  * A region's folios carry its inode's mapping (see msharefs_alloc_chunk()); GUP unpins and

@@ -293,7 +293,7 @@ impl Region {
     pub(crate) fn new(inode: Option<Inode>) -> impl PinInit<Self> {
         pin_init!(Self {
             granules <- new_rwsem!(Granules::new(0, KVVec::new()), "Region::granules"),
-            state <- new_mutex!(State::new(true)),
+            state <- new_mutex!(State::new(true), "Region::state"),
             kind: Kind::Anonymous { inode },
             // Counted as the region is made in its memory (nothing after can fail), so
             // that every count has its drop.
@@ -304,7 +304,7 @@ impl Region {
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
             pmd_links: AtomicU64::new(0),
-            inodes <- new_mutex!(KVVec::new()),
+            inodes <- new_mutex!(KVVec::new(), "Region::inodes"),
         })
     }
 
@@ -328,7 +328,7 @@ impl Region {
         let pmd_tables = PmdTables::new(granules, true)?;
         Ok(try_pin_init!(Self {
             granules <- new_rwsem!(Granules::new(size, memory), "Region::granules"),
-            state <- new_mutex!(State { start: 0, tables, pmd_tables, writable: !read_only }),
+            state <- new_mutex!(State { start: 0, tables, pmd_tables, writable: !read_only }, "Region::state"),
             kind: Kind::Device { read_only, base },
             // As in `new`: counted once the region is made.
             windows: {
@@ -338,7 +338,7 @@ impl Region {
             faults: AtomicU64::new(0),
             links: AtomicU64::new(0),
             pmd_links: AtomicU64::new(0),
-            inodes <- new_mutex!(KVVec::new()),
+            inodes <- new_mutex!(KVVec::new(), "Region::inodes"),
         }? Error))
     }
 
