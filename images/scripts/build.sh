@@ -7,6 +7,8 @@
 #                       runner uses (qemu.sh)
 #   build.sh paths      print `export KEY=PATH` lines for what `all` builds (builds nothing)
 #   build.sh kernel | module | ktest | programs | initramfs | host | qemu   one step (and what it needs)
+#   build.sh debug      the debug kernel (not in `all`): the nested host's kernel, with KASAN
+#                       and lockdep, and the module linked in, for `make test-lockdep`
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -78,6 +80,7 @@ compute_keys() {
     MODULE_DIR="$CACHE_ROOT/module/$KMOD_KEY"
     KTEST_DIR="$CACHE_ROOT/ktest/$(printf '%s\n' "$KMOD_KEY" "$KTEST_CMDLINE" | hash_of)"
     HOST_KERNEL_DIR="$CACHE_ROOT/host-kernel/$({ echo "kernel=$KERNEL_KEY"; cat "$IMAGES/kernel/host.config"; host_patches_text; } | hash_of)"
+    DEBUG_KERNEL_DIR="$CACHE_ROOT/debug-kernel/$(printf '%s\n' "$KMOD_KEY" "$(basename "$HOST_KERNEL_DIR")" | hash_of)"
     PROGRAMS_DIR="$REPO_ROOT/target/guest/x86_64-unknown-linux-gnu/release"
 }
 
@@ -191,13 +194,27 @@ build_ktest() {
     evict_old_entries "$CACHE_ROOT/ktest"
 }
 
+# The module's sources into the work tree as drivers/mshare/, linked into the kernel.
+add_module_to_work_tree() {
+    mkdir -p "$WORK_TREE/drivers/mshare"
+    kmod_files | while read -r f; do mkdir -p "$WORK_TREE/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$WORK_TREE/drivers/mshare/$f"; done
+    echo 'obj-y += mshare/' >>"$WORK_TREE/drivers/Makefile"
+}
+
+# Builds the work tree's vmlinux, which must have the module in it: $1 names the kernel
+# in messages, $2 is the build log.
+link_work_tree() {
+    local what=$1 log_file=$2
+    (cd "$WORK_TREE" && run_logged "the $what build" "$log_file" "${KMAKE[@]}" -j"$JOBS" vmlinux)
+    grep -q ' __mshare_exit$' "$WORK_TREE/System.map" ||
+        die "the $what has no mshare symbols: drivers/mshare was not linked in (see $log_file)"
+}
+
 build_ktest_in_work_tree() {
     log "test kernel $KMOD_KEY: copying the guest kernel tree"
     rm -rf "$KTEST_DIR" && mkdir -p "$KTEST_DIR"
     cp -a "$KDIR" "$WORK_TREE"
-    mkdir -p "$WORK_TREE/drivers/mshare"
-    kmod_files | while read -r f; do mkdir -p "$WORK_TREE/drivers/mshare/$(dirname "$f")"; cp "$KMOD_SRC/$f" "$WORK_TREE/drivers/mshare/$f"; done
-    echo 'obj-y += mshare/' >>"$WORK_TREE/drivers/Makefile"
+    add_module_to_work_tree
     (
         cd "$WORK_TREE"
         scripts/config --file .config --enable CMDLINE_BOOL --set-str CMDLINE "$KTEST_CMDLINE"
@@ -205,11 +222,34 @@ build_ktest_in_work_tree() {
         grep -qxF "CONFIG_CMDLINE=\"$KTEST_CMDLINE\"" .config || die "the test kernel's built-in command line did not stick"
     )
     log "test kernel $KMOD_KEY: linking the module in (log: $KTEST_DIR/build.log)"
-    (cd "$WORK_TREE" && run_logged "the test kernel build" "$KTEST_DIR/build.log" "${KMAKE[@]}" -j"$JOBS" vmlinux)
-    grep -q ' __mshare_exit$' "$WORK_TREE/System.map" ||
-        die "the test kernel has no mshare symbols: drivers/mshare was not linked in (see $KTEST_DIR/build.log)"
+    link_work_tree "test kernel" "$KTEST_DIR/build.log"
     mv "$WORK_TREE" "$KTEST_DIR/linux"
     touch "$KTEST_DIR/.built"
+}
+
+# The debug kernel: a copy of the nested host's tree (the guest kernel's configuration plus
+# KASAN, lockdep and atomic-sleep checks) with the module linked in as for the test kernel.
+# The module's own tests run on it as a guest (make test-lockdep): a lock-order or memory
+# error of the module is then a report on the console, which fails the run.
+build_debug_kernel() {
+    if [ -f "$DEBUG_KERNEL_DIR/.built" ]; then
+        log "debug kernel $(basename "$DEBUG_KERNEL_DIR"): cached"
+        touch "$DEBUG_KERNEL_DIR/.built"
+        return
+    fi
+    with_work_tree build_debug_kernel_in_work_tree
+    evict_old_entries "$CACHE_ROOT/debug-kernel"
+}
+
+build_debug_kernel_in_work_tree() {
+    log "debug kernel $(basename "$DEBUG_KERNEL_DIR"): copying the nested host's kernel tree"
+    rm -rf "$DEBUG_KERNEL_DIR" && mkdir -p "$DEBUG_KERNEL_DIR"
+    cp -a "$HOST_KERNEL_DIR/linux" "$WORK_TREE"
+    add_module_to_work_tree
+    log "debug kernel: linking the module in (about 4 minutes; log: $DEBUG_KERNEL_DIR/build.log)"
+    link_work_tree "debug kernel" "$DEBUG_KERNEL_DIR/build.log"
+    mv "$WORK_TREE" "$DEBUG_KERNEL_DIR/linux"
+    touch "$DEBUG_KERNEL_DIR/.built"
 }
 
 # The nested test host's kernel: a copy of the built guest tree with host.config merged in
@@ -398,6 +438,7 @@ VMLINUX_KTEST=$KTEST_DIR/linux/vmlinux
 SYSTEM_MAP_KTEST=$KTEST_DIR/linux/System.map
 HOST_VMLINUX=$HOST_KERNEL_DIR/linux/vmlinux
 HOST_INITRAMFS=$host_initramfs_dir/initramfs.cpio
+VMLINUX_DEBUG=$DEBUG_KERNEL_DIR/linux/vmlinux
 QEMU=$(bash "$IMAGES/scripts/qemu.sh" path)
 EOF
 }
@@ -415,6 +456,7 @@ case "$step" in
     initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
     host) build_kernel; build_module; build_programs; build_initramfs; build_host_kernel; build_host_initramfs ;;
     qemu) build_qemu ;;
+    debug) build_kernel; build_host_kernel; build_debug_kernel ;;
     all)
         build_kernel
         build_module
@@ -427,5 +469,5 @@ case "$step" in
         log "images ready:"
         print_paths >&2
         ;;
-    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host, qemu)" ;;
+    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host, qemu, debug)" ;;
 esac
