@@ -152,10 +152,16 @@ fn parse_prot(prot: u64) -> Result<bool> {
     }
 }
 
-/// Sets the protection (`PROT_READ`, or with `PROT_WRITE`) of the region for every
-/// process sharing its tables.
+/// `MSHAREFS_SET_PROT` and `/dev/mshare`'s `PROTECT`: the protection (`PROT_READ`, or with
+/// `PROT_WRITE`) of the region for every process sharing its tables.
 pub(crate) fn set_prot(region: &Region, prot: u64) -> Result {
-    region.set_prot(parse_prot(prot)?)
+    let writable = parse_prot(prot)?;
+    // Private windows (mode C) carry their own permissions; only shared tables can change
+    // for everyone at once.
+    if !stats::shared_tables() {
+        return Err(EOPNOTSUPP);
+    }
+    region.set_prot(writable)
 }
 
 /// The region offset of a CREATE_MAPPING or UNMAP argument: v1 names an address inside

@@ -618,15 +618,11 @@ impl Region {
         zapped
     }
 
-    /// Sets the region's protection (`MSHAREFS_SET_PROT`) for every process sharing its
-    /// tables: EOPNOTSUPP in mode C (private windows carry their own permissions), EINVAL
-    /// before a size, EACCES for write access to a device attached read-only. The tables
-    /// are rewritten, then every process's links removed whatever the outcome (the
-    /// rewrite may fail half-way), all under the memory lock as for [`Region::unmap`].
+    /// Sets the region's protection for every process sharing its tables: EINVAL before a
+    /// size, EACCES for write access to a device attached read-only. The tables are
+    /// rewritten, then every process's links removed whatever the outcome (the rewrite may
+    /// fail half-way), all under the memory lock as for [`Region::unmap`].
     pub(crate) fn set_prot(&self, writable: bool) -> Result {
-        if !stats::shared_tables() {
-            return Err(EOPNOTSUPP);
-        }
         let granules = self.granules.write();
         if granules.size == 0 {
             return Err(EINVAL);
