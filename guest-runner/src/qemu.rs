@@ -13,6 +13,7 @@
 
 use crate::console::{self, GuestResult, ModuleState, Problem};
 use crate::images::{ImagePaths, ImagesError};
+use crate::ktap;
 use mshare_uapi::formats::{guest_command_word, CommandWordError};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -95,6 +96,15 @@ pub enum QemuError {
         /// The console from the first offending line on (a few lines: what a CI log
         /// shows when the console log itself is gone).
         first_report: String,
+        /// Where the whole console was written.
+        log: PathBuf,
+    },
+    /// A KUnit suite on the console (the module's, run when it loads, or the test kernel's
+    /// at boot) did not pass: whatever the boot was for, the module it ran is broken.
+    #[error("KUnit on the guest's console: {problems}; console log: {}", log.display())]
+    KunitFailed {
+        /// The verdict's problems.
+        problems: String,
         /// Where the whole console was written.
         log: PathBuf,
     },
@@ -376,11 +386,25 @@ impl Output {
     /// printed no result line on its ttyS1.
     pub fn into_command_run(self) -> Result<CommandRun, QemuError> {
         self.check_clean()?;
+        self.check_kunit()?;
         let result = console::guest_result(&self.stdout).ok_or_else(|| QemuError::NoResult {
             status: self.status.to_string(),
             tail: both_tails(&self.console, &self.stdout),
         })?;
         Ok(CommandRun { result, output: self })
+    }
+
+    /// Fails when KUnit ran (its KTAP header is on the console) and a case failed or did
+    /// not finish.
+    pub fn check_kunit(&self) -> Result<(), QemuError> {
+        let report = ktap::parse(&self.console);
+        if !report.seen_header {
+            return Ok(());
+        }
+        report.verdict().map(|_| ()).map_err(|problems| QemuError::KunitFailed {
+            problems,
+            log: self.console_log.clone().unwrap_or_else(|| PathBuf::from("(not written)")),
+        })
     }
 
     /// The last lines of both channels, for error messages.
