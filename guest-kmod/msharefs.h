@@ -19,12 +19,8 @@ struct vm_fault;
 /* A region, owned by Rust (region.rs): C only passes it back. */
 struct mshare_region;
 
-/* How mshare_region_fault() maps the page it finds (msharefs.rs has the same values). */
-enum mshare_fault_map {
-	MSHARE_MAP_PFN,		/* a device's page frame, by a PTE: msharefs_map_pfn() */
-	MSHARE_MAP_PFN_PMD,	/* 2 MiB of a device's memory, by a PMD leaf */
-	MSHARE_MAP_PAGE,	/* a region's own page, handed to the core locked */
-};
+/* How a fault maps the page frame Rust found for it (window_glue.c has one per kind). */
+typedef vm_fault_t (*mshare_fault_map_fn)(struct vm_fault *vmf, unsigned long pfn);
 
 /* Rust: a region per msharefs file. */
 struct mshare_region *mshare_region_new(struct inode *inode);
@@ -56,7 +52,7 @@ bool mshare_region_writable(struct mshare_region *region);
 bool mshare_region_has_pages(struct mshare_region *region);
 /* A fault of a window with mappings of its own: Rust looks up, then calls how's mapper. */
 vm_fault_t mshare_region_fault(struct mshare_region *region, struct vm_fault *vmf,
-			       unsigned long pgoff, enum mshare_fault_map how);
+			       unsigned long pgoff, mshare_fault_map_fn map);
 /* A fault of a window sharing tables that found no entry: retry, SIGSEGV or SIGBUS. */
 vm_fault_t mshare_region_shared_fault(struct mshare_region *region, unsigned long pgoff);
 int mshare_region_table(struct mshare_region *region, unsigned long pgoff,
@@ -83,9 +79,6 @@ long msharefs_file_pin(struct file *file, loff_t offset, unsigned long *frames,
 void msharefs_file_unpin(struct folio **folios, unsigned int nr);
 void msharefs_folio_settle(unsigned long pfn);
 void msharefs_folios_settle(struct folio **folios, unsigned int nr);
-vm_fault_t msharefs_map_pfn(struct vm_fault *vmf, unsigned long pfn);
-vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn);
-vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn);
 bool mshare_kernel_shares_tables(void);
 struct ptdesc *mshare_table_alloc(void);
 void mshare_table_free(struct ptdesc *table);

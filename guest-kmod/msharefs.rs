@@ -30,17 +30,10 @@ const MAP_FIXED: u32 = 0x10;
 pub(crate) const MAP_ANONYMOUS: u32 = 0x20;
 const NO_FD: u32 = u32::MAX;
 
-// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
-// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
-// only the pointers cross.
-#[allow(improper_ctypes)]
 extern "C" {
     fn msharefs_register() -> c_int;
     fn msharefs_unregister();
     fn msharefs_user_end() -> c_ulong;
-    fn msharefs_map_pfn(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
-    fn msharefs_map_pfn_pmd(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
-    fn msharefs_map_page(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
 }
 
 /// How much of a read or write goes through the kernel's buffer at a time.
@@ -489,35 +482,29 @@ unsafe fn give_table(found: Result<*mut bindings::ptdesc>, out: *mut *mut bindin
     }
 }
 
-/// How a fault maps the page it found (`enum mshare_fault_map` of msharefs.h).
-const MAP_PFN: c_int = 0;
-const MAP_PFN_PMD: c_int = 1;
-const MAP_PAGE: c_int = 2;
+/// How the glue maps the page frame a fault found (`mshare_fault_map_fn` of msharefs.h).
+type FaultMap = unsafe extern "C" fn(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
 
-/// A fault at page `pgoff` of a window of the region ([`Region::fault`]): mapped as `how`
-/// says, by one of the glue's calls (a page frame by a PTE or a PMD leaf, of device
-/// memory; a page handed to the core locked, of a region's own folios).
+/// A fault at page `pgoff` of a window of the region ([`Region::fault`]), the page found
+/// mapped by `map`, the glue's call for the window's kind (a page frame of device memory
+/// by a PTE or a PMD leaf; a page of the region's own folios handed to the core locked).
 ///
 /// # Safety
 ///
-/// `region` is the live region of the faulting mapping; `vmf` is the fault.
+/// `region` is the live region of the faulting mapping; `vmf` is the fault; `map` is one
+/// of the glue's mapping calls.
 #[no_mangle]
 unsafe extern "C" fn mshare_region_fault(
     region: *const Region,
     vmf: *mut bindings::vm_fault,
     pgoff: c_ulong,
-    how: c_int,
+    map: FaultMap,
 ) -> vm_fault_t {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region };
-    region.fault(pgoff as usize, |pfn| match how {
-        // SAFETY (all three): the fault's own `vmf`, and a page frame of the region that
-        // UNMAP cannot free while `Region::fault` holds the memory lock.
-        MAP_PFN => unsafe { msharefs_map_pfn(vmf, pfn) },
-        MAP_PFN_PMD => unsafe { msharefs_map_pfn_pmd(vmf, pfn) },
-        MAP_PAGE => unsafe { msharefs_map_page(vmf, pfn) },
-        _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
-    })
+    // SAFETY: the fault's own `vmf`, and a page frame of the region that UNMAP cannot free
+    // while `Region::fault` holds the memory lock.
+    region.fault(pgoff as usize, |pfn| unsafe { map(vmf, pfn) })
 }
 
 /// A fault in a window sharing the region's tables that found no entry

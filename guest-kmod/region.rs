@@ -359,7 +359,10 @@ impl Region {
     fn zap(&self, offset: u64, len: u64) -> Result {
         match self.kind {
             Kind::Anonymous { inode } => inode.map_or(Ok(()), |inode| inode.zap(offset, len)),
-            Kind::Device { .. } => self.inodes.lock().iter().try_for_each(|inode| inode.zap(offset, len)),
+            // Every inode's processes, whatever one of them gives: the first error is kept.
+            Kind::Device { .. } => {
+                self.inodes.lock().iter().fold(Ok(()), |zapped, inode| zapped.and(inode.zap(offset, len)))
+            }
         }
     }
 

@@ -29,13 +29,13 @@ void msharefs_zap(struct inode *inode, loff_t offset, loff_t len)
  */
 
 /* A page frame of device memory, by a PTE. */
-vm_fault_t msharefs_map_pfn(struct vm_fault *vmf, unsigned long pfn)
+static vm_fault_t msharefs_map_pfn(struct vm_fault *vmf, unsigned long pfn)
 {
 	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
 }
 
 /* 2 MiB of device memory from @pfn, by a PMD leaf. */
-vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn)
+static vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn)
 {
 	return vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
 }
@@ -48,7 +48,7 @@ vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn)
  * before the memory lock is dropped, is what keeps UNMAP from zapping before the mapping
  * exists: it locks each folio it took before it zaps (msharefs_folio_settle()).
  */
-vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn)
+static vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn)
 {
 	struct folio *folio;
 
@@ -64,17 +64,17 @@ static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 	if (order != PMD_ORDER)
 		return VM_FAULT_FALLBACK;
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
-				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), MSHARE_MAP_PFN_PMD);
+				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_map_pfn_pmd);
 }
 
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 {
-	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, MSHARE_MAP_PFN);
+	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, msharefs_map_pfn);
 }
 
 static vm_fault_t msharefs_page_fault(struct vm_fault *vmf)
 {
-	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, MSHARE_MAP_PAGE);
+	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, msharefs_map_page);
 }
 
 /* Windows are counted for the region's statistics (fork copies them through .open). */
