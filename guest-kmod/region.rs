@@ -4,44 +4,44 @@
 //! memory is what `CREATE_MAPPING` fills and `UNMAP` empties granule by granule: one
 //! zeroed, physically contiguous chunk per granule, or a shmem file's pages
 //! ([`Memory`]); a granule without memory is a hole (touching it is SIGSEGV). A device
-//! region is the BAR2 of an ivshmem device: its size and memory are the device's, fixed,
-//! and read-only when the VMM attached it so.
+//! region ([`device`]) is the BAR2 of an ivshmem device: its size and memory are the
+//! device's, fixed, and read-only when the VMM attached it so.
 //!
-//! A device region lives as long as its last user: the driver and each msharefs inode
-//! made for it hold a reference ([`kernel::sync::Arc`]). When the device unbinds, the region
-//! is *unplugged*: it keeps no memory (faults are SIGBUS, calls ENODEV, as on a DRM device
-//! that went away) and every process's mapping of the device's memory is removed first.
-//!
-//! In mode B each granule with memory also has a shared PTE table ([`Tables`]) whose
-//! entries follow the granule's memory and the region's protection: filled when the table
-//! is made or the granule gets memory, cleared before the memory is freed, rewritten when
-//! the protection changes. Whoever takes access away then unlinks the tables from every
-//! process (`unmap_mapping_range`), which flushes their TLBs. Each GiB of the region that a
-//! window of whole, aligned GiBs maps has a shared PMD table too ([`PmdTables`]), whose
-//! entries (2 MiB leaves, or the PTE tables) follow the same rules.
+//! In mode B each granule with memory also has a shared PTE table, and each GiB of the
+//! region that a window of whole, aligned GiBs maps a shared PMD table
+//! ([`SharedTables`]), whose entries follow the granule's memory and the region's
+//! protection ([`protection`]): filled when a table is made or the granule gets memory,
+//! cleared before the memory is freed, rewritten when the protection changes. Whoever
+//! takes access away then unlinks the tables from every process (`unmap_mapping_range`),
+//! which flushes their TLBs.
 //!
 //! A window at a GiB-aligned offset may reach past the region's end to the next GiB
 //! boundary (so that a region smaller than a GiB can share a PMD table): that part is a
 //! hole, SIGSEGV, like any hole.
 //!
-//! Two locks, taken in this order: the memory lock ([`Granules`], a reader-writer
-//! semaphore) and the state mutex ([`State`]: the shared tables and the protection). Every
-//! fault of every process reads the memory, holding it shared; only what changes the
-//! memory (`SET_SIZE`, `CREATE_MAPPING`, `UNMAP`, unplugging) or takes access away from
-//! every process (`SET_PROT`) holds it exclusively, until the processes' mappings are
-//! gone. So faults never wait for each other, and no fault maps memory between its change
-//! and the zap.
+//! One lock, the memory lock ([`Contents`], a reader-writer semaphore), covers what a
+//! fault reads: the size, the memory, the protection and the shared tables. Every fault
+//! of every process holds it shared, and finds or makes its shared table with no other
+//! lock; only what changes the memory (`SET_SIZE`, `CREATE_MAPPING`, `UNMAP`, unplugging)
+//! or takes access away from every process (`SET_PROT`) holds it exclusively, until the
+//! processes' mappings are gone. So faults never wait for each other, and no fault maps
+//! memory between its change and the zap. A device region's list of inodes has a mutex of
+//! its own, taken after the memory lock.
+
+mod device;
+mod io;
+mod protection;
 
 use crate::file_pages::{FilePages, MappedFile};
 use crate::granule::Memory;
 use crate::inode::Inode;
 use crate::rwsem::{new_rwsem, RwSem};
-use crate::shared_table::{PmdEntry, PmdTables, Tables, PMD_TABLE_GRANULES};
+use crate::shared_table::{PmdEntry, SharedTables, PMD_TABLE_GRANULES};
 use crate::window::{gib_reach, Window};
 use crate::{granule_align, stats, GRANULE_PAGES, GRANULE_SIZE, MAX_REGION_SIZE};
-use kernel::page::PAGE_SIZE;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::bindings::vm_fault_t;
+use kernel::page::PAGE_SIZE;
 use kernel::{bindings, new_mutex, prelude::*, sync::Arc, sync::Mutex};
 
 /// What backs one page of a region.
@@ -66,18 +66,32 @@ impl Page {
     }
 }
 
-/// What faults read: the region's size and each granule's memory.
-struct Granules {
+/// What faults read, under the memory lock.
+struct Contents {
     size: u64,
+    /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
+    start: u64,
     /// Each granule's memory.
     memory: KVVec<Memory>,
+    /// The shared PTE and PMD tables (mode B).
+    tables: SharedTables,
+    /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
+    writable: bool,
     /// The device behind a device region went away: nothing of it may be mapped again.
     unplugged: bool,
 }
 
-impl Granules {
-    fn new(size: u64, memory: KVVec<Memory>) -> Self {
-        Self { size, memory, unplugged: false }
+impl Contents {
+    /// A region with no size yet.
+    fn empty() -> Self {
+        Self {
+            size: 0,
+            start: 0,
+            memory: KVVec::new(),
+            tables: SharedTables::empty(),
+            writable: true,
+            unplugged: false,
+        }
     }
 
     /// ENODEV once the device behind the region went away.
@@ -99,67 +113,27 @@ impl Granules {
             None => Page::Outside,
         }
     }
-}
 
-struct State {
-    /// The address every window maps the region at (the v1 API's `start`); 0 for anywhere.
-    start: u64,
-    /// The shared PTE tables (mode B).
-    tables: Tables,
-    /// The shared PMD tables (mode B, windows of whole GiBs).
-    pmd_tables: PmdTables,
-    /// Processes may write (the region's protection, `MSHAREFS_SET_PROT`).
-    writable: bool,
-}
-
-impl State {
-    fn new(writable: bool) -> Self {
-        Self { start: 0, tables: Tables::empty(), pmd_tables: PmdTables::empty(), writable }
-    }
-
-    /// Points granule `index`'s shared tables (its PTE table, and its entry in its GiB's
-    /// PMD table) at its `memory`, with the region's protection. ENOMEM only when the
-    /// granule needs a PTE table it has none of yet (a file's pages under a PMD table).
-    fn sync(&mut self, memory: &[Memory], index: usize) -> Result {
-        let entry = self.prepare(memory, index)?;
-        self.publish(memory, index, entry);
-        Ok(())
-    }
-
-    /// What granule `index`'s entry in its GiB's PMD table must become (`None` without
-    /// that PMD table), making its PTE table if it needs one it has none of yet (ENOMEM).
-    /// Changes nothing a process can reach: a table made here is linked nowhere yet.
-    fn prepare(&mut self, memory: &[Memory], index: usize) -> Result<Option<PmdEntry>> {
-        let Self { tables, pmd_tables, writable, .. } = self;
-        if pmd_tables.get(index / PMD_TABLE_GRANULES).is_none() {
-            return Ok(None);
-        }
-        pmd_entry(&memory[index], tables, index, *writable).map(Some)
-    }
-
-    /// Points granule `index`'s shared tables at its memory: its PTE table, and its PMD
-    /// table entry with `entry`, which [`State::prepare`] gave. Cannot fail.
-    fn publish(&mut self, memory: &[Memory], index: usize, entry: Option<PmdEntry>) {
-        let Self { tables, pmd_tables, writable, .. } = self;
-        tables.map(index, memory[index].frames(), *writable);
-        if let Some(entry) = entry {
-            pmd_tables.set(index, entry, *writable);
-        }
+    /// Points granule `index`'s shared tables at its memory, with the region's protection.
+    fn sync(&mut self, index: usize) -> Result {
+        self.tables.sync(&self.memory, index, self.writable)
     }
 
     /// Takes granule `index`'s memory away, leaving a hole, and empties its shared tables
     /// (which allocates nothing, so cannot fail). Returns the memory taken.
-    fn empty(&mut self, memory: &mut [Memory], index: usize) -> Memory {
-        let taken = core::mem::take(&mut memory[index]);
-        let _ = self.sync(memory, index);
+    fn empty_granule(&mut self, index: usize) -> Memory {
+        let taken = core::mem::take(&mut self.memory[index]);
+        let _ = self.sync(index);
         taken
     }
-}
 
-/// Granule `index`'s entry in its GiB's PMD table, from its `memory`, with its PTE table
-/// (made if need be) where a 2 MiB leaf cannot map the memory.
-fn pmd_entry(memory: &Memory, tables: &mut Tables, index: usize, writable: bool) -> Result<PmdEntry> {
-    PmdEntry::for_frames(memory.frames(), |frames| tables.get_or_make(index, frames, writable))
+    /// Whether every granule of `range` is a hole (EINVAL otherwise).
+    fn check_holes(&self, range: &core::ops::Range<usize>) -> Result {
+        if self.memory[range.clone()].iter().any(|memory| !memory.is_hole()) {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
 }
 
 /// Where a region's memory comes from.
@@ -189,13 +163,12 @@ pub(crate) enum Kind {
 /// when the inode is evicted), and the ivshmem driver holds one for its device's region
 /// until it unbinds. A window (VMA) holds its file and so the inode: no mapping outlives
 /// the region. `inodes` lists exactly the inodes of a device region that are not evicted.
-/// `granules` changes only with its lock held exclusively (see the module documentation).
+/// `contents` changes only with its lock held exclusively, except that a fault holding it
+/// shared may make a shared table (see the module documentation).
 #[pin_data(PinnedDrop)]
 pub(crate) struct Region {
     #[pin]
-    granules: RwSem<Granules>,
-    #[pin]
-    state: Mutex<State>,
+    contents: RwSem<Contents>,
     kind: Kind,
     /// Mapped windows (VMAs) of the region in all processes.
     windows: AtomicU64,
@@ -206,7 +179,7 @@ pub(crate) struct Region {
     /// Times a shared PMD table was linked into a process (mode B).
     pmd_links: AtomicU64,
     /// The msharefs inodes of a device region (one per msharefs instance that showed it),
-    /// whose mappings UNMAP, SET_PROT and unplugging remove. Taken after `granules`.
+    /// whose mappings UNMAP, SET_PROT and unplugging remove. Taken after `contents`.
     #[pin]
     inodes: Mutex<KVVec<Inode>>,
 }
@@ -289,14 +262,12 @@ pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<core::ops:
 }
 
 impl Region {
-    /// An empty region of `inode` (none in KUnit): no size, no memory.
-    pub(crate) fn new(inode: Option<Inode>) -> impl PinInit<Self> {
+    /// A region of `kind` with `contents`: counted as made once in its memory (nothing
+    /// after can fail), so that every count has its drop.
+    fn with(kind: Kind, contents: Contents) -> impl PinInit<Self> {
         pin_init!(Self {
-            granules <- new_rwsem!(Granules::new(0, KVVec::new()), "Region::granules"),
-            state <- new_mutex!(State::new(true), "Region::state"),
-            kind: Kind::Anonymous { inode },
-            // Counted as the region is made in its memory (nothing after can fail), so
-            // that every count has its drop.
+            contents <- new_rwsem!(contents, "Region::contents"),
+            kind,
             windows: {
                 stats::region_made();
                 AtomicU64::new(0)
@@ -308,49 +279,9 @@ impl Region {
         })
     }
 
-    /// A region over a device's memory: `size` bytes (whole granules) of page frames from
-    /// `first_pfn` on, mapped for the kernel at `base` (0: not mapped).
-    pub(crate) fn device(
-        size: u64,
-        first_pfn: usize,
-        read_only: bool,
-        base: usize,
-    ) -> Result<impl PinInit<Self, Error>> {
-        if size == 0 || size % GRANULE_SIZE != 0 {
-            return Err(EINVAL);
-        }
-        let granules = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
-        let mut memory = KVVec::with_capacity(granules, GFP_KERNEL)?;
-        for i in 0..granules {
-            memory.push(Memory::device(first_pfn + i * GRANULE_PAGES), GFP_KERNEL)?;
-        }
-        let tables = Tables::new(granules, true)?;
-        let pmd_tables = PmdTables::new(granules, true)?;
-        Ok(try_pin_init!(Self {
-            granules <- new_rwsem!(Granules::new(size, memory), "Region::granules"),
-            state <- new_mutex!(State { start: 0, tables, pmd_tables, writable: !read_only }, "Region::state"),
-            kind: Kind::Device { read_only, base },
-            // As in `new`: counted once the region is made.
-            windows: {
-                stats::region_made();
-                AtomicU64::new(0)
-            },
-            faults: AtomicU64::new(0),
-            links: AtomicU64::new(0),
-            pmd_links: AtomicU64::new(0),
-            inodes <- new_mutex!(KVVec::new(), "Region::inodes"),
-        }? Error))
-    }
-
-    /// An msharefs inode now shows this device region.
-    pub(crate) fn inode_attached(&self, inode: Inode) -> Result {
-        self.inodes.lock().push(inode, GFP_KERNEL)?;
-        Ok(())
-    }
-
-    /// An inode of this device region was evicted.
-    pub(crate) fn inode_evicted(&self, inode: Inode) {
-        self.inodes.lock().retain(|x| *x != inode);
+    /// An empty region of `inode` (none in KUnit): no size, no memory.
+    pub(crate) fn new(inode: Option<Inode>) -> impl PinInit<Self> {
+        Self::with(Kind::Anonymous { inode }, Contents::empty())
     }
 
     /// Removes `[offset, offset + len)` from every process that maps the region, through
@@ -366,137 +297,37 @@ impl Region {
         }
     }
 
-    /// The device went away: the region keeps no memory, its shared tables are emptied,
-    /// and every process's mapping of it is removed. Faults then find nothing (SIGBUS),
-    /// calls are ENODEV.
-    pub(crate) fn unplug(&self) {
-        let mut granules = self.granules.write();
-        granules.unplugged = true;
-        let size = granules.size;
-        let memory = &mut granules.memory;
-        {
-            let mut state = self.state.lock();
-            // A device's memory is not freed by being dropped: what takes it from the
-            // processes is the zap below, which no fault can undo while this holds the
-            // memory lock.
-            for i in 0..memory.len() {
-                drop(state.empty(memory, i));
-            }
-        }
-        if let Err(e) = self.zap(0, size) {
-            pr_err!("mshare: unplugging a device region of {} bytes: {:?}\n", size, e);
-        }
-    }
-
-    /// ENODEV once the device behind the region went away.
-    pub(crate) fn check_present(&self) -> Result {
-        self.granules.read().check_present()
-    }
-
-    /// Calls `copy(address, at, len)` for each piece of `[offset, offset + len)` of
-    /// `granules` that is contiguous in the kernel's view (a granule of a chunk or a
-    /// device, a page of a file), with the piece's kernel address (`None`: a hole). The
-    /// range must be inside the region.
-    fn each_piece(
-        &self,
-        granules: &Granules,
-        offset: u64,
-        len: usize,
-        mut copy: impl FnMut(Option<*mut u8>, usize, usize),
-    ) -> Result {
-        granules.check_present()?;
-        let end = offset.checked_add(len as u64).ok_or(EINVAL)?;
-        if end > granules.size {
-            return Err(EINVAL);
-        }
-        let mut done = 0;
-        while done < len {
-            let at = offset + done as u64;
-            let (index, within) = ((at / GRANULE_SIZE) as usize, (at % GRANULE_SIZE) as usize);
-            let device_base = match self.kind {
-                Kind::Device { base, .. } if base != 0 => Some(base + index * GRANULE_SIZE as usize),
-                _ => None,
-            };
-            let piece = granules.memory.get(index).and_then(|memory| memory.address(within, device_base));
-            let n = (len - done).min(piece.map_or(GRANULE_SIZE as usize - within, |(_, room)| room));
-            // SAFETY (for the callers' copies): the address has `room >= n` bytes of the
-            // granule's memory, alive while the caller holds the memory lock.
-            copy(piece.map(|(address, _)| address), done, n);
-            done += n;
-        }
-        Ok(())
-    }
-
-    /// Copies `out.len()` bytes from `offset` (inside the region) into `out`; a hole reads
-    /// as zeros. Holds the memory lock shared: UNMAP waits, faults and other reads do not.
-    pub(crate) fn read_at(&self, offset: u64, out: &mut [u8]) -> Result {
-        let granules = self.granules.read();
-        self.each_piece(&granules, offset, out.len(), |address, done, n| match address {
-            // SAFETY: `address` has `n` readable bytes (see `each_piece`), kept alive by the
-            // memory lock; `out[done..done + n]` is ours. Processes writing through their
-            // mappings meanwhile only mix old and new bytes.
-            Some(address) => unsafe { core::ptr::copy_nonoverlapping(address, out[done..].as_mut_ptr(), n) },
-            None => out[done..done + n].fill(0),
-        })
-    }
-
-    /// Copies `data` to `offset` (inside the region): EIO if any of it falls in a hole
-    /// (a write gives no memory: nothing is written then), EACCES while the region is
-    /// read-only (`SET_PROT`), EPERM on a device attached read-only. Locked as
-    /// [`Region::read_at`] is, once for the check and the copy.
-    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result {
-        if self.read_only() {
-            return Err(EPERM);
-        }
-        if !self.writable() {
-            return Err(EACCES);
-        }
-        let granules = self.granules.read();
-        let mut hole = false;
-        self.each_piece(&granules, offset, data.len(), |address, _, _| hole |= address.is_none())?;
-        if hole {
-            return Err(EIO);
-        }
-        self.each_piece(&granules, offset, data.len(), |address, done, n| {
-            if let Some(address) = address {
-                // SAFETY: as in `read_at`, `address` has `n` writable bytes.
-                unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), address, n) };
-            }
-        })
-    }
-
-    /// Whether processes may never write (the VMM attached it read-only).
-    pub(crate) fn read_only(&self) -> bool {
-        matches!(self.kind, Kind::Device { read_only: true, .. })
+    /// Whether the region's memory is folios of its own (not a device's page frames).
+    pub(crate) fn has_pages(&self) -> bool {
+        matches!(self.kind, Kind::Anonymous { .. })
     }
 
     /// The size in bytes, 0 until set.
     pub(crate) fn size(&self) -> u64 {
-        self.granules.read().size
+        self.contents.read().size
     }
 
     /// The address every window maps the region at; 0 for anywhere.
     pub(crate) fn start(&self) -> u64 {
-        self.state.lock().start
+        self.contents.read().start
     }
 
     /// Sets the size (once; a device region's is the device's) and, with `start`, the
     /// address windows map it at (v1's `MSHAREFS_SET_SIZE`; once, like the size). A start
     /// must be granule aligned and leave the region below `user_end`.
     pub(crate) fn set_size(&self, requested: u64, start: Option<u64>, user_end: u64) -> Result<u64> {
-        let mut granules = self.granules.write();
-        if !self.has_pages() && requested != granules.size {
+        let mut contents = self.contents.write();
+        if !self.has_pages() && requested != contents.size {
             return Err(EINVAL);
         }
-        let size = check_new_size(granules.size, requested)?;
-        let mut state = self.state.lock();
+        let size = check_new_size(contents.size, requested)?;
         if let Some(start) = start {
             check_start(start, size, user_end)?;
-            if granules.size != 0 && start != state.start {
+            if contents.size != 0 && start != contents.start {
                 return Err(EINVAL);
             }
         }
-        if granules.size == 0 {
+        if contents.size == 0 {
             let count = usize::try_from(size / GRANULE_SIZE).map_err(|_| EINVAL)?;
             // Charged to the caller's memory cgroup, like the memory itself: a huge size
             // costs its metadata before any memory.
@@ -504,10 +335,10 @@ impl Region {
             for _ in 0..count {
                 memory.push(Memory::Hole, GFP_KERNEL_ACCOUNT)?;
             }
-            state.tables = Tables::new(count, false)?;
-            state.pmd_tables = PmdTables::new(count, false)?;
-            state.start = start.unwrap_or(0);
-            *granules = Granules::new(size, memory);
+            contents.tables = SharedTables::new(count, false)?;
+            contents.memory = memory;
+            contents.start = start.unwrap_or(0);
+            contents.size = size;
         }
         Ok(size)
     }
@@ -533,21 +364,13 @@ impl Region {
         })
     }
 
-    /// Whether every granule of `range` is a hole (EINVAL otherwise).
-    fn check_holes(granules: &Granules, range: &core::ops::Range<usize>) -> Result {
-        if granules.memory[range.clone()].iter().any(|memory| !memory.is_hole()) {
-            return Err(EINVAL);
-        }
-        Ok(())
-    }
-
     /// Gives each granule `i` of `[offset, offset + len)`, all holes, the memory `make(i)`
     /// makes; on failure the range is all holes again.
     fn fill(&self, offset: u64, len: u64, mut make: impl FnMut(usize) -> Result<Memory>) -> Result {
         let range = {
-            let granules = self.granules.read();
-            let range = check_range(granules.size, offset, len)?;
-            Self::check_holes(&granules, &range)?;
+            let contents = self.contents.read();
+            let range = check_range(contents.size, offset, len)?;
+            contents.check_holes(&range)?;
             range
         };
         // The memory is made (allocated and zeroed, or pinned) before the memory lock is
@@ -558,12 +381,10 @@ impl Region {
         for i in range.clone() {
             made.push(make(i)?, GFP_KERNEL)?;
         }
-        let mut granules = self.granules.write();
-        Self::check_holes(&granules, &range)?;
-        let mut state = self.state.lock();
-        let memory = &mut granules.memory;
+        let mut contents = self.contents.write();
+        contents.check_holes(&range)?;
         for (i, made) in range.clone().zip(made) {
-            memory[i] = made;
+            contents.memory[i] = made;
         }
         // A granule that had memory before keeps its tables, maybe still linked: no fault
         // would fill them, so they are pointed at the new memory here. Everything that can
@@ -573,14 +394,15 @@ impl Region {
         let prepared = (|| -> Result<KVVec<Option<PmdEntry>>> {
             let mut entries = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
             for i in range.clone() {
-                entries.push(state.prepare(memory, i)?, GFP_KERNEL)?;
+                entries.push(contents.tables.prepare(&contents.memory, i, contents.writable)?, GFP_KERNEL)?;
             }
             Ok(entries)
         })();
+        let Contents { memory, tables, writable, .. } = &mut *contents;
         match prepared {
             Ok(entries) => {
                 for (i, entry) in range.zip(entries) {
-                    state.publish(memory, i, entry);
+                    tables.publish(memory, i, entry, *writable);
                 }
                 Ok(())
             }
@@ -588,7 +410,7 @@ impl Region {
                 // No process reached this memory: the memory lock kept faults out, and no
                 // table entry points at it yet.
                 for i in range {
-                    drop(state.empty(memory, i));
+                    drop(contents.empty_granule(i));
                 }
                 Err(e)
             }
@@ -603,15 +425,12 @@ impl Region {
         if !self.has_pages() {
             return Err(EINVAL);
         }
-        let mut granules = self.granules.write();
-        let range = check_range(granules.size, offset, len)?;
+        let mut contents = self.contents.write();
+        let range = check_range(contents.size, offset, len)?;
         let mut taken = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
-        {
-            let mut state = self.state.lock();
-            for i in range {
-                // Room was made above: this push does not fail, nor drop the memory.
-                taken.push(state.empty(&mut granules.memory, i), GFP_KERNEL)?;
-            }
+        for i in range {
+            // Room was made above: this push does not fail, nor drop the memory.
+            taken.push(contents.empty_granule(i), GFP_KERNEL)?;
         }
         // A mode C fault that found the memory before it was taken maps it after
         // returning, with its folio locked: wait for it, so that the zap finds its mapping.
@@ -621,90 +440,31 @@ impl Region {
         zapped
     }
 
-    /// Sets the region's protection for every process sharing its tables: EINVAL before a
-    /// size, EACCES for write access to a device attached read-only. The tables are
-    /// rewritten, then every process's links removed whatever the outcome (the rewrite may
-    /// fail half-way), all under the memory lock as for [`Region::unmap`].
-    pub(crate) fn set_prot(&self, writable: bool) -> Result {
-        let granules = self.granules.write();
-        if granules.size == 0 {
-            return Err(EINVAL);
-        }
-        if writable && self.read_only() {
-            return Err(EACCES);
-        }
-        let outcome = {
-            let mut state = self.state.lock();
-            state.writable = writable;
-            // Every granule with memory under a PMD table got its PTE table, if it needs
-            // one, when the PMD table was made: this allocates nothing.
-            (0..granules.memory.len()).try_for_each(|i| state.sync(&granules.memory, i))
-        };
-        let zapped = self.zap(0, granules.size);
-        outcome.and(zapped)
-    }
-
-    /// Whether the region's memory is folios of its own (not a device's page frames).
-    pub(crate) fn has_pages(&self) -> bool {
-        matches!(self.kind, Kind::Anonymous { .. })
-    }
-
-    /// Whether processes may write now.
-    pub(crate) fn writable(&self) -> bool {
-        self.state.lock().writable
-    }
-
-    /// How a new window that asks for write access (`write`) or not maps the region, or
-    /// why it may not: EACCES for write access to a region that does not allow it, ENODEV
-    /// once its device went away. A shared window also shares PMD tables when
-    /// `pmd_tables` (it spans whole, aligned GiBs: [`spans_pmd_tables`]).
-    pub(crate) fn window(&self, write: bool, pmd_tables: bool) -> Result<Window> {
-        self.check_present()?;
-        let writable = self.writable();
-        if write && !writable {
-            return Err(EACCES);
-        }
-        // A shared table carries the region's protection, so only windows asking for all
-        // of it share: read-only windows of a writable region keep their own mappings.
-        if stats::shared_tables() && write != self.read_only() {
-            Ok(if pmd_tables { Window::SharedPmd } else { Window::Shared })
-        } else {
-            Ok(Window::Private)
-        }
-    }
-
     /// The shared table of the granule holding page `pgoff`, made on first use; null for
     /// a hole (the fault then finds nothing and gives SIGSEGV); ENODEV (SIGBUS) once the
-    /// device went away.
+    /// device went away. Takes no lock but the memory lock, shared.
     pub(crate) fn table(&self, pgoff: usize) -> Result<*mut bindings::ptdesc> {
-        let granules = self.granules.read();
-        granules.check_present()?;
+        let contents = self.contents.read();
+        contents.check_present()?;
         let index = pgoff / GRANULE_PAGES;
-        let Some(frames) = granules.memory.get(index).ok_or(EINVAL)?.frames() else {
+        let memory = contents.memory.get(index).ok_or(EINVAL)?;
+        if memory.is_hole() {
             return Ok(core::ptr::null_mut());
-        };
-        let mut state = self.state.lock();
-        let writable = state.writable;
-        let table = state.tables.get_or_make(index, frames, writable)?;
+        }
+        let table = contents.tables.pte_table(memory, index, contents.writable)?;
         self.links.fetch_add(1, Ordering::Relaxed);
         stats::table_linked();
         Ok(table)
     }
 
-    /// The shared PMD table of the GiB holding page `pgoff`, made on first use with an
-    /// entry for each granule (and a PTE table for each granule a leaf cannot map); never
-    /// null (a GiB of holes, or past the region's end, has a table of empty entries);
-    /// ENODEV (SIGBUS) once the device went away.
+    /// The shared PMD table of the GiB holding page `pgoff`, made on first use (see
+    /// [`SharedTables::pmd_table`]); never null; ENODEV (SIGBUS) once the device went
+    /// away. Takes no lock but the memory lock, shared.
     pub(crate) fn pmd_table(&self, pgoff: usize) -> Result<*mut bindings::ptdesc> {
-        let granules = self.granules.read();
-        granules.check_present()?;
-        let index = pgoff / (GRANULE_PAGES * PMD_TABLE_GRANULES);
-        let memory = &granules.memory;
-        let mut state = self.state.lock();
-        let State { tables, pmd_tables, writable, .. } = &mut *state;
-        let table = pmd_tables.get_or_make(index, memory.len(), *writable, |granule| {
-            pmd_entry(&memory[granule], tables, granule, *writable)
-        })?;
+        let contents = self.contents.read();
+        contents.check_present()?;
+        let gib = pgoff / (GRANULE_PAGES * PMD_TABLE_GRANULES);
+        let table = contents.tables.pmd_table(&contents.memory, gib, contents.writable)?;
         self.pmd_links.fetch_add(1, Ordering::Relaxed);
         stats::pmd_table_linked();
         Ok(table)
@@ -712,17 +472,17 @@ impl Region {
 
     /// Granule `index`'s entry in its shared PMD table (tests).
     pub(crate) fn pmd_table_entry(&self, index: usize) -> Option<(PmdEntry, bool)> {
-        self.state.lock().pmd_tables.entry(index)
+        self.contents.read().tables.pmd_entry_of(index)
     }
 
     /// Entry `page` of granule `index`'s shared table (tests).
     pub(crate) fn table_entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
-        self.state.lock().tables.entry(index, page)
+        self.contents.read().tables.pte_entry(index, page)
     }
 
     /// What backs page `pgoff` of the region: nothing (SIGBUS) once its device went away.
     pub(crate) fn page(&self, pgoff: usize) -> Page {
-        self.granules.read().page(pgoff)
+        self.contents.read().page(pgoff)
     }
 
     /// A fault at page `pgoff` of a window: `map(frame)` maps the page found there (and
@@ -730,12 +490,13 @@ impl Region {
     /// the page in between. A fault that mapped memory is counted (`map` returns `NOPAGE`
     /// or `LOCKED`); `map` may return anything else (an error of the core's).
     pub(crate) fn fault(&self, pgoff: usize, map: impl FnOnce(usize) -> vm_fault_t) -> vm_fault_t {
-        let granules = self.granules.read();
-        let page = granules.page(pgoff);
+        let contents = self.contents.read();
+        let page = contents.page(pgoff);
         let Page::Frame(frame) = page else { return page.fault_without_memory() };
         let done = map(frame);
         if done == bindings::vm_fault_reason_VM_FAULT_NOPAGE || done == bindings::vm_fault_reason_VM_FAULT_LOCKED {
-            self.fault_mapped();
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            stats::fault();
         }
         done
     }
@@ -748,12 +509,6 @@ impl Region {
             Page::Frame(_) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
             page => page.fault_without_memory(),
         }
-    }
-
-    /// A fault mapped memory of the region into one process (mode C).
-    fn fault_mapped(&self) {
-        self.faults.fetch_add(1, Ordering::Relaxed);
-        stats::fault();
     }
 
     /// A window of the region was mapped (mmap, or a fork copying it).
@@ -770,21 +525,20 @@ impl Region {
 
     /// Current statistics.
     pub(crate) fn stats(&self) -> Stats {
-        let granules = self.granules.read();
-        let memory = &granules.memory;
-        let state = self.state.lock();
+        let contents = self.contents.read();
+        let memory = &contents.memory;
         let backed = memory.iter().filter(|memory| !memory.is_hole()).count() as u64 * GRANULE_SIZE;
         let file_backed = memory.iter().filter(|memory| memory.is_file()).count() as u64 * GRANULE_SIZE;
         let huge_leaves = (0..memory.len())
-            .filter(|&i| matches!(state.pmd_tables.entry(i), Some((PmdEntry::Leaf(_), _))))
+            .filter(|&i| matches!(contents.tables.pmd_entry_of(i), Some((PmdEntry::Leaf(_), _))))
             .count() as u64;
         Stats {
             windows: self.windows.load(Ordering::Relaxed),
             faults: self.faults.load(Ordering::Relaxed),
             backed,
-            tables: state.tables.count() as u64,
+            tables: contents.tables.pte_count() as u64,
             links: self.links.load(Ordering::Relaxed),
-            pmd_tables: state.pmd_tables.count() as u64,
+            pmd_tables: contents.tables.pmd_count() as u64,
             pmd_links: self.pmd_links.load(Ordering::Relaxed),
             huge_leaf_bytes: huge_leaves * GRANULE_SIZE,
             file_backed,
@@ -797,7 +551,7 @@ impl PinnedDrop for Region {
     fn drop(self: Pin<&mut Self>) {
         stats::region_dropped();
         // No mapping outlives the region (every VMA of it holds the region's file): its
-        // memory goes with `state`.
+        // memory and tables go with `contents`.
     }
 }
 
@@ -850,25 +604,6 @@ mod tests {
         assert_eq!(offset_of(start, 4 * g, start + 3 * g, 2 * g), Err(EINVAL));
         assert_eq!(offset_of(start, 4 * g, start - g, g), Err(EINVAL));
         assert_eq!(offset_of(start, 4 * g, u64::MAX - 4095, 8192), Err(EINVAL));
-    }
-
-    /// An unplugged device region maps nothing: faults find nothing (SIGBUS), new windows
-    /// and tables are ENODEV. The page frames are made up: nothing here touches them.
-    #[test]
-    fn an_unplugged_device_region_maps_nothing() {
-        let g = GRANULE_SIZE;
-        let init = Region::device(2 * g, 0x40000, false, 0).expect("device region");
-        let region = KBox::pin_init(init, GFP_KERNEL).expect("region");
-        assert_eq!(region.page(GRANULE_PAGES + 3), Page::Frame(0x40000 + GRANULE_PAGES + 3));
-        assert_eq!(region.check_present(), Ok(()));
-        region.unplug();
-        assert_eq!(region.page(GRANULE_PAGES + 3), Page::Outside);
-        assert_eq!(region.page(0), Page::Outside);
-        assert_eq!(region.table(0).err(), Some(ENODEV));
-        assert_eq!(region.window(false, false).err(), Some(ENODEV));
-        assert_eq!(region.pmd_table(0).err(), Some(ENODEV));
-        assert_eq!(region.check_present(), Err(ENODEV));
-        assert_eq!(region.stats().backed, 0);
     }
 
     /// A region of 4 granules with memory in the first two, or `None` (the test skipped) on

@@ -14,12 +14,15 @@
 //! page table of its own for the window and takes one fault per window.
 //!
 //! The tables of a region live as long as the region: freeing one while a fault may be
-//! about to link it would take a lock every fault path would have to share.
+//! about to link it would take a lock every fault path would have to share. So a fault
+//! finds its table with one atomic load ([`TablePages`]), and only the first fault on a
+//! table makes it, with no lock but the region's memory lock, held shared.
 
-use crate::granule::Frames;
-use crate::GRANULE_PAGES;
+use crate::granule::{Frames, Memory};
 use crate::stats;
+use crate::GRANULE_PAGES;
 use core::ffi::{c_int, c_uint, c_ulong};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;
 
@@ -66,23 +69,28 @@ enum Level {
 /// A region's page-table pages of one level, by index (granule or GiB): each made once,
 /// all freed with the set.
 ///
+/// A fault finds a table that exists with one load and no lock: a slot goes from null to
+/// its table once ([`TablePages::install`]) and stays so while the set lives. Two faults
+/// that both found no table both make one; the first to install it wins and the other
+/// frees its own, which nothing linked.
+///
 /// # Invariants
 ///
-/// Each non-null entry is a table this set made, linked by processes only while the region
-/// lives, and freed once, in `drop`, after every process unlinked it.
+/// Each non-null slot is a table this set made, filled before it was installed (the
+/// installing compare-exchange publishes its entries), linked by processes only while the
+/// region lives, and freed once, in `drop`, after every process unlinked it.
 struct TablePages {
-    tables: KVVec<*mut bindings::ptdesc>,
+    tables: KVVec<AtomicPtr<bindings::ptdesc>>,
     level: Level,
 }
 
-// SAFETY: the tables are page-table pages owned by this set; they are changed only under
-// their own page-table lock (in the glue's `mshare_table_map` and `mshare_pmd_table_set`)
-// and freed once, in `drop`.
-unsafe impl Send for TablePages {}
-
 impl TablePages {
     fn new(count: usize, level: Level) -> Result<Self> {
-        Ok(Self { tables: KVVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?, level })
+        let mut tables = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..count {
+            tables.push(AtomicPtr::new(core::ptr::null_mut()), GFP_KERNEL_ACCOUNT)?;
+        }
+        Ok(Self { tables, level })
     }
 
     fn empty(level: Level) -> Self {
@@ -91,16 +99,45 @@ impl TablePages {
 
     /// Table `index`, if made.
     fn get(&self, index: usize) -> Option<*mut bindings::ptdesc> {
-        self.tables.get(index).copied().filter(|table| !table.is_null())
+        // Acquire: pairs with `install`'s release, so the table's entries are seen filled.
+        let table = self.tables.get(index)?.load(Ordering::Acquire);
+        (!table.is_null()).then_some(table)
     }
 
-    /// The place of table `index` (null until made); EINVAL past the end.
-    fn slot(&mut self, index: usize) -> Result<&mut *mut bindings::ptdesc> {
-        self.tables.get_mut(index).ok_or(EINVAL)
+    /// Installs `table`, made and filled by the caller, as table `index` unless another
+    /// was installed first: returns the table installed. EINVAL past the end; the caller's
+    /// table is freed unless it was installed.
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table of this set's level, filled and linked nowhere, which the set
+    /// then owns.
+    unsafe fn install(&self, index: usize, table: *mut bindings::ptdesc) -> Result<*mut bindings::ptdesc> {
+        let installed = self.tables.get(index).map(|slot| {
+            slot.compare_exchange(core::ptr::null_mut(), table, Ordering::AcqRel, Ordering::Acquire)
+        });
+        match installed {
+            Some(Ok(_)) => {
+                match self.level {
+                    Level::Pte => stats::table_made(),
+                    Level::Pmd => stats::pmd_table_made(),
+                }
+                Ok(table)
+            }
+            lost => {
+                // SAFETY: the caller's table, which no process linked (only installed
+                // tables are handed out): no walker can be in it.
+                unsafe { mshare_table_free(table) };
+                match lost {
+                    Some(Err(winner)) => Ok(winner),
+                    _ => Err(EINVAL),
+                }
+            }
+        }
     }
 
     fn count(&self) -> usize {
-        self.tables.iter().filter(|table| !table.is_null()).count()
+        self.tables.iter().filter(|table| !table.load(Ordering::Relaxed).is_null()).count()
     }
 }
 
@@ -113,10 +150,14 @@ impl Drop for TablePages {
         // lockless walker (GUP-fast) may still be reading one: one grace period for all.
         // Sleeps, as dropping a region may.
         kernel::sync::rcu::synchronize_rcu();
-        for table in self.tables.iter_mut().filter(|table| !table.is_null()) {
+        for slot in self.tables.iter_mut() {
+            let table = core::mem::replace(slot.get_mut(), core::ptr::null_mut());
+            if table.is_null() {
+                continue;
+            }
             // SAFETY: made by this set, unlinked everywhere (per the type's invariants),
             // freed once.
-            unsafe { mshare_table_free(core::mem::replace(table, core::ptr::null_mut())) };
+            unsafe { mshare_table_free(table) };
             match self.level {
                 Level::Pte => stats::table_freed(),
                 Level::Pmd => stats::pmd_table_freed(),
@@ -126,59 +167,51 @@ impl Drop for TablePages {
 }
 
 /// The shared PTE tables of one region, by granule.
-pub(crate) struct Tables {
+struct Tables {
     pages: TablePages,
     /// The memory has no struct pages (a device's): special entries, which GUP refuses.
     special: bool,
 }
 
 impl Tables {
-    /// No tables for a region of `granules` granules; `special` for memory without
-    /// struct pages.
-    pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
+    fn new(granules: usize, special: bool) -> Result<Self> {
         Ok(Self { pages: TablePages::new(granules, Level::Pte)?, special })
     }
 
-    /// An empty set, for a region of folios with no size yet.
-    pub(crate) fn empty() -> Self {
+    fn empty() -> Self {
         Self { pages: TablePages::empty(Level::Pte), special: false }
     }
 
     /// The table of granule `index`, made and pointed at `frames` if it has none yet.
-    pub(crate) fn get_or_make(&mut self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut bindings::ptdesc> {
-        let special = self.special;
-        let slot = self.pages.slot(index)?;
-        if slot.is_null() {
-            // SAFETY: plain allocation call into the core.
-            let table = unsafe { mshare_table_alloc() };
-            if table.is_null() {
-                return Err(ENOMEM);
-            }
-            // SAFETY: a fresh table, not linked anywhere yet.
-            unsafe { map_table(table, Some(frames), writable, special) };
-            *slot = table;
-            stats::table_made();
+    fn get_or_make(&self, index: usize, frames: Frames<'_>, writable: bool) -> Result<*mut bindings::ptdesc> {
+        if let Some(table) = self.pages.get(index) {
+            return Ok(table);
         }
-        Ok(*slot)
+        // SAFETY: plain allocation call into the core.
+        let table = unsafe { mshare_table_alloc() };
+        if table.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: a fresh table, not linked anywhere yet.
+        unsafe { map_table(table, Some(frames), writable, self.special) };
+        // SAFETY: filled above, linked nowhere.
+        unsafe { self.pages.install(index, table) }
     }
 
     /// Points granule `index`'s table, if it has one, at `frames` (`None`: maps nothing).
-    /// Taking access away is only complete once every sharer's TLB is flushed.
-    pub(crate) fn map(&self, index: usize, frames: Option<Frames<'_>>, writable: bool) {
+    /// Taking access away is only complete once every sharer's TLB is flushed. `&mut`:
+    /// only with the region's memory lock held exclusively, so no fault makes the table
+    /// meanwhile from what is being changed.
+    fn map(&mut self, index: usize, frames: Option<Frames<'_>>, writable: bool) {
         if let Some(table) = self.pages.get(index) {
             // SAFETY: a table of this set; the call takes the table's lock.
             unsafe { map_table(table, frames, writable, self.special) };
         }
     }
 
-    /// How many tables exist.
-    pub(crate) fn count(&self) -> usize {
-        self.pages.count()
-    }
-
     /// Entry `page` of granule `index`'s table: its page frame and whether it is writable;
     /// `None` without a table or an entry.
-    pub(crate) fn entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
+    fn entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
         let table = self.pages.get(index)?;
         if page >= GRANULE_PAGES {
             return None;
@@ -204,7 +237,7 @@ pub(crate) enum PmdEntry {
 impl PmdEntry {
     /// The entry for a granule's `frames` (`None`: a hole), with `table` giving the
     /// granule's PTE table for frames a leaf cannot map (not contiguous, or not aligned).
-    pub(crate) fn for_frames<'a>(
+    fn for_frames<'a>(
         frames: Option<Frames<'a>>,
         table: impl FnOnce(Frames<'a>) -> Result<*mut bindings::ptdesc>,
     ) -> Result<Self> {
@@ -218,41 +251,37 @@ impl PmdEntry {
 
 /// The shared PMD tables of one region, by GiB, made when a whole-GiB window first
 /// faults on that GiB.
-pub(crate) struct PmdTables {
+struct PmdTables {
     pages: TablePages,
     /// The memory has no struct pages (a device's): special leaves, which GUP refuses.
     special: bool,
 }
 
 impl PmdTables {
-    /// No tables for a region of `granules` granules.
-    pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
+    fn new(granules: usize, special: bool) -> Result<Self> {
         Ok(Self { pages: TablePages::new(granules.div_ceil(PMD_TABLE_GRANULES), Level::Pmd)?, special })
     }
 
-    /// An empty set, for a region with no size yet.
-    pub(crate) fn empty() -> Self {
+    fn empty() -> Self {
         Self { pages: TablePages::empty(Level::Pmd), special: false }
     }
 
     /// The table of GiB `index`, if made.
-    pub(crate) fn get(&self, index: usize) -> Option<*mut bindings::ptdesc> {
+    fn get(&self, index: usize) -> Option<*mut bindings::ptdesc> {
         self.pages.get(index)
     }
 
     /// The table of GiB `index`, made with `entry(granule)` for each of its granules (by
     /// region granule index) if it has none yet.
-    pub(crate) fn get_or_make(
-        &mut self,
+    fn get_or_make(
+        &self,
         index: usize,
         granules: usize,
         writable: bool,
         mut entry: impl FnMut(usize) -> Result<PmdEntry>,
     ) -> Result<*mut bindings::ptdesc> {
-        let special = self.special;
-        let slot = self.pages.slot(index)?;
-        if !slot.is_null() {
-            return Ok(*slot);
+        if let Some(table) = self.get(index) {
+            return Ok(table);
         }
         // SAFETY: plain allocation call into the core.
         let table = unsafe { mshare_pmd_table_alloc() };
@@ -263,7 +292,7 @@ impl PmdTables {
         for granule in first..granules.min(first + PMD_TABLE_GRANULES) {
             match entry(granule) {
                 // SAFETY: a fresh table, not linked anywhere yet.
-                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, special) },
+                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) },
                 Err(e) => {
                     // SAFETY: made above and never linked: no walker can be in it.
                     unsafe { mshare_table_free(table) };
@@ -271,28 +300,23 @@ impl PmdTables {
                 }
             }
         }
-        *slot = table;
-        stats::pmd_table_made();
-        Ok(table)
+        // SAFETY: filled above, linked nowhere.
+        unsafe { self.pages.install(index, table) }
     }
 
     /// Points region granule `granule`'s entry at `entry`, if its GiB has a table. Taking
-    /// access away is only complete once every sharer's TLB is flushed.
-    pub(crate) fn set(&self, granule: usize, entry: PmdEntry, writable: bool) {
+    /// access away is only complete once every sharer's TLB is flushed. `&mut` as for
+    /// [`Tables::map`].
+    fn set(&mut self, granule: usize, entry: PmdEntry, writable: bool) {
         if let Some(table) = self.get(granule / PMD_TABLE_GRANULES) {
             // SAFETY: a table of this set; the call takes the table's lock.
             unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, entry, writable, self.special) };
         }
     }
 
-    /// How many tables exist.
-    pub(crate) fn count(&self) -> usize {
-        self.pages.count()
-    }
-
     /// Region granule `granule`'s entry: a leaf's first frame and whether it is writable,
     /// `Table` with a null table for a PTE table; `None` without a table or an entry.
-    pub(crate) fn entry(&self, granule: usize) -> Option<(PmdEntry, bool)> {
+    fn entry(&self, granule: usize) -> Option<(PmdEntry, bool)> {
         let table = self.get(granule / PMD_TABLE_GRANULES)?;
         let (mut pfn, mut writable) = (0, false);
         // SAFETY: a table of this set; the index is inside it.
@@ -304,6 +328,102 @@ impl PmdTables {
             2 => Some((PmdEntry::Table(core::ptr::null_mut()), false)),
             _ => None,
         }
+    }
+}
+
+/// A region's shared tables, PTE and PMD, and the rule that binds them to its memory:
+/// every entry of every table that exists maps what the granule has now, with the
+/// region's protection.
+///
+/// Tables are made by faults holding the region's memory lock shared (`&self`: lock-free
+/// among themselves, see [`TablePages`]) and rewritten only by those holding it
+/// exclusively (`&mut self`): a table is thus made from memory and protection that cannot
+/// change under it, and a rewrite meets no table being made.
+pub(crate) struct SharedTables {
+    ptes: Tables,
+    pmds: PmdTables,
+}
+
+impl SharedTables {
+    /// No tables yet for a region of `granules` granules; `special` for memory without
+    /// struct pages (a device's).
+    pub(crate) fn new(granules: usize, special: bool) -> Result<Self> {
+        Ok(Self { ptes: Tables::new(granules, special)?, pmds: PmdTables::new(granules, special)? })
+    }
+
+    /// An empty set, for a region of folios with no size yet.
+    pub(crate) fn empty() -> Self {
+        Self { ptes: Tables::empty(), pmds: PmdTables::empty() }
+    }
+
+    /// The PTE table of granule `index`, whose `memory` has page frames, made on first
+    /// use with the protection `writable`.
+    pub(crate) fn pte_table(&self, memory: &Memory, index: usize, writable: bool) -> Result<*mut bindings::ptdesc> {
+        let frames = memory.frames().ok_or(EINVAL)?;
+        self.ptes.get_or_make(index, frames, writable)
+    }
+
+    /// The PMD table of GiB `gib` of a region whose granules have `memory`, made on first
+    /// use with an entry for each granule (and a PTE table for each granule a leaf cannot
+    /// map); never null: a GiB of holes, or past the region's end, has empty entries.
+    pub(crate) fn pmd_table(&self, memory: &[Memory], gib: usize, writable: bool) -> Result<*mut bindings::ptdesc> {
+        self.pmds.get_or_make(gib, memory.len(), writable, |granule| self.pmd_entry(&memory[granule], granule, writable))
+    }
+
+    /// Granule `index`'s entry in its GiB's PMD table, from its `memory`, with its PTE
+    /// table (made if need be) where a 2 MiB leaf cannot map the memory.
+    fn pmd_entry(&self, memory: &Memory, index: usize, writable: bool) -> Result<PmdEntry> {
+        PmdEntry::for_frames(memory.frames(), |frames| self.ptes.get_or_make(index, frames, writable))
+    }
+
+    /// Points granule `index`'s tables (its PTE table, and its entry in its GiB's PMD
+    /// table) at its memory, `memory[index]`, with the protection `writable`. ENOMEM only
+    /// when the granule needs a PTE table it has none of yet (a file's pages under a PMD
+    /// table).
+    pub(crate) fn sync(&mut self, memory: &[Memory], index: usize, writable: bool) -> Result {
+        let entry = self.prepare(memory, index, writable)?;
+        self.publish(memory, index, entry, writable);
+        Ok(())
+    }
+
+    /// What granule `index`'s entry in its GiB's PMD table must become (`None` without
+    /// that PMD table), making its PTE table if it needs one it has none of yet (ENOMEM).
+    /// Changes nothing a process can reach: a table made here is linked nowhere yet.
+    pub(crate) fn prepare(&self, memory: &[Memory], index: usize, writable: bool) -> Result<Option<PmdEntry>> {
+        if self.pmds.get(index / PMD_TABLE_GRANULES).is_none() {
+            return Ok(None);
+        }
+        self.pmd_entry(&memory[index], index, writable).map(Some)
+    }
+
+    /// Points granule `index`'s tables at its memory: its PTE table, and its PMD table
+    /// entry with `entry`, which [`SharedTables::prepare`] gave. Cannot fail.
+    pub(crate) fn publish(&mut self, memory: &[Memory], index: usize, entry: Option<PmdEntry>, writable: bool) {
+        self.ptes.map(index, memory[index].frames(), writable);
+        if let Some(entry) = entry {
+            self.pmds.set(index, entry, writable);
+        }
+    }
+
+    /// How many PTE tables exist.
+    pub(crate) fn pte_count(&self) -> usize {
+        self.ptes.pages.count()
+    }
+
+    /// How many PMD tables exist.
+    pub(crate) fn pmd_count(&self) -> usize {
+        self.pmds.pages.count()
+    }
+
+    /// Entry `page` of granule `index`'s PTE table: its page frame and whether it is
+    /// writable; `None` without a table or an entry.
+    pub(crate) fn pte_entry(&self, index: usize, page: usize) -> Option<(usize, bool)> {
+        self.ptes.entry(index, page)
+    }
+
+    /// Granule `index`'s entry in its GiB's PMD table (see [`PmdTables::entry`]).
+    pub(crate) fn pmd_entry_of(&self, index: usize) -> Option<(PmdEntry, bool)> {
+        self.pmds.entry(index)
     }
 }
 
@@ -338,4 +458,29 @@ unsafe fn map_table(table: *mut bindings::ptdesc, frames: Option<Frames<'_>>, wr
     };
     // SAFETY: per the function's contract; `each` is null or has an entry per PTE.
     unsafe { mshare_table_map(table, first as c_ulong, each, writable, special) };
+}
+
+#[kunit_tests(mshare_shared_table)]
+mod tests {
+    use super::*;
+
+    /// Two faults that both found no table both make one: the first installed is the
+    /// table of the slot for both, the other is freed, and the set frees the survivor once.
+    #[test]
+    fn a_table_made_twice_is_installed_once() {
+        if !kernel_shares_tables() {
+            crate::kunit_skip(c"this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)");
+            return;
+        }
+        let pages = TablePages::new(2, Level::Pte).expect("slots");
+        // SAFETY: plain allocation calls into the core.
+        let (first, second, third) = unsafe { (mshare_table_alloc(), mshare_table_alloc(), mshare_table_alloc()) };
+        assert!(!first.is_null() && !second.is_null() && !third.is_null());
+        assert_eq!(pages.get(1), None);
+        // SAFETY (the three installs): fresh tables, linked nowhere, given to the set.
+        assert_eq!(unsafe { pages.install(1, first) }, Ok(first));
+        assert_eq!(unsafe { pages.install(1, second) }, Ok(first));
+        assert_eq!(unsafe { pages.install(2, third) }, Err(EINVAL));
+        assert_eq!((pages.get(1), pages.get(0), pages.count()), (Some(first), None, 1));
+    }
 }
