@@ -50,11 +50,13 @@ ssize_t mshare_region_read(struct mshare_region *region, char __user *buf, size_
 			   loff_t *pos);
 ssize_t mshare_region_write(struct mshare_region *region, const char __user *buf, size_t len,
 			    loff_t *pos);
-/* Where a window goes (v1 start + offset), 0 for anywhere, or -errno; before any unmap. */
-long mshare_region_place(struct mshare_region *region, int api, unsigned long addr,
-			 unsigned long len, unsigned long pgoff, bool fixed, bool shared);
-/* Where in the free [found, found + len + 1 GiB) a window goes: across the fewest GiBs. */
-unsigned long mshare_window_address(unsigned long found, unsigned long len);
+/*
+ * get_unmapped_area of a region file: where a window goes, or -errno, decided before mmap
+ * unmaps anything (Rust calls the msharefs_*_area() primitives below to find room).
+ */
+unsigned long mshare_window_place(struct mshare_region *region, int api, struct file *file,
+				  unsigned long addr, unsigned long len, unsigned long pgoff,
+				  unsigned long flags, bool fixed, bool shared);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /*
@@ -97,6 +99,13 @@ int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(struct inode *inode, loff_t size);
 unsigned long msharefs_user_end(void);
+/* Where the core would put a window (get_unmapped_area's primitives, for mshare_window_place). */
+unsigned long msharefs_task_size(void);
+unsigned long msharefs_first_fit_area(struct file *file, unsigned long len, unsigned long pgoff,
+				      unsigned long flags);
+unsigned long msharefs_thp_area(struct file *file, unsigned long addr, unsigned long len,
+				unsigned long pgoff, unsigned long flags);
+bool msharefs_range_free(unsigned long start, unsigned long len);
 long msharefs_alloc_chunk(unsigned int order, struct inode *inode, unsigned long index);
 void msharefs_free_chunk(unsigned long pfn);
 void msharefs_zap(struct inode *inode, loff_t offset, loff_t len);
