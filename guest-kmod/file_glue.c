@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Region files: the file and inode operations of a region (read, write, ioctl, mmap and
- * where a window goes, fallocate, truncate), each handing the call to Rust (msharefs.rs),
- * which holds every rule; and DETACH's window lookup for /dev/mshare.
+ * where a window goes, fallocate, truncate), each handing the call to Rust (msharefs.rs,
+ * window.rs), which holds every rule; the core's searches for free address space that
+ * Rust's placement of a window calls; and DETACH's window lookup for /dev/mshare.
  */
 #include <linux/fs.h>
 #include <linux/falloc.h>
@@ -11,6 +12,7 @@
 #include <linux/mman.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
+#include <linux/sizes.h>
 
 #include "glue.h"
 #include "msharefs.h"
@@ -72,73 +74,51 @@ static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 				   file->f_mode & FMODE_WRITE);
 }
 
-/*
- * A window of whole GiBs at a GiB-aligned offset goes to a GiB-aligned address, where it
- * can share the region's PMD tables: the first fit for the window and a GiB more, rounded
- * up (the mmap lock is held, so the gap stays free).
- */
-static unsigned long msharefs_pud_aligned_area(struct file *file, unsigned long len,
-					       unsigned long pgoff, unsigned long flags)
-{
-	unsigned long found;
+/* Rust aligns whole-GiB windows to its GiB (PMD_TABLE_REACH): a PUD entry's reach. */
+static_assert(PUD_SIZE == SZ_1G);
 
-	if (len > TASK_SIZE - PUD_SIZE)
-		return -ENOMEM;
-	found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
-	if (IS_ERR_VALUE(found))
-		return found;
-	return ALIGN(found, PUD_SIZE);
+/*
+ * The core's searches for room for a window, which Rust's placement (window.rs) chooses
+ * among: called from get_unmapped_area, with the mmap lock held, so the room found stays
+ * free until the window is mapped.
+ */
+unsigned long msharefs_task_size(void)
+{
+	return TASK_SIZE;
+}
+
+/* The first fit for @len bytes of @file, anywhere. */
+unsigned long msharefs_first_fit_area(struct file *file, unsigned long len, unsigned long pgoff,
+				      unsigned long flags)
+{
+	return mm_get_unmapped_area(file, 0, len, pgoff, flags);
+}
+
+/* Where THP would put @len bytes of @file (near @addr unless 0). */
+unsigned long msharefs_thp_area(struct file *file, unsigned long addr, unsigned long len,
+				unsigned long pgoff, unsigned long flags)
+{
+	return thp_get_unmapped_area(file, addr, len, pgoff, flags);
+}
+
+/* Whether the caller maps nothing in [start, start + len). */
+bool msharefs_range_free(unsigned long start, unsigned long len)
+{
+	return !find_vma_intersection(current->mm, start, start + len);
 }
 
 /*
- * Any other window the kernel places spans as few GiBs as its length allows, one for a
- * window of at most a GiB: in mode B each GiB of a window is a PMD table of every
- * sharer's own (under which the shared PTE tables are linked), which a window across a
- * GiB boundary costs each sharer twice. Rust picks
- * the address in the first fit for the window and a GiB more (mshare_window_address,
- * which shows that the window stays inside it); with no such fit, where THP would.
- */
-static unsigned long msharefs_fewest_gibs_area(struct file *file, unsigned long len,
-					       unsigned long pgoff, unsigned long flags)
-{
-	unsigned long found = -ENOMEM;
-
-	if (len <= TASK_SIZE - PUD_SIZE)
-		found = mm_get_unmapped_area(file, 0, len + PUD_SIZE, pgoff, flags);
-	if (IS_ERR_VALUE(found))
-		return thp_get_unmapped_area(file, 0, len, pgoff, flags);
-	return mshare_window_address(found, len);
-}
-
-/*
- * Where a window goes, checked before mmap unmaps anything of the caller's (Rust decides:
- * a refused MAP_FIXED must not have cleared the caller's mapping at addr). A region with
- * a fixed start (the v1 API's SET_SIZE start) is mapped there. Called with the mmap lock
- * held, so the range found free stays free.
+ * Where a window goes, decided before mmap unmaps anything of the caller's (a refused
+ * MAP_FIXED must not have cleared the caller's mapping at addr): Rust's, all of it.
  */
 static unsigned long msharefs_get_unmapped_area(struct file *file, unsigned long addr,
 						unsigned long len, unsigned long pgoff,
 						unsigned long flags)
 {
 	struct inode *inode = file_inode(file);
-	long at = mshare_region_place(inode->i_private, msharefs_api(inode), addr, len, pgoff,
-				      flags & MAP_FIXED, (flags & MAP_TYPE) != MAP_PRIVATE);
 
-	if (at < 0)
-		return at;
-	if (flags & MAP_FIXED)
-		return addr;
-	if (!at && !addr && IS_ALIGNED(len | (pgoff << PAGE_SHIFT), PUD_SIZE))
-		return msharefs_pud_aligned_area(file, len, pgoff, flags);
-	if (!at && !addr)
-		return msharefs_fewest_gibs_area(file, len, pgoff, flags);
-	if (!at)
-		return thp_get_unmapped_area(file, addr, len, pgoff, flags);
-	if (len > TASK_SIZE || at > TASK_SIZE - len)
-		return -ENOMEM;
-	if (find_vma_intersection(current->mm, at, at + len))
-		return -ENOMEM;
-	return at;
+	return mshare_window_place(inode->i_private, msharefs_api(inode), file, addr, len, pgoff,
+				   flags, flags & MAP_FIXED, (flags & MAP_TYPE) != MAP_PRIVATE);
 }
 
 static ssize_t msharefs_read(struct file *file, char __user *buf, size_t len, loff_t *pos)

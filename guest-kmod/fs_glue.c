@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * msharefs, the filesystem: in C only because Rust cannot register a filesystem in 7.3
- * (struct fs_context is opaque to its bindings). Its type and mount options, one instance
- * per API with its limits, the directory where regions are made by name, the internal
- * mount that unnamed regions (/dev/mshare) live on, and inode eviction. Regions, their
- * sizes and their ioctls live in Rust (msharefs.rs, region.rs).
+ * (struct fs_context is opaque to its bindings). Its type and the parsing of its mount
+ * options, the directory where regions are made by name, the internal mount that unnamed
+ * regions (/dev/mshare) live on, and inode eviction. The instances (one per API) and what
+ * their limits allow are Rust's (limits.rs); regions, their sizes and their ioctls too
+ * (msharefs.rs, region.rs).
  *
  * /sys/fs/mshare holds one file per region plus "mshare_info". The root directory is
  * sticky and world-writable, like /tmp: anyone may create a region, its file mode decides
@@ -23,8 +24,6 @@
 #include "glue.h"
 #include "msharefs.h"
 
-static struct msharefs_instance msharefs_instances[] = { { .api = 1 }, { .api = 3 } };
-
 /* A region made by name in a mount (not a device's, not /dev/mshare's). */
 static bool msharefs_named_region(struct inode *inode)
 {
@@ -35,36 +34,6 @@ static bool msharefs_named_region(struct inode *inode)
 struct msharefs_instance *msharefs_limited(struct inode *inode)
 {
 	return inode && msharefs_named_region(inode) ? inode->i_sb->s_fs_info : NULL;
-}
-
-/* Counts @bytes more memory of @in within its size= limit. */
-bool msharefs_charge_bytes(struct msharefs_instance *in, u64 bytes)
-{
-	u64 max = READ_ONCE(in->max_bytes);
-
-	if (atomic64_add_return(bytes, &in->bytes) > max && max) {
-		atomic64_sub(bytes, &in->bytes);
-		return false;
-	}
-	return true;
-}
-
-/* Gives back @bytes that msharefs_charge_bytes() counted. */
-void msharefs_uncharge_bytes(struct msharefs_instance *in, u64 bytes)
-{
-	atomic64_sub(bytes, &in->bytes);
-}
-
-/* Counts one more named region of @in within its nr_regions= limit. */
-static bool msharefs_charge_region(struct msharefs_instance *in)
-{
-	unsigned int max = READ_ONCE(in->max_regions);
-
-	if (atomic_inc_return(&in->regions) > max && max) {
-		atomic_dec(&in->regions);
-		return false;
-	}
-	return true;
 }
 
 static struct vfsmount *msharefs_mnt;
@@ -115,7 +84,7 @@ static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct de
 	struct msharefs_instance *in = dir->i_sb->s_fs_info;
 	struct inode *inode;
 
-	if (!msharefs_charge_region(in))
+	if (!mshare_instance_charge_region(in))
 		return -ENOSPC;
 	inode = new_inode(dir->i_sb);
 	if (!inode)
@@ -136,7 +105,7 @@ static int msharefs_create(struct mnt_idmap *idmap, struct inode *dir, struct de
 	inode_set_mtime_to_ts(dir, inode_set_ctime_current(dir));
 	return 0;
 uncharge:
-	atomic_dec(&in->regions);
+	mshare_instance_uncharge_region(in);
 	return -ENOMEM;
 }
 
@@ -180,18 +149,20 @@ static void msharefs_evict_inode(struct inode *inode)
 		simple_release_fs(&msharefs_mnt, &msharefs_mnt_count);
 	limited = msharefs_limited(inode);
 	if (limited)
-		atomic_dec(&limited->regions);
+		mshare_instance_uncharge_region(limited);
 }
 
 static int msharefs_show_options(struct seq_file *m, struct dentry *root)
 {
 	struct msharefs_instance *in = root->d_sb->s_fs_info;
+	u64 max_bytes = mshare_instance_max_bytes(in);
+	unsigned int max_regions = mshare_instance_max_regions(in);
 
-	seq_printf(m, ",api=v%d", in->api);
-	if (READ_ONCE(in->max_bytes))
-		seq_printf(m, ",size=%llu", READ_ONCE(in->max_bytes));
-	if (READ_ONCE(in->max_regions))
-		seq_printf(m, ",nr_regions=%u", READ_ONCE(in->max_regions));
+	seq_printf(m, ",api=v%d", mshare_instance_api(in));
+	if (max_bytes)
+		seq_printf(m, ",size=%llu", max_bytes);
+	if (max_regions)
+		seq_printf(m, ",nr_regions=%u", max_regions);
 	return 0;
 }
 
@@ -255,9 +226,10 @@ static int msharefs_fill_super(struct super_block *sb, struct fs_context *fc)
  */
 enum { Opt_api, Opt_size, Opt_nr_regions };
 
+/* Each API's number, which names its instance (mshare_instance()). */
 static const struct constant_table msharefs_api_names[] = {
-	{ "v1", 0 },
-	{ "v3", 1 },
+	{ "v1", 1 },
+	{ "v3", 3 },
 	{}
 };
 
@@ -289,11 +261,11 @@ static int msharefs_parse_param(struct fs_context *fc, struct fs_parameter *para
 		return opt;
 	switch (opt) {
 	case Opt_api:
-		instance = &msharefs_instances[result.uint_32];
+		instance = mshare_instance(result.uint_32);
 		/* The API is the instance's: a remount cannot change it (mount another instance). */
 		if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE && ctx->instance != instance)
 			return invalfc(fc, "api= cannot change on remount; mount msharefs with -o api=v%d elsewhere",
-				       instance->api);
+				       mshare_instance_api(instance));
 		ctx->instance = instance;
 		return 0;
 	case Opt_size:
@@ -311,32 +283,30 @@ static int msharefs_parse_param(struct fs_context *fc, struct fs_parameter *para
 	return -EINVAL;
 }
 
-/* Sets the limits asked for; a limit below what is in use already is refused, as tmpfs's. */
+/* Sets the limits asked for; Rust refuses one below what is in use, as tmpfs does. */
 static int msharefs_apply_limits(struct fs_context *fc)
 {
 	struct msharefs_context *ctx = fc->fs_private;
-	struct msharefs_instance *in = ctx->instance;
+	u64 in_use;
 
-	if (ctx->set_bytes && ctx->max_bytes && ctx->max_bytes < atomic64_read(&in->bytes))
-		return invalfc(fc, "size=%llu is below the %lld bytes the regions hold", ctx->max_bytes,
-			       (long long)atomic64_read(&in->bytes));
-	if (ctx->set_regions && ctx->max_regions && ctx->max_regions < atomic_read(&in->regions))
-		return invalfc(fc, "nr_regions=%u is below the %d regions there are", ctx->max_regions,
-			       atomic_read(&in->regions));
-	if (ctx->set_bytes)
-		WRITE_ONCE(in->max_bytes, ctx->max_bytes);
-	if (ctx->set_regions)
-		WRITE_ONCE(in->max_regions, ctx->max_regions);
-	return 0;
+	switch (mshare_instance_set_limits(ctx->instance, ctx->set_bytes ? &ctx->max_bytes : NULL,
+					   ctx->set_regions ? &ctx->max_regions : NULL, &in_use)) {
+	case MSHARE_LIMITS_SET:
+		return 0;
+	case MSHARE_LIMITS_REFUSED_SIZE:
+		return invalfc(fc, "size=%llu is below the %llu bytes the regions hold",
+			       ctx->max_bytes, in_use);
+	case MSHARE_LIMITS_REFUSED_NR_REGIONS:
+		return invalfc(fc, "nr_regions=%u is below the %llu regions there are",
+			       ctx->max_regions, in_use);
+	}
+	return -EINVAL;
 }
 
 static int msharefs_fill_super_limited(struct super_block *sb, struct fs_context *fc)
 {
-	struct msharefs_instance *in = sb->s_fs_info;
-
 	/* A new superblock: limits of an earlier one (all its mounts gone) do not carry over. */
-	WRITE_ONCE(in->max_bytes, 0);
-	WRITE_ONCE(in->max_regions, 0);
+	mshare_instance_clear_limits(sb->s_fs_info);
 	return msharefs_fill_super(sb, fc);
 }
 
@@ -372,7 +342,7 @@ static int msharefs_init_fs_context(struct fs_context *fc)
 	if (!ctx)
 		return -ENOMEM;
 	ctx->instance = fc->purpose == FS_CONTEXT_FOR_RECONFIGURE ? fc->root->d_sb->s_fs_info :
-								    &msharefs_instances[0];
+								    mshare_instance(1);
 	fc->fs_private = ctx;
 	fc->ops = &msharefs_context_ops;
 	return 0;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What the C glue files share among themselves (the boundary with Rust is msharefs.h):
- * the msharefs instance and the operation tables one file defines and another installs.
+ * the operation tables one file defines and another installs, and what a file's inode
+ * tells of its mount.
  */
 #ifndef MSHARE_GLUE_H
 #define MSHARE_GLUE_H
@@ -10,33 +11,17 @@
 #include <linux/mm.h>
 
 #include "include/uapi/mshare.h"	/* MSHAREFS_MAGIC */
-
-/*
- * An msharefs instance: one per API (every mount of one API shows the same regions), the
- * key of its superblock and its s_fs_info. Its limits (size=, nr_regions=; 0: none) bound
- * the regions made by name in it and the memory given to them, as tmpfs's bound a mount:
- * a memory cgroup bounds a user, these bound a filesystem any user can write to.
- * Unnamed regions (/dev/mshare) are not the filesystem's, as memfds are not /dev/shm's.
- */
-struct msharefs_instance {
-	int api;
-	u64 max_bytes;
-	unsigned int max_regions;
-	atomic64_t bytes;
-	atomic_t regions;
-};
+#include "msharefs.h"
 
 /* The API a mount speaks (api=v1|v3), which gives the ioctl numbers their meaning. */
 static inline int msharefs_api(struct inode *inode)
 {
-	return ((struct msharefs_instance *)inode->i_sb->s_fs_info)->api;
+	return mshare_instance_api(inode->i_sb->s_fs_info);
 }
 
-/* fs_glue.c: the filesystem, its mounts and their limits */
+/* fs_glue.c: the filesystem and its mounts (s_fs_info: the instance, Rust's) */
 extern struct file_system_type msharefs_type;
 struct msharefs_instance *msharefs_limited(struct inode *inode);
-bool msharefs_charge_bytes(struct msharefs_instance *in, u64 bytes);
-void msharefs_uncharge_bytes(struct msharefs_instance *in, u64 bytes);
 struct inode *msharefs_new_inode(struct super_block *sb, umode_t mode);
 int msharefs_add_entry(struct dentry *parent, const char *name, struct inode *inode);
 

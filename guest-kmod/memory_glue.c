@@ -2,8 +2,9 @@
 /*
  * A region's memory, the parts Rust cannot allocate or pin itself: the module's own 2 MiB
  * chunks (folios carrying the region file's mapping, charged to the memory cgroup and to
- * the mount's size= limit) and the pinned pages of a shmem file inside a region. Which
- * granule gets which memory, and when it is freed, is Rust's (granule.rs, file_pages.rs).
+ * the mount's size= limit, whose rules are limits.rs's) and the pinned pages of a shmem
+ * file inside a region. Which granule gets which memory, and when it is freed, is Rust's
+ * (granule.rs, file_pages.rs).
  */
 #include <linux/fcntl.h>
 #include <linux/file.h>
@@ -32,12 +33,12 @@ long msharefs_alloc_chunk(unsigned int order, struct inode *inode, unsigned long
 	struct msharefs_instance *limited = msharefs_limited(inode);
 	struct folio *folio;
 
-	if (limited && !msharefs_charge_bytes(limited, PAGE_SIZE << order))
+	if (limited && !mshare_instance_charge_bytes(limited, PAGE_SIZE << order))
 		return -ENOSPC;
 	folio = folio_alloc(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN, order);
 	if (!folio) {
 		if (limited)
-			msharefs_uncharge_bytes(limited, PAGE_SIZE << order);
+			mshare_instance_uncharge_bytes(limited, PAGE_SIZE << order);
 		return -ENOMEM;
 	}
 	if (inode) {
@@ -60,7 +61,7 @@ void msharefs_free_chunk(unsigned long pfn)
 	struct msharefs_instance *limited = folio->private;
 
 	if (limited)
-		msharefs_uncharge_bytes(limited, folio_size(folio));
+		mshare_instance_uncharge_bytes(limited, folio_size(folio));
 	folio->private = NULL;
 	WRITE_ONCE(folio->mapping, NULL);
 	folio_put(folio);

@@ -3,16 +3,18 @@
 //! mshare: memory regions whose page tables are shared by every process that maps them.
 //!
 //! msharefs regions ([`msharefs`], with the C glue `*_glue.c`, speaking the ioctl API of the
-//! series' v1 or v3 per mount, [`msharefs_api`]; [`region`]), mapped through
-//! PTE tables shared by every process (mode B, [`shared_table`], on a kernel with the
-//! core-mm patch) or through huge mappings of each process's own (mode C, any kernel), the
-//! system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices ([`ivshmem`]).
+//! series' v1 or v3 per mount, [`msharefs_api`], within the mount's [`limits`]; [`region`]),
+//! mapped through PTE tables shared by every process (mode B, [`shared_table`], on a kernel
+//! with the core-mm patch) or through huge mappings of each process's own (mode C, any
+//! kernel), the system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices
+//! ([`ivshmem`]).
 
 mod devmshare;
 mod file_pages;
 mod inode;
 mod granule;
 mod ivshmem;
+mod limits;
 mod msharefs;
 mod msharefs_api;
 mod region;

@@ -2,7 +2,8 @@
 /*
  * The boundary between mshare's Rust (msharefs.rs, window.rs, ...) and its C glue
  * (*_glue.c): every call either way. Pointers are typed: the C structs Rust gets from the
- * VFS and the core and only hands back, and struct mshare_region, Rust's, opaque to C.
+ * VFS and the core and only hands back, and struct mshare_region and struct
+ * msharefs_instance, Rust's, opaque to C.
  */
 #ifndef MSHARE_MSHAREFS_H
 #define MSHARE_MSHAREFS_H
@@ -18,6 +19,20 @@ struct vm_fault;
 
 /* A region, owned by Rust (region.rs): C only passes it back. */
 struct mshare_region;
+
+/*
+ * An msharefs instance, one per API (every mount of one API shows the same regions): the
+ * key of its superblock and its s_fs_info. Owned by Rust (limits.rs, with its limits, which
+ * bound the regions made by name in it and their memory): C only passes it back.
+ */
+struct msharefs_instance;
+
+/* What mshare_instance_set_limits() did: set them, or refused one below what is in use. */
+enum mshare_limits {
+	MSHARE_LIMITS_SET = 0,
+	MSHARE_LIMITS_REFUSED_SIZE = 1,
+	MSHARE_LIMITS_REFUSED_NR_REGIONS = 2,
+};
 
 /* How a fault maps the page frame Rust found for it (window_glue.c has one per kind). */
 typedef vm_fault_t (*mshare_fault_map_fn)(struct vm_fault *vmf, unsigned long pfn);
@@ -35,11 +50,13 @@ ssize_t mshare_region_read(struct mshare_region *region, char __user *buf, size_
 			   loff_t *pos);
 ssize_t mshare_region_write(struct mshare_region *region, const char __user *buf, size_t len,
 			    loff_t *pos);
-/* Where a window goes (v1 start + offset), 0 for anywhere, or -errno; before any unmap. */
-long mshare_region_place(struct mshare_region *region, int api, unsigned long addr,
-			 unsigned long len, unsigned long pgoff, bool fixed, bool shared);
-/* Where in the free [found, found + len + 1 GiB) a window goes: across the fewest GiBs. */
-unsigned long mshare_window_address(unsigned long found, unsigned long len);
+/*
+ * get_unmapped_area of a region file: where a window goes, or -errno, decided before mmap
+ * unmaps anything (Rust calls the msharefs_*_area() primitives below to find room).
+ */
+unsigned long mshare_window_place(struct mshare_region *region, int api, struct file *file,
+				  unsigned long addr, unsigned long len, unsigned long pgoff,
+				  unsigned long flags, bool fixed, bool shared);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /*
@@ -62,12 +79,33 @@ int mshare_region_pmd_table(struct mshare_region *region, unsigned long pgoff,
 void mshare_region_window_opened(struct mshare_region *region, bool shared);
 void mshare_region_window_closed(struct mshare_region *region, bool shared);
 int mshare_device_region_attach(struct mshare_region *region, struct inode *inode);
+/* Rust: the instances (api 1 or 3) and their limits (0: none). */
+struct msharefs_instance *mshare_instance(int api);
+int mshare_instance_api(struct msharefs_instance *instance);
+bool mshare_instance_charge_bytes(struct msharefs_instance *instance, u64 bytes);
+void mshare_instance_uncharge_bytes(struct msharefs_instance *instance, u64 bytes);
+bool mshare_instance_charge_region(struct msharefs_instance *instance);
+void mshare_instance_uncharge_region(struct msharefs_instance *instance);
+u64 mshare_instance_max_bytes(struct msharefs_instance *instance);
+unsigned int mshare_instance_max_regions(struct msharefs_instance *instance);
+/* Sets the limits not NULL; on a refusal, what is in use in *in_use. */
+enum mshare_limits mshare_instance_set_limits(struct msharefs_instance *instance,
+					      const u64 *size, const unsigned int *nr_regions,
+					      u64 *in_use);
+void mshare_instance_clear_limits(struct msharefs_instance *instance);
 
 /* C glue, called from Rust. */
 int msharefs_register(void);
 void msharefs_unregister(void);
 void msharefs_inode_set_size(struct inode *inode, loff_t size);
 unsigned long msharefs_user_end(void);
+/* Where the core would put a window (get_unmapped_area's primitives, for mshare_window_place). */
+unsigned long msharefs_task_size(void);
+unsigned long msharefs_first_fit_area(struct file *file, unsigned long len, unsigned long pgoff,
+				      unsigned long flags);
+unsigned long msharefs_thp_area(struct file *file, unsigned long addr, unsigned long len,
+				unsigned long pgoff, unsigned long flags);
+bool msharefs_range_free(unsigned long start, unsigned long len);
 long msharefs_alloc_chunk(unsigned int order, struct inode *inode, unsigned long index);
 void msharefs_free_chunk(unsigned long pfn);
 void msharefs_zap(struct inode *inode, loff_t offset, loff_t len);

@@ -53,6 +53,14 @@ impl Api {
             Api::V1
         }
     }
+
+    /// The API as the glue numbers it (the inverse of [`Self::from_glue`]).
+    pub(crate) fn to_glue(self) -> core::ffi::c_int {
+        match self {
+            Api::V1 => 1,
+            Api::V3 => 3,
+        }
+    }
 }
 
 /// An msharefs ioctl, decoded for the API of the file's mount.

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A window: one process's mapping of a region (a VMA). Where it may go and what it may
-//! cover (`get_unmapped_area` and `mmap` hand both to Rust before anything of the caller's
-//! is unmapped), how it maps the region (through shared PTE or PMD tables, or with
-//! mappings of its own: [`Window`], which [`Region::window`] picks), and the count of
+//! A window: one process's mapping of a region (a VMA). Where it may go, where it goes
+//! and what it may cover (`get_unmapped_area` and `mmap` hand all three to Rust before
+//! anything of the caller's is unmapped; the glue only runs the core's searches for free
+//! room, [`AddressSpace`]), how it maps the region (through shared PTE or PMD tables, or
+//! with mappings of its own: [`Window`], which [`Region::window`] picks), and the count of
 //! windows the statistics show. A fault in a window is the region's ([`Region::fault`]).
 
 use crate::msharefs_api::Api;
@@ -11,8 +12,25 @@ use crate::region::{check_range, Region};
 use crate::shared_table::PMD_TABLE_REACH;
 use crate::GRANULE_SIZE;
 use core::ffi::{c_int, c_long, c_ulong};
+use kernel::bindings;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
+
+// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
+// zero-length array deep inside): only the pointers cross.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn msharefs_task_size() -> c_ulong;
+    fn msharefs_first_fit_area(file: *mut bindings::file, len: c_ulong, pgoff: c_ulong, flags: c_ulong) -> c_ulong;
+    fn msharefs_thp_area(
+        file: *mut bindings::file,
+        addr: c_ulong,
+        len: c_ulong,
+        pgoff: c_ulong,
+        flags: c_ulong,
+    ) -> c_ulong;
+    fn msharefs_range_free(start: c_ulong, len: c_ulong) -> bool;
+}
 
 /// How a window (one process's mapping of a region) maps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,34 +136,137 @@ fn place(region: &Region, api: Api, addr: u64, len: u64, pgoff: u64, fixed: bool
     Ok(at)
 }
 
-/// [`place`] for the glue's `get_unmapped_area`: the address, 0, or a negative errno.
+/// The core's searches for room in the caller's address space, which placing a window ends
+/// with and 7.3's Rust cannot call (the caller holds its mmap lock, so what they find free
+/// stays free until the window is mapped).
+pub(crate) trait AddressSpace {
+    /// The end of the caller's address space (`TASK_SIZE`: lower for a 32-bit task).
+    fn task_size(&self) -> u64;
+    /// The core's first fit for `len` bytes of the file (`mm_get_unmapped_area`, no hint).
+    fn first_fit(&self, len: u64) -> Result<u64>;
+    /// Where THP would put `len` bytes of the file, near `hint` unless it is 0.
+    fn thp_area(&self, hint: u64, len: u64) -> Result<u64>;
+    /// Whether nothing of the caller's is mapped in `[start, start + len)`.
+    fn range_free(&self, start: u64, len: u64) -> bool;
+}
+
+/// Where a window of `len` bytes at byte `offset` of the region goes, once [`place`] said
+/// where it may (`placed`, 0 for anywhere).
 ///
-/// # Safety
-///
-/// `region` is the live region of the file being mapped.
-#[no_mangle]
-unsafe extern "C" fn mshare_region_place(
-    region: *const Region,
-    api: c_int,
-    addr: c_ulong,
-    len: c_ulong,
-    pgoff: c_ulong,
-    fixed: bool,
-    shared: bool,
-) -> c_long {
-    // SAFETY: per the function's contract.
-    let region = unsafe { &*region };
-    match place(region, Api::from_glue(api), addr as u64, len as u64, pgoff as u64, fixed, shared) {
-        Ok(at) => at as c_long,
-        Err(e) => e.to_errno() as c_long,
+/// With `MAP_FIXED`, at `addr`, which [`place`] allowed. At a region's start (v1), there
+/// if the range is inside the caller's address space and free: the call must not unmap
+/// what is there. With a hint and no start, where THP would put it. Anywhere else, the
+/// kernel picks, in the first fit for the window and a GiB more: a GiB-aligned address
+/// for whole GiBs at a GiB-aligned offset, where it can share the region's PMD tables
+/// (ENOMEM without such a fit); else [`window_address`], across the fewest GiBs (in mode
+/// B each GiB of a window is a PMD table of every sharer's own, under which the shared
+/// PTE tables are linked, so a window across a GiB boundary costs each sharer twice), or
+/// where THP would put it when there is no such fit.
+fn address(placed: u64, addr: u64, len: u64, offset: u64, fixed: bool, mm: &impl AddressSpace) -> Result<u64> {
+    if fixed {
+        return Ok(addr);
+    }
+    if placed != 0 {
+        let end = mm.task_size();
+        if len > end || placed > end - len || !mm.range_free(placed, len) {
+            return Err(ENOMEM);
+        }
+        return Ok(placed);
+    }
+    if addr != 0 {
+        return mm.thp_area(addr, len);
+    }
+    let gib = PMD_TABLE_REACH;
+    let room = if len <= mm.task_size().saturating_sub(gib) { Some(mm.first_fit(len + gib)) } else { None };
+    if (len | offset) % gib == 0 {
+        return match room {
+            Some(found) => found.map(|found| found.next_multiple_of(gib)),
+            None => Err(ENOMEM),
+        };
+    }
+    match room {
+        Some(Ok(found)) => Ok(window_address(found, len)),
+        _ => mm.thp_area(0, len),
     }
 }
 
-/// [`window_address`] for the glue's `get_unmapped_area`: where in the free range
-/// `[found, found + len + 1 GiB)` a window the kernel places goes.
+/// [`AddressSpace`] through the glue, for the file being mapped at page `pgoff` with
+/// mmap's `flags` (the core's, handed back as they came).
+///
+/// # Invariants
+///
+/// `file` is the file being mapped, by the current task, which holds its mmap lock.
+struct CoreAddressSpace {
+    file: *mut bindings::file,
+    pgoff: c_ulong,
+    flags: c_ulong,
+}
+
+/// An address or, as `IS_ERR_VALUE()` tells, a negative errno.
+fn area(value: c_ulong) -> Result<u64> {
+    let errno = value as c_long;
+    if (-c_long::from(bindings::MAX_ERRNO)..0).contains(&errno) {
+        Err(Error::from_errno(errno as c_int))
+    } else {
+        Ok(value as u64)
+    }
+}
+
+impl AddressSpace for CoreAddressSpace {
+    fn task_size(&self) -> u64 {
+        // SAFETY: no arguments; reads the current task's limit.
+        unsafe { msharefs_task_size() as u64 }
+    }
+
+    fn first_fit(&self, len: u64) -> Result<u64> {
+        // SAFETY: the file being mapped, under the mmap lock (type invariant).
+        area(unsafe { msharefs_first_fit_area(self.file, len as c_ulong, self.pgoff, self.flags) })
+    }
+
+    fn thp_area(&self, hint: u64, len: u64) -> Result<u64> {
+        // SAFETY: as in `first_fit`.
+        area(unsafe { msharefs_thp_area(self.file, hint as c_ulong, len as c_ulong, self.pgoff, self.flags) })
+    }
+
+    fn range_free(&self, start: u64, len: u64) -> bool {
+        // SAFETY: the current task's mm, whose mmap lock it holds (type invariant).
+        unsafe { msharefs_range_free(start as c_ulong, len as c_ulong) }
+    }
+}
+
+/// `get_unmapped_area` of a region file: [`place`], then [`address`]; the address or a
+/// negative errno.
+///
+/// # Safety
+///
+/// `region` is the live region of `file`, which the current task is mapping with its mmap
+/// lock held (`pgoff` and `flags` are the call's).
 #[no_mangle]
-extern "C" fn mshare_window_address(found: c_ulong, len: c_ulong) -> c_ulong {
-    window_address(found as u64, len as u64) as c_ulong
+unsafe extern "C" fn mshare_window_place(
+    region: *const Region,
+    api: c_int,
+    file: *mut bindings::file,
+    addr: c_ulong,
+    len: c_ulong,
+    pgoff: c_ulong,
+    flags: c_ulong,
+    fixed: bool,
+    shared: bool,
+) -> c_ulong {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region };
+    // INVARIANT: per the function's contract.
+    let mm = CoreAddressSpace { file, pgoff, flags };
+    let (addr, len) = (addr as u64, len as u64);
+    let at = place(region, Api::from_glue(api), addr, len, pgoff as u64, fixed, shared).and_then(|placed| {
+        // `place` refuses an offset that overflows.
+        let offset = (pgoff as u64).wrapping_mul(PAGE_SIZE as u64);
+        address(placed, addr, len, offset, fixed, &mm)
+    });
+    match at {
+        Ok(at) => at as c_ulong,
+        Err(e) => c_long::from(e.to_errno()) as c_ulong,
+    }
 }
 
 /// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that
@@ -213,6 +334,141 @@ unsafe extern "C" fn mshare_region_window_closed(region: *const Region, shared: 
 #[kunit_tests(mshare_window)]
 mod tests {
     use super::*;
+    use core::cell::Cell;
+
+    /// An address space whose searches answer as told, and record what they were asked.
+    struct Fake {
+        task_size: u64,
+        first_fit: Result<u64>,
+        thp: Result<u64>,
+        free: bool,
+        first_fit_asked: Cell<Option<u64>>,
+        thp_asked: Cell<Option<(u64, u64)>>,
+        free_asked: Cell<Option<(u64, u64)>>,
+    }
+
+    impl Fake {
+        fn new(first_fit: Result<u64>, thp: Result<u64>) -> Self {
+            Self {
+                task_size: 1 << 47,
+                first_fit,
+                thp,
+                free: true,
+                first_fit_asked: Cell::new(None),
+                thp_asked: Cell::new(None),
+                free_asked: Cell::new(None),
+            }
+        }
+    }
+
+    impl AddressSpace for Fake {
+        fn task_size(&self) -> u64 {
+            self.task_size
+        }
+
+        fn first_fit(&self, len: u64) -> Result<u64> {
+            self.first_fit_asked.set(Some(len));
+            self.first_fit
+        }
+
+        fn thp_area(&self, hint: u64, len: u64) -> Result<u64> {
+            self.thp_asked.set(Some((hint, len)));
+            self.thp
+        }
+
+        fn range_free(&self, start: u64, len: u64) -> bool {
+            self.free_asked.set(Some((start, len)));
+            self.free
+        }
+    }
+
+    #[test]
+    fn map_fixed_goes_where_place_allowed() {
+        let g = GRANULE_SIZE;
+        let mm = Fake::new(Err(ENOMEM), Err(ENOMEM));
+        assert_eq!(address(0, 8 * g, 4 * g, 0, true, &mm), Ok(8 * g));
+        assert_eq!(address(8 * g, 8 * g, 4 * g, 0, true, &mm), Ok(8 * g));
+        // Nothing searched, nothing checked: the core unmaps what is there.
+        assert_eq!(mm.first_fit_asked.get(), None);
+        assert_eq!(mm.thp_asked.get(), None);
+        assert_eq!(mm.free_asked.get(), None);
+    }
+
+    #[test]
+    fn a_start_is_taken_only_free_and_inside_the_address_space() {
+        let (g, gib) = (GRANULE_SIZE, PMD_TABLE_REACH);
+        let mut mm = Fake::new(Ok(5 * gib), Ok(7 * gib));
+        assert_eq!(address(gib, 0, 4 * g, 0, false, &mm), Ok(gib));
+        assert_eq!(mm.free_asked.get(), Some((gib, 4 * g)));
+        // A hint that is the start (`place` refused any other).
+        assert_eq!(address(gib, gib, 4 * g, 0, false, &mm), Ok(gib));
+        let end = mm.task_size;
+        assert_eq!(address(end - 4 * g, 0, 4 * g, 0, false, &mm), Ok(end - 4 * g));
+        assert_eq!(address(end - 2 * g, 0, 4 * g, 0, false, &mm), Err(ENOMEM));
+        assert_eq!(address(g, 0, end + g, 0, false, &mm), Err(ENOMEM));
+        mm.free = false;
+        assert_eq!(address(gib, 0, 4 * g, 0, false, &mm), Err(ENOMEM));
+        // Never elsewhere: the core's searches are not asked.
+        assert_eq!(mm.first_fit_asked.get(), None);
+        assert_eq!(mm.thp_asked.get(), None);
+    }
+
+    #[test]
+    fn a_hint_without_a_start_goes_where_thp_would() {
+        let (g, gib) = (GRANULE_SIZE, PMD_TABLE_REACH);
+        let mm = Fake::new(Ok(5 * gib), Ok(7 * gib));
+        assert_eq!(address(0, 3 * gib, 4 * g, 0, false, &mm), Ok(7 * gib));
+        assert_eq!(mm.thp_asked.get(), Some((3 * gib, 4 * g)));
+        assert_eq!(mm.first_fit_asked.get(), None);
+        let mm = Fake::new(Ok(5 * gib), Err(ENOMEM));
+        assert_eq!(address(0, 3 * gib, gib, 0, false, &mm), Err(ENOMEM));
+    }
+
+    #[test]
+    fn whole_gibs_go_to_a_gib_boundary() {
+        let (g, gib, page) = (GRANULE_SIZE, PMD_TABLE_REACH, PAGE_SIZE as u64);
+        // The first fit for a GiB more, rounded up to a GiB.
+        let mm = Fake::new(Ok(5 * gib + page), Ok(9 * gib));
+        assert_eq!(address(0, 0, 2 * gib, gib, false, &mm), Ok(6 * gib));
+        assert_eq!(mm.first_fit_asked.get(), Some(3 * gib));
+        let mm = Fake::new(Ok(5 * gib), Ok(9 * gib));
+        assert_eq!(address(0, 0, gib, 0, false, &mm), Ok(5 * gib));
+        // No such fit: ENOMEM, not THP's placement.
+        let mm = Fake::new(Err(ENOMEM), Ok(9 * gib));
+        assert_eq!(address(0, 0, gib, 0, false, &mm), Err(ENOMEM));
+        assert_eq!(mm.thp_asked.get(), None);
+        // Too long for a GiB more in the address space: ENOMEM without a search.
+        let mut mm = Fake::new(Ok(0), Ok(9 * gib));
+        mm.task_size = 4 * gib;
+        assert_eq!(address(0, 0, 4 * gib, 0, false, &mm), Err(ENOMEM));
+        assert_eq!(mm.first_fit_asked.get(), None);
+        assert_eq!(address(0, 0, 3 * gib, 0, false, &mm), Ok(0));
+        // Whole GiBs at an offset that is not: the fewest GiBs, as any other.
+        let mm = Fake::new(Ok(5 * gib + page), Ok(9 * gib));
+        assert_eq!(address(0, 0, gib, g, false, &mm), Ok(6 * gib));
+        assert_eq!(mm.first_fit_asked.get(), Some(2 * gib));
+    }
+
+    #[test]
+    fn any_other_window_spans_the_fewest_gibs_or_goes_where_thp_would() {
+        let (g, gib, page) = (GRANULE_SIZE, PMD_TABLE_REACH, PAGE_SIZE as u64);
+        let mib = 1u64 << 20;
+        let mm = Fake::new(Ok(gib + page), Ok(9 * gib));
+        assert_eq!(address(0, 0, 256 * mib, 0, false, &mm), Ok(gib + g));
+        assert_eq!(mm.first_fit_asked.get(), Some(gib + 256 * mib));
+        let mm = Fake::new(Ok(2 * gib - 128 * mib), Ok(9 * gib));
+        assert_eq!(address(0, 0, 256 * mib, gib, false, &mm), Ok(2 * gib));
+        // No fit for a GiB more: where THP would put it.
+        let mm = Fake::new(Err(ENOMEM), Ok(9 * gib));
+        assert_eq!(address(0, 0, 4 * g, 0, false, &mm), Ok(9 * gib));
+        assert_eq!(mm.thp_asked.get(), Some((0, 4 * g)));
+        // Too long for a GiB more: THP's placement, without a search.
+        let mut mm = Fake::new(Ok(0), Ok(9 * gib));
+        mm.task_size = 4 * gib;
+        assert_eq!(address(0, 0, 3 * gib + g, 0, false, &mm), Ok(9 * gib));
+        assert_eq!(mm.first_fit_asked.get(), None);
+        assert_eq!(mm.thp_asked.get(), Some((0, 3 * gib + g)));
+    }
 
     #[test]
     fn mappings_are_shared_aligned_and_inside() {
