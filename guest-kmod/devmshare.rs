@@ -17,7 +17,7 @@ use crate::uapi::abi::{
 };
 use crate::uapi::{read_arg, write_arg, MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
 use crate::region::Region;
-use core::ffi::{c_int, c_void};
+use core::ffi::c_void;
 use kernel::{
     bindings,
     fs::{file, File, LocalFile},
@@ -33,7 +33,6 @@ use kernel::{
 extern "C" {
     fn msharefs_new_anonymous_file() -> *mut c_void;
     fn msharefs_file_region(file: *mut bindings::file) -> *const Region;
-    fn msharefs_detach(addr: usize, size: usize) -> c_int;
 }
 
 const MAP_FIXED_NOREPLACE: u32 = 0x100000;
@@ -126,11 +125,27 @@ fn attach(arg: usize) -> Result<isize> {
 /// `struct mshare_detach { __u64 addr; __u64 size; }`: a whole window, nothing else.
 fn detach(arg: usize) -> Result<isize> {
     let MshareDetach { addr, size } = read_arg(arg)?;
+    let (addr, size) = (usize::try_from(addr).map_err(|_| EINVAL)?, usize::try_from(size).map_err(|_| EINVAL)?);
     if size == 0 {
         return Err(EINVAL);
     }
-    // SAFETY: plain call; the glue checks that the range is one window of the caller.
-    kernel::error::to_result(unsafe { msharefs_detach(addr as usize, size as usize) })?;
+    let task = kernel::current!();
+    let window = {
+        let mm = task.mm().ok_or(EINVAL)?.mmap_read_lock();
+        mm.vma_lookup(addr).is_some_and(|vma| {
+            // SAFETY: a field of a VMA the mmap lock keeps alive; a held VMA's file is set
+            // at mmap and never changes.
+            let file = unsafe { (*vma.as_ptr()).vm_file };
+            // SAFETY: the VMA holds its file (if any), so it is alive while the lock is held.
+            let region = (!file.is_null()).then(|| unsafe { msharefs_file_region(file) });
+            vma.start() == addr && vma.end() - addr == size && region.is_some_and(|region| !region.is_null())
+        })
+    };
+    if !window {
+        return Err(EINVAL);
+    }
+    // SAFETY: unmaps a range of the caller's own address space, taking its mmap lock.
+    kernel::error::to_result(unsafe { bindings::vm_munmap(addr, size) })?;
     Ok(0)
 }
 

@@ -2,8 +2,8 @@
 /*
  * Region files: the file and inode operations of a region (read, write, ioctl, mmap and
  * where a window goes, fallocate, truncate), each handing the call to Rust (msharefs.rs,
- * window.rs), which holds every rule; the core's searches for free address space that
- * Rust's placement of a window calls; and DETACH's window lookup for /dev/mshare.
+ * window.rs), which holds every rule; and the core's searches for free address space that
+ * Rust's placement of a window calls.
  */
 #include <linux/fs.h>
 #include <linux/falloc.h>
@@ -29,41 +29,10 @@ void msharefs_inode_set_size(struct inode *inode, loff_t size)
 	i_size_write(inode, size);
 }
 
+/* Rust checks the window and sets it up (window.rs), with msharefs_vma_set_*(). */
 static int msharefs_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct inode *inode = file_inode(file);
-	struct mshare_region *region = inode->i_private;
-	int shared = mshare_region_mmap_check(region, vma->vm_start, vma->vm_end, vma->vm_pgoff,
-					      vma->vm_flags & VM_MAYSHARE, vma->vm_flags & VM_WRITE);
-	bool pages;
-
-	if (shared < 0)
-		return shared;
-	/*
-	 * A device's memory has no struct pages (VM_PFNMAP). A region's own pages are normal
-	 * pages, which GUP and futexes take: through shared tables the window is VM_MIXEDMAP
-	 * (which also keeps NUMA balancing away), but a window of its own (mode C) is not,
-	 * for the core maps a chunk there as it maps a page-cache folio (do_set_pmd(): rmap,
-	 * RSS, a reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
-	 * MADV_DONTNEED) only clears it, as for a PFN leaf, leaking all three. VM_DONTEXPAND
-	 * (in VM_SPECIAL) keeps mlock, khugepaged and KSM away; core dumps leave the region
-	 * out (VM_DONTDUMP), as they do device memory.
-	 */
-	pages = mshare_region_has_pages(region);
-	vm_flags_set(vma, (pages ? (shared ? VM_MIXEDMAP : 0) : VM_PFNMAP) | VM_DONTEXPAND | VM_DONTDUMP);
-	/* A window mapped read-only stays so: write access is the region's to give. */
-	if (!(vma->vm_flags & VM_WRITE))
-		vm_flags_clear(vma, VM_MAYWRITE);
-	vma->vm_ops = pages ? &msharefs_page_vm_ops : &msharefs_vm_ops;
-#ifdef CONFIG_SHARED_PGTABLE
-	if (shared) {
-		vm_flags_set(vma, VM_SHARED_PT);
-		vma->vm_ops = shared == 2 ? &msharefs_shared_pmd_vm_ops : &msharefs_shared_vm_ops;
-	}
-#endif
-	vma->vm_private_data = region;
-	mshare_region_window_opened(region, shared > 0);
-	return 0;
+	return mshare_region_mmap(file_inode(file)->i_private, vma);
 }
 
 static long msharefs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -214,20 +183,4 @@ struct mshare_region *msharefs_file_region(struct file *file)
 	if (file->f_op != &msharefs_region_fops && file->f_op != &msharefs_device_fops)
 		return NULL;
 	return file_inode(file)->i_private;
-}
-
-/* Unmaps the window at [addr, addr + size) of the caller: a whole msharefs window only. */
-int msharefs_detach(unsigned long addr, unsigned long size)
-{
-	struct mm_struct *mm = current->mm;
-	struct vm_area_struct *vma;
-	bool window;
-
-	if (mmap_read_lock_killable(mm))
-		return -EINTR;
-	vma = vma_lookup(mm, addr);
-	window = vma && vma->vm_start == addr && vma->vm_end - addr == size && vma->vm_file &&
-		 msharefs_file_region(vma->vm_file);
-	mmap_read_unlock(mm);
-	return window ? vm_munmap(addr, size) : -EINVAL;
 }

@@ -34,6 +34,14 @@ enum mshare_limits {
 	MSHARE_LIMITS_REFUSED_NR_REGIONS = 2,
 };
 
+/* Which operations serve a window (window.rs's WindowOps; window_glue.c's tables). */
+enum mshare_window_ops {
+	MSHARE_WINDOW_DEVICE = 0,	/* mode C, a device's page frames */
+	MSHARE_WINDOW_PAGES = 1,	/* mode C, a region's own pages */
+	MSHARE_WINDOW_SHARED = 2,	/* mode B, shared PTE tables */
+	MSHARE_WINDOW_SHARED_PMD = 3,	/* mode B, shared PMD tables */
+};
+
 /* How a fault maps the page frame Rust found for it (window_glue.c has one per kind). */
 typedef vm_fault_t (*mshare_fault_map_fn)(struct vm_fault *vmf, unsigned long pfn);
 
@@ -59,14 +67,9 @@ unsigned long mshare_window_place(struct mshare_region *region, int api, struct 
 				  unsigned long flags, bool fixed, bool shared);
 ssize_t mshare_info_read(char __user *buf, size_t len, loff_t *pos);
 ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
-/*
- * 1: the window shares the region's PTE tables (mode B); 2: its PMD tables too (mode B, a
- * window of whole, aligned GiBs); 0: its own mappings; or -errno.
- */
-int mshare_region_mmap_check(struct mshare_region *region, unsigned long start,
-			     unsigned long end, unsigned long pgoff, bool shared, bool writable);
+/* mmap of a region file: Rust checks the window and sets it up; 0 or -errno. */
+int mshare_region_mmap(struct mshare_region *region, struct vm_area_struct *vma);
 bool mshare_region_writable(struct mshare_region *region);
-bool mshare_region_has_pages(struct mshare_region *region);
 /* A fault of a window with mappings of its own: Rust looks up, then calls how's mapper. */
 vm_fault_t mshare_region_fault(struct mshare_region *region, struct vm_fault *vmf,
 			       unsigned long pgoff, mshare_fault_map_fn map);
@@ -106,6 +109,10 @@ unsigned long msharefs_first_fit_area(struct file *file, unsigned long len, unsi
 unsigned long msharefs_thp_area(struct file *file, unsigned long addr, unsigned long len,
 				unsigned long pgoff, unsigned long flags);
 bool msharefs_range_free(unsigned long start, unsigned long len);
+/* Setting up a window Rust checked (window_glue.c). */
+void msharefs_vma_set_pfnmap(struct vm_area_struct *vma);
+int msharefs_vma_set_ops(struct vm_area_struct *vma, enum mshare_window_ops ops,
+			 struct mshare_region *region);
 long msharefs_alloc_chunk(unsigned int order, struct inode *inode, unsigned long index);
 void msharefs_free_chunk(unsigned long pfn);
 void msharefs_zap(struct inode *inode, loff_t offset, loff_t len);
@@ -130,7 +137,6 @@ int mshare_pmd_table_entry(struct ptdesc *table, unsigned int index, unsigned lo
 			   bool *writable);
 struct file *msharefs_new_anonymous_file(void);
 struct mshare_region *msharefs_file_region(struct file *file);
-int msharefs_detach(unsigned long addr, unsigned long size);
 int msharefs_add_device(const char *name, struct mshare_region *region, loff_t size,
 			bool read_only);
 void msharefs_remove_device(struct mshare_region *region);

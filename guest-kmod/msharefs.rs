@@ -426,18 +426,6 @@ unsafe extern "C" fn mshare_region_writable(region: *const Region) -> bool {
     unsafe { &*region }.writable()
 }
 
-/// Whether the region's memory is folios (mapped as normal pages, which GUP takes) rather
-/// than a device's page frames.
-///
-/// # Safety
-///
-/// `region` is a live region.
-#[no_mangle]
-unsafe extern "C" fn mshare_region_has_pages(region: *const Region) -> bool {
-    // SAFETY: per the function's contract.
-    unsafe { &*region }.has_pages()
-}
-
 /// The shared table of page `pgoff`'s granule, in `*table` (null for a hole): 0 or a
 /// negative errno.
 ///

@@ -13,11 +13,14 @@ use crate::shared_table::PMD_TABLE_REACH;
 use crate::GRANULE_SIZE;
 use core::ffi::{c_int, c_long, c_ulong};
 use kernel::bindings;
+use kernel::error::to_result;
+use kernel::mm::virt::{flags as vm_flags, VmaNew};
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 
 // Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
-// zero-length array deep inside): only the pointers cross.
+// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
+// only the pointers cross.
 #[allow(improper_ctypes)]
 extern "C" {
     fn msharefs_task_size() -> c_ulong;
@@ -30,6 +33,8 @@ extern "C" {
         flags: c_ulong,
     ) -> c_ulong;
     fn msharefs_range_free(start: c_ulong, len: c_ulong) -> bool;
+    fn msharefs_vma_set_pfnmap(vma: *mut bindings::vm_area_struct);
+    fn msharefs_vma_set_ops(vma: *mut bindings::vm_area_struct, ops: WindowOps, region: *const Region) -> c_int;
 }
 
 /// How a window (one process's mapping of a region) maps it.
@@ -269,34 +274,76 @@ unsafe extern "C" fn mshare_window_place(
     }
 }
 
-/// mmap of a region: 1 for a window that shares the region's PTE tables, 2 for one that
-/// shares its PMD tables too (whole, aligned GiBs), 0 for one with its own mappings, or a
-/// negative errno. Where the window may go (the v1 start, v3's whole
-/// region) was decided by [`place`] before mmap unmapped anything.
+/// Which family of operations serves a window (`window_glue.c` has one per value).
+#[repr(C)]
+#[derive(Clone, Copy)]
+enum WindowOps {
+    /// Mode C over a device's page frames.
+    Device = 0,
+    /// Mode C over a region's own pages.
+    Pages = 1,
+    /// Mode B: the region's shared PTE tables.
+    Shared = 2,
+    /// Mode B: the region's shared PMD tables.
+    SharedPmd = 3,
+}
+
+/// mmap of a region: checks the window, then sets it up to map the region as
+/// [`Region::window`] says. Where the window may go (the v1 start, v3's whole region) was
+/// decided by [`place`] before mmap unmapped anything.
+fn map_window(region: &Region, vma: &VmaNew) -> Result {
+    let (start, end) = (vma.start() as u64, vma.end() as u64);
+    // SAFETY: a field of the VMA being set up, which nothing else reads or writes yet.
+    let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
+    let offset = pgoff.checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
+    let shared = vma.flags() & vm_flags::MAYSHARE != 0;
+    let window = region.window(vma.writable(), spans_pmd_tables(start, offset, end.wrapping_sub(start)))?;
+    check_mapping(region.size(), start, end, offset, shared)?;
+    // A device's memory has no struct pages (VM_PFNMAP). A region's own pages are normal
+    // pages, which GUP and futexes take: through shared tables the window is VM_MIXEDMAP
+    // (which also keeps NUMA balancing away), but a window of its own (mode C) is not, for
+    // the core maps a chunk there as it maps a page-cache folio (do_set_pmd(): rmap, RSS, a
+    // reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
+    // MADV_DONTNEED) only clears it, as for a PFN leaf, leaking all three.
+    let pages = region.has_pages();
+    if !pages {
+        // SAFETY: the VMA being set up, never VM_MIXEDMAP too.
+        unsafe { msharefs_vma_set_pfnmap(vma.as_ptr()) };
+    } else if window != Window::Private {
+        vma.set_mixedmap();
+    }
+    let ops = match window {
+        Window::Shared => WindowOps::Shared,
+        Window::SharedPmd => WindowOps::SharedPmd,
+        Window::Private if pages => WindowOps::Pages,
+        Window::Private => WindowOps::Device,
+    };
+    // VM_DONTEXPAND (in VM_SPECIAL) keeps mlock, khugepaged and KSM away; core dumps leave
+    // the region out, as they do device memory.
+    vma.set_dontexpand();
+    vma.set_dontdump();
+    // A window mapped read-only stays so: write access is the region's to give.
+    if !vma.writable() {
+        vma.try_clear_maywrite()?;
+    }
+    // SAFETY: the VMA being set up; `region` outlives it (the VMA holds the region's file).
+    to_result(unsafe { msharefs_vma_set_ops(vma.as_ptr(), ops, region) })?;
+    region.window_opened(window);
+    Ok(())
+}
+
+/// `mmap` of a region file: [`map_window`]; 0 or a negative errno.
 ///
 /// # Safety
 ///
-/// `region` is the live region of the file being mapped.
+/// `region` is the live region of the file being mapped; `vma` is the VMA mmap is setting
+/// up for it.
 #[no_mangle]
-unsafe extern "C" fn mshare_region_mmap_check(
-    region: *const Region,
-    start: c_ulong,
-    end: c_ulong,
-    pgoff: c_ulong,
-    shared: bool,
-    writable: bool,
-) -> c_int {
+unsafe extern "C" fn mshare_region_mmap(region: *const Region, vma: *mut bindings::vm_area_struct) -> c_int {
     // SAFETY: per the function's contract.
-    let region = unsafe { &*region };
-    let offset = (pgoff as u64).checked_mul(PAGE_SIZE as u64).unwrap_or(u64::MAX);
-    let (start, end) = (start as u64, end as u64);
-    let window = region
-        .window(writable, spans_pmd_tables(start, offset, end.wrapping_sub(start)))
-        .and_then(|window| check_mapping(region.size(), start, end, offset, shared).map(|()| window));
-    match window {
-        Ok(Window::Shared) => 1,
-        Ok(Window::SharedPmd) => 2,
-        Ok(Window::Private) => 0,
+    let (region, vma) = unsafe { (&*region, VmaNew::from_raw(vma)) };
+    match map_window(region, vma) {
+        Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }

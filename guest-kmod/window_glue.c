@@ -213,3 +213,40 @@ const struct vm_operations_struct msharefs_shared_pmd_vm_ops = {
 	.mprotect	  = msharefs_shared_mprotect,
 };
 #endif
+
+/* A window of a device's memory: page frames with no struct pages. */
+void msharefs_vma_set_pfnmap(struct vm_area_struct *vma)
+{
+	vm_flags_set(vma, VM_PFNMAP);
+}
+
+/*
+ * Gives a window being mapped the operations Rust chose for it and its region; the shared
+ * kinds also mark it VM_SHARED_PT, which tells the core that its tables are the driver's.
+ */
+int msharefs_vma_set_ops(struct vm_area_struct *vma, enum mshare_window_ops ops,
+			 struct mshare_region *region)
+{
+	switch (ops) {
+	case MSHARE_WINDOW_DEVICE:
+		vma->vm_ops = &msharefs_vm_ops;
+		break;
+	case MSHARE_WINDOW_PAGES:
+		vma->vm_ops = &msharefs_page_vm_ops;
+		break;
+#ifdef CONFIG_SHARED_PGTABLE
+	case MSHARE_WINDOW_SHARED:
+		vm_flags_set(vma, VM_SHARED_PT);
+		vma->vm_ops = &msharefs_shared_vm_ops;
+		break;
+	case MSHARE_WINDOW_SHARED_PMD:
+		vm_flags_set(vma, VM_SHARED_PT);
+		vma->vm_ops = &msharefs_shared_pmd_vm_ops;
+		break;
+#endif
+	default:
+		return -EINVAL;
+	}
+	vma->vm_private_data = region;
+	return 0;
+}
