@@ -77,6 +77,10 @@ pub(crate) struct FilePages {
 // the granule; the frames are plain numbers.
 unsafe impl Send for FilePages {}
 
+// SAFETY: a shared reference only reads the frame numbers; what touches the folios
+// (`settle`, `drop`) takes `&mut self`.
+unsafe impl Sync for FilePages {}
+
 impl FilePages {
     /// Pins the granule of `file` at byte `offset` (granule aligned): its pages are
     /// allocated if the file has none there yet. EINVAL past the file's end.

@@ -7,7 +7,7 @@
 
 use crate::region::Region;
 use crate::GRANULE_SIZE;
-use core::ffi::{c_int, c_void};
+use core::ffi::c_void;
 use kernel::{
     bindings,
     device::Core,
@@ -19,15 +19,6 @@ use kernel::{
     time::delay::fsleep,
     time::Delta,
 };
-
-// Typed pointers to C structs (bindgen's layouts, which improper_ctypes flags for a
-// zero-length array deep inside) and to `Region` (which C never reads, only passes back):
-// only the pointers cross.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn msharefs_add_device(name: *const u8, region: *const Region, size: bindings::loff_t, read_only: bool) -> c_int;
-    fn msharefs_remove_device(region: *const Region);
-}
 
 /// The PCI capability list pointer and the vendor-specific capability ID.
 const CAPABILITY_LIST: usize = 0x34;
@@ -129,20 +120,13 @@ unsafe impl Send for Published {}
 
 impl Drop for Published {
     fn drop(&mut self) {
-        // SAFETY: a plain call (a region not in the table is not found); from here on no
-        // new inode can take the region.
-        unsafe { msharefs_remove_device(self.region_ptr()) };
+        // From here on no new inode can take the region.
+        crate::devices::remove(&self.region);
         // Open files and mappings may outlive the device (an unbind while in use): they
         // lose the memory, never reach freed memory (see `Region::unplug`).
         self.region.unplug();
         // SAFETY: mapped in `publish`; no process maps the BAR any more.
         unsafe { bindings::memunmap(self.wb) };
-    }
-}
-
-impl Published {
-    fn region_ptr(&self) -> *const Region {
-        Arc::as_ptr(&self.region)
     }
 }
 
@@ -175,11 +159,8 @@ fn publish(pdev: &pci::Device<Core<'_>>, name: &str, read_only: bool) -> Result<
     // From here on, dropping `published` undoes whatever of the steps below was done.
     let published = Published { region, wb };
     let cname = CString::try_from_fmt(fmt!("{}", name))?;
-    // SAFETY: the name is a valid C string; the region stays in the table only while
-    // `published` holds it (its drop takes it out first).
-    kernel::error::to_result(unsafe {
-        msharefs_add_device(cname.as_char_ptr(), published.region_ptr(), size as bindings::loff_t, read_only)
-    })
+    // The table's reference goes before `published` lets go of the device (its drop).
+    crate::devices::add(&cname, published.region.clone(), read_only)
     .inspect_err(|e| {
         if *e == EEXIST {
             dev_err!(pdev, "region '{}': another device already has this name: not published\n", name);

@@ -9,6 +9,7 @@
 //! kernel), the system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices
 //! ([`ivshmem`]).
 
+mod devices;
 mod devmshare;
 mod file_pages;
 mod inode;
@@ -114,6 +115,7 @@ impl kernel::InPlaceModule for Mshare {
                 (false, false) => ", this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)",
             }
         );
+        devices::init();
         try_pin_init!(Self {
             msharefs: msharefs::Registration::new()?,
             devmshare <- devmshare::DevMshare::register(),

@@ -11,6 +11,7 @@
 #include <linux/mm_types.h>
 #include <linux/types.h>
 
+struct dentry;
 struct file;
 struct folio;
 struct inode;
@@ -82,6 +83,8 @@ int mshare_region_pmd_table(struct mshare_region *region, unsigned long pgoff,
 void mshare_region_window_opened(struct mshare_region *region, bool shared);
 void mshare_region_window_closed(struct mshare_region *region, bool shared);
 int mshare_device_region_attach(struct mshare_region *region, struct inode *inode);
+/* Rust: an entry under a mount's ivshmem directory for each device of the table. */
+int mshare_devices_show(struct dentry *dir);
 /* Rust: the instances (api 1 or 3) and their limits (0: none). */
 struct msharefs_instance *mshare_instance(int api);
 int mshare_instance_api(struct msharefs_instance *instance);
@@ -137,9 +140,9 @@ int mshare_pmd_table_entry(struct ptdesc *table, unsigned int index, unsigned lo
 			   bool *writable);
 struct file *msharefs_new_anonymous_file(void);
 struct mshare_region *msharefs_file_region(struct file *file);
-int msharefs_add_device(const char *name, struct mshare_region *region, loff_t size,
-			bool read_only);
-void msharefs_remove_device(struct mshare_region *region);
+/* An entry under a mount's ivshmem directory for a device region (devices_glue.c). */
+int msharefs_show_device(struct dentry *dir, const char *name, struct mshare_region *region,
+			 loff_t size, umode_t mode);
 /* kunit_glue.c */
 void mshare_kunit_mark_skipped(const char *reason);
 
