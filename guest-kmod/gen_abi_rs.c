@@ -4,8 +4,8 @@
  * mshare-uapi crate (its build.rs runs it), so that the header stays the ABI's only
  * definition. It prints:
  *
- *  - the header's request numbers, flags, magic and paths as constants, each with the
- *    value the C compiler gives it;
+ *  - the header's request numbers, flags, magic, paths and system call numbers as
+ *    constants, each with the value the C compiler gives it;
  *  - for each structure, assertions that the Rust structure named after it (struct
  *    mshare_info: MshareInfo) has its size, and each of its fields at the same offset with
  *    the same integer type, so that a layout that differs does not compile.
@@ -51,12 +51,24 @@ static const struct {
 	NAMED(MSHARE_MAP),
 	NAMED(MSHARE_UNMAP),
 	NAMED(MSHARE_PROTECT),
+	NAMED(MSHARE_ADVISE),
 }, values[] = {
 	/* u32 on both sides: what struct fields and statfs's f_type hold. */
 	NAMED(MSHAREFS_MAGIC),
 	NAMED(MSHARE_ATTACH_READ_ONLY),
 	NAMED(MSHARE_ATTACH_FIXED),
 #undef NAMED
+}, syscalls[] = {
+	/* __NR_mshare_create: SYS_MSHARE_CREATE, as libc names system calls. */
+#define SYSCALL(name) { #name, __NR_##name }
+	SYSCALL(mshare_create),
+	SYSCALL(mshare_attach),
+	SYSCALL(mshare_detach),
+	SYSCALL(mshare_map),
+	SYSCALL(mshare_unmap),
+	SYSCALL(mshare_protect),
+	SYSCALL(mshare_advise),
+#undef SYSCALL
 };
 
 static const struct {
@@ -110,6 +122,8 @@ static const struct layout {
 	LAYOUT(mshare_range, FIELD(mshare_range, fd), FIELD(mshare_range, pad),
 	       FIELD(mshare_range, offset), FIELD(mshare_range, size)),
 	LAYOUT(mshare_protect, FIELD(mshare_protect, fd), FIELD(mshare_protect, prot)),
+	LAYOUT(mshare_advise, FIELD(mshare_advise, fd), FIELD(mshare_advise, advice),
+	       FIELD(mshare_advise, offset), FIELD(mshare_advise, size)),
 #undef LAYOUT
 };
 
@@ -246,6 +260,14 @@ int main(int argc, char **argv)
 	for (i = 0; i < ARRAY_SIZE(requests); i++)
 		printf("/// `%s` in mshare.h.\n%s const %s: %s = %#llx;\n", requests[i].name,
 		       visibility, requests[i].name, request_type, requests[i].value);
+	for (i = 0; i < ARRAY_SIZE(syscalls); i++) {
+		const char *c;
+
+		printf("/// `__NR_%s` in mshare.h.\n%s const SYS_", syscalls[i].name, visibility);
+		for (c = syscalls[i].name; *c; c++)
+			putchar(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
+		printf(": i64 = %llu;\n", syscalls[i].value);
+	}
 	for (i = 0; i < ARRAY_SIZE(layouts); i++)
 		print_layout(&layouts[i], ends[i], kernel);
 

@@ -24,6 +24,31 @@ extern "C" {
     fn msharefs_free_chunk(pfn: usize);
     fn msharefs_page_address(pfn: usize) -> *mut c_void;
     fn msharefs_folio_settle(pfn: usize);
+    fn msharefs_page_lock(pfn: usize);
+    #[cfg(CONFIG_KUNIT)]
+    fn msharefs_page_unlock(pfn: usize);
+}
+
+/// Unlocks what [`lock_page`] locked (KUnit stands in for the core).
+///
+/// # Safety
+///
+/// The folio of `pfn` is locked by the caller, and alive.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) unsafe fn unlock_page(pfn: usize) {
+    // SAFETY: per the function's contract.
+    unsafe { msharefs_page_unlock(pfn) }
+}
+
+/// Locks the folio of page frame `pfn`, as a fault that found it does before it lets go of
+/// the memory lock ([`Memory::settle`] waits for it).
+///
+/// # Safety
+///
+/// The caller holds a reference on the page.
+pub(crate) unsafe fn lock_page(pfn: usize) {
+    // SAFETY: per the function's contract, the page and its folio are alive.
+    unsafe { msharefs_page_lock(pfn) }
 }
 
 /// The page order of a granule's chunk of memory.

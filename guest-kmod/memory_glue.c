@@ -169,6 +169,18 @@ void msharefs_folios_settle(struct folio **folios, unsigned int nr)
 	}
 }
 
+/* Locks the folio of page frame @pfn, which the caller holds a reference on. */
+void msharefs_page_lock(unsigned long pfn)
+{
+	folio_lock(pfn_folio(pfn));
+}
+
+/* KUnit's stand-in for the core's unlock after a fault. */
+void msharefs_page_unlock(unsigned long pfn)
+{
+	folio_unlock(pfn_folio(pfn));
+}
+
 /* The same for a chunk: one folio from @pfn on. */
 void msharefs_folio_settle(unsigned long pfn)
 {

@@ -9,6 +9,7 @@
 //! kernel), the system-wide [`stats`], and a PCI driver for the VMM's ivshmem devices
 //! ([`ivshmem`]).
 
+mod calls;
 mod devices;
 mod devmshare;
 mod file_pages;
@@ -22,6 +23,7 @@ mod region;
 mod rwsem;
 mod shared_table;
 mod stats;
+mod syscalls;
 mod uapi;
 mod window;
 
@@ -92,6 +94,8 @@ pub(crate) fn kunit_skip(reason: &CStr) {
 
 #[pin_data(PinnedDrop)]
 struct Mshare {
+    // Dropped first: no call enters the module once the rest starts going.
+    syscalls: syscalls::Registration,
     msharefs: msharefs::Registration,
     #[pin]
     devmshare: kernel::miscdevice::MiscDeviceRegistration<devmshare::DevMshare>,
@@ -115,9 +119,18 @@ impl kernel::InPlaceModule for Mshare {
                 (false, false) => ", this kernel cannot share page tables (no CONFIG_SHARED_PGTABLE)",
             }
         );
+        pr_info!(
+            "{}\n",
+            if syscalls::Registration::kernel_has_syscalls() {
+                "system calls mshare_create() ... mshare_advise() (473-479) and /dev/mshare"
+            } else {
+                "/dev/mshare (this kernel has no mshare system calls: no CONFIG_MSHARE_SYSCALLS)"
+            }
+        );
         devices::init();
         try_pin_init!(Self {
             msharefs: msharefs::Registration::new()?,
+            syscalls: syscalls::Registration::new()?,
             devmshare <- devmshare::DevMshare::register(),
             ivshmem <- driver::Registration::new(c"mshare-ivshmem", module),
         })

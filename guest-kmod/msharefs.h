@@ -73,7 +73,10 @@ int mshare_region_mmap(struct mshare_region *region, struct vm_area_struct *vma)
 bool mshare_region_writable(struct mshare_region *region);
 /* A fault of a window with mappings of its own: Rust looks up, then calls how's mapper. */
 vm_fault_t mshare_region_fault(struct mshare_region *region, struct vm_fault *vmf,
-			       unsigned long pgoff, mshare_fault_map_fn map);
+			       unsigned long pgoff, bool write, mshare_fault_map_fn map);
+/* A write to a read-only entry of such a window: SIGSEGV, retry, or the page locked. */
+vm_fault_t mshare_region_page_mkwrite(struct mshare_region *region, unsigned long pgoff,
+				      unsigned long pfn);
 /* A fault of a window sharing tables that found no entry: retry, SIGSEGV or SIGBUS. */
 vm_fault_t mshare_region_shared_fault(struct mshare_region *region, unsigned long pgoff);
 int mshare_region_table(struct mshare_region *region, unsigned long pgoff,
@@ -85,6 +88,16 @@ void mshare_region_window_closed(struct mshare_region *region, bool shared);
 int mshare_device_region_attach(struct mshare_region *region, struct inode *inode);
 /* Rust: an entry under a mount's ivshmem directory for each device of the table. */
 int mshare_devices_show(struct dentry *dir);
+/* Rust: the mshare system calls (calls.rs), which syscalls_glue.c registers with the core. */
+long mshare_call_create(unsigned int flags);
+long mshare_call_attach(int fd, unsigned long offset, unsigned long size, unsigned long addr,
+			unsigned int flags);
+long mshare_call_detach(unsigned long addr, unsigned long size);
+long mshare_call_map(int fd, unsigned long offset, unsigned long size, unsigned int prot,
+		     unsigned int flags, int object_fd);
+long mshare_call_unmap(int fd, unsigned long offset, unsigned long size);
+long mshare_call_protect(int fd, unsigned long offset, unsigned long size, unsigned int prot);
+long mshare_call_advise(int fd, unsigned long offset, unsigned long size, int advice);
 /* Rust: the instances (api 1 or 3) and their limits (0: none). */
 struct msharefs_instance *mshare_instance(int api);
 int mshare_instance_api(struct msharefs_instance *instance);
@@ -126,6 +139,8 @@ long msharefs_file_pin(struct file *file, loff_t offset, unsigned long *frames,
 		       struct folio **folios);
 void msharefs_file_unpin(struct folio **folios, unsigned int nr);
 void msharefs_folio_settle(unsigned long pfn);
+void msharefs_page_lock(unsigned long pfn);
+void msharefs_page_unlock(unsigned long pfn);
 void msharefs_folios_settle(struct folio **folios, unsigned int nr);
 bool mshare_kernel_shares_tables(void);
 struct ptdesc *mshare_table_alloc(void);
@@ -143,6 +158,11 @@ struct mshare_region *msharefs_file_region(struct file *file);
 /* An entry under a mount's ivshmem directory for a device region (devices_glue.c). */
 int msharefs_show_device(struct dentry *dir, const char *name, struct mshare_region *region,
 			 loff_t size, umode_t mode);
+/* The system calls answered by Rust's mshare_call_*() (syscalls_glue.c): 0, -EBUSY if
+ * another driver answers them; 0 and nothing done on a kernel without them. */
+int msharefs_syscalls_register(void);
+void msharefs_syscalls_unregister(void);
+bool msharefs_kernel_has_syscalls(void);
 /* kunit_glue.c */
 void mshare_kunit_mark_skipped(const char *reason);
 

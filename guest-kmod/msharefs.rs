@@ -148,13 +148,7 @@ fn parse_prot(prot: u64) -> Result<bool> {
 /// `MSHAREFS_SET_PROT` and `/dev/mshare`'s `PROTECT`: the protection (`PROT_READ`, or with
 /// `PROT_WRITE`) of the region for every process sharing its tables.
 pub(crate) fn set_prot(region: &Region, prot: u64) -> Result {
-    let writable = parse_prot(prot)?;
-    // Private windows (mode C) carry their own permissions; only shared tables can change
-    // for everyone at once.
-    if !stats::shared_tables() {
-        return Err(EOPNOTSUPP);
-    }
-    region.set_prot(writable)
+    region.set_prot(parse_prot(prot)?)
 }
 
 /// The region offset of a CREATE_MAPPING or UNMAP argument: v1 names an address inside
@@ -486,13 +480,27 @@ unsafe extern "C" fn mshare_region_fault(
     region: *const Region,
     vmf: *mut bindings::vm_fault,
     pgoff: c_ulong,
+    write: bool,
     map: FaultMap,
 ) -> vm_fault_t {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region };
     // SAFETY: the fault's own `vmf`, and a page frame of the region that UNMAP cannot free
     // while `Region::fault` holds the memory lock.
-    region.fault(pgoff as usize, |pfn| unsafe { map(vmf, pfn) })
+    region.fault(pgoff as usize, write, |pfn| unsafe { map(vmf, pfn) })
+}
+
+/// A write to a read-only entry of a window with mappings of its own
+/// ([`Region::page_mkwrite`]).
+///
+/// # Safety
+///
+/// `region` is the live region of the faulting mapping; `pfn` is the faulting page, on
+/// which the core holds a reference.
+#[no_mangle]
+unsafe extern "C" fn mshare_region_page_mkwrite(region: *const Region, pgoff: c_ulong, pfn: c_ulong) -> vm_fault_t {
+    // SAFETY: per the function's contract.
+    unsafe { &*region }.page_mkwrite(pgoff as usize, pfn as usize)
 }
 
 /// A fault in a window sharing the region's tables that found no entry

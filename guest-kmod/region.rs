@@ -440,6 +440,20 @@ impl Region {
         zapped
     }
 
+    /// EINVAL unless `[offset, offset + len)` is whole granules inside the region.
+    pub(crate) fn check_in_range(&self, offset: u64, len: u64) -> Result {
+        check_range(self.contents.read().size, offset, len).map(drop)
+    }
+
+    /// Removes every process's mappings of `[offset, offset + len)`, keeping the memory:
+    /// each maps it again on its next access (through the same shared tables in mode B,
+    /// which this unlinks). A fault racing with it maps the same memory, so no lock is
+    /// held across the zap.
+    pub(crate) fn remove_mappings(&self, offset: u64, len: u64) -> Result {
+        self.check_in_range(offset, len)?;
+        self.zap(offset, len)
+    }
+
     /// The shared table of the granule holding page `pgoff`, made on first use; null for
     /// a hole (the fault then finds nothing and gives SIGSEGV); ENODEV (SIGBUS) once the
     /// device went away. Takes no lock but the memory lock, shared.
@@ -487,18 +501,42 @@ impl Region {
 
     /// A fault at page `pgoff` of a window: `map(frame)` maps the page found there (and
     /// says how the fault ends), with the memory lock held shared so that UNMAP cannot free
-    /// the page in between. A fault that mapped memory is counted (`map` returns `NOPAGE`
+    /// the page in between; a write (`write`) while the region is read-only is SIGSEGV. A fault that mapped memory is counted (`map` returns `NOPAGE`
     /// or `LOCKED`); `map` may return anything else (an error of the core's).
-    pub(crate) fn fault(&self, pgoff: usize, map: impl FnOnce(usize) -> vm_fault_t) -> vm_fault_t {
+    pub(crate) fn fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize) -> vm_fault_t) -> vm_fault_t {
         let contents = self.contents.read();
         let page = contents.page(pgoff);
         let Page::Frame(frame) = page else { return page.fault_without_memory() };
+        if write && !contents.writable {
+            return bindings::vm_fault_reason_VM_FAULT_SIGSEGV;
+        }
         let done = map(frame);
         if done == bindings::vm_fault_reason_VM_FAULT_NOPAGE || done == bindings::vm_fault_reason_VM_FAULT_LOCKED {
             self.faults.fetch_add(1, Ordering::Relaxed);
             stats::fault();
         }
         done
+    }
+
+    /// A write to page `pgoff` (frame `pfn`) that a window with mappings of its own maps
+    /// read-only: SIGSEGV while the region is read-only; a retry if the page is no longer
+    /// the region's there (UNMAP took it); else the page's folio is locked before the
+    /// memory lock is let go, as a fault's is, and the core makes the entry writable. A
+    /// SET_PROT or UNMAP after this waits for that folio lock before it zaps
+    /// (`Memory::settle`), so the zap removes the writable entry.
+    pub(crate) fn page_mkwrite(&self, pgoff: usize, pfn: usize) -> vm_fault_t {
+        let contents = self.contents.read();
+        if !contents.writable {
+            return bindings::vm_fault_reason_VM_FAULT_SIGSEGV;
+        }
+        match contents.page(pgoff) {
+            Page::Frame(frame) if frame == pfn => {
+                // SAFETY: the core holds a reference on the faulting page.
+                unsafe { crate::granule::lock_page(pfn) };
+                bindings::vm_fault_reason_VM_FAULT_LOCKED
+            }
+            _ => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
+        }
     }
 
     /// A fault in a window that shares the region's tables (mode B) and found no entry:

@@ -104,6 +104,16 @@ pub(crate) struct MshareProtect {
     pub(crate) prot: u32,
 }
 
+/// `struct mshare_advise { __s32 fd; __s32 advice; __u64 offset; __u64 size; }`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MshareAdvise {
+    pub(crate) fd: i32,
+    pub(crate) advice: i32,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+}
+
 /// The header's request numbers, flags, magic and paths under their C names, generated
 /// from it by `gen_abi_rs` (Kbuild), with the assertions that check each structure above
 /// against the header's: its size, and each field's offset and integer type.
@@ -111,7 +121,7 @@ pub(crate) struct MshareProtect {
 #[allow(dead_code)]
 pub(crate) mod abi {
     use super::{
-        MshareAttach, MshareCreate, MshareDetach, MshareInfo, MshareMap, MshareProtect, MshareRange, MshareStats,
+        MshareAdvise, MshareAttach, MshareCreate, MshareDetach, MshareInfo, MshareMap, MshareProtect, MshareRange, MshareStats,
         MshareUnmap,
     };
 
@@ -144,6 +154,7 @@ plain_data!(
     MshareMap,
     MshareRange,
     MshareProtect,
+    MshareAdvise,
 );
 
 /// Reads an ioctl's argument: a `T` at user address `arg` (EFAULT if it cannot be read).

@@ -59,22 +59,52 @@ static vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn)
 	return VM_FAULT_LOCKED;
 }
 
+static bool msharefs_write_fault(struct vm_fault *vmf)
+{
+	return vmf->flags & FAULT_FLAG_WRITE;
+}
+
 static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 {
 	if (order != PMD_ORDER)
 		return VM_FAULT_FALLBACK;
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
-				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_map_pfn_pmd);
+				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_write_fault(vmf),
+				   msharefs_map_pfn_pmd);
 }
 
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 {
-	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, msharefs_map_pfn);
+	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff,
+				   msharefs_write_fault(vmf), msharefs_map_pfn);
 }
 
 static vm_fault_t msharefs_page_fault(struct vm_fault *vmf)
 {
-	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff, msharefs_map_page);
+	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff,
+				   msharefs_write_fault(vmf), msharefs_map_page);
+}
+
+/*
+ * Writes through mappings of a window's own follow the region's protection
+ * (MSHAREFS_SET_PROT): with these, the core maps its entries read-only (write-notify) and
+ * asks here before it makes one writable. A 2 MiB leaf of a region's folio is split (the
+ * entry cleared) and the write faults again, through page_mkwrite.
+ *
+ * For a page, Rust returns it locked once it checked the region, as a fault does: a
+ * SET_PROT after the check waits for the lock before it zaps, so the entry the core then
+ * makes writable is zapped. For a page frame the core checks that the entry did not change
+ * before it writes it, and the zap clears it, so the answer alone is enough.
+ */
+static vm_fault_t msharefs_page_mkwrite(struct vm_fault *vmf)
+{
+	return mshare_region_page_mkwrite(vmf->vma->vm_private_data, vmf->pgoff,
+					  page_to_pfn(vmf->page));
+}
+
+static vm_fault_t msharefs_pfn_mkwrite(struct vm_fault *vmf)
+{
+	return mshare_region_writable(vmf->vma->vm_private_data) ? 0 : VM_FAULT_SIGSEGV;
 }
 
 /* Windows are counted for the region's statistics (fork copies them through .open). */
@@ -105,6 +135,7 @@ const struct vm_operations_struct msharefs_vm_ops = {
 	.close		= msharefs_vm_close,
 	.fault		= msharefs_fault,
 	.huge_fault	= msharefs_huge_fault,
+	.pfn_mkwrite	= msharefs_pfn_mkwrite,
 	.may_split	= msharefs_may_split,
 	.mremap		= msharefs_mremap,
 };
@@ -114,6 +145,7 @@ const struct vm_operations_struct msharefs_page_vm_ops = {
 	.open		= msharefs_vm_open,
 	.close		= msharefs_vm_close,
 	.fault		= msharefs_page_fault,
+	.page_mkwrite	= msharefs_page_mkwrite,
 	.may_split	= msharefs_may_split,
 	.mremap		= msharefs_mremap,
 };

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A region's protection: whether processes may write, the same for every process that
-//! shares its tables. `MSHAREFS_SET_PROT` changes it for all of them at once (the tables
-//! are rewritten and every process's links removed, flushing their TLBs); a device the VMM
-//! attached read-only can never be made writable. A window asking for write access to a
+//! A region's protection: whether processes may write, the same for every process.
+//! `MSHAREFS_SET_PROT` changes it for all of them at once: the shared tables are rewritten
+//! and every process's mappings removed, flushing their TLBs. Windows with mappings of
+//! their own (mode C) are mapped read-only until a write asks `page_mkwrite` (or
+//! `pfn_mkwrite`), which answers from the protection; a device the VMM attached read-only
+//! can never be made writable. A window asking for write access to a
 //! region that does not allow it is refused, and only windows asking for all of the
 //! region's protection share its tables: a read-only window of a writable region keeps
 //! mappings of its own, with its own protection.
@@ -30,6 +32,10 @@ impl Region {
         // Every granule with memory under a PMD table got its PTE table, if it needs one,
         // when the PMD table was made: this allocates nothing.
         let rewritten = (0..contents.memory.len()).try_for_each(|i| contents.sync(i));
+        // Windows with mappings of their own (mode C, read-only windows) let the core make
+        // an entry writable after `page_mkwrite` checked the protection, holding the page's
+        // folio lock: wait for those, so that the zap finds what they map.
+        contents.memory.iter_mut().for_each(crate::granule::Memory::settle);
         let zapped = self.zap(0, contents.size);
         rewritten.and(zapped)
     }
@@ -80,6 +86,7 @@ impl Region {
 mod tests {
     use super::*;
     use crate::GRANULE_SIZE;
+    use kernel::bindings;
 
     /// A device attached read-only is never writable, whoever asks: SET_PROT, a window,
     /// write(2). The page frames are made up: nothing here touches them.
@@ -112,5 +119,32 @@ mod tests {
         assert_eq!(region.read_at(0, &mut back), Ok(()));
         assert_eq!(back, [1, 2, 3]);
         assert_eq!(region.write_at(GRANULE_SIZE, &[1]), Err(EIO));
+    }
+
+    /// A write through a mapping of a process's own (mode C) asks `page_mkwrite`: refused
+    /// while the region is read-only, retried when the page is no longer the region's
+    /// there, else allowed with the page's folio locked, so that SET_PROT's settle waits
+    /// for the core to finish mapping it.
+    #[test]
+    fn page_mkwrite_answers_from_the_protection() {
+        use crate::region::Page;
+        let (sigsegv, nopage, locked) = (
+            bindings::vm_fault_reason_VM_FAULT_SIGSEGV,
+            bindings::vm_fault_reason_VM_FAULT_NOPAGE,
+            bindings::vm_fault_reason_VM_FAULT_LOCKED,
+        );
+        let region = KBox::pin_init(Region::new(None), GFP_KERNEL).expect("region");
+        assert_eq!(region.set_size(2 * GRANULE_SIZE, None, 1 << 47), Ok(2 * GRANULE_SIZE));
+        assert_eq!(region.create_mapping(0, GRANULE_SIZE), Ok(()));
+        let Page::Frame(pfn) = region.page(3) else { panic!("no memory at page 3") };
+        // Another page than the region's there, then a hole.
+        assert_eq!(region.page_mkwrite(3, pfn + 1), nopage);
+        assert_eq!(region.page_mkwrite(crate::GRANULE_PAGES + 3, pfn), nopage);
+        assert_eq!(region.set_prot(false), Ok(()));
+        assert_eq!(region.page_mkwrite(3, pfn), sigsegv);
+        assert_eq!(region.set_prot(true), Ok(()));
+        assert_eq!(region.page_mkwrite(3, pfn), locked);
+        // SAFETY: the folio `page_mkwrite` locked, which the region's memory holds.
+        unsafe { crate::granule::unlock_page(pfn) };
     }
 }

@@ -70,13 +70,22 @@ fn a_flood_of_kernel_messages_cannot_split_the_result_line() {
 fn module_runs_its_kunit_suite_at_load_and_unloads_cleanly() {
     let run = guest_boot(
         "boot-unload",
-        &["sh", "-c", "umount /sys/fs/mshare && rmmod mshare && test ! -e /sys/module/mshare"],
+        &[
+            "sh",
+            "-c",
+            "umount /sys/fs/mshare && rmmod mshare && test ! -e /sys/module/mshare && mshare-calls no-module",
+        ],
     )
     .run_command()
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(run.module_loaded());
     assert_eq!(run.result.status, 0, "rmmod failed or left /sys/module/mshare behind");
     assert!(run.output.console.contains("mshare 0.1.0 unloaded"));
+    assert!(
+        run.output.stdout.contains("mshare-calls: the system calls without the module: ENOSYS"),
+        "{}",
+        run.output.stdout
+    );
     let report = ktap::parse(&run.output.console);
     report.verdict().unwrap_or_else(|e| panic!("KUnit: {e}"));
     let suite = report.suite("mshare_granule").expect("mshare_granule did not run at module load");
@@ -223,6 +232,35 @@ fn programs_written_for_the_posted_series_run_unchanged() {
         }
         assert!(console.contains("mshare-cover-v1: ok") && console.contains("mshare-cover-v3: ok"), "{console}");
         assert!(console.contains("mshare-selftests: 36 checks, 0 failed"), "mode {mode}: {console}");
+    }
+}
+
+/// One program written against the mshare calls (`mshare-calls`) gives the same
+/// transcript through the system calls as through `/dev/mshare`, in both modes: create,
+/// ftruncate, map, attach in 5 processes, read-only for all (writers stopped in every
+/// process, readers not) and writable again, `MADV_DONTNEED` for all (data kept, one
+/// fault per window to map it again in mode B, one per 2 MiB in mode C), the creator
+/// gone while the others keep using the region, detach.
+#[test]
+fn the_system_calls_and_dev_mshare_give_the_same_results() {
+    let script = "mshare-calls syscall > /tmp/syscall.txt; s=$?; mshare-calls device > /tmp/device.txt; d=$?; \
+                  cat /tmp/syscall.txt; echo 'mshare-calls: ----'; cat /tmp/device.txt; test $s -eq 0 -a $d -eq 0";
+    for (mode, params, faults) in [("B", None, 1), ("C", Some("mshare_params=shared_tables=0"), 4)] {
+        let mut boot = guest_boot(&format!("boot-calls-{mode}"), &["sh", "-c", script]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let out = &run.output.stdout;
+        assert_eq!(run.result.status, 0, "mode {mode}: {out}");
+        let lines: Vec<&str> =
+            out.lines().map(|l| l.trim_end_matches('\r')).filter(|l| l.starts_with("mshare-calls: ")).collect();
+        let split =
+            lines.iter().position(|l| *l == "mshare-calls: ----").unwrap_or_else(|| panic!("mode {mode}: {out}"));
+        let (syscalls, device) = (&lines[..split], &lines[split + 1..]);
+        assert_eq!(syscalls, device, "mode {mode}: the system calls and /dev/mshare differ");
+        assert_eq!(syscalls.last(), Some(&"mshare-calls: ok"), "mode {mode}: {out}");
+        let refault = format!("mshare-calls: each sharer's data after it: intact after {faults} faults x4");
+        assert!(syscalls.contains(&refault.as_str()), "mode {mode}: no '{refault}': {out}");
+        assert!(syscalls.len() > 20, "mode {mode}: a short transcript: {out}");
     }
 }
 

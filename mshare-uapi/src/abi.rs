@@ -4,7 +4,7 @@
 //! sizes, field offsets and field types. The header is the one definition: the test below
 //! only pins the numbers that programs already built carry.
 
-use crate::device::{MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
+use crate::device::{MshareAdvise, MshareAttach, MshareDetach, MshareMap, MshareProtect, MshareRange};
 use crate::msharefs::{MshareCreate, MshareInfo, MshareStats, MshareUnmap};
 
 include!(concat!(env!("OUT_DIR"), "/uapi_generated.rs"));
@@ -31,5 +31,8 @@ mod tests {
         assert_eq!(MSHARE_MAP, 0x4020_7823);
         assert_eq!(MSHARE_UNMAP, 0x4018_7824);
         assert_eq!(MSHARE_PROTECT, 0x4008_7825);
+        assert_eq!(MSHARE_ADVISE, 0x4018_7826);
+        assert_eq!([SYS_MSHARE_CREATE, SYS_MSHARE_ATTACH, SYS_MSHARE_DETACH, SYS_MSHARE_MAP], [473, 474, 475, 476]);
+        assert_eq!([SYS_MSHARE_UNMAP, SYS_MSHARE_PROTECT, SYS_MSHARE_ADVISE], [477, 478, 479]);
     }
 }

@@ -1,11 +1,11 @@
-//! `/dev/mshare`: the calls of the 2026 syscall proposal (`mshare_create`, `_attach`,
-//! `_detach`, `_map`, `_protect`) as ioctls. Regions made here have no name; other
+//! `/dev/mshare`: the calls of the 2026 syscall proposal ([`Calls`]) as ioctls, for
+//! kernels without the system calls ([`crate::syscalls`]). Regions made here have no name; other
 //! processes get them by descriptor passing (fork, `SCM_RIGHTS`). Every call that takes a
 //! region also takes msharefs files.
 
 use crate::abi;
 use crate::msharefs::{ioctl, ioctl_value};
-use crate::Window;
+use crate::{Calls, Window};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -25,6 +25,8 @@ pub const MSHARE_MAP: u64 = abi::MSHARE_MAP;
 pub const MSHARE_UNMAP: u64 = abi::MSHARE_UNMAP;
 /// `MSHARE_PROTECT` ([`MshareProtect`]).
 pub const MSHARE_PROTECT: u64 = abi::MSHARE_PROTECT;
+/// `MSHARE_ADVISE` ([`MshareAdvise`]).
+pub const MSHARE_ADVISE: u64 = abi::MSHARE_ADVISE;
 
 /// `struct mshare_attach` flag: map read-only.
 pub const MSHARE_ATTACH_READ_ONLY: u32 = abi::MSHARE_ATTACH_READ_ONLY;
@@ -99,7 +101,21 @@ pub struct MshareProtect {
     pub prot: u32,
 }
 
-/// An open `/dev/mshare`.
+/// `struct mshare_advise`: advice for part of a region, for every process.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MshareAdvise {
+    /// The region's descriptor.
+    pub fd: i32,
+    /// `MADV_*` (see [`Calls::advise`]).
+    pub advice: i32,
+    /// Offset in the region.
+    pub offset: u64,
+    /// Length.
+    pub size: u64,
+}
+
+/// An open `/dev/mshare`: the calls as ioctls, on any kernel the module loads in.
 #[derive(Debug)]
 pub struct Device(File);
 
@@ -113,17 +129,17 @@ impl Device {
     pub fn file(&self) -> &File {
         &self.0
     }
+}
 
-    /// `mshare_create`: a new region with no name and no size (set it with `set_len`).
-    pub fn create(&self, close_on_exec: bool) -> io::Result<File> {
+impl Calls for Device {
+    fn create(&self, close_on_exec: bool) -> io::Result<File> {
         let flags = if close_on_exec { libc::O_CLOEXEC as usize } else { 0 };
         let fd = ioctl_value(&self.0, MSHARE_CREATE, flags)?;
         // SAFETY: a fresh descriptor the kernel just installed for this process.
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
-    /// `mshare_attach`: maps `[offset, offset + size)` of `region` into this process.
-    pub fn attach(&self, region: &File, offset: u64, size: usize, read_only: bool) -> io::Result<Window> {
+    fn attach(&self, region: &File, offset: u64, size: usize, read_only: bool) -> io::Result<Window> {
         let mut attach = MshareAttach {
             fd: region.as_raw_fd(),
             flags: if read_only { MSHARE_ATTACH_READ_ONLY } else { 0 },
@@ -136,15 +152,13 @@ impl Device {
         Ok(unsafe { Window::from_raw(attach.addr as *mut u8, size) })
     }
 
-    /// `mshare_detach`: unmaps a window.
-    pub fn detach(&self, window: Window) -> io::Result<()> {
+    fn detach(&self, window: Window) -> io::Result<()> {
         let (ptr, len) = window.into_raw();
         let mut detach = MshareDetach { addr: ptr as u64, size: len as u64 };
         ioctl(&self.0, MSHARE_DETACH, &mut detach as *mut MshareDetach as usize)
     }
 
-    /// `mshare_map`: anonymous shared memory for `[offset, offset + size)` of `region`.
-    pub fn map(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
+    fn map(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
         let mut map = MshareMap {
             fd: region.as_raw_fd(),
             prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
@@ -156,15 +170,18 @@ impl Device {
         ioctl(&self.0, MSHARE_MAP, &mut map as *mut MshareMap as usize)
     }
 
-    /// Takes the memory of `[offset, offset + size)` of `region` away from every process.
-    pub fn unmap(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
+    fn unmap(&self, region: &File, offset: u64, size: u64) -> io::Result<()> {
         let mut range = MshareRange { fd: region.as_raw_fd(), pad: 0, offset, size };
         ioctl(&self.0, MSHARE_UNMAP, &mut range as *mut MshareRange as usize)
     }
 
-    /// `mshare_protect`: `libc::PROT_READ`, or with `libc::PROT_WRITE`, for every sharer.
-    pub fn protect(&self, region: &File, prot: i32) -> io::Result<()> {
+    fn protect(&self, region: &File, prot: i32) -> io::Result<()> {
         let mut protect = MshareProtect { fd: region.as_raw_fd(), prot: prot as u32 };
         ioctl(&self.0, MSHARE_PROTECT, &mut protect as *mut MshareProtect as usize)
+    }
+
+    fn advise(&self, region: &File, offset: u64, size: u64, advice: i32) -> io::Result<()> {
+        let mut advise = MshareAdvise { fd: region.as_raw_fd(), advice, offset, size };
+        ioctl(&self.0, MSHARE_ADVISE, &mut advise as *mut MshareAdvise as usize)
     }
 }

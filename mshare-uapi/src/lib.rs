@@ -2,7 +2,8 @@
 //!
 //! - [`msharefs`]: region files under /sys/fs/mshare and their ioctls, the interface of the
 //!   January 2025 series, plus this project's statistics and protection ioctls;
-//! - [`device`]: `/dev/mshare`, the calls of the 2026 syscall proposal as ioctls;
+//! - [`Calls`]: the calls of the 2026 proposal, made through [`syscalls::Syscalls`] (the
+//!   system calls) or [`device::Device`] (`/dev/mshare`'s ioctls);
 //! - [`Window`]: a mapping of a region, unmapped when dropped;
 //! - [`formats`]: what host tools and guest programs share (sizes, /proc's kB lines, the
 //!   ivshmem capability that names a device's region);
@@ -13,9 +14,12 @@
 //! compiler check this crate's structures against it ([`abi`]).
 
 pub mod abi;
+mod calls;
 pub mod device;
 pub mod formats;
 pub mod msharefs;
+pub mod syscalls;
 mod window;
 
+pub use calls::Calls;
 pub use window::Window;

@@ -3,6 +3,7 @@
 //! uses the unprefixed ones, which the header points at v1's, or at v3's when the program
 //! defines `MSHAREFS_API_V3` before including the series' header name.
 
+use mshare_uapi::abi;
 use mshare_uapi::msharefs::{self, v3};
 use std::path::Path;
 use std::process::Command;
@@ -36,6 +37,30 @@ int main(void)
 	return 0;
 }
 "#;
+
+/// A program calling the system calls through the header's wrappers, on a kernel without
+/// them (the build host's): each is -1 with ENOSYS, and the numbers are the crate's.
+const PROGRAM_SYSCALLS: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include "mshare.h"
+int main(void)
+{
+	void *addr = mshare_attach(3, 0, 2 << 20, NULL, 0);
+	int enosys = mshare_create(0) == -1 && errno == ENOSYS && addr == (void *)-1 &&
+		     mshare_detach(addr, 1) == -1 && mshare_map(3, 0, 0, 3, 0, -1) == -1 &&
+		     mshare_unmap(3, 0, 0) == -1 && mshare_protect(3, 0, 0, 1) == -1 &&
+		     mshare_advise(3, 0, 0, 4) == -1 && errno == ENOSYS;
+	printf("%d %d %d\n", __NR_mshare_create, __NR_mshare_advise, enosys);
+	return 0;
+}
+"#;
+
+#[test]
+fn a_c_program_gets_the_system_calls_from_the_header() {
+    let out = compile_and_run("syscalls", PROGRAM_SYSCALLS);
+    assert_eq!(out.trim(), format!("{} {} 1", abi::SYS_MSHARE_CREATE, abi::SYS_MSHARE_ADVISE));
+}
 
 #[test]
 fn a_v1_program_gets_v1_names_from_the_header() {

@@ -143,11 +143,87 @@ struct mshare_protect {
 	__u32 prot;		/* PROT_READ [| PROT_WRITE] */
 };
 
+struct mshare_advise {
+	__s32 fd;
+	__s32 advice;		/* MADV_*: see mshare_advise() */
+	__u64 offset;
+	__u64 size;
+};
+
 #define MSHARE_CREATE		_IO('x', 0x20)	/* arg: 0 or O_CLOEXEC; returns an fd */
 #define MSHARE_ATTACH		_IOWR('x', 0x21, struct mshare_attach)
 #define MSHARE_DETACH		_IOW('x', 0x22, struct mshare_detach)
 #define MSHARE_MAP		_IOW('x', 0x23, struct mshare_map)
 #define MSHARE_UNMAP		_IOW('x', 0x24, struct mshare_range)
 #define MSHARE_PROTECT		_IOW('x', 0x25, struct mshare_protect)
+#define MSHARE_ADVISE		_IOW('x', 0x26, struct mshare_advise)
+
+/*
+ * The same calls as system calls, on a kernel with CONFIG_MSHARE_SYSCALLS (the core-mm
+ * series' "mm: mshare system calls, answered by a driver"; x86-64's numbers). ENOSYS
+ * while the module is not loaded, or on a kernel without them: use /dev/mshare there.
+ *
+ *   fd   = mshare_create(O_CLOEXEC);
+ *   ftruncate(fd, size);
+ *   mshare_map(fd, offset, size, PROT_READ | PROT_WRITE, 0, -1);
+ *   addr = mshare_attach(fd, offset, size, NULL, 0);
+ *   mshare_protect(fd, 0, size, PROT_READ);          the whole region, for every process
+ *   mshare_advise(fd, offset, size, MADV_DONTNEED);
+ *   mshare_detach(addr, size);
+ *   mshare_unmap(fd, offset, size);
+ */
+#ifndef __NR_mshare_create
+#define __NR_mshare_create	473
+#define __NR_mshare_attach	474
+#define __NR_mshare_detach	475
+#define __NR_mshare_map		476
+#define __NR_mshare_unmap	477
+#define __NR_mshare_protect	478
+#define __NR_mshare_advise	479
+#endif
+
+#ifndef __KERNEL__
+/*
+ * The calls for C programs: -1 and errno on failure, as libc's wrappers; mshare_attach()
+ * returns the window's address, or (void *)-1 (MAP_FAILED).
+ */
+long syscall(long number, ...);
+
+static inline int mshare_create(unsigned int flags)
+{
+	return (int)syscall(__NR_mshare_create, flags);
+}
+
+static inline void *mshare_attach(int fd, __u64 offset, __u64 size, void *addr, unsigned int flags)
+{
+	return (void *)syscall(__NR_mshare_attach, fd, offset, size, addr, flags);
+}
+
+static inline int mshare_detach(void *addr, __u64 size)
+{
+	return (int)syscall(__NR_mshare_detach, addr, size);
+}
+
+static inline int mshare_map(int fd, __u64 offset, __u64 size, unsigned int prot, unsigned int flags,
+			     int object_fd)
+{
+	return (int)syscall(__NR_mshare_map, fd, offset, size, prot, flags, object_fd);
+}
+
+static inline int mshare_unmap(int fd, __u64 offset, __u64 size)
+{
+	return (int)syscall(__NR_mshare_unmap, fd, offset, size);
+}
+
+static inline int mshare_protect(int fd, __u64 offset, __u64 size, unsigned int prot)
+{
+	return (int)syscall(__NR_mshare_protect, fd, offset, size, prot);
+}
+
+static inline int mshare_advise(int fd, __u64 offset, __u64 size, int advice)
+{
+	return (int)syscall(__NR_mshare_advise, fd, offset, size, advice);
+}
+#endif
 
 #endif /* MSHARE_H */

@@ -125,6 +125,20 @@ fn write_in_child(ptr: *mut u8) -> Option<i32> {
     access_in_child(ptr, true)
 }
 
+/// Reads, then writes, a byte at `ptr` in a forked child: `None` if it could, else the
+/// signal it got (the write reaches a read-only entry the read made).
+fn read_then_write_in_child(ptr: *mut u8) -> Option<i32> {
+    let code = in_child(|| {
+        // SAFETY: the accesses may fault, which is what is being tested, in the child only.
+        unsafe {
+            std::hint::black_box(ptr.read_volatile());
+            ptr.write_volatile(0xee);
+        }
+        0
+    });
+    (code != 0).then(|| code - 128)
+}
+
 fn access_in_child(ptr: *mut u8, write: bool) -> Option<i32> {
     let code = in_child(|| {
         // SAFETY: the access may fault, which is what is being tested, in the child only.
@@ -465,6 +479,73 @@ fn touch_around_the_hole(q: *mut u8) {
 
 /// Mode B: the region's PTE tables are shared: filled once, linked with one fault per
 /// window, protected for every sharer at once, gone with the region.
+/// Mode C: SET_PROT reaches windows with mappings of their own too. They are mapped
+/// read-only until a write asks the module (`page_mkwrite`), which answers from the
+/// region's protection: a read-only region stops writers, warm or not, in every process,
+/// and reads go on; read-write again lets them write.
+fn own_mapping_protection_checks(t: &mut Suite) {
+    const SIZE: usize = 4 * GRANULE as usize;
+    // Three granules of the region's own chunks (2 MiB leaves), then a file's pages (4 KiB
+    // entries, whose writes after a read reach the module only through page_mkwrite).
+    let region = match create("api-prot-c", 0o600).and_then(|f| {
+        set_size(&f, SIZE as u64)?;
+        create_mapping(&f, &MshareCreate::anonymous(0, 3 * GRANULE))?;
+        let file = memfd(c"api-prot-c-file", 0)?;
+        file.set_len(GRANULE)?;
+        let mut create = MshareCreate::anonymous(3 * GRANULE, GRANULE);
+        create.flags = libc::MAP_SHARED as u32;
+        create.fd = file.as_raw_fd() as u32;
+        create_mapping(&f, &create)?;
+        Ok(f)
+    }) {
+        Ok(f) => f,
+        Err(e) => return t.check("a region for SET_PROT in mode C", Err(e.to_string())),
+    };
+    let p = match map(&region, SIZE, libc::MAP_SHARED, 0) {
+        Ok(p) => p,
+        Err(e) => return t.check("map it", Err(e.to_string())),
+    };
+    // SAFETY: inside the window: a read maps the first granule read-only, a write the
+    // second writable.
+    unsafe {
+        std::hint::black_box(p.read_volatile());
+        p.add(GRANULE as usize).write_volatile(3);
+    }
+    t.check("SET_PROT read-only", set_prot(&region, libc::PROT_READ).map_err(|e| e.to_string()));
+    t.check(
+        "then a write is SIGSEGV in this process and a child, where it had been read or written, and reads work",
+        eq(
+            (write_in_child(p), write_in_child(p.wrapping_add(GRANULE as usize)), read_in_child(p)),
+            (Some(libc::SIGSEGV), Some(libc::SIGSEGV), None),
+        ),
+    );
+    let file_page = p.wrapping_add(3 * GRANULE as usize);
+    t.check(
+        "a write after a read of a file's page (a read-only 4 KiB entry: page_mkwrite) is SIGSEGV",
+        eq(read_then_write_in_child(file_page), Some(libc::SIGSEGV)),
+    );
+    t.check("write(2) while read-only is EACCES", expect_errno(region.write_at(b"x", 0).map(drop), libc::EACCES));
+    t.check("SET_PROT read-write", set_prot(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()));
+    t.check(
+        "then writes land after a read mapped the granule read-only, and after a read of a file's page",
+        eq(
+            (
+                write_in_child(p),
+                write_in_child(p.wrapping_add(2 * GRANULE as usize)),
+                read_then_write_in_child(file_page),
+            ),
+            (None, None, None),
+        ),
+    );
+    t.check(
+        "a process writing in a loop (its TLB warm) is stopped by SET_PROT read-only",
+        warm_writer_is_stopped(&region, p),
+    );
+    let _ = set_prot(&region, libc::PROT_READ | libc::PROT_WRITE);
+    let _ = unmap(p, SIZE);
+    let _ = fs::remove_file(format!("{MOUNT}/api-prot-c"));
+}
+
 fn shared_table_checks(t: &mut Suite) {
     const SIZE: usize = 8 * GRANULE as usize;
     const SHARERS: i32 = 16;
@@ -946,12 +1027,13 @@ fn futex_across_processes(p: *mut u8) -> Result<(), String> {
 }
 
 /// `/dev/mshare`: the 2026 calls on regions with no name, and on named ones.
-fn device_checks(t: &mut Suite, shares_tables: bool) {
+fn device_checks(t: &mut Suite) {
     use guest_tests::msharefs::ioctl_value;
     use mshare_uapi::device::{
         Device, MshareAttach, MshareDetach, MshareMap, MSHARE_ATTACH, MSHARE_ATTACH_FIXED, MSHARE_CREATE,
         MSHARE_DETACH, MSHARE_MAP,
     };
+    use mshare_uapi::Calls;
     const SIZE: usize = 4 * GRANULE as usize;
     let start_regions = SystemStats::read().map(|s| s.regions).unwrap_or(u64::MAX);
     let dev = match Device::open() {
@@ -1035,20 +1117,13 @@ fn device_checks(t: &mut Suite, shares_tables: bool) {
         "MSHARE_DETACH of memory that is no window is EINVAL",
         expect_errno(detach(&stack as *const u64 as u64 & !4095, 4096), libc::EINVAL),
     );
-    if shares_tables {
-        t.check("MSHARE_PROTECT read-only", dev.protect(&region, libc::PROT_READ).map_err(|e| e.to_string()));
-        t.check("then a write is SIGSEGV", eq(write_in_child(window.as_ptr()), Some(libc::SIGSEGV)));
-        t.check(
-            "MSHARE_PROTECT read-write",
-            dev.protect(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()),
-        );
-        t.check("then a write lands", eq(write_in_child(window.as_ptr()), None));
-    } else {
-        t.check(
-            "MSHARE_PROTECT is EOPNOTSUPP in mode C",
-            expect_errno(dev.protect(&region, libc::PROT_READ), libc::EOPNOTSUPP),
-        );
-    }
+    t.check("MSHARE_PROTECT read-only", dev.protect(&region, libc::PROT_READ).map_err(|e| e.to_string()));
+    t.check("then a write is SIGSEGV", eq(write_in_child(window.as_ptr()), Some(libc::SIGSEGV)));
+    t.check(
+        "MSHARE_PROTECT read-write",
+        dev.protect(&region, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string()),
+    );
+    t.check("then a write lands", eq(write_in_child(window.as_ptr()), None));
     t.check("MSHARE_UNMAP of a granule", dev.unmap(&region, 0, GRANULE).map_err(|e| e.to_string()));
     t.check("leaves a hole", eq(read_in_child(window.as_ptr()), Some(libc::SIGSEGV)));
     t.check("an unknown request is ENOTTY", expect_errno(ioctl(dev.file(), 0x7800_78ff, 0), libc::ENOTTY));
@@ -1118,9 +1193,9 @@ fn unplug_checks(t: &mut Suite) {
     }
 
     t.check(
-        "SET_PROT through an api=v3 mount (a second inode of the device region) unlinks this one's tables and stops a warm writer \
-         (mode C: EOPNOTSUPP)",
-        set_prot_through_a_second_mount(&name, ptr, shares),
+        "SET_PROT through an api=v3 mount (a second inode of the device region) unlinks this one's tables (mode C: its \
+         mappings) and stops a warm writer",
+        set_prot_through_a_second_mount(&name, ptr),
     );
 
     let unbind = fs::write(device.path.join("driver/unbind"), &device.address);
@@ -1161,7 +1236,7 @@ fn unplug_checks(t: &mut Suite) {
 /// mount's mapping, then faults once to link them again), which is what flushes their
 /// TLBs; and a process writing in a loop through `p` is stopped. Then writable again, and
 /// unmounts.
-fn set_prot_through_a_second_mount(name: &str, p: *mut u8, shares: bool) -> Result<(), String> {
+fn set_prot_through_a_second_mount(name: &str, p: *mut u8) -> Result<(), String> {
     const SECOND: &str = "/tmp/msharefs-v3";
     fs::create_dir_all(SECOND).map_err(|e| format!("mkdir {SECOND}: {e}"))?;
     mount_msharefs(SECOND, c"api=v3").map_err(|e| format!("mount -o api=v3 {SECOND}: {e}"))?;
@@ -1171,9 +1246,6 @@ fn set_prot_through_a_second_mount(name: &str, p: *mut u8, shares: bool) -> Resu
         .open(format!("{SECOND}/ivshmem/{name}"))
         .map_err(|e| format!("open {SECOND}/ivshmem/{name}: {e}"))
         .and_then(|file| {
-            if !shares {
-                return expect_errno(set_prot(&file, libc::PROT_READ), libc::EOPNOTSUPP);
-            }
             // SAFETY: inside this mount's window: its tables are linked now.
             unsafe { p.read_volatile() };
             set_prot(&file, libc::PROT_READ).map_err(|e| format!("SET_PROT read-only: {e}"))?;
@@ -1334,7 +1406,7 @@ fn remount_msharefs(target: &str, options: &std::ffi::CStr) -> io::Result<()> {
 
 /// read/write/lseek/fsync on a region file: they and the mappings show the same bytes both
 /// ways; a hole reads as zeros and takes no write (EIO); a write never grows the region.
-fn file_io_checks(t: &mut Suite, shares_tables: bool) {
+fn file_io_checks(t: &mut Suite) {
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::unix::fs::FileExt;
     const SIZE: u64 = 4 * GRANULE;
@@ -1412,14 +1484,12 @@ fn file_io_checks(t: &mut Suite, shares_tables: bool) {
         "write through a read-only open is EBADF",
         expect_errno(File::open(format!("{MOUNT}/api-io")).and_then(|mut f| f.write(b"x")), libc::EBADF),
     );
-    if shares_tables {
-        let refused = set_prot(&file, libc::PROT_READ).and_then(|()| {
-            let result = file.write_at(b"x", 0);
-            set_prot(&file, libc::PROT_READ | libc::PROT_WRITE)?;
-            result
-        });
-        t.check("a write while the region is read-only (SET_PROT) is EACCES", expect_errno(refused, libc::EACCES));
-    }
+    let refused = set_prot(&file, libc::PROT_READ).and_then(|()| {
+        let result = file.write_at(b"x", 0);
+        set_prot(&file, libc::PROT_READ | libc::PROT_WRITE)?;
+        result
+    });
+    t.check("a write while the region is read-only (SET_PROT) is EACCES", expect_errno(refused, libc::EACCES));
     let _ = unmap(window, SIZE as usize);
     let _ = fs::remove_file(format!("{MOUNT}/api-io"));
 }
@@ -1516,27 +1586,14 @@ fn main() -> ExitCode {
     let shares_tables = system.map(|s| s.shares_tables()).unwrap_or(false);
     mapping_checks(&mut t, shares_tables);
     gib_window_checks(&mut t, shares_tables);
-    file_io_checks(&mut t, shares_tables);
-    device_checks(&mut t, shares_tables);
+    file_io_checks(&mut t);
+    device_checks(&mut t);
     limits_checks(&mut t);
     madvise_checks(&mut t);
     if shares_tables {
         shared_table_checks(&mut t);
     } else {
-        t.check(
-            "SET_PROT needs shared tables: EOPNOTSUPP in mode C",
-            expect_errno(File::open(format!("{MOUNT}/api-b")).and_then(|f| set_prot(&f, libc::PROT_READ)), libc::EBADF)
-                .and_then(|()| {
-                    expect_errno(
-                        File::options()
-                            .read(true)
-                            .write(true)
-                            .open(format!("{MOUNT}/api-b"))
-                            .and_then(|f| set_prot(&f, libc::PROT_READ)),
-                        libc::EOPNOTSUPP,
-                    )
-                }),
-        );
+        own_mapping_protection_checks(&mut t);
     }
     for name in ["api-b", "api-c"] {
         let _ = fs::remove_file(format!("{MOUNT}/{name}"));

@@ -20,6 +20,7 @@
 use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, MOUNT};
 use guest_tests::process::{spawn_child, wait_child};
 use mshare_uapi::device::Device;
+use mshare_uapi::Calls;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;

@@ -26,7 +26,7 @@ use guest_tests::process::{in_child, pipe, spawn_child, wait_child};
 use guest_tests::rng::Rng;
 use guest_tests::{checksum, meminfo_kib};
 use mshare_uapi::device::Device;
-use mshare_uapi::Window;
+use mshare_uapi::{Calls, Window};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -114,7 +114,6 @@ struct Worker {
     ops: u64,
     checks: u64,
     cycles: u64,
-    shares_tables: bool,
     /// The operations this run uses, by letter (see `run`).
     ops_enabled: String,
 }
@@ -238,17 +237,13 @@ impl Worker {
         window.read(2 * PAGE, &mut ack);
         self.check(&ack == b"ack", || format!("{path}: the child's write did not show: {ack:?}"))?;
         self.futex_handoff(&path, &window)?;
-        if self.shares_tables {
-            set_prot(&file, libc::PROT_READ).map_err(|e| fail("SET_PROT read-only", e))?;
-            let code = in_child(|| {
-                window.write(3 * PAGE, b"x");
-                0
-            });
-            self.check(code == 128 + libc::SIGSEGV, || {
-                format!("{path}: a write after SET_PROT read-only gave {code}")
-            })?;
-            set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| fail("SET_PROT read-write", e))?;
-        }
+        set_prot(&file, libc::PROT_READ).map_err(|e| fail("SET_PROT read-only", e))?;
+        let code = in_child(|| {
+            window.write(3 * PAGE, b"x");
+            0
+        });
+        self.check(code == 128 + libc::SIGSEGV, || format!("{path}: a write after SET_PROT read-only gave {code}"))?;
+        set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| fail("SET_PROT read-write", e))?;
         unmap_range(&file, GRANULE as u64, GRANULE as u64).map_err(|e| fail("UNMAP", e))?;
         let mut page = vec![0u8; PAGE];
         window.read(PAGE, &mut page);
@@ -374,15 +369,7 @@ fn free_kib() -> u64 {
 }
 
 /// Starts worker `id`; it reports `ops checks exited_early` on `report`, or a failure line.
-fn spawn(
-    id: usize,
-    generation: u64,
-    seed: u64,
-    deadline: Instant,
-    max_ops: u64,
-    report: &File,
-    shares: bool,
-) -> libc::pid_t {
+fn spawn(id: usize, generation: u64, seed: u64, deadline: Instant, max_ops: u64, report: &File) -> libc::pid_t {
     // SAFETY: fork; the worker only runs its loop, writes one line and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid != 0 {
@@ -395,7 +382,6 @@ fn spawn(
         ops: 0,
         checks: 0,
         cycles: generation * 1000,
-        shares_tables: shares,
         ops_enabled: std::env::args().nth(4).unwrap_or_else(|| ALL_OPS.to_owned()),
     };
     let line = match worker.run(deadline, max_ops) {
@@ -422,7 +408,6 @@ fn main() -> ExitCode {
     let seed = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0x6d73_6861_7265);
     println!("mshare-stress: {procs} processes for {seconds} s, seed {seed} (replay: mshare-stress {procs} {seconds} {seed})");
     let before = (SystemStats::read().ok(), meminfo_kib("PageTables:"), free_kib());
-    let shares = before.0.as_ref().is_some_and(SystemStats::shares_tables);
     for k in 0..SHARED_REGIONS {
         let made = OpenOptions::new()
             .read(true)
@@ -450,7 +435,7 @@ fn main() -> ExitCode {
     let mut live = 0;
     let mut workers = std::collections::HashMap::new();
     for id in 0..procs {
-        workers.insert(spawn(id, 0, seed, deadline, max_ops, &report_w, shares), id);
+        workers.insert(spawn(id, 0, seed, deadline, max_ops, &report_w), id);
         live += 1;
     }
     let (mut ops, mut checks, mut respawns, mut failures) = (0u64, 0u64, 0u64, Vec::new());
@@ -499,8 +484,7 @@ fn main() -> ExitCode {
             checks += f[2];
             if f[3] == 1 && Instant::now() < deadline {
                 respawns += 1;
-                workers
-                    .insert(spawn(f[0] as usize, respawns, seed, deadline, max_ops, &report_w, shares), f[0] as usize);
+                workers.insert(spawn(f[0] as usize, respawns, seed, deadline, max_ops, &report_w), f[0] as usize);
                 live += 1;
             }
         }
