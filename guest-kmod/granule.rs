@@ -100,6 +100,11 @@ impl Memory {
         matches!(self, Self::Hole)
     }
 
+    /// Whether the granule is one physically contiguous 2 MiB chunk (a PMD leaf maps it).
+    pub(crate) fn is_chunk(&self) -> bool {
+        matches!(self, Self::Chunk { .. })
+    }
+
     pub(crate) fn is_file(&self) -> bool {
         matches!(self, Self::File(_))
     }

@@ -44,7 +44,7 @@ enum mshare_window_ops {
 };
 
 /* How a fault maps the page frame Rust found for it (window_glue.c has one per kind). */
-typedef vm_fault_t (*mshare_fault_map_fn)(struct vm_fault *vmf, unsigned long pfn);
+typedef vm_fault_t (*mshare_fault_map_fn)(struct vm_fault *vmf, unsigned long pfn, bool writable);
 
 /* Rust: a region per msharefs file. */
 struct mshare_region *mshare_region_new(struct inode *inode);
@@ -74,6 +74,9 @@ bool mshare_region_writable(struct mshare_region *region);
 /* A fault of a window with mappings of its own: Rust looks up, then calls how's mapper. */
 vm_fault_t mshare_region_fault(struct mshare_region *region, struct vm_fault *vmf,
 			       unsigned long pgoff, bool write, mshare_fault_map_fn map);
+/* The same at the PMD level: a chunk by a 2 MiB leaf, else VM_FAULT_FALLBACK. */
+vm_fault_t mshare_region_huge_fault(struct mshare_region *region, struct vm_fault *vmf,
+				    unsigned long pgoff, bool write, mshare_fault_map_fn map);
 /* A write to a read-only entry of such a window: SIGSEGV, retry, or the page locked. */
 vm_fault_t mshare_region_page_mkwrite(struct mshare_region *region, unsigned long pgoff,
 				      unsigned long pfn);

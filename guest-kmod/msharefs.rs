@@ -465,7 +465,7 @@ unsafe fn give_table(found: Result<*mut bindings::ptdesc>, out: *mut *mut bindin
 }
 
 /// How the glue maps the page frame a fault found (`mshare_fault_map_fn` of msharefs.h).
-type FaultMap = unsafe extern "C" fn(vmf: *mut bindings::vm_fault, pfn: usize) -> vm_fault_t;
+type FaultMap = unsafe extern "C" fn(vmf: *mut bindings::vm_fault, pfn: usize, writable: bool) -> vm_fault_t;
 
 /// A fault at page `pgoff` of a window of the region ([`Region::fault`]), the page found
 /// mapped by `map`, the glue's call for the window's kind (a page frame of device memory
@@ -487,7 +487,27 @@ unsafe extern "C" fn mshare_region_fault(
     let region = unsafe { &*region };
     // SAFETY: the fault's own `vmf`, and a page frame of the region that UNMAP cannot free
     // while `Region::fault` holds the memory lock.
-    region.fault(pgoff as usize, write, |pfn| unsafe { map(vmf, pfn) })
+    region.fault(pgoff as usize, write, |pfn, writable| unsafe { map(vmf, pfn, writable) })
+}
+
+/// The same at the PMD level ([`Region::huge_fault`]): a chunk of the region's own by one
+/// 2 MiB leaf, anything else `VM_FAULT_FALLBACK` (PTEs, through [`mshare_region_fault`]).
+///
+/// # Safety
+///
+/// As for [`mshare_region_fault`].
+#[no_mangle]
+unsafe extern "C" fn mshare_region_huge_fault(
+    region: *const Region,
+    vmf: *mut bindings::vm_fault,
+    pgoff: c_ulong,
+    write: bool,
+    map: FaultMap,
+) -> vm_fault_t {
+    // SAFETY: per the function's contract.
+    let region = unsafe { &*region };
+    // SAFETY: as in `mshare_region_fault`.
+    region.huge_fault(pgoff as usize, write, |pfn, writable| unsafe { map(vmf, pfn, writable) })
 }
 
 /// A write to a read-only entry of a window with mappings of its own

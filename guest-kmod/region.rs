@@ -501,16 +501,40 @@ impl Region {
 
     /// A fault at page `pgoff` of a window: `map(frame)` maps the page found there (and
     /// says how the fault ends), with the memory lock held shared so that UNMAP cannot free
-    /// the page in between; a write (`write`) while the region is read-only is SIGSEGV. A fault that mapped memory is counted (`map` returns `NOPAGE`
+    /// the page in between; a write (`write`) while the region is read-only is SIGSEGV.
+    /// `map` is also told whether the region allows writes, so that a leaf may be mapped
+    /// writable at once. A fault that mapped memory is counted (`map` returns `NOPAGE`
     /// or `LOCKED`); `map` may return anything else (an error of the core's).
-    pub(crate) fn fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize) -> vm_fault_t) -> vm_fault_t {
+    pub(crate) fn fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize, bool) -> vm_fault_t) -> vm_fault_t {
+        self.fault_with(pgoff, write, |_| true, map)
+    }
+
+    /// A fault at the PMD level: as [`Region::fault`] for a granule whose memory is one
+    /// 2 MiB chunk, which `map` maps by one leaf; `VM_FAULT_FALLBACK` for any other (a
+    /// file's pages), which the core then faults page by page.
+    pub(crate) fn huge_fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize, bool) -> vm_fault_t) -> vm_fault_t {
+        self.fault_with(pgoff, write, Memory::is_chunk, map)
+    }
+
+    /// A fault that `map(frame, writable)` ends where `mappable` says the granule's memory
+    /// can be mapped that way; `writable`: whether the region allows writes now.
+    fn fault_with(
+        &self,
+        pgoff: usize,
+        write: bool,
+        mappable: impl FnOnce(&Memory) -> bool,
+        map: impl FnOnce(usize, bool) -> vm_fault_t,
+    ) -> vm_fault_t {
         let contents = self.contents.read();
         let page = contents.page(pgoff);
         let Page::Frame(frame) = page else { return page.fault_without_memory() };
         if write && !contents.writable {
             return bindings::vm_fault_reason_VM_FAULT_SIGSEGV;
         }
-        let done = map(frame);
+        if !contents.memory.get(pgoff / GRANULE_PAGES).is_some_and(mappable) {
+            return bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+        }
+        let done = map(frame, contents.writable);
         if done == bindings::vm_fault_reason_VM_FAULT_NOPAGE || done == bindings::vm_fault_reason_VM_FAULT_LOCKED {
             self.faults.fetch_add(1, Ordering::Relaxed);
             stats::fault();

@@ -28,27 +28,48 @@ void msharefs_zap(struct inode *inode, loff_t offset, loff_t len)
  * shared so that UNMAP cannot free the page in between.
  */
 
-/* A page frame of device memory, by a PTE. */
-static vm_fault_t msharefs_map_pfn(struct vm_fault *vmf, unsigned long pfn)
+/*
+ * Whether a new leaf may be writable at once: the region allows writes (@writable, as the
+ * fault found it under the memory lock) and so does the window. Then a read followed by a
+ * write faults once, not twice.
+ */
+static bool msharefs_leaf_writable(struct vm_fault *vmf, bool writable)
+{
+	return writable && (vmf->vma->vm_flags & VM_WRITE);
+}
+
+/* A page frame of device memory, by a PTE (read-only until pfn_mkwrite says yes). */
+static vm_fault_t msharefs_map_pfn(struct vm_fault *vmf, unsigned long pfn, bool writable)
 {
 	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
 }
 
 /* 2 MiB of device memory from @pfn, by a PMD leaf. */
-static vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn)
+static vm_fault_t msharefs_map_pfn_pmd(struct vm_fault *vmf, unsigned long pfn, bool writable)
 {
-	return vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
+	return vmf_insert_pfn_pmd(vmf, pfn, msharefs_leaf_writable(vmf, writable));
 }
 
 /*
- * A region's own page (a chunk's folio, a file's pinned page) goes to the core locked and
- * with a reference, as a page-cache fault's does, and the core maps it: a whole 2 MiB
- * folio by one PMD leaf when the PMD is empty (do_set_pmd(), which the THP sysfs setting
- * does not stop: the folio exists already), else its pages by PTEs. The folio lock, taken
- * before the memory lock is dropped, is what keeps UNMAP from zapping before the mapping
- * exists: it locks each folio it took before it zaps (msharefs_folio_settle()).
+ * A region's own 2 MiB folio (a chunk), by one PMD leaf, mapped here under the memory
+ * lock, so that an UNMAP or SET_PROT, which holds it exclusively before it zaps, finds
+ * the leaf. A write to a read-only leaf comes back here (huge_fault), which makes it
+ * writable in place if the region allows.
  */
-static vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn)
+static vm_fault_t msharefs_map_folio_pmd(struct vm_fault *vmf, unsigned long pfn, bool writable)
+{
+	return vmf_insert_folio_pmd(vmf, pfn_folio(pfn), msharefs_leaf_writable(vmf, writable));
+}
+
+/*
+ * A region's own page that huge_fault did not map by a PMD leaf (a file's pinned page; a
+ * chunk's page under a PMD that has a PTE table, or in a window with MADV_NOHUGEPAGE)
+ * goes to the core locked and with a reference, as a page-cache fault's does, and the
+ * core maps it by PTEs. The folio lock, taken before the memory lock is dropped, is what
+ * keeps UNMAP from zapping before the mapping exists: it locks each folio it took before
+ * it zaps (msharefs_folio_settle()).
+ */
+static vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn, bool writable)
 {
 	struct folio *folio;
 
@@ -73,6 +94,16 @@ static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 				   msharefs_map_pfn_pmd);
 }
 
+/* A chunk by a PMD leaf; anything else (a file's pages) falls back to PTEs. */
+static vm_fault_t msharefs_page_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	if (order != PMD_ORDER)
+		return VM_FAULT_FALLBACK;
+	return mshare_region_huge_fault(vmf->vma->vm_private_data, vmf,
+					vmf->pgoff & ~((1UL << PMD_ORDER) - 1),
+					msharefs_write_fault(vmf), msharefs_map_folio_pmd);
+}
+
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 {
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff,
@@ -88,8 +119,7 @@ static vm_fault_t msharefs_page_fault(struct vm_fault *vmf)
 /*
  * Writes through mappings of a window's own follow the region's protection
  * (MSHAREFS_SET_PROT): with these, the core maps its entries read-only (write-notify) and
- * asks here before it makes one writable. A 2 MiB leaf of a region's folio is split (the
- * entry cleared) and the write faults again, through page_mkwrite.
+ * asks here before it makes one writable (a PMD leaf asks huge_fault, above).
  *
  * For a page, Rust returns it locked once it checked the region, as a fault does: a
  * SET_PROT after the check waits for the lock before it zaps, so the entry the core then
@@ -145,6 +175,7 @@ const struct vm_operations_struct msharefs_page_vm_ops = {
 	.open		= msharefs_vm_open,
 	.close		= msharefs_vm_close,
 	.fault		= msharefs_page_fault,
+	.huge_fault	= msharefs_page_huge_fault,
 	.page_mkwrite	= msharefs_page_mkwrite,
 	.may_split	= msharefs_may_split,
 	.mremap		= msharefs_mremap,
