@@ -62,19 +62,35 @@ static vm_fault_t msharefs_map_folio_pmd(struct vm_fault *vmf, unsigned long pfn
 }
 
 /*
- * A region's own page that huge_fault did not map by a PMD leaf (a file's pinned page; a
- * chunk's page under a PMD that has a PTE table, or in a window with MADV_NOHUGEPAGE)
- * goes to the core locked and with a reference, as a page-cache fault's does, and the
- * core maps it by PTEs. The folio lock, taken before the memory lock is dropped, is what
+ * A chunk may go in one PMD leaf from .fault too: 7.3 calls huge_fault for a read fault
+ * only under THP "always" (a guest under 512 MiB has "never"), and a read-only leaf
+ * would cost every later write a second fault. The policy is do_set_pmd()'s, which
+ * mapped such folios before: not where THP is off for the window (MADV_NOHUGEPAGE,
+ * prctl), nor where the PMD already has a PTE table. (Its other refusal, a CPU without
+ * 2 MiB pages, is no x86-64 the module builds for.)
+ */
+static bool msharefs_leaf_fits(struct vm_fault *vmf, struct folio *folio)
+{
+	return folio_order(folio) == PMD_ORDER && pmd_none(*vmf->pmd) &&
+	       !vma_thp_disabled(vmf->vma, vmf->vma->vm_flags, true) &&
+	       thp_vma_suitable_order(vmf->vma, vmf->address & PMD_MASK, PMD_ORDER);
+}
+
+/*
+ * A region's own page: a chunk by one PMD leaf where one fits (above); else (a file's
+ * pinned page, a chunk's page under a PTE table or with MADV_NOHUGEPAGE) the page goes
+ * to the core locked and with a reference, as a page-cache fault's does, and the core
+ * maps it by a PTE. The folio lock, taken before the memory lock is dropped, is what
  * keeps UNMAP from zapping before the mapping exists: it locks each folio it took before
  * it zaps (msharefs_folio_settle()).
  */
 static vm_fault_t msharefs_map_page(struct vm_fault *vmf, unsigned long pfn, bool writable)
 {
-	struct folio *folio;
+	struct folio *folio = pfn_folio(pfn);
 
+	if (msharefs_leaf_fits(vmf, folio))
+		return vmf_insert_folio_pmd(vmf, folio, msharefs_leaf_writable(vmf, writable));
 	vmf->page = pfn_to_page(pfn);
-	folio = page_folio(vmf->page);
 	folio_get(folio);
 	folio_lock(folio);
 	return VM_FAULT_LOCKED;
