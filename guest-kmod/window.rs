@@ -302,8 +302,8 @@ fn map_window(region: &Region, vma: &VmaNew) -> Result {
     // A device's memory has no struct pages (VM_PFNMAP). A region's own pages are normal
     // pages, which GUP and futexes take: through shared tables the window is VM_MIXEDMAP
     // (which also keeps NUMA balancing away), but a window of its own (mode C) is not, for
-    // the core maps a chunk there as it maps a page-cache folio (do_set_pmd(): rmap, RSS, a
-    // reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
+    // a chunk is mapped there as a page-cache folio is (vmf_insert_folio_pmd(): rmap, RSS,
+    // a reference), and in a VM_MIXEDMAP file VMA splitting such a leaf (a partial
     // MADV_DONTNEED) only clears it, as for a PFN leaf, leaking all three.
     let pages = region.has_pages();
     if !pages {

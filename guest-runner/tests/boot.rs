@@ -264,6 +264,31 @@ fn the_system_calls_and_dev_mshare_give_the_same_results() {
     }
 }
 
+/// Every mm operation a program or the kernel can aim at a window, answered
+/// (`mshare-mmops`, docs/module.md "Every mm operation on a window"): each row's result is
+/// the table's for the mode, and none changes what another process maps (a sharer reads
+/// it all again with 0 faults). Mode B twice: windows sharing PTE tables, and windows of a
+/// whole GiB sharing the region's PMD table.
+#[test]
+fn every_mm_operation_on_a_window_is_answered() {
+    let runs = [
+        ("B", None, "mshare-mmops && mshare-mmops gib", 2),
+        ("C", Some("mshare_params=shared_tables=0"), "mshare-mmops", 1),
+    ];
+    for (mode, params, script, tables) in runs {
+        let mut boot = guest_boot(&format!("boot-mmops-{mode}"), &["sh", "-c", script]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let out = &run.output.stdout;
+        assert_eq!(run.result.status, 0, "mode {mode}: {out}");
+        let complete = out.lines().filter(|l| l.trim_end_matches('\r') == MMOPS_SUMMARY).count();
+        assert_eq!(complete, tables, "mode {mode}: want {tables} x '{MMOPS_SUMMARY}': {out}");
+    }
+}
+
+/// The last line of a complete `mshare-mmops` run: every row there, none failed.
+const MMOPS_SUMMARY: &str = "mshare-mmops: 39 rows, 0 failed";
+
 /// Region pages the kernel can take (`mshare-gup`): glibc's process-shared primitives —
 /// a raw futex wait woken from another address, a mutex hammered by 16 processes at 16
 /// addresses (counter exact), a condition-variable hand-off across fork, a semaphore
