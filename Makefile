@@ -43,11 +43,12 @@ lint:
 # A nested boot in which QEMU's emulated SVM lost an L2's state (docs/vmm.md) is booted once
 # more and recorded in target/nested-retries.log; the run ends with how many there were and
 # fails with more than one (guest-runner/src/nested.rs says what counts as that evidence).
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
 test: images
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	rm -f target/nested-retries.log
-	status=0; cargo test --workspace --locked || status=$$?; bash images/scripts/nested-retries.sh || status=1; exit $$status
+	status=0; cargo test --workspace --locked --no-fail-fast || status=$$?; bash images/scripts/nested-retries.sh || status=1; exit $$status
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
 # cargo-fuzz (nightly, libFuzzer, AddressSanitizer) over the VMM's input parsers, the

@@ -71,12 +71,10 @@ ssize_t mshare_stats_read(char __user *buf, size_t len, loff_t *pos);
 /* mmap of a region file: Rust checks the window and sets it up; 0 or -errno. */
 int mshare_region_mmap(struct mshare_region *region, struct vm_area_struct *vma);
 bool mshare_region_writable(struct mshare_region *region);
-/* A fault of a window with mappings of its own: Rust looks up, then calls how's mapper. */
+/* A fault of a window with mappings of its own: Rust looks up, then calls map; at the PMD
+ * level (leaf), only a chunk, else VM_FAULT_FALLBACK. */
 vm_fault_t mshare_region_fault(struct mshare_region *region, struct vm_fault *vmf,
-			       unsigned long pgoff, bool write, mshare_fault_map_fn map);
-/* The same at the PMD level: a chunk by a 2 MiB leaf, else VM_FAULT_FALLBACK. */
-vm_fault_t mshare_region_huge_fault(struct mshare_region *region, struct vm_fault *vmf,
-				    unsigned long pgoff, bool write, mshare_fault_map_fn map);
+			       unsigned long pgoff, bool write, bool leaf, mshare_fault_map_fn map);
 /* A write to a read-only entry of such a window: SIGSEGV, retry, or the page locked. */
 vm_fault_t mshare_region_page_mkwrite(struct mshare_region *region, unsigned long pgoff,
 				      unsigned long pfn);

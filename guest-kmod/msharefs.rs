@@ -469,7 +469,9 @@ type FaultMap = unsafe extern "C" fn(vmf: *mut bindings::vm_fault, pfn: usize, w
 
 /// A fault at page `pgoff` of a window of the region ([`Region::fault`]), the page found
 /// mapped by `map`, the glue's call for the window's kind (a page frame of device memory
-/// by a PTE or a PMD leaf; a page of the region's own folios handed to the core locked).
+/// by a PTE or a PMD leaf; a chunk of the region's own by a PMD leaf, or a page handed to
+/// the core locked). `leaf`: at the PMD level (`huge_fault`), where only a chunk can be
+/// mapped and anything else is `VM_FAULT_FALLBACK`.
 ///
 /// # Safety
 ///
@@ -481,33 +483,14 @@ unsafe extern "C" fn mshare_region_fault(
     vmf: *mut bindings::vm_fault,
     pgoff: c_ulong,
     write: bool,
+    leaf: bool,
     map: FaultMap,
 ) -> vm_fault_t {
     // SAFETY: per the function's contract.
     let region = unsafe { &*region };
     // SAFETY: the fault's own `vmf`, and a page frame of the region that UNMAP cannot free
     // while `Region::fault` holds the memory lock.
-    region.fault(pgoff as usize, write, |pfn, writable| unsafe { map(vmf, pfn, writable) })
-}
-
-/// The same at the PMD level ([`Region::huge_fault`]): a chunk of the region's own by one
-/// 2 MiB leaf, anything else `VM_FAULT_FALLBACK` (PTEs, through [`mshare_region_fault`]).
-///
-/// # Safety
-///
-/// As for [`mshare_region_fault`].
-#[no_mangle]
-unsafe extern "C" fn mshare_region_huge_fault(
-    region: *const Region,
-    vmf: *mut bindings::vm_fault,
-    pgoff: c_ulong,
-    write: bool,
-    map: FaultMap,
-) -> vm_fault_t {
-    // SAFETY: per the function's contract.
-    let region = unsafe { &*region };
-    // SAFETY: as in `mshare_region_fault`.
-    region.huge_fault(pgoff as usize, write, |pfn, writable| unsafe { map(vmf, pfn, writable) })
+    region.fault(pgoff as usize, write, leaf, |pfn, writable| unsafe { map(vmf, pfn, writable) })
 }
 
 /// A write to a read-only entry of a window with mappings of its own

@@ -503,26 +503,15 @@ impl Region {
     /// says how the fault ends), with the memory lock held shared so that UNMAP cannot free
     /// the page in between; a write (`write`) while the region is read-only is SIGSEGV.
     /// `map` is also told whether the region allows writes, so that a leaf may be mapped
-    /// writable at once. A fault that mapped memory is counted (`map` returns `NOPAGE`
+    /// writable at once. A fault at the PMD level (`leaf`) maps a granule whose memory is
+    /// one 2 MiB chunk by one leaf, and is `VM_FAULT_FALLBACK` for any other (a file's
+    /// pages), which the core then faults page by page. A fault that mapped memory is counted (`map` returns `NOPAGE`
     /// or `LOCKED`); `map` may return anything else (an error of the core's).
-    pub(crate) fn fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize, bool) -> vm_fault_t) -> vm_fault_t {
-        self.fault_with(pgoff, write, |_| true, map)
-    }
-
-    /// A fault at the PMD level: as [`Region::fault`] for a granule whose memory is one
-    /// 2 MiB chunk, which `map` maps by one leaf; `VM_FAULT_FALLBACK` for any other (a
-    /// file's pages), which the core then faults page by page.
-    pub(crate) fn huge_fault(&self, pgoff: usize, write: bool, map: impl FnOnce(usize, bool) -> vm_fault_t) -> vm_fault_t {
-        self.fault_with(pgoff, write, Memory::is_chunk, map)
-    }
-
-    /// A fault that `map(frame, writable)` ends where `mappable` says the granule's memory
-    /// can be mapped that way; `writable`: whether the region allows writes now.
-    fn fault_with(
+    pub(crate) fn fault(
         &self,
         pgoff: usize,
         write: bool,
-        mappable: impl FnOnce(&Memory) -> bool,
+        leaf: bool,
         map: impl FnOnce(usize, bool) -> vm_fault_t,
     ) -> vm_fault_t {
         let contents = self.contents.read();
@@ -531,7 +520,7 @@ impl Region {
         if write && !contents.writable {
             return bindings::vm_fault_reason_VM_FAULT_SIGSEGV;
         }
-        if !contents.memory.get(pgoff / GRANULE_PAGES).is_some_and(mappable) {
+        if leaf && !contents.memory.get(pgoff / GRANULE_PAGES).is_some_and(Memory::is_chunk) {
             return bindings::vm_fault_reason_VM_FAULT_FALLBACK;
         }
         let done = map(frame, contents.writable);

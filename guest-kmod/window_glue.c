@@ -107,7 +107,7 @@ static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
 		return VM_FAULT_FALLBACK;
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
 				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_write_fault(vmf),
-				   msharefs_map_pfn_pmd);
+				   true, msharefs_map_pfn_pmd);
 }
 
 /* A chunk by a PMD leaf; anything else (a file's pages) falls back to PTEs. */
@@ -115,21 +115,21 @@ static vm_fault_t msharefs_page_huge_fault(struct vm_fault *vmf, unsigned int or
 {
 	if (order != PMD_ORDER)
 		return VM_FAULT_FALLBACK;
-	return mshare_region_huge_fault(vmf->vma->vm_private_data, vmf,
-					vmf->pgoff & ~((1UL << PMD_ORDER) - 1),
-					msharefs_write_fault(vmf), msharefs_map_folio_pmd);
+	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
+				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_write_fault(vmf),
+				   true, msharefs_map_folio_pmd);
 }
 
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
 {
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff,
-				   msharefs_write_fault(vmf), msharefs_map_pfn);
+				   msharefs_write_fault(vmf), false, msharefs_map_pfn);
 }
 
 static vm_fault_t msharefs_page_fault(struct vm_fault *vmf)
 {
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf, vmf->pgoff,
-				   msharefs_write_fault(vmf), msharefs_map_page);
+				   msharefs_write_fault(vmf), false, msharefs_map_page);
 }
 
 /*
