@@ -156,8 +156,9 @@ void msharefs_file_unpin(struct folio **pinned, unsigned int nr)
 
 
 /*
- * UNMAP took these folios from their region: wait for any fault that found one and is
- * mapping it (it holds the folio locked until the mapping exists).
+ * UNMAP took these folios from their region, or SET_PROT changed its protection: wait for
+ * any fault (or page_mkwrite) that found one and is mapping it (it holds the folio locked
+ * until the mapping exists).
  */
 void msharefs_folios_settle(struct folio **folios, unsigned int nr)
 {
@@ -167,6 +168,14 @@ void msharefs_folios_settle(struct folio **folios, unsigned int nr)
 		folio_lock(folios[i]);
 		folio_unlock(folios[i]);
 	}
+}
+
+/* The same for a chunk: one folio from @pfn on. */
+void msharefs_folio_settle(unsigned long pfn)
+{
+	struct folio *folio = pfn_folio(pfn);
+
+	msharefs_folios_settle(&folio, 1);
 }
 
 /* Locks the folio of page frame @pfn, which the caller holds a reference on. */
@@ -179,12 +188,4 @@ void msharefs_page_lock(unsigned long pfn)
 void msharefs_page_unlock(unsigned long pfn)
 {
 	folio_unlock(pfn_folio(pfn));
-}
-
-/* The same for a chunk: one folio from @pfn on. */
-void msharefs_folio_settle(unsigned long pfn)
-{
-	struct folio *folio = pfn_folio(pfn);
-
-	msharefs_folios_settle(&folio, 1);
 }

@@ -505,8 +505,9 @@ impl Region {
     /// `map` is also told whether the region allows writes, so that a leaf may be mapped
     /// writable at once. A fault at the PMD level (`leaf`) maps a granule whose memory is
     /// one 2 MiB chunk by one leaf, and is `VM_FAULT_FALLBACK` for any other (a file's
-    /// pages), which the core then faults page by page. A fault that mapped memory is counted (`map` returns `NOPAGE`
-    /// or `LOCKED`); `map` may return anything else (an error of the core's).
+    /// pages), which the core then faults page by page. A fault that mapped memory is
+    /// counted (`map` returns `NOPAGE` or `LOCKED`); `map` may return anything else (an
+    /// error of the core's).
     pub(crate) fn fault(
         &self,
         pgoff: usize,

@@ -101,23 +101,25 @@ static bool msharefs_write_fault(struct vm_fault *vmf)
 	return vmf->flags & FAULT_FLAG_WRITE;
 }
 
-static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
+/* A fault at the PMD level: a chunk by one leaf (@map); anything else falls back to PTEs. */
+static vm_fault_t msharefs_leaf_fault(struct vm_fault *vmf, unsigned int order,
+				      mshare_fault_map_fn map)
 {
 	if (order != PMD_ORDER)
 		return VM_FAULT_FALLBACK;
 	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
 				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_write_fault(vmf),
-				   true, msharefs_map_pfn_pmd);
+				   true, map);
 }
 
-/* A chunk by a PMD leaf; anything else (a file's pages) falls back to PTEs. */
+static vm_fault_t msharefs_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	return msharefs_leaf_fault(vmf, order, msharefs_map_pfn_pmd);
+}
+
 static vm_fault_t msharefs_page_huge_fault(struct vm_fault *vmf, unsigned int order)
 {
-	if (order != PMD_ORDER)
-		return VM_FAULT_FALLBACK;
-	return mshare_region_fault(vmf->vma->vm_private_data, vmf,
-				   vmf->pgoff & ~((1UL << PMD_ORDER) - 1), msharefs_write_fault(vmf),
-				   true, msharefs_map_folio_pmd);
+	return msharefs_leaf_fault(vmf, order, msharefs_map_folio_pmd);
 }
 
 static vm_fault_t msharefs_fault(struct vm_fault *vmf)
