@@ -66,6 +66,35 @@ pub fn minor_faults() -> u64 {
     usage.ru_minflt as u64
 }
 
+/// The minor faults `work` takes in this process (a first call before it, so that the
+/// reading of the counter has faulted in whatever it needs).
+pub fn faults_of(work: impl FnOnce()) -> u64 {
+    minor_faults();
+    let before = minor_faults();
+    work();
+    minor_faults() - before
+}
+
+/// The name of `e`'s errno for the errnos a region's calls give ("EINVAL"), else its text.
+pub fn errno_name(e: &io::Error) -> String {
+    let names = [
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::EFAULT, "EFAULT"),
+        (libc::EPERM, "EPERM"),
+        (libc::EACCES, "EACCES"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+        (libc::EAGAIN, "EAGAIN"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EBUSY, "EBUSY"),
+    ];
+    match e.raw_os_error().and_then(|n| names.iter().find(|(v, _)| *v == n)) {
+        Some((_, name)) => (*name).to_owned(),
+        None => e.to_string(),
+    }
+}
+
 /// Minor faults of this process's children that were waited for, so far.
 pub fn children_minor_faults() -> u64 {
     // SAFETY: rusage is plain data, filled by getrusage.

@@ -53,6 +53,47 @@ pub fn spawn_child(child: impl FnOnce() -> i32) -> Option<libc::pid_t> {
     Some(pid)
 }
 
+/// What [`access_in_child`] does at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    /// A read, then a write: the write reaches a read-only entry the read made.
+    ReadThenWrite,
+}
+
+/// Makes `access` of the byte at `ptr` in a forked child: `None` if it could, else the
+/// signal that ended it (SIGSEGV, SIGBUS). A failed fork (255) reads as a signal no check
+/// expects, so the check fails visibly.
+// Not `unsafe fn`: only the forked child touches `ptr`, and whatever that does (a fault is
+// the point) ends in the child's exit status; this process never dereferences it.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub fn access_in_child(ptr: *mut u8, access: Access) -> Option<i32> {
+    let code = in_child(|| {
+        // SAFETY: the access may fault, which is what is being tested, in the child only.
+        unsafe {
+            if access != Access::Write {
+                std::hint::black_box(ptr.read_volatile());
+            }
+            if access != Access::Read {
+                ptr.write_volatile(0xee);
+            }
+        }
+        0
+    });
+    (code != 0).then(|| code - 128)
+}
+
+/// How [`access_in_child`] ended, as a transcript shows it: "ok" or the signal's name.
+pub fn access_name(signal: Option<i32>) -> &'static str {
+    match signal {
+        None => "ok",
+        Some(libc::SIGSEGV) => "SIGSEGV",
+        Some(libc::SIGBUS) => "SIGBUS",
+        Some(_) => "another end",
+    }
+}
+
 /// Waits for a child from [`spawn_child`]: its exit status, or 128 + the signal.
 pub fn wait_child(pid: libc::pid_t) -> i32 {
     let mut status = 0;

@@ -7,8 +7,8 @@ use guest_tests::msharefs::{
     create_mapping, get_size, get_stats, ioctl, set_prot, set_size, unmap as unmap_range, MshareCreate, MshareInfo,
     SystemStats, MOUNT,
 };
-use guest_tests::process::{in_child, spawn_child, wait_child};
-use guest_tests::{memfd, meminfo_kib, minor_faults, status_kib};
+use guest_tests::process::{access_in_child, in_child, spawn_child, wait_child, Access};
+use guest_tests::{faults_of, memfd, meminfo_kib, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -117,42 +117,18 @@ fn unmap(ptr: *mut u8, len: usize) -> io::Result<()> {
 
 /// Reads a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
 fn read_in_child(ptr: *const u8) -> Option<i32> {
-    access_in_child(ptr.cast_mut(), false)
+    access_in_child(ptr.cast_mut(), Access::Read)
 }
 
 /// Writes a byte at `ptr` in a forked child: `None` if it could, else the signal it got.
 fn write_in_child(ptr: *mut u8) -> Option<i32> {
-    access_in_child(ptr, true)
+    access_in_child(ptr, Access::Write)
 }
 
 /// Reads, then writes, a byte at `ptr` in a forked child: `None` if it could, else the
 /// signal it got (the write reaches a read-only entry the read made).
 fn read_then_write_in_child(ptr: *mut u8) -> Option<i32> {
-    let code = in_child(|| {
-        // SAFETY: the accesses may fault, which is what is being tested, in the child only.
-        unsafe {
-            std::hint::black_box(ptr.read_volatile());
-            ptr.write_volatile(0xee);
-        }
-        0
-    });
-    (code != 0).then(|| code - 128)
-}
-
-fn access_in_child(ptr: *mut u8, write: bool) -> Option<i32> {
-    let code = in_child(|| {
-        // SAFETY: the access may fault, which is what is being tested, in the child only.
-        unsafe {
-            if write {
-                ptr.write_volatile(0xee);
-            } else {
-                ptr.read_volatile();
-            }
-        }
-        0
-    });
-    // A failed fork (255) reads as a signal no check expects, so the check fails visibly.
-    (code != 0).then(|| code - 128)
+    access_in_child(ptr, Access::ReadThenWrite)
 }
 
 /// Writes one byte in every 4 KiB page of `len` bytes at `ptr`.
@@ -377,13 +353,6 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
 
 /// Minor faults taken by `work`, measured with everything the measurement itself touches
 /// already faulted in.
-fn faults_of(work: impl FnOnce()) -> u64 {
-    minor_faults();
-    let before = minor_faults();
-    work();
-    minor_faults() - before
-}
-
 /// Writes 64 KiB of stack, so that a forked child's copy-on-write faults on its stack are
 /// over before it counts faults.
 fn warm_stack() {

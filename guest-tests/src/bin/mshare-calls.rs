@@ -7,8 +7,8 @@
 //! compares them), and the program fails on the first one that is not what the calls
 //! promise. `mshare-calls no-module` checks that the system calls are ENOSYS.
 
-use guest_tests::minor_faults;
-use guest_tests::process::{pipe, spawn_child, wait_child};
+use guest_tests::process::{self, access_name, pipe, spawn_child, wait_child, Access};
+use guest_tests::{errno_name, faults_of};
 use mshare_uapi::abi::SYS_MSHARE_PROTECT;
 use mshare_uapi::device::Device;
 use mshare_uapi::syscalls::Syscalls;
@@ -41,26 +41,8 @@ fn pattern_intact(window: &Window) -> bool {
 }
 
 /// What an access at `ptr` in a forked child does: "ok", or the signal that stopped it.
-fn access_in_child(ptr: *mut u8, write: bool) -> &'static str {
-    let Some(pid) = spawn_child(|| {
-        // SAFETY: the access may fault, which is what is being looked at, in the child only.
-        unsafe {
-            if write {
-                ptr.write_volatile(0x5a);
-            } else {
-                std::hint::black_box(ptr.read_volatile());
-            }
-        }
-        0
-    }) else {
-        return "fork failed";
-    };
-    match wait_child(pid) {
-        0 => "ok",
-        s if s == 128 + libc::SIGSEGV => "SIGSEGV",
-        s if s == 128 + libc::SIGBUS => "SIGBUS",
-        _ => "another end",
-    }
+fn access_in_child(ptr: *mut u8, access: Access) -> &'static str {
+    access_name(process::access_in_child(ptr, access))
 }
 
 /// A sharer: attaches the region, then answers the creator's commands, one line each.
@@ -82,13 +64,11 @@ fn sharer(calls: &dyn Calls, region: File, k: usize, commands: File, mut replies
                 w.write(slot(k), &[k as u8 + 1]);
                 if intact { "intact" } else { "changed" }.to_owned()
             }
-            "write" => access_in_child(w.as_ptr().wrapping_add(slot(k)), true).to_owned(),
+            "write" => access_in_child(w.as_ptr().wrapping_add(slot(k)), Access::Write).to_owned(),
             "read" => if pattern_intact(w) { "intact" } else { "changed" }.to_owned(),
             "refault" => {
-                minor_faults();
-                let before = minor_faults();
-                let intact = pattern_intact(w);
-                let faults = minor_faults() - before;
+                let mut intact = false;
+                let faults = faults_of(|| intact = pattern_intact(w));
                 format!("{} after {faults} faults", if intact { "intact" } else { "changed" })
             }
             "detach" => {
@@ -96,7 +76,7 @@ fn sharer(calls: &dyn Calls, region: File, k: usize, commands: File, mut replies
                 // SAFETY: the window this process attached, handed back whole.
                 let detached = calls.detach(unsafe { Window::from_raw(ptr, len) });
                 match detached {
-                    Ok(()) => format!("detached, then a read: {}", access_in_child(ptr, false)),
+                    Ok(()) => format!("detached, then a read: {}", access_in_child(ptr, Access::Read)),
                     Err(e) => format!("detach: {e}"),
                 }
             }
@@ -192,15 +172,7 @@ impl Transcript {
 }
 
 fn outcome<T>(result: io::Result<T>) -> String {
-    match result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => match e.raw_os_error() {
-            Some(libc::EINVAL) => "EINVAL".to_owned(),
-            Some(libc::EACCES) => "EACCES".to_owned(),
-            Some(libc::ENOSYS) => "ENOSYS".to_owned(),
-            _ => e.to_string(),
-        },
-    }
+    result.map_or_else(|e| errno_name(&e), |_| "ok".to_owned())
 }
 
 /// `mshare_protect(fd, 0, one granule, PROT_READ)`: a region has one protection, so the
@@ -241,7 +213,7 @@ fn run(calls: &dyn Calls, t: &mut Transcript) -> io::Result<()> {
 
     t.step("protect(PROT_READ) for all", outcome(calls.protect(&region, libc::PROT_READ)), "ok");
     t.each("a write in each sharer", sharers.ask("write"), "SIGSEGV");
-    t.step("a write in the creator", access_in_child(window.as_ptr(), true), "SIGSEGV");
+    t.step("a write in the creator", access_in_child(window.as_ptr(), Access::Write), "SIGSEGV");
     t.each("a read in each sharer", sharers.ask("read"), "intact");
     t.step("a new writable attach while read-only", outcome(calls.attach(&region, 0, SIZE as usize, false)), "EACCES");
     match Syscalls::probe() {

@@ -11,9 +11,9 @@
 //! through the region's shared PMD table). `mshare-mmops exec-check ADDR` is the image
 //! `exec` runs: it checks ADDR is unmapped.
 
-use guest_tests::minor_faults;
 use guest_tests::msharefs::{create_mapping, set_prot, set_size, MshareCreate, SystemStats, MOUNT};
-use guest_tests::process::{in_child, pipe, spawn_child, wait_child};
+use guest_tests::process::{access_in_child, access_name, in_child, pipe, spawn_child, wait_child, Access};
+use guest_tests::{errno_name, faults_of, minor_faults};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -88,11 +88,33 @@ impl Fixture {
         (0..GRANULES).all(|g| unsafe { self.at(g * GRANULE).read_volatile() } == pattern(g))
     }
 
-    /// Faults of reading every granule in this process.
-    fn read_faults(&self) -> u64 {
-        faults_of(|| {
-            std::hint::black_box(self.intact());
-        })
+    /// Reads every granule: the faults that took in this process, and whether the data
+    /// is intact.
+    fn read_back(&self) -> (u64, bool) {
+        let mut intact = false;
+        let faults = faults_of(|| intact = self.intact());
+        (faults, intact)
+    }
+}
+
+/// A child's exit status for a changed [`Fixture::read_back`].
+const DATA_CHANGED: i32 = 200;
+
+/// A read-back in a forked child, as its exit status: the faults (at most 100), or
+/// [`DATA_CHANGED`].
+fn read_back_status(fixture: &Fixture) -> i32 {
+    match fixture.read_back() {
+        (faults, true) => faults.min(100) as i32,
+        (_, false) => DATA_CHANGED,
+    }
+}
+
+/// What a child's [`read_back_status`] says: its faults, or what went wrong.
+fn read_back_of(status: i32) -> Result<i32, String> {
+    match status {
+        DATA_CHANGED => Err("data changed".to_owned()),
+        faults @ 0..=100 => Ok(faults),
+        other => Err(format!("ended {other}")),
     }
 }
 
@@ -101,32 +123,6 @@ impl Drop for Fixture {
         // SAFETY: the window this fixture mapped (gone already if a row unmapped it).
         unsafe { libc::munmap(self.p.cast(), self.len) };
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn faults_of(work: impl FnOnce()) -> u64 {
-    minor_faults();
-    let before = minor_faults();
-    work();
-    minor_faults() - before
-}
-
-fn errno_name(e: &io::Error) -> String {
-    let names = [
-        (libc::EINVAL, "EINVAL"),
-        (libc::ENOSYS, "ENOSYS"),
-        (libc::EFAULT, "EFAULT"),
-        (libc::EPERM, "EPERM"),
-        (libc::EACCES, "EACCES"),
-        (libc::ENOMEM, "ENOMEM"),
-        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
-        (libc::EAGAIN, "EAGAIN"),
-        (libc::ENOENT, "ENOENT"),
-        (libc::EBUSY, "EBUSY"),
-    ];
-    match e.raw_os_error().and_then(|n| names.iter().find(|(v, _)| *v == n)) {
-        Some((_, name)) => (*name).to_owned(),
-        None => e.to_string(),
     }
 }
 
@@ -144,30 +140,14 @@ fn madvise(p: *mut u8, len: usize, advice: libc::c_int) -> String {
     result_of(unsafe { libc::madvise(p.cast(), len, advice) }.into())
 }
 
-/// "ok" if a write at `ptr` in a forked child lands, else the signal.
+/// "ok" if a write at `ptr` in a forked child lands, else the signal. It writes 64 bytes
+/// in, past the granule's byte that [`Fixture::intact`] checks.
 fn write_in_child(ptr: *mut u8) -> &'static str {
-    signal_name(in_child(|| {
-        // SAFETY: may fault, in the child only.
-        unsafe { ptr.add(64).write_volatile(0x5a) };
-        0
-    }))
+    access_name(access_in_child(ptr.wrapping_add(64), Access::Write))
 }
 
 fn read_in_child(ptr: *mut u8) -> &'static str {
-    signal_name(in_child(|| {
-        // SAFETY: may fault, in the child only.
-        std::hint::black_box(unsafe { ptr.read_volatile() });
-        0
-    }))
-}
-
-fn signal_name(status: i32) -> &'static str {
-    match status {
-        0 => "ok",
-        s if s == 128 + libc::SIGSEGV => "SIGSEGV",
-        s if s == 128 + libc::SIGBUS => "SIGBUS",
-        _ => "another end",
-    }
+    access_name(access_in_child(ptr, Access::Read))
 }
 
 /// Runs `op` in this process while a sharer (a forked process that mapped every granule
@@ -187,13 +167,7 @@ fn with_sharer(fixture: &Fixture, op: impl FnOnce() -> String) -> String {
         if go_r.read_exact(&mut go).is_err() {
             return 251;
         }
-        let mut intact = true;
-        let faults = faults_of(|| intact = fixture.intact());
-        if intact {
-            faults.min(100) as i32
-        } else {
-            200
-        }
+        read_back_status(fixture)
     }) else {
         return "fork failed".to_owned();
     };
@@ -205,10 +179,9 @@ fn with_sharer(fixture: &Fixture, op: impl FnOnce() -> String) -> String {
         Err(e) => format!("the sharer did not start: {e}"),
     };
     let _ = go_w.write_all(b"g");
-    let sharer = match wait_child(pid) {
-        200 => "sharer: data changed".to_owned(),
-        f if f <= 100 => format!("sharer: {f} faults"),
-        s => format!("sharer: ended {s}"),
+    let sharer = match read_back_of(wait_child(pid)) {
+        Ok(faults) => format!("sharer: {faults} faults"),
+        Err(e) => format!("sharer: {e}"),
     };
     format!("{seen}; {sharer}")
 }
@@ -301,8 +274,7 @@ fn madvise_rows(t: &mut Table) {
         |f| {
             with_sharer(f, || {
                 let ret = madvise(f.p, f.len, libc::MADV_DONTNEED);
-                let mut intact = false;
-                let faults = faults_of(|| intact = f.intact());
+                let (faults, intact) = f.read_back();
                 format!(
                     "{ret}, data {}, {faults} faults to map it again here",
                     if intact { "intact" } else { "changed" }
@@ -328,8 +300,7 @@ fn madvise_rows(t: &mut Table) {
         t.on_fixture(&format!("madvise({name})"), &format!("{want_b}{suffix}"), &format!("{want_c}{suffix}"), |f| {
             with_sharer(f, || {
                 let ret = madvise(f.p, f.len, advice);
-                let mut intact = false;
-                let faults = faults_of(|| intact = f.intact());
+                let (faults, intact) = f.read_back();
                 format!("{ret}; data {}, {faults} faults here", if intact { "intact" } else { "changed" })
             })
         });
@@ -369,7 +340,7 @@ fn madvise_rows(t: &mut Table) {
             |f| {
                 madvise(f.p, f.len, libc::MADV_DONTNEED);
                 let ret = madvise(f.p, REGION, advice);
-                format!("{ret}; then {} faults to read", f.read_faults())
+                format!("{ret}; then {} faults to read", f.read_back().0)
             },
         );
     }
@@ -487,22 +458,7 @@ fn process_rows(t: &mut Table) {
         "fork: the child's first read of every granule",
         "1 faults, data intact",
         "4 faults, data intact",
-        |f| {
-            let status = in_child(|| {
-                let mut intact = true;
-                let faults = faults_of(|| intact = f.intact());
-                if intact {
-                    faults.min(100) as i32
-                } else {
-                    200
-                }
-            });
-            match status {
-                200 => "data changed".to_owned(),
-                n if n <= 100 => format!("{n} faults, data intact"),
-                s => format!("ended {s}"),
-            }
-        },
+        |f| read_back_of(in_child(|| read_back_status(f))).map_or_else(|e| e, |n| format!("{n} faults, data intact")),
     );
     t.on_fixture("exec: the window in the new image", "gone", "gone", |f| {
         let exe = c"/proc/self/exe";
