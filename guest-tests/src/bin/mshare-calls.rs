@@ -189,6 +189,38 @@ fn protect_part(region: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// What a careless or hostile caller gets, the same whichever way the calls go: a file
+/// that is no region, memory for granules that have some, ranges not whole granules or
+/// past the end, a window larger than the region. Each is refused with EINVAL, and
+/// nothing changes (the sharers' checks after this still find the data).
+fn hostile_steps(calls: &dyn Calls, region: &File, t: &mut Transcript) -> io::Result<()> {
+    let not_a_region = File::open("/dev/null")?;
+    t.step("map of a file that is no region", outcome(calls.map(&not_a_region, 0, GRANULE)), "EINVAL");
+    t.step(
+        "attach of a file that is no region",
+        outcome(calls.attach(&not_a_region, 0, GRANULE as usize, false)),
+        "EINVAL",
+    );
+    t.step(
+        "advise of a file that is no region",
+        outcome(calls.advise(&not_a_region, 0, GRANULE, libc::MADV_DONTNEED)),
+        "EINVAL",
+    );
+    t.step("map of granules that have memory", outcome(calls.map(region, 0, GRANULE)), "EINVAL");
+    t.step("unmap of half a granule", outcome(calls.unmap(region, 0, GRANULE / 2)), "EINVAL");
+    t.step(
+        "advise at an offset inside a granule",
+        outcome(calls.advise(region, 4096, GRANULE, libc::MADV_DONTNEED)),
+        "EINVAL",
+    );
+    t.step(
+        "attach of more than the region",
+        outcome(calls.attach(region, 0, (SIZE + GRANULE) as usize, false)),
+        "EINVAL",
+    );
+    Ok(())
+}
+
 fn run(calls: &dyn Calls, t: &mut Transcript) -> io::Result<()> {
     let region = calls.create(true)?;
     t.step("create", "ok", "ok");
@@ -243,6 +275,8 @@ fn run(calls: &dyn Calls, t: &mut Transcript) -> io::Result<()> {
         outcome(calls.advise(&region, 0, SIZE + GRANULE, libc::MADV_DONTNEED)),
         "EINVAL",
     );
+
+    hostile_steps(calls, &region, t)?;
 
     t.step("the creator detaches", outcome(calls.detach(window)), "ok");
     drop(region);
