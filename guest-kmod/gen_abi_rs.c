@@ -99,7 +99,7 @@ struct field {
 static const struct layout {
 	const char *name;
 	size_t size, align;
-	struct field fields[10];
+	struct field fields[12];
 } layouts[] = {
 #define LAYOUT(s, ...) { #s, sizeof(struct s), _Alignof(struct s), { __VA_ARGS__ } }
 	LAYOUT(mshare_info, FIELD(mshare_info, start), FIELD(mshare_info, size)),
@@ -111,7 +111,7 @@ static const struct layout {
 	       FIELD(mshare_stats, backed), FIELD(mshare_stats, tables),
 	       FIELD(mshare_stats, links), FIELD(mshare_stats, file_backed),
 	       FIELD(mshare_stats, pmd_tables), FIELD(mshare_stats, pmd_links),
-	       FIELD(mshare_stats, huge_leaf_bytes)),
+	       FIELD(mshare_stats, huge_leaf_bytes), FIELD(mshare_stats, links_now)),
 	LAYOUT(mshare_attach, FIELD(mshare_attach, fd), FIELD(mshare_attach, flags),
 	       FIELD(mshare_attach, offset), FIELD(mshare_attach, size),
 	       FIELD(mshare_attach, addr)),

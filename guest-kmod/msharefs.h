@@ -149,6 +149,9 @@ void mshare_table_free(struct ptdesc *table);
 void mshare_table_map(struct ptdesc *table, unsigned long first, const unsigned long *each,
 		      bool writable, bool special);
 unsigned long mshare_table_entry(struct ptdesc *table, unsigned int index, bool *writable);
+void mshare_table_hold_links(struct ptdesc *table);
+void mshare_table_set_mapped(struct ptdesc *table, unsigned int pages);
+unsigned int mshare_table_sharers(struct ptdesc *table);
 struct ptdesc *mshare_pmd_table_alloc(void);
 void mshare_pmd_table_set(struct ptdesc *table, unsigned int index, unsigned long leaf,
 			  struct ptdesc *pte_table, bool writable, bool special);

@@ -198,6 +198,7 @@ fn ioctl(region: &Region, inode: Inode, api: Api, cmd: u32, arg: usize, writable
                 pmd_tables: stats.pmd_tables,
                 pmd_links: stats.pmd_links,
                 huge_leaf_bytes: stats.huge_leaf_bytes,
+                links_now: stats.links_now,
             };
             write_arg(arg, &stats)
         }

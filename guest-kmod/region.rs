@@ -204,6 +204,8 @@ pub(crate) struct Stats {
     pub(crate) huge_leaf_bytes: u64,
     /// Bytes with a file's pages (`CREATE_MAPPING` with a descriptor).
     pub(crate) file_backed: u64,
+    /// Shared tables linked now, summed over processes.
+    pub(crate) links_now: u64,
 }
 
 /// Checks a size request against the region's current size: a region's size is set once,
@@ -401,10 +403,16 @@ impl Region {
         let Contents { memory, tables, writable, .. } = &mut *contents;
         match prepared {
             Ok(entries) => {
-                for (i, entry) in range.zip(entries) {
+                // Tables that now map more pages are unlinked first: each process that
+                // linked one was charged what it mapped then (see `hold_links`). It
+                // links them again on its next touch, one fault.
+                tables.hold_links(range.clone());
+                for (i, entry) in range.clone().zip(entries) {
                     tables.publish(memory, i, entry, *writable);
                 }
-                Ok(())
+                let zapped = self.zap(offset, len);
+                tables.count_mapped(memory, range);
+                zapped
             }
             Err(e) => {
                 // No process reached this memory: the memory lock kept faults out, and no
@@ -428,7 +436,9 @@ impl Region {
         let mut contents = self.contents.write();
         let range = check_range(contents.size, offset, len)?;
         let mut taken = KVVec::with_capacity(range.len(), GFP_KERNEL)?;
-        for i in range {
+        // What the range's tables map changes: no process may link one meanwhile.
+        contents.tables.hold_links(range.clone());
+        for i in range.clone() {
             // Room was made above: this push does not fail, nor drop the memory.
             taken.push(contents.empty_granule(i), GFP_KERNEL)?;
         }
@@ -436,6 +446,7 @@ impl Region {
         // returning, with its folio locked: wait for it, so that the zap finds its mapping.
         taken.iter_mut().for_each(Memory::settle);
         let zapped = self.zap(offset, len);
+        contents.tables.count_mapped(&contents.memory, range);
         drop(taken);
         zapped
     }
@@ -593,6 +604,7 @@ impl Region {
             pmd_tables: contents.tables.pmd_count() as u64,
             pmd_links: self.pmd_links.load(Ordering::Relaxed),
             huge_leaf_bytes: huge_leaves * GRANULE_SIZE,
+            links_now: contents.tables.links_now(),
             file_backed,
         }
     }

@@ -22,6 +22,7 @@ use crate::granule::{Frames, Memory};
 use crate::stats;
 use crate::GRANULE_PAGES;
 use core::ffi::{c_int, c_uint, c_ulong};
+use core::ops::Range;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;
@@ -35,6 +36,9 @@ extern "C" {
     fn mshare_table_free(table: *mut bindings::ptdesc);
     fn mshare_table_map(table: *mut bindings::ptdesc, first: c_ulong, each: *const usize, writable: bool, special: bool);
     fn mshare_table_entry(table: *mut bindings::ptdesc, index: c_uint, writable: *mut bool) -> c_ulong;
+    fn mshare_table_hold_links(table: *mut bindings::ptdesc);
+    fn mshare_table_set_mapped(table: *mut bindings::ptdesc, pages: c_uint);
+    fn mshare_table_sharers(table: *mut bindings::ptdesc) -> c_uint;
     fn mshare_pmd_table_alloc() -> *mut bindings::ptdesc;
     fn mshare_pmd_table_set(
         table: *mut bindings::ptdesc,
@@ -139,6 +143,40 @@ impl TablePages {
     fn count(&self) -> usize {
         self.tables.iter().filter(|table| !table.load(Ordering::Relaxed).is_null()).count()
     }
+
+    /// Holds off new links of table `index`, if made, until [`TablePages::set_mapped`].
+    fn hold_links(&self, index: usize) {
+        if let Some(table) = self.get(index) {
+            // SAFETY: a table of this set.
+            unsafe { mshare_table_hold_links(table) };
+        }
+    }
+
+    /// Sets the pages table `index`, if made, maps: what each process that links it is
+    /// charged. Only while no process links it: see [`SharedTables::hold_links`].
+    fn set_mapped(&self, index: usize, pages: usize) {
+        if let Some(table) = self.get(index) {
+            // SAFETY: a table of this set; the caller unlinked it everywhere.
+            unsafe { mshare_table_set_mapped(table, pages as c_uint) };
+        }
+    }
+
+    /// The links of all the tables, every process's.
+    fn links_now(&self) -> u64 {
+        let tables = self.tables.iter().map(|table| table.load(Ordering::Acquire)).filter(|t| !t.is_null());
+        // SAFETY: tables of this set, alive while it is.
+        tables.map(|table| u64::from(unsafe { mshare_table_sharers(table) })).sum()
+    }
+}
+
+/// The pages with struct pages that a granule's `frames` give a table: what a process
+/// that links the table is charged for them. Device memory has none.
+fn mapped_pages(frames: Option<Frames<'_>>, special: bool) -> usize {
+    if frames.is_some() && !special {
+        GRANULE_PAGES
+    } else {
+        0
+    }
 }
 
 impl Drop for TablePages {
@@ -192,8 +230,11 @@ impl Tables {
         if table.is_null() {
             return Err(ENOMEM);
         }
+        let pages = mapped_pages(Some(frames), self.special);
         // SAFETY: a fresh table, not linked anywhere yet.
         unsafe { map_table(table, Some(frames), writable, self.special) };
+        // SAFETY: as above.
+        unsafe { mshare_table_set_mapped(table, pages as c_uint) };
         // SAFETY: filled above, linked nowhere.
         unsafe { self.pages.install(index, table) }
     }
@@ -289,10 +330,16 @@ impl PmdTables {
             return Err(ENOMEM);
         }
         let first = index * PMD_TABLE_GRANULES;
+        let mut pages = 0;
         for granule in first..granules.min(first + PMD_TABLE_GRANULES) {
             match entry(granule) {
-                // SAFETY: a fresh table, not linked anywhere yet.
-                Ok(value) => unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) },
+                Ok(value) => {
+                    if value != PmdEntry::None && !self.special {
+                        pages += GRANULE_PAGES;
+                    }
+                    // SAFETY: a fresh table, not linked anywhere yet.
+                    unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) };
+                }
                 Err(e) => {
                     // SAFETY: made above and never linked: no walker can be in it.
                     unsafe { mshare_table_free(table) };
@@ -300,6 +347,8 @@ impl PmdTables {
                 }
             }
         }
+        // SAFETY: filled above, linked nowhere.
+        unsafe { mshare_table_set_mapped(table, pages as c_uint) };
         // SAFETY: filled above, linked nowhere.
         unsafe { self.pages.install(index, table) }
     }
@@ -405,6 +454,42 @@ impl SharedTables {
         }
     }
 
+    /// Holds off processes' links to the tables of granules `range` (their PTE tables and
+    /// their GiBs' PMD tables) while the pages those map change: each process that links a
+    /// table is charged the pages it maps, and given them back when it unlinks it, so the
+    /// number must not change under a link. The caller then unlinks the tables from every
+    /// process (a zap of the range), changes them, and ends with
+    /// [`SharedTables::count_mapped`]; faults that would link one meanwhile retry, and wait
+    /// for the memory lock the caller holds exclusively.
+    pub(crate) fn hold_links(&self, range: Range<usize>) {
+        for gib in gibs_of(&range) {
+            self.pmds.pages.hold_links(gib);
+        }
+        for index in range {
+            self.ptes.pages.hold_links(index);
+        }
+    }
+
+    /// Ends [`SharedTables::hold_links`]: sets what the tables of granules `range` map,
+    /// from their `memory` (the whole region's), and lets processes link them again.
+    pub(crate) fn count_mapped(&self, memory: &[Memory], range: Range<usize>) {
+        for gib in gibs_of(&range) {
+            let first = gib * PMD_TABLE_GRANULES;
+            let granules = &memory[first..memory.len().min(first + PMD_TABLE_GRANULES)];
+            let pages = granules.iter().map(|m| mapped_pages(m.frames(), self.pmds.special)).sum();
+            self.pmds.pages.set_mapped(gib, pages);
+        }
+        for index in range {
+            self.ptes.pages.set_mapped(index, mapped_pages(memory[index].frames(), self.ptes.special));
+        }
+    }
+
+    /// The links of all the tables now, every process's: a process that touched a window
+    /// over the whole region links each table once.
+    pub(crate) fn links_now(&self) -> u64 {
+        self.ptes.pages.links_now() + self.pmds.pages.links_now()
+    }
+
     /// How many PTE tables exist.
     pub(crate) fn pte_count(&self) -> usize {
         self.ptes.pages.count()
@@ -425,6 +510,14 @@ impl SharedTables {
     pub(crate) fn pmd_entry_of(&self, index: usize) -> Option<(PmdEntry, bool)> {
         self.pmds.entry(index)
     }
+}
+
+/// The GiBs (PMD tables) that granules `range` are in.
+fn gibs_of(range: &Range<usize>) -> Range<usize> {
+    if range.is_empty() {
+        return 0..0;
+    }
+    range.start / PMD_TABLE_GRANULES..(range.end - 1) / PMD_TABLE_GRANULES + 1
 }
 
 /// Sets entry `index` of PMD table `table`.

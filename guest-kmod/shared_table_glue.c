@@ -34,8 +34,10 @@ void mshare_table_free(struct ptdesc *table)
  * Points the table's entries at @each's page frames, or at the 2 MiB from @first on, or
  * clears them (neither), under the table's lock. Pages (a region's folios, a file's
  * pinned pages) get normal entries, which GUP and futexes follow (vm_normal_page()),
- * device memory special ones; either way the entries take no reference, mapcount or RSS:
- * the table is the region's, which holds the memory as long as the table maps it. Entries are young, and dirty when writable, so the hardware has
+ * device memory special ones; either way the entries take no reference or mapcount: the
+ * table is the region's, which holds the memory as long as the table maps it (a process's
+ * RSS counts a table's pages once per link, see mshare_table_set_mapped()). Entries are
+ * young, and dirty when writable, so the hardware has
  * nothing to update in a table shared by many processes. Callers flush the sharers' TLBs
  * when they take access away.
  */
@@ -61,6 +63,26 @@ void mshare_table_map(struct ptdesc *ptdesc, unsigned long first, const unsigned
 		}
 		set_pte(pte + i, entry);
 	}
+}
+
+/*
+ * Each process that links a table is charged the pages it maps (RssFile): that number
+ * changes only while no process links the table, between these two calls.
+ */
+void mshare_table_hold_links(struct ptdesc *table)
+{
+	shared_pgtable_begin_change(table);
+}
+
+void mshare_table_set_mapped(struct ptdesc *table, unsigned int pages)
+{
+	shared_pgtable_set_mapped(table, pages);
+}
+
+/* How many processes link the table now. */
+unsigned int mshare_table_sharers(struct ptdesc *table)
+{
+	return shared_pgtable_sharers(table);
 }
 
 /*
@@ -137,6 +159,19 @@ unsigned long mshare_table_entry(struct ptdesc *table, unsigned int index, bool 
 struct ptdesc *mshare_table_alloc(void)
 {
 	return NULL;
+}
+
+void mshare_table_hold_links(struct ptdesc *table)
+{
+}
+
+void mshare_table_set_mapped(struct ptdesc *table, unsigned int pages)
+{
+}
+
+unsigned int mshare_table_sharers(struct ptdesc *table)
+{
+	return 0;
 }
 
 void mshare_table_free(struct ptdesc *table)

@@ -52,6 +52,7 @@ pub(crate) struct MshareStats {
     pub(crate) pmd_tables: u64,
     pub(crate) pmd_links: u64,
     pub(crate) huge_leaf_bytes: u64,
+    pub(crate) links_now: u64,
 }
 
 /// `struct mshare_attach { __s32 fd; __u32 flags; __u64 offset; __u64 size; __u64 addr; }`.

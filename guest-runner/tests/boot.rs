@@ -286,6 +286,25 @@ fn every_mm_operation_on_a_window_is_answered() {
     }
 }
 
+/// What `/proc` says a region costs the processes that map it (`mshare-pss`): 4 processes
+/// map a region and touch it all; each one's smaps shows its window's Rss all `Shared_*`,
+/// their Pss sums to the region's memory within a page each, and each one's RssFile grew
+/// by it. In mode B the pages are the shared tables' and have no mapcount: the kernel
+/// counts links instead (core-mm patch 0004), which must give mode C's figures. For
+/// 16 MiB windows (shared PTE tables) and whole-GiB windows (a shared PMD table).
+#[test]
+fn pss_divides_a_region_among_the_processes_that_map_it() {
+    for (mode, params, checks) in [("B", None, 12), ("C", Some("mshare_params=shared_tables=0"), 8)] {
+        let mut boot = guest_boot(&format!("boot-pss-{mode}"), &["mshare-pss"]);
+        boot.cmdline.extend(params.map(str::to_owned));
+        let run = boot.run_command().unwrap_or_else(|e| panic!("{e}"));
+        let out = &run.output.stdout;
+        assert_eq!(run.result.status, 0, "mode {mode}: {out}");
+        let summary = format!("mshare-pss: {checks} checks, 0 failed");
+        assert!(out.lines().any(|l| l.trim_end_matches('\r') == summary), "mode {mode}: no '{summary}': {out}");
+    }
+}
+
 /// The last line of a complete `mshare-mmops` run: every row there, none failed.
 const MMOPS_SUMMARY: &str = "mshare-mmops: 39 rows, 0 failed";
 

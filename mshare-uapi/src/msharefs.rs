@@ -103,6 +103,10 @@ pub struct MshareStats {
     pub pmd_links: u64,
     /// Bytes mapped by 2 MiB leaves in the shared PMD tables.
     pub huge_leaf_bytes: u64,
+    /// Shared tables linked now, summed over processes (mode B): a process that touched
+    /// a window over all of a region links each of its tables once. `/proc`'s Pss divides
+    /// a table's pages among the processes that link it.
+    pub links_now: u64,
 }
 
 /// `MSHAREFS_SET_PROT`: `libc::PROT_READ`, or with `libc::PROT_WRITE`.

@@ -85,13 +85,23 @@ fn run(snippet: &Snippet, root: &Path) {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
-        "{}: a documented command failed:\n{}\n--- stderr (end) ---\n{}\n--- stdout (end) ---\n{}",
+        "{}: a documented command failed:\n{}\n--- failures in its output ---\n{}\n--- stderr (end) ---\n{}\n--- stdout (end) ---\n{}",
         snippet.place,
         snippet.commands.join("\n"),
+        failure_lines(&stdout, &stderr),
         tail(&stderr),
         tail(&stdout)
     );
     println!("{}: {} commands ran", snippet.place, snippet.commands.len());
+}
+
+/// The lines that name a failure anywhere in the output (a suite's "not ok" may be
+/// hundreds of lines above the tail).
+fn failure_lines(stdout: &str, stderr: &str) -> String {
+    let marks = ["not ok", "FAILED", "panicked", "BUG:", "WARNING:"];
+    let lines: Vec<&str> =
+        stdout.lines().chain(stderr.lines()).filter(|l| marks.iter().any(|m| l.contains(m))).collect();
+    lines[..lines.len().min(40)].join("\n")
 }
 
 fn tail(text: &str) -> String {

@@ -83,6 +83,7 @@ struct mshare_stats {
 	__u64 pmd_tables;	/* shared PMD tables, one page each (mode B, whole-GiB windows) */
 	__u64 pmd_links;	/* times a shared PMD table was linked into a process */
 	__u64 huge_leaf_bytes;	/* bytes mapped by 2 MiB leaves in the shared PMD tables */
+	__u64 links_now;	/* shared tables linked now, summed over processes (mode B) */
 };
 
 #define MSHAREFS_V1_GET_SIZE		_IOR('x', 0, struct mshare_info)

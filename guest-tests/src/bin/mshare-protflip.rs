@@ -10,7 +10,8 @@
 //! page through the kernel (`pread` into the window: the write fault is the core's, with
 //! an EFAULT instead of a signal when it is refused) and reads another page directly (which
 //! relinks the tables SET_PROT unlinked). Meanwhile the parent flips the region read-write
-//! and read-only as fast as it can for SECONDS, ending read-only. From then on:
+//! and read-only as fast as it can for SECONDS (and at least 200 times), ending read-only.
+//! From then on:
 //! - the region's contents, copied right after the last flip, must never change;
 //! - every write of every thread (they go on for a second) must be refused;
 //! - a process forked then, linking the tables anew, must be refused a write to each page.
@@ -37,6 +38,9 @@ const PAGE: usize = 4096;
 const REGION_SIZE: usize = 2 * GRANULE;
 const GIB: usize = 1 << 30;
 const MAX_THREADS: usize = 256;
+/// The fewest flips a run makes, however long they take: on a machine busy with something
+/// else, SECONDS alone gave 96, too few for the race to mean anything.
+const MIN_FLIPS: u64 = 200;
 /// How long the writers go on after the last read-only flip.
 const TAIL: Duration = Duration::from_secs(1);
 
@@ -287,7 +291,7 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
     let mut rng = Rng::new(seed);
     let mut flips = 0u64;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(seconds) {
+    while started.elapsed() < Duration::from_secs(seconds) || flips < MIN_FLIPS {
         set_prot(&file, libc::PROT_READ | libc::PROT_WRITE).map_err(fail("SET_PROT read-write"))?;
         std::thread::sleep(Duration::from_micros(rng.below(200)));
         set_prot(&file, libc::PROT_READ).map_err(fail("SET_PROT read-only"))?;

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! mshare list                      every region: name, size, mode, owner, mapped windows,
-//!                                  shared PTE tables, table links, faults; then per
+//!                                  shared PTE tables, table links (ever, and now: a
+//!                                  process linking every table of the region adds
+//!                                  one per table), faults; then per
 //!                                  owner, the regions and the memory they hold
 //! mshare create NAME SIZE [MODE]   a region of SIZE (K/M/G suffixes; whole granules), memory
 //!                                  for all of it, mode octal (default 600)
@@ -75,7 +77,7 @@ fn list() -> ExitCode {
         owner.1 += stats.as_ref().map_or(0, |s| s.backed.saturating_sub(s.file_backed));
         // PMD: shared PMD tables (windows of whole GiBs); 2M: memory they map by 2 MiB leaves.
         let counts = stats.map_or_else(
-            || vec!["-".to_owned(); 7],
+            || vec!["-".to_owned(); 8],
             |s| {
                 let bytes = |n: u64| if n == 0 { "-".to_owned() } else { human(n) };
                 vec![
@@ -84,13 +86,14 @@ fn list() -> ExitCode {
                     s.pmd_tables.to_string(),
                     bytes(s.huge_leaf_bytes),
                     s.links.to_string(),
+                    s.links_now.to_string(),
                     s.faults.to_string(),
                     bytes(s.file_backed),
                 ]
             },
         );
         let row = format!(
-            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>6}",
+            "{:<20} {:>8} {:>5o} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>6} {:>7} {:>6}",
             name,
             human(meta.size()),
             meta.mode() & 0o7777,
@@ -101,14 +104,15 @@ fn list() -> ExitCode {
             counts[3],
             counts[4],
             counts[5],
-            counts[6]
+            counts[6],
+            counts[7]
         );
         rows.push((name, row));
     }
     rows.sort();
     println!(
-        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>6}",
-        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "PMD", "2M", "LINKS", "FAULTS", "FILE"
+        "{:<20} {:>8} {:>5} {:>6} {:>8} {:>7} {:>4} {:>7} {:>7} {:>6} {:>7} {:>6}",
+        "NAME", "SIZE", "MODE", "OWNER", "WINDOWS", "TABLES", "PMD", "2M", "LINKS", "LINKED", "FAULTS", "FILE"
     );
     for (_, row) in rows {
         println!("{row}");
