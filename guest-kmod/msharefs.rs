@@ -8,7 +8,7 @@
 use crate::file_pages::MappedFile;
 use crate::inode::Inode;
 use crate::msharefs_api::{Api, Request};
-use crate::uapi::{read_arg, write_arg, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
+use crate::uapi::{read_arg, write_arg, write_arg_prefix, MshareCreate, MshareInfo, MshareStats, MshareUnmap};
 use crate::region::{offset_of, Region};
 use crate::{stats, GRANULE_SIZE};
 use core::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -186,7 +186,7 @@ fn ioctl(region: &Region, inode: Inode, api: Api, cmd: u32, arg: usize, writable
             region.unmap(region_offset(region, api, range.addr, range.size)?, range.size)
         }
         Request::SetProt => set_prot(region, read_arg::<u64>(arg)?),
-        Request::GetStats => {
+        Request::GetStats { len } => {
             let stats = region.stats();
             let stats = MshareStats {
                 windows: stats.windows,
@@ -200,7 +200,7 @@ fn ioctl(region: &Region, inode: Inode, api: Api, cmd: u32, arg: usize, writable
                 huge_leaf_bytes: stats.huge_leaf_bytes,
                 links_now: stats.links_now,
             };
-            write_arg(arg, &stats)
+            write_arg_prefix(arg, &stats, len)
         }
     }
 }

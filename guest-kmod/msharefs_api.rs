@@ -31,6 +31,8 @@ pub(crate) const V3_CREATE_MAPPING: u32 = abi::MSHAREFS_V3_CREATE_MAPPING;
 pub(crate) const V3_UNMAP: u32 = abi::MSHAREFS_V3_UNMAP;
 /// `MSHAREFS_GET_STATS` (`struct mshare_stats` out), this project's extension.
 pub(crate) const GET_STATS: u32 = abi::MSHAREFS_GET_STATS;
+/// `MSHAREFS_GET_STATS` as programs built before `links_now` ask for it: 72 bytes out.
+pub(crate) const GET_STATS_72: u32 = abi::MSHAREFS_GET_STATS_72;
 /// `MSHAREFS_SET_PROT` (a `__u64`), this project's extension: the protection of the whole
 /// region for every process sharing its tables, at once.
 pub(crate) const SET_PROT: u32 = abi::MSHAREFS_SET_PROT;
@@ -74,8 +76,12 @@ pub(crate) enum Request {
     CreateMapping,
     /// Take the memory of part of the region away.
     Unmap,
-    /// Read the region's statistics.
-    GetStats,
+    /// Read the region's statistics: the first `len` bytes of `struct mshare_stats` (a
+    /// program built against an older header asks for fewer).
+    GetStats {
+        /// Bytes to give.
+        len: usize,
+    },
     /// Set the region's protection for all sharers.
     SetProt,
 }
@@ -88,7 +94,8 @@ impl Request {
             (Api::V1, V1_SET_SIZE) => Request::SetSize,
             (Api::V1, V1_CREATE_MAPPING) | (Api::V3, V3_CREATE_MAPPING) => Request::CreateMapping,
             (Api::V1, V1_UNMAP) | (Api::V3, V3_UNMAP) => Request::Unmap,
-            (_, GET_STATS) => Request::GetStats,
+            (_, GET_STATS) => Request::GetStats { len: core::mem::size_of::<crate::uapi::MshareStats>() },
+            (_, GET_STATS_72) => Request::GetStats { len: 72 },
             (_, SET_PROT) => Request::SetProt,
             _ => return Err(ENOTTY),
         };
@@ -98,7 +105,7 @@ impl Request {
     /// Whether a read-only open may make it (the others change the region, which takes
     /// a writable open, as ftruncate does).
     pub(crate) fn only_reads(self) -> bool {
-        matches!(self, Request::GetSize | Request::GetStats)
+        matches!(self, Request::GetSize | Request::GetStats { .. })
     }
 }
 
@@ -119,7 +126,9 @@ mod tests {
         assert_eq!(Request::decode(Api::V3, V1_CREATE_MAPPING), Err(ENOTTY));
         assert_eq!(Request::decode(Api::V3, V1_UNMAP), Err(ENOTTY));
         assert_eq!(Request::decode(Api::V1, V3_CREATE_MAPPING), Err(ENOTTY));
-        assert_eq!(Request::decode(Api::V3, GET_STATS), Ok(Request::GetStats));
+        let all = core::mem::size_of::<crate::uapi::MshareStats>();
+        assert_eq!(Request::decode(Api::V3, GET_STATS), Ok(Request::GetStats { len: all }));
+        assert_eq!(Request::decode(Api::V1, GET_STATS_72), Ok(Request::GetStats { len: 72 }));
         assert_eq!(Request::decode(Api::V1, SET_PROT), Ok(Request::SetProt));
     }
 }

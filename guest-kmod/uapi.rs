@@ -163,6 +163,14 @@ pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
 }
 
+/// Writes the first `len` bytes of an ioctl's result (all of it if `len` is larger): what a
+/// program built against an older header, whose structure ended there, asks for.
+pub(crate) fn write_arg_prefix<T: AsBytes>(arg: usize, value: &T, len: usize) -> Result {
+    let bytes = value.as_bytes();
+    let bytes = &bytes[..len.min(bytes.len())];
+    UserSlice::new(UserPtr::from_addr(arg), bytes.len()).writer().write_slice(bytes)
+}
+
 /// Writes an ioctl's result: `value` to user address `arg` (EFAULT if it cannot be written).
 pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
     UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(value)

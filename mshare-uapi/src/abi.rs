@@ -23,7 +23,8 @@ mod tests {
         assert_eq!(MSHAREFS_V1_UNMAP, 0x4010_7803);
         assert_eq!(MSHAREFS_V3_CREATE_MAPPING, 0x4028_7800);
         assert_eq!(MSHAREFS_V3_UNMAP, MSHAREFS_V1_SET_SIZE, "the collision the mount resolves");
-        assert_eq!(MSHAREFS_GET_STATS, 0x8048_7810);
+        assert_eq!(MSHAREFS_GET_STATS, 0x8050_7810);
+        assert_eq!(MSHAREFS_GET_STATS_72, 0x8048_7810, "GET_STATS before links_now, still answered");
         assert_eq!(MSHAREFS_SET_PROT, 0x4008_7811);
         assert_eq!(MSHARE_CREATE, 0x7820);
         assert_eq!(MSHARE_ATTACH, 0xc020_7821);

@@ -77,6 +77,8 @@ pub struct MshareUnmap {
 
 /// `MSHAREFS_GET_STATS` ([`MshareStats`] out), this project's extension.
 pub const MSHAREFS_GET_STATS: u64 = abi::MSHAREFS_GET_STATS;
+/// `MSHAREFS_GET_STATS` as programs built before `links_now` carry it: the first 72 bytes.
+pub const MSHAREFS_GET_STATS_72: u64 = abi::MSHAREFS_GET_STATS_72;
 /// `MSHAREFS_SET_PROT` (a `u64`), this project's extension: `PROT_READ` or
 /// `PROT_READ | PROT_WRITE` for every process sharing the region's page tables at once.
 pub const MSHAREFS_SET_PROT: u64 = abi::MSHAREFS_SET_PROT;

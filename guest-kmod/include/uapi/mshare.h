@@ -104,6 +104,11 @@ struct mshare_stats {
 #endif
 /* This project's extensions, the same under both APIs. */
 #define MSHAREFS_GET_STATS	_IOR('x', 0x10, struct mshare_stats)
+/*
+ * A request's number carries the size of its structure: programs built before
+ * links_now ask with 72 bytes, and get the fields they know.
+ */
+#define MSHAREFS_GET_STATS_72	_IOR('x', 0x10, __u8[72])
 #define MSHAREFS_SET_PROT	_IOW('x', 0x11, __u64)	/* PROT_READ [| PROT_WRITE] */
 
 /* /dev/mshare */

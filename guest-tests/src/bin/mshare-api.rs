@@ -301,6 +301,10 @@ fn mapping_checks(t: &mut Suite, shares_tables: bool) {
         "GET_STATS through a read-only open works",
         read_only.as_ref().map_err(|e| e.to_string()).and_then(|f| get_stats(f).map(|_| ()).map_err(|e| e.to_string())),
     );
+    t.check(
+        "GET_STATS as programs built before links_now ask (72 bytes): the fields they know",
+        old_get_stats(&region),
+    );
     t.check("UNMAP of an unaligned range is EINVAL", expect_errno(unmap_range(&region, 4096, g), libc::EINVAL));
     t.check("UNMAP of one granule", unmap_range(&region, g, g).map_err(|e| e.to_string()));
     t.check("the unmapped granule is a hole in the first window", eq(read_in_child(granule1), Some(libc::SIGSEGV)));
@@ -400,6 +404,24 @@ fn sharer_faults(name: &str, len: usize, marker: usize, touch_window: impl Fn(*m
         }
         faults.min(199) as i32
     })
+}
+
+/// `MSHAREFS_GET_STATS_72`, the number programs built before `links_now` carry: `Ok` if
+/// it gives the first 72 bytes of what `MSHAREFS_GET_STATS` gives, and no byte more.
+fn old_get_stats(region: &File) -> Result<(), String> {
+    const OLD: usize = 72;
+    let mut old = [0xffu8; OLD + 8];
+    ioctl(region, guest_tests::msharefs::MSHAREFS_GET_STATS_72, old.as_mut_ptr() as usize)
+        .map_err(|e| e.to_string())?;
+    let now = get_stats(region).map_err(|e| e.to_string())?;
+    // SAFETY: MshareStats is plain data (repr(C), u64 fields); its bytes are read only.
+    let now = unsafe {
+        std::slice::from_raw_parts(
+            (&now as *const guest_tests::msharefs::MshareStats).cast::<u8>(),
+            std::mem::size_of_val(&now),
+        )
+    };
+    eq((&old[..OLD], &old[OLD..]), (&now[..OLD], &[0xffu8; 8][..]))
 }
 
 /// munmap flushes every TLB entry below the tables it unlinks: with the TLB filled by
