@@ -33,8 +33,9 @@ fn debug_boot(name: &str, mode: char, script: &str) -> Boot {
     boot
 }
 
-/// The API suite, 20,000 random calls, the mshare calls both ways (`mshare-calls`) and
-/// every mm operation on a window (`mshare-mmops`) in `mode`, and in mode B 12 threads
+/// The API suite, 20,000 random calls, the mshare calls both ways (`mshare-calls`),
+/// every mm operation on a window (`mshare-mmops`) and what /proc says a region costs its
+/// sharers (`mshare-pss`: links counted and charged) in `mode`, and in mode B 12 threads
 /// writing while SET_PROT flips the region: each must pass with a console free of reports. Lockdep
 /// reports an order the first time each path runs, races or not. `mshare-stress` is left
 /// out: its coarse free-memory check (the exact one is the module's counters) measures
@@ -43,7 +44,8 @@ fn debug_boot(name: &str, mode: char, script: &str) -> Boot {
 fn suites_pass_on_the_debug_kernel(mode: char, checks: usize) {
     let mut script = format!(
         "mount -t msharefs msharefs /sys/fs/mshare && chmod 0666 /dev/mshare && mshare-api {mode} && \
-         mshare-fuzz 20000 1 && mshare-calls syscall && mshare-calls device && mshare-mmops"
+         mshare-fuzz 20000 1 && mshare-calls syscall && mshare-calls device && mshare-mmops && \
+         mshare-pss"
     );
     if mode == 'B' {
         script.push_str(" && mshare-protflip 4 3 8");
