@@ -539,8 +539,12 @@ fn an_ivshmem_device_unbound_under_a_live_mapping() {
 
 /// 64 processes, each mapping a region through a window of whole GiBs and touching every
 /// page of it, share the region's PMD table (2 MiB leaves): at 256 MiB (the rest of the GiB
-/// a hole) and at 1 GiB, the page tables grow by at most 256 KiB in all (the one shared
-/// PMD table, 4 KiB) and each process takes one fault.
+/// a hole) and at 1 GiB, each process takes one fault and pays a PUD table at most, and the
+/// page tables grow by no more than those and the one shared PMD table (4 KiB), within
+/// 64 KiB of other churn. Whether the processes pay a PUD table is address-space
+/// randomization's draw (the forked processes share their parent's): one where the window's
+/// GiB falls in a 512 GiB range the process had no table for. A bound of 256 KiB in all
+/// failed on such a draw: 64 x 4 KiB of PUD tables, the shared table, and 4 KiB of churn.
 #[test]
 fn sixty_four_sharers_of_whole_gib_windows_pay_no_page_tables_of_their_own() {
     let mut boot = guest_boot(
@@ -559,7 +563,8 @@ fn sixty_four_sharers_of_whole_gib_windows_pay_no_page_tables_of_their_own() {
         };
         assert_eq!(console::field(line, "mode"), Some("B"), "{line}");
         assert_eq!(figure("faults"), 64.0, "one fault per process: {line}");
-        assert!(figure("pagetables_kib") <= 256.0, "at most 256 KiB of page tables in all: {line}");
+        // 64 KiB of churn at most: a PMD table of each process's own would be 256.
+        assert!(figure("residual_kib") <= 64.0, "no page tables but the PUD tables and the shared one: {line}");
         assert_eq!(figure("shared_tables_kib"), 4.0, "one shared PMD table, no PTE table: {line}");
         assert!(figure("vmpte_kib") <= 4.0, "a process pays a PUD table at most: {line}");
     }
