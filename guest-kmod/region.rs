@@ -405,12 +405,13 @@ impl Region {
             Ok(entries) => {
                 // Tables that now map more pages are unlinked first: each process that
                 // linked one was charged what it mapped then (see `hold_links`). It
-                // links them again on its next touch, one fault.
-                tables.hold_links(range.clone());
+                // links them again on its next touch, one fault. Without such tables
+                // (mode C, or a range no table covers) no process maps the holes.
+                let held = tables.hold_links(range.clone());
                 for (i, entry) in range.clone().zip(entries) {
                     tables.publish(memory, i, entry, *writable);
                 }
-                let zapped = self.zap(offset, len);
+                let zapped = if held { self.zap(offset, len) } else { Ok(()) };
                 tables.count_mapped(memory, range);
                 zapped
             }

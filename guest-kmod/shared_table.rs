@@ -144,12 +144,13 @@ impl TablePages {
         self.tables.iter().filter(|table| !table.load(Ordering::Relaxed).is_null()).count()
     }
 
-    /// Holds off new links of table `index`, if made, until [`TablePages::set_mapped`].
-    fn hold_links(&self, index: usize) {
-        if let Some(table) = self.get(index) {
-            // SAFETY: a table of this set.
-            unsafe { mshare_table_hold_links(table) };
-        }
+    /// Holds off new links of table `index`, if made (`true`), until
+    /// [`TablePages::set_mapped`].
+    fn hold_links(&self, index: usize) -> bool {
+        let Some(table) = self.get(index) else { return false };
+        // SAFETY: a table of this set.
+        unsafe { mshare_table_hold_links(table) };
+        true
     }
 
     /// Sets the pages table `index`, if made, maps: what each process that links it is
@@ -169,10 +170,10 @@ impl TablePages {
     }
 }
 
-/// The pages with struct pages that a granule's `frames` give a table: what a process
-/// that links the table is charged for them. Device memory has none.
-fn mapped_pages(frames: Option<Frames<'_>>, special: bool) -> usize {
-    if frames.is_some() && !special {
+/// The pages with struct pages that a granule (`present`: not a hole) gives a table: what
+/// a process that links the table is charged for them. Device memory has none.
+fn mapped_pages(present: bool, special: bool) -> usize {
+    if present && !special {
         GRANULE_PAGES
     } else {
         0
@@ -230,7 +231,7 @@ impl Tables {
         if table.is_null() {
             return Err(ENOMEM);
         }
-        let pages = mapped_pages(Some(frames), self.special);
+        let pages = mapped_pages(true, self.special);
         // SAFETY: a fresh table, not linked anywhere yet.
         unsafe { map_table(table, Some(frames), writable, self.special) };
         // SAFETY: as above.
@@ -334,9 +335,7 @@ impl PmdTables {
         for granule in first..granules.min(first + PMD_TABLE_GRANULES) {
             match entry(granule) {
                 Ok(value) => {
-                    if value != PmdEntry::None && !self.special {
-                        pages += GRANULE_PAGES;
-                    }
+                    pages += mapped_pages(value != PmdEntry::None, self.special);
                     // SAFETY: a fresh table, not linked anywhere yet.
                     unsafe { set_entry(table, granule % PMD_TABLE_GRANULES, value, writable, self.special) };
                 }
@@ -460,14 +459,11 @@ impl SharedTables {
     /// number must not change under a link. The caller then unlinks the tables from every
     /// process (a zap of the range), changes them, and ends with
     /// [`SharedTables::count_mapped`]; faults that would link one meanwhile retry, and wait
-    /// for the memory lock the caller holds exclusively.
-    pub(crate) fn hold_links(&self, range: Range<usize>) {
-        for gib in gibs_of(&range) {
-            self.pmds.pages.hold_links(gib);
-        }
-        for index in range {
-            self.ptes.pages.hold_links(index);
-        }
+    /// for the memory lock the caller holds exclusively. `true` if any of the tables exists
+    /// (else there is nothing to unlink).
+    pub(crate) fn hold_links(&self, range: Range<usize>) -> bool {
+        let pmds = gibs_of(&range).fold(false, |held, gib| self.pmds.pages.hold_links(gib) | held);
+        range.fold(pmds, |held, index| self.ptes.pages.hold_links(index) | held)
     }
 
     /// Ends [`SharedTables::hold_links`]: sets what the tables of granules `range` map,
@@ -476,11 +472,11 @@ impl SharedTables {
         for gib in gibs_of(&range) {
             let first = gib * PMD_TABLE_GRANULES;
             let granules = &memory[first..memory.len().min(first + PMD_TABLE_GRANULES)];
-            let pages = granules.iter().map(|m| mapped_pages(m.frames(), self.pmds.special)).sum();
+            let pages = granules.iter().map(|m| mapped_pages(!m.is_hole(), self.pmds.special)).sum();
             self.pmds.pages.set_mapped(gib, pages);
         }
         for index in range {
-            self.ptes.pages.set_mapped(index, mapped_pages(memory[index].frames(), self.ptes.special));
+            self.ptes.pages.set_mapped(index, mapped_pages(!memory[index].is_hole(), self.ptes.special));
         }
     }
 

@@ -5,6 +5,7 @@ pub mod ivshmem;
 pub mod process;
 pub mod publication;
 pub mod rng;
+pub mod suite;
 pub mod workload;
 pub use mshare_uapi::msharefs;
 

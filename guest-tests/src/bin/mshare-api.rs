@@ -8,6 +8,7 @@ use guest_tests::msharefs::{
     SystemStats, MOUNT,
 };
 use guest_tests::process::{access_in_child, in_child, spawn_child, wait_child, Access};
+use guest_tests::suite::{eq, Suite};
 use guest_tests::{faults_of, memfd, meminfo_kib, status_kib};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -22,34 +23,6 @@ const GIB: usize = 1 << 30;
 const GIB_REGION: usize = 32 * GRANULE as usize;
 const GIB_HOLE: usize = 5 * GRANULE as usize;
 
-struct Suite {
-    count: usize,
-    failed: usize,
-}
-
-impl Suite {
-    /// Prints the summary; the exit status says whether every check passed.
-    fn finish(&self) -> ExitCode {
-        println!("mshare-api: {} checks, {} failed", self.count, self.failed);
-        if self.failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
-    }
-
-    fn check(&mut self, name: &str, result: Result<(), String>) {
-        self.count += 1;
-        match result {
-            Ok(()) => println!("mshare-api: ok {} - {name}", self.count),
-            Err(why) => {
-                self.failed += 1;
-                println!("mshare-api: not ok {} - {name}: {why}", self.count);
-            }
-        }
-    }
-}
-
 fn expect_errno<T: std::fmt::Debug>(result: io::Result<T>, errno: i32) -> Result<(), String> {
     match result {
         Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
@@ -59,14 +32,6 @@ fn expect_errno<T: std::fmt::Debug>(result: io::Result<T>, errno: i32) -> Result
 
 fn create(name: &str, mode: u32) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(format!("{MOUNT}/{name}"))
-}
-
-fn eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("got {got:?}, want {want:?}"))
-    }
 }
 
 /// Opens `path` read-write as user and group 1000 in a child process; returns its errno.
@@ -1492,7 +1457,7 @@ fn main() -> ExitCode {
     // `mshare-api [B|C]`: the mode the module must be in (B by default); `mshare-api
     // unplug`: the device-unbind checks alone.
     let expected_mode = std::env::args().nth(1).unwrap_or_else(|| "B".to_owned());
-    let mut t = Suite { count: 0, failed: 0 };
+    let mut t = Suite::new("mshare-api");
     if expected_mode == "unplug" {
         unplug_checks(&mut t);
         return t.finish();

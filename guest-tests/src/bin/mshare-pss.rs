@@ -24,8 +24,10 @@
 use guest_tests::msharefs::{create_mapping, get_stats, set_size, MshareCreate, SystemStats, MOUNT};
 use guest_tests::process::{pipe, spawn_child, wait_child};
 use guest_tests::status_kib;
+use guest_tests::suite::{eq, Suite};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
@@ -34,24 +36,6 @@ const GIB: usize = 1 << 30;
 const PAGE: usize = 4096;
 /// Processes that map each region.
 const SHARERS: usize = 4;
-
-struct Suite {
-    checks: usize,
-    failed: usize,
-}
-
-impl Suite {
-    fn check(&mut self, what: &str, outcome: Result<(), String>) {
-        self.checks += 1;
-        match outcome {
-            Ok(()) => println!("mshare-pss: ok {} - {what}", self.checks),
-            Err(e) => {
-                self.failed += 1;
-                println!("mshare-pss: not ok {} - {what}: {e}", self.checks);
-            }
-        }
-    }
-}
 
 /// What one process's smaps says of its window, in KiB.
 #[derive(Debug, Default, Clone, Copy)]
@@ -107,7 +91,14 @@ fn start_sharer(region: &File, len: usize, size: usize) -> Result<Sharer, String
         let before = status_kib("RssFile:");
         // SAFETY: a fresh shared mapping of the region; the child only touches it.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd(region), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                region.as_raw_fd(),
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return 2;
@@ -142,19 +133,6 @@ fn start_sharer(region: &File, len: usize, size: usize) -> Result<Sharer, String
             let _ = go_w.write_all(b"g");
             Err(format!("the sharer reported {report:?} and exited {}", wait_child(pid)))
         }
-    }
-}
-
-fn fd(file: &File) -> i32 {
-    use std::os::fd::AsRawFd;
-    file.as_raw_fd()
-}
-
-fn eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("got {got:?}, want {want:?}"))
     }
 }
 
@@ -248,13 +226,8 @@ fn main() -> ExitCode {
         }
     };
     println!("mshare-pss: mode {}, {SHARERS} sharers", if mode_b { "B" } else { "C" });
-    let mut t = Suite { checks: 0, failed: 0 };
+    let mut t = Suite::new("mshare-pss");
     divided_among_sharers(&mut t, mode_b, "16 MiB windows", 16 * MIB, 16 * MIB, 8);
     divided_among_sharers(&mut t, mode_b, "whole-GiB windows", 64 * MIB, GIB, 1);
-    println!("mshare-pss: {} checks, {} failed", t.checks, t.failed);
-    if t.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    t.finish()
 }
