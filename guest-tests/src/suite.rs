@@ -29,6 +29,11 @@ impl Suite {
         }
     }
 
+    /// How many checks failed so far.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
     /// Prints the summary; the exit status says whether every check passed.
     pub fn finish(&self) -> ExitCode {
         println!("{}: {} checks, {} failed", self.program, self.count, self.failed);

@@ -3,14 +3,17 @@
 # hash of its inputs, so that a rebuild with nothing changed costs seconds.
 #
 #   build.sh all        toolchain, kernel, module, test kernel, guest programs, initramfs,
-#                       the nested test host (its kernel and initramfs) and the QEMU every
+#                       the PostgreSQL image, the nested test host (its kernel and initramfs) and the QEMU every
 #                       runner uses (qemu.sh)
 #   build.sh paths      print `export KEY=PATH` lines for what `all` builds (builds nothing)
-#   build.sh kernel | module | ktest | programs | initramfs | host | qemu   one step (and what it needs)
+#   build.sh kernel | module | ktest | programs | initramfs | postgres | host | qemu
+#                       one step (and what it needs); postgres: the PostgreSQL guest image
+#                       (postgres.sh)
 #   build.sh debug      the debug kernel (not in `all`): the nested host's kernel, with KASAN
 #                       and lockdep, and the module linked in, for `make test-lockdep`
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/postgres.sh"
 
 IMAGES="$REPO_ROOT/images"
 KMOD_SRC="$REPO_ROOT/guest-kmod"
@@ -354,11 +357,14 @@ build_initramfs() {
     [ "$vermagic" = "$release" ] ||
         die "mshare.ko was built for kernel $vermagic, the guest kernel is $release: rebuild with 'make images'"
     log "initramfs $key: assembling"
-    {
-        local prog
-        echo "file /lib/modules/mshare.ko $MODULE_DIR/mshare.ko 0644 0 0"
-        guest_programs | while read -r prog; do echo "file /usr/bin/$(basename "$prog") $prog 0755 0 0"; done
-    } | write_initramfs "$dir" "$INITRAMFS"
+    guest_initramfs_lines | write_initramfs "$dir" "$INITRAMFS"
+}
+
+# The guest initramfs's lines after write_initramfs's own: the module and the programs.
+guest_initramfs_lines() {
+    local prog
+    echo "file /lib/modules/mshare.ko $MODULE_DIR/mshare.ko 0644 0 0"
+    guest_programs | while read -r prog; do echo "file /usr/bin/$(basename "$prog") $prog 0755 0 0"; done
 }
 
 # Writes an initramfs to $2, its file list in directory $1: busybox, /init, and the
@@ -423,6 +429,8 @@ print_paths() {
     local key
     key=$(initramfs_key 2>/dev/null) || key=missing
     local initramfs_dir="$CACHE_ROOT/initramfs/$key"
+    local postgres_dir
+    postgres_dir="$CACHE_ROOT/postgres-initramfs/$(postgres_key 2>/dev/null || echo missing)"
     local host_initramfs_dir
     host_initramfs_dir="$CACHE_ROOT/host-initramfs/$(host_initramfs_key 2>/dev/null || echo missing)"
     # `export` lines, so that `eval "$(make -s image-paths)"` hands them to the commands
@@ -432,6 +440,7 @@ VMLINUX=$KDIR/vmlinux
 BZIMAGE=$KDIR/arch/x86/boot/bzImage
 SYSTEM_MAP=$KDIR/System.map
 INITRAMFS=$initramfs_dir/initramfs.cpio
+POSTGRES_INITRAMFS=$postgres_dir/initramfs.cpio
 KDIR=$KDIR
 MODULE=$MODULE_DIR/mshare.ko
 VMLINUX_KTEST=$KTEST_DIR/linux/vmlinux
@@ -452,8 +461,9 @@ case "$step" in
     kernel) build_kernel ;;
     module) build_kernel; build_module ;;
     ktest) build_kernel; build_ktest ;;
-    programs) build_programs ;;
+    programs) build_programs; build_dynamic_programs ;;
     initramfs) build_kernel; build_module; build_programs; build_initramfs ;;
+    postgres) build_kernel; build_module; build_programs; build_initramfs; build_dynamic_programs; build_postgres_initramfs ;;
     host) build_kernel; build_module; build_programs; build_initramfs; build_host_kernel; build_host_initramfs ;;
     qemu) build_qemu ;;
     debug) build_kernel; build_host_kernel; build_debug_kernel ;;
@@ -463,11 +473,13 @@ case "$step" in
         build_ktest
         build_programs
         build_initramfs
+        build_dynamic_programs
+        build_postgres_initramfs
         build_host_kernel
         build_host_initramfs
         build_qemu
         log "images ready:"
         print_paths >&2
         ;;
-    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, host, qemu, debug)" ;;
+    *) die "unknown step '$step' (all, paths, kernel, module, ktest, programs, initramfs, postgres, host, qemu, debug)" ;;
 esac

@@ -7,8 +7,9 @@ set -euo pipefail
 
 BINDGEN_VERSION=0.72.1
 CARGO_FUZZ_VERSION=0.13.2
-# Packages from bookworm itself and from bookworm-backports (newer clang and QEMU).
-BOOKWORM_PACKAGES="flex bison bc libelf-dev libssl-dev cpio busybox-static lz4 python3 make gcc g++ libc6-dev xz-utils kmod rsync fonts-dejavu-core curl patch ninja-build pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev python3-venv"
+# Packages from bookworm itself and from bookworm-backports (newer clang and QEMU);
+# PostgreSQL for the guest image that runs it (images/scripts/postgres.sh).
+BOOKWORM_PACKAGES="flex bison bc libelf-dev libssl-dev cpio busybox-static lz4 python3 make gcc g++ libc6-dev xz-utils kmod rsync fonts-dejavu-core curl patch ninja-build pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev python3-venv postgresql-15 postgresql-client-15"
 BACKPORTS_PACKAGES="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-x86"
 BACKPORTS_COMMANDS="clang-19 ld.lld-19 llvm-ar-19 qemu-system-x86_64"
 

@@ -5,6 +5,7 @@
 //! - [`Calls`]: the calls of the 2026 proposal, made through [`syscalls::Syscalls`] (the
 //!   system calls) or [`device::Device`] (`/dev/mshare`'s ioctls);
 //! - [`Window`]: a mapping of a region, unmapped when dropped;
+//! - [`preload`]: the environment of the preload library and its launcher (`mshare run`);
 //! - [`formats`]: what host tools and guest programs share (sizes, /proc's kB lines, the
 //!   ivshmem capability that names a device's region);
 //! - [`abi`]: `include/mshare.h`'s definitions under their C names.
@@ -18,6 +19,7 @@ mod calls;
 pub mod device;
 pub mod formats;
 pub mod msharefs;
+pub mod preload;
 pub mod syscalls;
 mod window;
 

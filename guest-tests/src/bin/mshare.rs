@@ -18,6 +18,14 @@
 //!                                  at the same time: futexes do not cross kernels, atomics
 //!                                  on shared memory do)
 //! mshare word NAME OFFSET          print the 64-bit word at OFFSET (decimal)
+//! mshare run [--mode B|C] [--threshold SIZE] [--name NAME] [--fallback] [--verbose]
+//!            -- PROGRAM [ARG...]
+//!                                  run PROGRAM (and every process it starts) with its
+//!                                  shared anonymous mappings and System V segments of at
+//!                                  least SIZE (default 2M) on msharefs regions, through
+//!                                  the preload library (docs/preload.md); --mode: refuse
+//!                                  unless the module is in that mode; --fallback: map the
+//!                                  ordinary way what cannot move
 //! ```
 //! NAME is a file under /sys/fs/mshare, e.g. `db` or `ivshmem/<name>` (regions the VMM
 //! gives the guest). `list` shows both.
@@ -29,15 +37,17 @@ use guest_tests::msharefs::{create_mapping, get_stats, mount_api, set_size, Msha
 
 /// Files of msharefs that are not regions.
 const RESERVED: [&str; 2] = ["mshare_info", "mshare_stats"];
+use guest_tests::msharefs::SystemStats;
 use guest_tests::parse_size;
+use mshare_uapi::preload::{Mode, Settings, LIBRARY_PATH};
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const USAGE: &str =
-    "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT | add NAME OFFSET TIMES | word NAME OFFSET";
+const USAGE: &str = "usage: mshare list | create NAME SIZE [MODE] | remove NAME... | info | read NAME OFFSET LEN | write NAME OFFSET TEXT | add NAME OFFSET TIMES | word NAME OFFSET | run [--mode B|C] [--threshold SIZE] [--name NAME] [--fallback] [--verbose] -- PROGRAM [ARG...]";
 
 fn human(bytes: u64) -> String {
     match bytes {
@@ -262,6 +272,90 @@ fn offset_arg(text: &str) -> Result<usize, ExitCode> {
     number("offset", text).and_then(|o| usize::try_from(o).map_err(|_| ExitCode::from(2)))
 }
 
+/// `mshare run`'s options: the preload library's settings, and the program with its
+/// arguments; `Err` with what is wrong.
+fn run_options<'a>(args: &'a [&'a str]) -> Result<(Settings, &'a [&'a str]), String> {
+    let mut settings = Settings::default();
+    let mut rest = args;
+    loop {
+        match rest {
+            ["--", program @ ..] if !program.is_empty() => return Ok((settings, program)),
+            ["--mode", mode, more @ ..] => {
+                settings.mode = Some(Mode::parse(mode).ok_or(format!("--mode {mode}: expected B or C"))?);
+                rest = more;
+            }
+            ["--threshold", size, more @ ..] => {
+                settings.threshold = parse_size(size)
+                    .filter(|&t| t > 0)
+                    .ok_or(format!("--threshold {size}: expected a size above 0"))?;
+                rest = more;
+            }
+            ["--name", name, more @ ..] => {
+                settings.name = (*name).to_owned();
+                rest = more;
+            }
+            ["--fallback", more @ ..] => {
+                settings.fallback = true;
+                rest = more;
+            }
+            ["--verbose", more @ ..] => {
+                settings.verbose = true;
+                rest = more;
+            }
+            _ => return Err("expected options, then -- and the program to run".to_owned()),
+        }
+    }
+}
+
+/// `mshare run`: checks what the library would refuse for (so that the program does not
+/// start only to fail its first large mapping), then becomes the program with the library
+/// preloaded. Exit status: 2 bad usage, 1 msharefs missing or in the other mode (without
+/// --fallback), 127 no such program, else the program's.
+fn run(args: &[&str]) -> ExitCode {
+    let (settings, program) = match run_options(args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("mshare run: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    // The settings are checked the way the library reads them.
+    let env = settings.to_env();
+    if let Err(e) = Settings::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())) {
+        eprintln!("mshare run: {e}");
+        return ExitCode::from(2);
+    }
+    if !std::path::Path::new(LIBRARY_PATH).is_file() {
+        return fail(format!("run: the preload library {LIBRARY_PATH} is missing (an image without it?)"));
+    }
+    if !settings.fallback {
+        let module = SystemStats::read();
+        match (&module, settings.mode) {
+            (Err(e), _) => {
+                return fail(format!(
+                    "run: {MOUNT}: {e} (is mshare.ko loaded?); --fallback runs the program on ordinary memory"
+                ))
+            }
+            (Ok(stats), Some(mode)) if stats.mode != mode.to_string() => {
+                return fail(format!(
+                    "run: --mode {mode}, but the module is in mode {} (boot with mshare_params=shared_tables={})",
+                    stats.mode,
+                    u8::from(mode == Mode::B)
+                ))
+            }
+            _ => {}
+        }
+    }
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(others) if !others.is_empty() => format!("{LIBRARY_PATH}:{others}"),
+        _ => LIBRARY_PATH.to_owned(),
+    };
+    let error = std::process::Command::new(program[0]).args(&program[1..]).envs(env).env("LD_PRELOAD", preload).exec();
+    let status = if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    eprintln!("mshare run: {}: {error}", program[0]);
+    ExitCode::from(status)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -285,6 +379,7 @@ fn main() -> ExitCode {
             (Err(code), _) | (_, Err(code)) => code,
         },
         ["word", name, offset] => offset_arg(offset).map_or_else(|code| code, |offset| word(name, offset)),
+        ["run", rest @ ..] => run(rest),
         ["info"] => match (
             fs::read_to_string(format!("{MOUNT}/mshare_info")),
             fs::read_to_string(format!("{MOUNT}/mshare_stats")),
@@ -308,6 +403,18 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_options_give_the_settings_and_the_program() {
+        let (settings, program) =
+            run_options(&["--mode", "C", "--threshold", "64M", "--fallback", "--", "postgres", "-D", "/pg"]).unwrap();
+        assert_eq!((settings.mode, settings.threshold, settings.fallback), (Some(Mode::C), 64 << 20, true));
+        assert_eq!(program, ["postgres", "-D", "/pg"]);
+        assert!(run_options(&["--mode", "D", "--", "x"]).is_err());
+        assert!(run_options(&["--threshold", "0", "--", "x"]).is_err());
+        assert!(run_options(&["--"]).is_err());
+        assert!(run_options(&["postgres"]).is_err());
+    }
 
     #[test]
     fn sizes_and_their_display() {
