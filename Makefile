@@ -19,6 +19,7 @@ help:
 	@echo "make bench-stage2 N VMs on the nested KVM host: one shared set of stage-2 tables for a region against each VM's own"
 	@echo "make bench-pagetables guest page tables and faults of N processes: mshare, memfd, hugetlbfs"
 	@echo "make bench-dbtier LMDB, K VMs x N readers: private copies (4 KiB, THP) against one shared copy (mshare C, B); then under mshare-vmm on the nested KVM host"
+	@echo "make bench-postgres PostgreSQL (pgbench -S, connect storm): mmap, huge_pages=on, mshare C, mshare B"
 	@echo "make bench-kvm    the LMDB tier under mshare-vmm with K VMs at once (hardware virtualization; not yet run on such a host)"
 	@echo "make fuzz         cargo-fuzz over the VMM's inputs, FUZZ_SECONDS per target (default 300)"
 	@echo "make lint         rustfmt and clippy over the workspace"
@@ -78,7 +79,7 @@ test-lockdep: images
 test-kvm: images
 	cargo test --locked -p vmm --test linux_boot -- --include-ignored
 
-bench: bench-pagetables bench-dbtier bench-regions bench-stage2 bench-boot
+bench: bench-pagetables bench-dbtier bench-postgres bench-regions bench-stage2 bench-boot
 	cargo run -q --locked --release -p bench-report
 
 bench-boot: images
@@ -96,6 +97,10 @@ bench-stage2: images
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables
 
+# PostgreSQL, unmodified: mmap, huge_pages=on, mshare C and B side by side (docs/preload.md).
+bench-postgres: images
+	cargo bench --locked -p guest-runner --bench postgres
+
 # The LMDB tier under QEMU TCG, then under mshare-vmm on the nested KVM host.
 bench-dbtier: images
 	cargo bench --locked -p guest-runner --bench dbtier
@@ -108,4 +113,4 @@ bench-kvm: images
 clean-cache:
 	rm -rf "$${MSHARE_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mshare-vmm}"
 
-.PHONY: bench-dbtier bench-kvm fuzz help toolchain images image-paths lint test test-kvm test-lockdep demo bench bench-boot bench-regions bench-stage2 bench-pagetables clean-cache
+.PHONY: bench-dbtier bench-postgres bench-kvm fuzz help toolchain images image-paths lint test test-kvm test-lockdep demo bench bench-boot bench-regions bench-stage2 bench-pagetables clean-cache

@@ -15,6 +15,7 @@
 use guest_runner::console;
 use guest_runner::images::{repo_root, write_bench_report, ImagePaths};
 use guest_runner::qemu::{log_path, Boot};
+use guest_runner::spread::Spread;
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 
@@ -41,36 +42,6 @@ const SGA_GIB: f64 = 300.0;
 
 fn bytes(size: &str) -> u64 {
     mshare_uapi::formats::parse_size(size).unwrap_or_else(|| panic!("BENCH_SIZES: '{size}' is not a size like 256M"))
-}
-
-/// One figure over the runs of a case.
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-    runs: usize,
-}
-
-impl Spread {
-    fn of(mut values: Vec<f64>) -> Option<Self> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        let median = if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 };
-        Some(Self { median, min: values[0], max: values[n - 1], runs: n })
-    }
-
-    /// `median (min to max)`, or the one value.
-    fn cell(&self) -> String {
-        let f = |v: f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
-        if self.min == self.max {
-            f(self.median)
-        } else {
-            format!("{} ({} to {})", f(self.median), f(self.min), f(self.max))
-        }
-    }
 }
 
 /// Boots the guest once and runs every case `repeats` times; returns its console and how

@@ -21,6 +21,7 @@ pub mod ktap;
 pub mod lmdb_tier;
 pub mod nested;
 pub mod qemu;
+pub mod spread;
 
 /// How many checks the guest's `mshare-api` suite runs in mode B and in mode C, wherever
 /// it runs (QEMU, `mshare-vmm`): a run that printed fewer stopped early, whatever its status.

@@ -2,6 +2,7 @@
 //! linked, with nothing but busybox beside them).
 
 pub mod ivshmem;
+pub mod postgres;
 pub mod process;
 pub mod publication;
 pub mod rng;
@@ -52,6 +53,11 @@ pub fn settled_pagetables_kib() -> u64 {
 /// `"VmPTE:"`), 0 if absent.
 pub fn status_kib(key: &str) -> u64 {
     kib_line(&fs::read_to_string("/proc/self/status").unwrap_or_default(), key)
+}
+
+/// A `/proc/PID/status` figure of process `pid` in KiB, 0 if absent (or the process gone).
+pub fn status_kib_of(pid: u32, key: &str) -> u64 {
+    kib_line(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(), key)
 }
 
 fn kib_line(text: &str, key: &str) -> u64 {

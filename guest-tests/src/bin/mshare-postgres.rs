@@ -1,11 +1,13 @@
 //! mshare-postgres: PostgreSQL 15, unmodified, on mshare in the guest. Runs in the
 //! PostgreSQL image (POSTGRES_INITRAMFS, images/scripts/postgres.sh): starts the server on
 //! the image's cluster, as its postgres user, runs pgbench against it, and reads what the
-//! server's memory is made of.
+//! server's memory is made of (guest_tests::postgres).
 //!
 //! ```text
 //! mshare-postgres preload
 //! mshare-postgres server [--way mshare|mmap] [--clients N] [--seconds S] [--shared-buffers SIZE]
+//! mshare-postgres bench [--ways W,W...] [--clients N,N...] [--seconds S] [--storm-seconds S]
+//!                       [--shared-buffers SIZE] [--scale N]
 //! ```
 //! `preload`: the preload library's C test programs (guest-preload/c), a shared anonymous
 //! mapping and a System V segment, each with forked workers counting under a futex, run
@@ -14,72 +16,96 @@
 //! in the other mode, and the library itself in the other mode, without and with
 //! MSHARE_FALLBACK=1.
 //!
-//! `server`: `--way mshare` (the default) starts the server under `mshare run`, so that its buffer
-//! pool (one shared anonymous mapping) is an msharefs window; `--way mmap` starts it as
-//! it is, on ordinary shared memory, where the window checks fail. Then `pgbench -S` with
-//! N clients (default 4) for S seconds (default 5), and `pg_ctl stop -m fast`.
+//! `server`: `--way mshare` (the default) starts the server under `mshare run`, in the
+//! module's mode, so that its buffer pool (one shared anonymous mapping) is an msharefs
+//! window; `--way mmap` starts it as it is, on ordinary shared memory, where the window
+//! checks fail. Then `pgbench -S` with N clients (default 4) for S seconds (default 5),
+//! and `pg_ctl stop -m fast`.
+//!
+//! `bench`: `pgbench -i` at the scale given, then for each way (mmap, huge, mshare-c,
+//! mshare-b; the module is reloaded in the way's mode, the hugetlbfs pool sized for the
+//! server) the server with the buffer pool given, prewarmed (pg_prewarm), and for each N:
+//! `pgbench -S` with N clients (tps, the time to open the N connections, the server's
+//! minor faults per backend, PageTables and each backend's VmPTE sampled while they run),
+//! then a connect storm (`pgbench -S -C`: a connection per transaction). One `BENCH` line
+//! of `name=value` figures per way and N.
 //!
 //! Output: `mshare-postgres: ok|not ok N - what` lines, then `mshare-postgres: N checks,
 //! F failed`; figures as `mshare-postgres: figure NAME=VALUE`; the server's log when a
 //! check fails. Exit status 0 when every check passed, 1 otherwise, 2 bad usage.
 
 use guest_tests::msharefs::SystemStats;
+use guest_tests::postgres::{
+    children_of, log_lines, pgbench, print_log, psql, reaped_children_faults, span, windows_of, Server, SharedMemory,
+    DATA, PG_BIN,
+};
 use guest_tests::suite::{eq, Suite};
+use guest_tests::{meminfo_kib, settled_pagetables_kib};
 use mshare_uapi::formats::parse_size;
-use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::thread::sleep;
+use mshare_uapi::preload::Mode;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-/// The image's cluster and its owner (images/postgres/passwd).
-const DATA: &str = "/var/lib/postgresql/data";
-const POSTGRES_UID: u32 = 1000;
-/// Where the server's socket is: in /run, which /init mounts afresh.
-const SOCKET_DIR: &str = "/run/postgresql";
-/// The server's output: its own file, which nothing else writes.
-const SERVER_LOG: &str = "/tmp/postgres.log";
-/// How long an emulated guest may take to start the server, and to stop it.
-const START_TIMEOUT: Duration = Duration::from_secs(180);
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+const USAGE: &str = "usage: mshare-postgres preload | server [--way mshare|mmap] [--clients N] [--seconds S] [--shared-buffers SIZE] | bench [--ways W,W...] [--clients N,N...] [--seconds S] [--storm-seconds S] [--shared-buffers SIZE] [--scale N]";
+const PROGRAM: &str = "mshare-postgres";
 
-const USAGE: &str =
-    "usage: mshare-postgres preload | server [--way mshare|mmap] [--clients N] [--seconds S] [--shared-buffers SIZE]";
-
-/// How the server's shared memory is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    /// Under `mshare run`: an msharefs region.
-    Mshare,
-    /// As it is: shared anonymous memory.
-    Mmap,
-}
-
+/// Options of `server` and `bench`.
 #[derive(Debug)]
 struct Options {
-    way: Way,
-    clients: u32,
+    /// `server`'s way: under `mshare run` or not.
+    mshare: bool,
+    ways: Vec<SharedMemory>,
+    clients: Vec<u32>,
     seconds: u32,
+    storm_seconds: u32,
     shared_buffers_mib: u64,
+    scale: u32,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
-    let mut options = Options { way: Way::Mshare, clients: 4, seconds: 5, shared_buffers_mib: 64 };
+    let mut options = Options {
+        mshare: true,
+        ways: vec![
+            SharedMemory::Mmap,
+            SharedMemory::HugePages,
+            SharedMemory::Mshare(Mode::C),
+            SharedMemory::Mshare(Mode::B),
+        ],
+        clients: vec![4],
+        seconds: 5,
+        storm_seconds: 5,
+        shared_buffers_mib: 64,
+        scale: 1,
+    };
     let mut rest = args;
     while let [flag, value, more @ ..] = rest {
-        let number =
-            || value.parse::<u32>().ok().filter(|&n| n > 0).ok_or(format!("{flag} {value}: expected a number above 0"));
+        let number = |text: &str| {
+            text.parse::<u32>().ok().filter(|&n| n > 0).ok_or(format!("{flag} {value}: expected numbers above 0"))
+        };
         match flag.as_str() {
             "--way" => {
-                options.way = match value.as_str() {
-                    "mshare" => Way::Mshare,
-                    "mmap" => Way::Mmap,
+                options.mshare = match value.as_str() {
+                    "mshare" => true,
+                    "mmap" => false,
                     _ => return Err(format!("--way {value}: expected mshare or mmap")),
                 }
             }
-            "--clients" => options.clients = number()?,
-            "--seconds" => options.seconds = number()?,
+            "--ways" => {
+                options.ways = value
+                    .split(',')
+                    .map(|w| {
+                        SharedMemory::from_name(w)
+                            .ok_or(format!("--ways: {w}: expected mmap, huge, mshare-c or mshare-b"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--clients" => options.clients = value.split(',').map(number).collect::<Result<_, _>>()?,
+            "--seconds" => options.seconds = number(value)?,
+            "--storm-seconds" => options.storm_seconds = number(value)?,
+            "--scale" => options.scale = number(value)?,
             "--shared-buffers" => {
                 options.shared_buffers_mib = parse_size(value)
                     .filter(|&b| b >= 1 << 20)
@@ -90,225 +116,30 @@ fn options(args: &[String]) -> Result<Options, String> {
         }
         rest = more;
     }
-    if rest.is_empty() {
-        Ok(options)
-    } else {
-        Err(format!("{}: expected a value", rest[0]))
+    match rest {
+        [] => Ok(options),
+        [flag, ..] => Err(format!("{flag}: expected a value")),
     }
 }
 
-/// A command run as the cluster's owner, with an environment of its own.
-fn as_postgres(program: &str) -> Command {
-    let mut command = Command::new(program);
-    command
-        .uid(POSTGRES_UID)
-        .gid(POSTGRES_UID)
-        .env_clear()
-        .env("PATH", format!("{PG_BIN}:/usr/bin:/bin"))
-        .env("HOME", "/var/lib/postgresql")
-        .env("LC_ALL", "C")
-        .current_dir("/var/lib/postgresql");
-    command
+fn max_clients(options: &Options) -> u32 {
+    options.clients.iter().copied().max().unwrap_or(1)
 }
 
-/// Waits up to `timeout` for `child` to end; its status, or `None` if it did not.
-fn wait_for(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if start.elapsed() < timeout => sleep(Duration::from_millis(100)),
-            _ => return None,
-        }
-    }
-}
-
-/// The running server: killed if dropped before it was stopped, so that nothing is left
-/// running behind a failed check.
-struct Server {
-    postmaster: Child,
-}
-
-impl Server {
-    fn start(options: &Options, mode: &str) -> Result<Self, String> {
-        fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("{SOCKET_DIR}: {e}"))?;
-        std::os::unix::fs::chown(SOCKET_DIR, Some(POSTGRES_UID), Some(POSTGRES_UID))
-            .map_err(|e| format!("chown {SOCKET_DIR}: {e}"))?;
-        let log = File::create(SERVER_LOG).map_err(|e| format!("{SERVER_LOG}: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("{SERVER_LOG}: {e}"))?;
-        let postgres = format!("{PG_BIN}/postgres");
-        let mut command = match options.way {
-            Way::Mshare => {
-                let mut command = as_postgres("/usr/bin/mshare");
-                command.args(["run", "--mode", mode, "--verbose", "--", &postgres]);
-                command
-            }
-            Way::Mmap => as_postgres(&postgres),
-        };
-        // Every process but the backends starts with the server: no autovacuum (the image's
-        // configuration), no logical replication launcher.
-        command.args(["-D", DATA, "-c", "huge_pages=off", "-c", "log_connections=on"]);
-        command.args(["-c", "max_logical_replication_workers=0"]);
-        command.args(["-c", &format!("shared_buffers={}MB", options.shared_buffers_mib)]);
-        command.args(["-c", &format!("max_connections={}", options.clients + 10)]);
-        let postmaster = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("starting {postgres}: {e}"))?;
-        let mut server = Self { postmaster };
-        server.wait_ready()?;
-        Ok(server)
-    }
-
-    fn pid(&self) -> u32 {
-        self.postmaster.id()
-    }
-
-    /// Polls `pg_isready` until the server takes connections.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let start = Instant::now();
-        while start.elapsed() < START_TIMEOUT {
-            if let Ok(Some(status)) = self.postmaster.try_wait() {
-                return Err(format!("the server exited during startup ({status})"));
-            }
-            let ready = as_postgres(&format!("{PG_BIN}/pg_isready"))
-                .args(["-q", "-h", SOCKET_DIR, "-U", "postgres", "-d", "postgres"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
-            }
-            sleep(Duration::from_millis(500));
-        }
-        Err(format!("the server took no connection within {} s", START_TIMEOUT.as_secs()))
-    }
-
-    /// `pg_ctl stop -m fast`, then the server's own exit status.
-    fn stop(mut self) -> Result<(), String> {
-        let pg_ctl = as_postgres(&format!("{PG_BIN}/pg_ctl"))
-            .args(["stop", "-D", DATA, "-m", "fast", "-w", "-t", &STOP_TIMEOUT.as_secs().to_string()])
-            .output()
-            .map_err(|e| format!("pg_ctl: {e}"))?;
-        let status = wait_for(&mut self.postmaster, STOP_TIMEOUT);
-        if !pg_ctl.status.success() {
-            return Err(format!("pg_ctl stop: {}: {}", pg_ctl.status, String::from_utf8_lossy(&pg_ctl.stderr).trim()));
-        }
-        match status {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => Err(format!("the server exited with {status}")),
-            None => Err(format!("the server did not exit within {} s of pg_ctl stop", STOP_TIMEOUT.as_secs())),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.postmaster.try_wait() {
-            let _ = self.postmaster.kill();
-            let _ = self.postmaster.wait();
-        }
-    }
-}
-
-/// The lines of `/proc/PID/maps` for msharefs windows.
-fn windows_of(pid: u32) -> Vec<String> {
-    fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(" /sys/fs/mshare/"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The Rss of `pid`'s msharefs window (smaps), once it has touched it: 0 before.
-fn window_rss_kib(pid: u32) -> u64 {
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut in_window = false;
-    for line in smaps.lines() {
-        if line.contains(" /sys/fs/mshare/") {
-            in_window = true;
-        } else if in_window {
-            if let Some(kib) = line.strip_prefix("Rss:") {
-                return kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    0
-}
-
-/// Bytes a maps line's mapping spans.
-fn span(line: &str) -> u64 {
-    let range = line.split_whitespace().next().unwrap_or("");
-    let (start, end) = range.split_once('-').unwrap_or(("0", "0"));
-    let parse = |hex| u64::from_str_radix(hex, 16).unwrap_or(0);
-    parse(end).saturating_sub(parse(start))
-}
-
-/// The processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| stat_field(*child, 4) == Some(u64::from(pid)))
-        .collect()
-}
-
-/// Field `n` (1-based, as proc(5) counts) of `/proc/PID/stat`.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold blanks and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(n - 3)?.parse().ok()
-}
-
-/// Lines of the server's log that hold `text`.
-fn log_lines(text: &str) -> Vec<String> {
-    fs::read_to_string(SERVER_LOG).unwrap_or_default().lines().filter(|l| l.contains(text)).map(str::to_owned).collect()
-}
-
-/// What pgbench reported.
-#[derive(Debug)]
-struct Pgbench {
-    tps: f64,
-    transactions: u64,
-}
-
-fn pgbench(options: &Options) -> Result<Pgbench, String> {
-    let threads = options.clients.min(2).to_string();
-    let out = as_postgres(&format!("{PG_BIN}/pgbench"))
-        .args(["-S", "-n", "-c", &options.clients.to_string(), "-j", &threads])
-        .args(["-T", &options.seconds.to_string(), "-h", SOCKET_DIR, "-U", "postgres", "postgres"])
-        .output()
-        .map_err(|e| format!("pgbench: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for line in stdout.lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
-        println!("mshare-postgres: pgbench: {line}");
-    }
-    if !out.status.success() {
-        return Err(format!("pgbench: {}", out.status));
-    }
-    let value = |prefix: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
-    };
-    let failed = value("number of failed transactions:").ok_or("pgbench printed no failed-transaction count")?;
-    if failed != "0" {
-        return Err(format!("{failed} transactions failed"));
-    }
-    let transactions = value("number of transactions actually processed:")
-        .and_then(|v| v.split('/').next()?.parse().ok())
-        .ok_or("pgbench printed no transaction count")?;
-    let tps = value("tps =").and_then(|v| v.parse().ok()).ok_or("pgbench printed no tps")?;
-    Ok(Pgbench { tps, transactions })
+/// The server settings every run shares: every process but the backends starts with the
+/// server (no autovacuum in the image's configuration, no logical replication launcher),
+/// and each backend says when it connected.
+fn settings(options: &Options) -> Vec<String> {
+    vec![
+        format!("shared_buffers={}MB", options.shared_buffers_mib),
+        format!("max_connections={}", max_clients(options) + 10),
+        "max_logical_replication_workers=0".to_owned(),
+        "log_connections=on".to_owned(),
+    ]
 }
 
 fn server(options: &Options) -> ExitCode {
-    let mut t = Suite::new("mshare-postgres");
+    let mut t = Suite::new(PROGRAM);
     if !std::path::Path::new(&format!("{PG_BIN}/postgres")).is_file() {
         t.check("PostgreSQL is in this image", Err("boot the PostgreSQL image (POSTGRES_INITRAMFS)".to_owned()));
         return t.finish();
@@ -320,17 +151,22 @@ fn server(options: &Options) -> ExitCode {
             return t.finish();
         }
     };
-    let server = match Server::start(options, &before.mode) {
+    let memory = match (options.mshare, before.shares_tables()) {
+        (false, _) => SharedMemory::Mmap,
+        (true, true) => SharedMemory::Mshare(Mode::B),
+        (true, false) => SharedMemory::Mshare(Mode::C),
+    };
+    let server = match Server::start(memory, &settings(options)) {
         Ok(server) => server,
         Err(e) => {
             t.check("the server starts", Err(e));
-            print_log();
+            print_log(PROGRAM);
             return t.finish();
         }
     };
     t.check("the server starts", Ok(()));
     for line in log_lines("mshare-preload[") {
-        println!("mshare-postgres: server: {line}");
+        println!("{PROGRAM}: server: {line}");
     }
     let pool = options.shared_buffers_mib << 20;
     let postmaster_windows = windows_of(server.pid());
@@ -342,57 +178,50 @@ fn server(options: &Options) -> ExitCode {
             windows => Err(format!("windows {windows:?}, want one of at least {pool} bytes")),
         },
     );
-    let children = children_of(server.pid());
+    let processes = server.settled_processes(pool);
     t.check(
-        &format!("and of each of its {} processes", children.len()),
-        if children.is_empty() {
+        &format!("and of each of its {} processes", processes.len()),
+        if processes.is_empty() {
             Err("the postmaster has no children".to_owned())
         } else if postmaster_windows.is_empty() {
             Err("the postmaster has no window to share".to_owned())
         } else {
-            children.iter().try_for_each(|&child| {
-                eq(windows_of(child), postmaster_windows.clone()).map_err(|e| format!("process {child}: {e}"))
+            processes.iter().try_for_each(|&pid| {
+                eq(windows_of(pid), postmaster_windows.clone()).map_err(|e| format!("process {pid}: {e}"))
             })
         },
     );
-    // The counts below are the backends' alone once every other server process has
-    // touched the pool (the last of them may still be starting when the server is ready).
-    let settled = Instant::now();
-    let mut children = children;
-    while !postmaster_windows.is_empty()
-        && children.iter().any(|&child| window_rss_kib(child) == 0)
-        && settled.elapsed() < START_TIMEOUT
-    {
-        sleep(Duration::from_millis(100));
-        children = children_of(server.pid());
-    }
     let stats = SystemStats::read().unwrap_or_default();
     let connections = log_lines("connection authorized:").len();
-    let faults = stat_field(server.pid(), 11).unwrap_or(0);
-    let bench = pgbench(options);
-    // The backends' faults reach the postmaster's count of its children's as it reaps them.
-    let reaped = Instant::now();
-    while children_of(server.pid()).len() > children.len() && reaped.elapsed() < STOP_TIMEOUT {
-        sleep(Duration::from_millis(100));
-    }
+    let faults = reaped_children_faults(server.pid());
+    let clients = max_clients(options);
+    let args =
+        ["-S", "-n", "-c", &clients.to_string(), "-j", &clients.min(2).to_string(), "-T", &options.seconds.to_string()];
+    let bench = pgbench(&args.map(str::to_owned));
+    server.wait_for_children(processes.len());
     let backends = log_lines("connection authorized:").len() - connections;
-    let backend_faults = stat_field(server.pid(), 11).unwrap_or(0).saturating_sub(faults);
+    let backend_faults = reaped_children_faults(server.pid()).saturating_sub(faults);
     let after = SystemStats::read().unwrap_or_default();
+    if let Ok(report) = &bench {
+        for line in report.output.lines() {
+            println!("{PROGRAM}: pgbench: {line}");
+        }
+    }
     t.check(
-        &format!("pgbench -S, {} clients for {} s: every transaction done", options.clients, options.seconds),
+        &format!("pgbench -S, {clients} clients for {} s: every transaction done", options.seconds),
         bench.as_ref().map(|_| ()).map_err(String::clone),
     );
-    if let Ok(bench) = &bench {
-        println!("mshare-postgres: figure tps={:.1} transactions={}", bench.tps, bench.transactions);
+    if let Ok(report) = &bench {
+        println!("{PROGRAM}: figure tps={:.1} transactions={}", report.tps, report.transactions);
     }
     println!(
-        "mshare-postgres: figure backends={backends} minor_faults_per_backend={}",
+        "{PROGRAM}: figure backends={backends} minor_faults_per_backend={}",
         backend_faults.checked_div(backends as u64).unwrap_or(0)
     );
     let links = after.pmd_table_links - stats.pmd_table_links;
     let pte_links = after.table_links - stats.table_links;
     println!(
-        "mshare-postgres: figure mode={} pmd_table_links={links} table_links={pte_links} pfn_faults={}",
+        "{PROGRAM}: figure mode={} pmd_table_links={links} table_links={pte_links} pfn_faults={}",
         before.mode,
         after.pfn_faults - stats.pfn_faults
     );
@@ -427,7 +256,7 @@ fn server(options: &Options) -> ExitCode {
         if bad.is_empty() { Ok(()) } else { Err(bad.join(" | ")) },
     );
     if t.failed() > 0 {
-        print_log();
+        print_log(PROGRAM);
     }
     t.finish()
 }
@@ -450,7 +279,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Ran {
         Err(e) => Ran { code: None, stdout: String::new(), stderr: format!("{program}: {e}") },
     };
     for line in ran.stdout.lines().chain(ran.stderr.lines()) {
-        println!("mshare-postgres: | {line}");
+        println!("{PROGRAM}: | {line}");
     }
     ran
 }
@@ -469,7 +298,7 @@ fn counted(ran: &Ran, program: &str, on_msharefs: bool) -> Result<(), String> {
 }
 
 fn preload() -> ExitCode {
-    let mut t = Suite::new("mshare-postgres");
+    let mut t = Suite::new(PROGRAM);
     let mode = match SystemStats::read() {
         Ok(stats) => stats.mode,
         Err(e) => {
@@ -535,23 +364,199 @@ fn preload() -> ExitCode {
     t.finish()
 }
 
-fn print_log() {
-    for line in fs::read_to_string(SERVER_LOG).unwrap_or_default().lines() {
-        println!("mshare-postgres: server log: {line}");
+/// Runs a command of /init's busybox; why not, if it failed.
+fn sh(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {}: {}: {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
+}
+
+/// Loads mshare.ko in `mode` (unloading it first if it is in the other), msharefs mounted
+/// as /init mounts it.
+fn load_module(mode: Mode) -> Result<(), String> {
+    if SystemStats::read().is_ok_and(|stats| stats.mode == mode.to_string()) {
+        return Ok(());
+    }
+    if SystemStats::read().is_ok() {
+        sh("umount", &["/sys/fs/mshare"])?;
+        sh("rmmod", &["mshare"])?;
+    }
+    sh("insmod", &["/lib/modules/mshare.ko", &format!("shared_tables={}", u8::from(mode == Mode::B))])?;
+    sh("mount", &["-t", "msharefs", "msharefs", "/sys/fs/mshare"])?;
+    sh("chmod", &["0666", "/dev/mshare"])?;
+    match SystemStats::read() {
+        Ok(stats) if stats.mode == mode.to_string() => Ok(()),
+        Ok(stats) => Err(format!("mshare.ko loaded in mode {}, not {mode}", stats.mode)),
+        Err(e) => Err(format!("mshare.ko: {e}")),
+    }
+}
+
+/// Sizes the hugetlbfs pool to `pages` 2 MiB pages; an error if the kernel gives fewer.
+fn huge_pages(pages: u64) -> Result<(), String> {
+    std::fs::write("/proc/sys/vm/nr_hugepages", pages.to_string()).map_err(|e| format!("nr_hugepages: {e}"))?;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Total:").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0u64);
+    if total == pages {
+        Ok(())
+    } else {
+        Err(format!("asked for {pages} huge pages, the kernel has {total}"))
+    }
+}
+
+/// The huge pages the server needs (its own count: `postgres -C
+/// shared_memory_size_in_huge_pages`).
+fn server_huge_pages(settings: &[String]) -> Result<u64, String> {
+    let mut command = guest_tests::postgres::as_postgres(&format!("{PG_BIN}/postgres"));
+    command.args(["-D", DATA, "-C", "shared_memory_size_in_huge_pages"]);
+    for setting in settings {
+        command.args(["-c", setting]);
+    }
+    let out = command.output().map_err(|e| format!("postgres -C: {e}"))?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+        format!("postgres -C shared_memory_size_in_huge_pages: {}", String::from_utf8_lossy(&out.stderr).trim())
+    })
+}
+
+/// What is sampled while pgbench runs: the most page tables the guest had, and each
+/// backend's own (VmPTE) when the most backends were there.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    pagetables_peak_kib: u64,
+    backends: u64,
+    vmpte_kib: u64,
+}
+
+fn sample_while(running: Arc<AtomicBool>, postmaster: u32, others: Vec<u32>) -> thread::JoinHandle<Sample> {
+    thread::spawn(move || {
+        let mut sample = Sample::default();
+        while running.load(Ordering::Relaxed) {
+            sample.pagetables_peak_kib = sample.pagetables_peak_kib.max(meminfo_kib("PageTables:"));
+            let backends: Vec<u32> = children_of(postmaster).into_iter().filter(|pid| !others.contains(pid)).collect();
+            if backends.len() as u64 > sample.backends {
+                sample.backends = backends.len() as u64;
+                sample.vmpte_kib = backends.iter().map(|&pid| guest_tests::status_kib_of(pid, "VmPTE:")).sum();
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        sample
+    })
+}
+
+/// One pgbench run against the server and what the server took for it: the report, the
+/// backends it started (from the log), their minor faults, the page-table sample.
+fn measured_run(
+    server: &Server,
+    others: &[u32],
+    args: &[String],
+) -> Result<(guest_tests::postgres::PgbenchReport, u64, u64, Sample), String> {
+    let connections = log_lines("connection authorized:").len();
+    let faults = reaped_children_faults(server.pid());
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = sample_while(Arc::clone(&running), server.pid(), others.to_vec());
+    let report = pgbench(args);
+    running.store(false, Ordering::Relaxed);
+    let sample = sampler.join().unwrap_or_default();
+    server.wait_for_children(others.len());
+    let backends = (log_lines("connection authorized:").len() - connections) as u64;
+    let faults = reaped_children_faults(server.pid()).saturating_sub(faults);
+    Ok((report?, backends, faults, sample))
+}
+
+/// One way of the benchmark: the server made that way, prewarmed, then each N.
+fn bench_way(memory: SharedMemory, options: &Options) -> Result<(), String> {
+    match memory {
+        SharedMemory::Mshare(mode) => load_module(mode)?,
+        SharedMemory::HugePages => huge_pages(server_huge_pages(&settings(options))?)?,
+        SharedMemory::Mmap => {}
+    }
+    let started = Instant::now();
+    let server = Server::start(memory, &settings(options))?;
+    let start_s = started.elapsed().as_secs_f64();
+    let prewarm = Instant::now();
+    psql("SELECT pg_prewarm('pgbench_accounts'), pg_prewarm('pgbench_accounts_pkey'), pg_prewarm('pgbench_branches'), pg_prewarm('pgbench_tellers')")?;
+    let prewarm_s = prewarm.elapsed().as_secs_f64();
+    let pool = options.shared_buffers_mib << 20;
+    let others = server.settled_processes(pool);
+    let idle_kib = settled_pagetables_kib();
+    let on_msharefs = !windows_of(server.pid()).is_empty();
+    println!(
+        "BENCH-WAY way={} start_s={start_s:.2} prewarm_s={prewarm_s:.2} pagetables_idle_kib={idle_kib} on_msharefs={}",
+        memory.name(),
+        u8::from(on_msharefs)
+    );
+    for &clients in &options.clients {
+        let threads = clients.min(2).to_string();
+        let steady = ["-S", "-n", "-c", &clients.to_string(), "-j", &threads, "-T", &options.seconds.to_string()];
+        let (report, backends, faults, sample) = measured_run(&server, &others, &steady.map(str::to_owned))?;
+        let storm =
+            ["-S", "-n", "-C", "-c", &clients.to_string(), "-j", &threads, "-T", &options.storm_seconds.to_string()];
+        let (storm, connections, storm_faults, _) = measured_run(&server, &others, &storm.map(str::to_owned))?;
+        let per = |total: u64, n: u64| total as f64 / n.max(1) as f64;
+        println!(
+            "BENCH way={} clients={clients} tps={:.1} connect_ms={:.1} storm_tps={:.1} backends={backends} \
+             faults_per_backend={:.0} storm_connections={connections} storm_faults_per_connection={:.0} \
+             pagetables_idle_kib={idle_kib} pagetables_peak_kib={} pagetables_per_backend_kib={:.1} \
+             sampled_backends={} vmpte_per_backend_kib={:.1}",
+            memory.name(),
+            report.tps,
+            report.connect_ms,
+            storm.tps,
+            per(faults, backends),
+            per(storm_faults, connections),
+            sample.pagetables_peak_kib,
+            per(sample.pagetables_peak_kib.saturating_sub(idle_kib), u64::from(clients)),
+            sample.backends,
+            per(sample.vmpte_kib, sample.backends),
+        );
+    }
+    server.stop()?;
+    if memory == SharedMemory::HugePages {
+        huge_pages(0)?;
+    }
+    Ok(())
+}
+
+fn bench(options: &Options) -> ExitCode {
+    let init = Instant::now();
+    let loaded = Server::start(SharedMemory::Mmap, &settings(options)).and_then(|server| {
+        pgbench(&["-i", "-q", "-s", &options.scale.to_string()].map(str::to_owned))?;
+        server.stop()
+    });
+    if let Err(e) = loaded {
+        println!("BENCH-FAILED step=init: {e}");
+        print_log(PROGRAM);
+        return ExitCode::FAILURE;
+    }
+    println!("BENCH-INIT scale={} seconds={:.1}", options.scale, init.elapsed().as_secs_f64());
+    for &way in &options.ways {
+        if let Err(e) = bench_way(way, options) {
+            println!("BENCH-FAILED way={}: {e}", way.name());
+            print_log(PROGRAM);
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("BENCH-DONE");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = |rest: &[String], run: fn(&Options) -> ExitCode| match options(rest) {
+        Ok(options) => run(&options),
+        Err(e) => {
+            eprintln!("{PROGRAM}: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    };
     match args.split_first() {
         Some((command, [])) if command == "preload" => preload(),
-        Some((command, rest)) if command == "server" => match options(rest) {
-            Ok(options) => server(&options),
-            Err(e) => {
-                eprintln!("mshare-postgres: {e}\n{USAGE}");
-                ExitCode::from(2)
-            }
-        },
+        Some((command, rest)) if command == "server" => parsed(rest, server),
+        Some((command, rest)) if command == "bench" => parsed(rest, bench),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
