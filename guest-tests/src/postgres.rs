@@ -250,6 +250,19 @@ pub fn pgbench(args: &[String]) -> Result<PgbenchReport, String> {
     Ok(PgbenchReport { tps, transactions, connect_ms, output })
 }
 
+/// `pgbench -i` at `scale`: fills the database (pgbench's tables) anew.
+pub fn pgbench_init(scale: u32) -> Result<(), String> {
+    let out = as_postgres(&format!("{PG_BIN}/pgbench"))
+        .args(["-i", "-q", "-s", &scale.to_string(), "-h", SOCKET_DIR, "-U", "postgres", "postgres"])
+        .output()
+        .map_err(|e| format!("pgbench -i: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("pgbench -i -s {scale}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
 /// The lines of `/proc/PID/maps` for msharefs windows.
 pub fn windows_of(pid: u32) -> Vec<String> {
     fs::read_to_string(format!("/proc/{pid}/maps"))

@@ -36,8 +36,8 @@
 
 use guest_tests::msharefs::SystemStats;
 use guest_tests::postgres::{
-    children_of, log_lines, pgbench, print_log, psql, reaped_children_faults, span, windows_of, Server, SharedMemory,
-    DATA, PG_BIN,
+    children_of, log_lines, pgbench, pgbench_init, print_log, psql, reaped_children_faults, span, windows_of, Server,
+    SharedMemory, DATA, PG_BIN,
 };
 use guest_tests::suite::{eq, Suite};
 use guest_tests::{meminfo_kib, settled_pagetables_kib};
@@ -523,8 +523,12 @@ fn bench_way(memory: SharedMemory, options: &Options) -> Result<(), String> {
 
 fn bench(options: &Options) -> ExitCode {
     let init = Instant::now();
-    let loaded = Server::start(SharedMemory::Mmap, &settings(options)).and_then(|server| {
-        pgbench(&["-i", "-q", "-s", &options.scale.to_string()].map(str::to_owned))?;
+    // Loading writes no WAL for the tables it makes (wal_level=minimal), and checkpoints
+    // only when it is done.
+    let mut loading = settings(options);
+    loading.extend(["wal_level=minimal", "max_wal_senders=0", "max_wal_size=4GB"].map(str::to_owned));
+    let loaded = Server::start(SharedMemory::Mmap, &loading).and_then(|server| {
+        pgbench_init(options.scale)?;
         server.stop()
     });
     if let Err(e) = loaded {
