@@ -1,6 +1,6 @@
 //! `bench-report`: the last step of `make bench`. Reads what the benchmarks wrote in
-//! target/bench/ (pagetables.json, dbtier.json, dbtier-nested.json, regions.json,
-//! boot.json and their .md reports) and writes target/bench/report.md, report.json and PNG
+//! target/bench/ (pagetables.json, dbtier.json, dbtier-nested.json, postgres.json,
+//! regions.json, boot.json and their .md reports) and writes target/bench/report.md, report.json and PNG
 //! plots; the page-table and database-tier plots are also copied to docs/
 //! (bench-pagetables.png, bench-dbtier.png), which the README shows. A benchmark that did
 //! not run is said so in the report, not made up.
@@ -116,6 +116,12 @@ type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
 /// A linear chart of lines against K VMs.
 fn plot_against_vms(path: &Path, caption: &str, y_label: &str, lines: Vec<Line<'_>>) -> Result<(), String> {
+    plot_lines(path, caption, ("VMs (K)", true), y_label, lines)
+}
+
+/// A linear chart of lines; `x` is the x axis's label and whether it gets a tick per whole
+/// number (a few VMs) or the default ticks (clients).
+fn plot_lines(path: &Path, caption: &str, x: (&str, bool), y_label: &str, lines: Vec<Line<'_>>) -> Result<(), String> {
     let max_k = lines.iter().flat_map(|(_, l, _)| l.iter().map(|p| p.0)).fold(1.0, f64::max);
     let max_v = lines.iter().flat_map(|(_, l, _)| l.iter().map(|p| p.1)).fold(1.0, f64::max);
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
@@ -127,12 +133,13 @@ fn plot_against_vms(path: &Path, caption: &str, y_label: &str, lines: Vec<Line<'
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..max_k + 1.0, 0.0..max_v * 1.15)
         .map_err(|e| e.to_string())?;
+    let (x_desc, tick_per_unit) = x;
     chart
         .configure_mesh()
-        .x_desc("VMs (K)")
+        .x_desc(x_desc)
         .y_desc(y_label)
         // One tick per VM count: the default halves would print each K twice.
-        .x_labels(max_k as usize + 2)
+        .x_labels(if tick_per_unit { max_k as usize + 2 } else { 10 })
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
@@ -179,6 +186,32 @@ fn plot_dbtier(path: &Path, rows: &[Value]) -> Result<(), String> {
     let lines = DB_WAYS.iter().enumerate().map(|(i, w)| (*w, line(w), COLORS[(i + 2) % COLORS.len()])).collect();
     let caption = format!("LMDB tier: host memory, K VMs x {n} readers, {size} MiB database");
     plot_against_vms(path, &caption, "fleet PSS (QEMU processes), MiB", lines)
+}
+
+/// PostgreSQL's ways, in the order its report lists them.
+const PG_WAYS: [(&str, &str); 4] =
+    [("mmap", "mmap (4 KiB)"), ("huge", "huge_pages=on"), ("mshare-c", "mshare C"), ("mshare-b", "mshare B")];
+
+/// PostgreSQL: page tables per connected backend against N clients, one line per way.
+fn plot_postgres(path: &Path, rows: &[Value]) -> Result<(), String> {
+    let line = |way: &str| -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r["way"] == way)
+            .filter_map(|r| Some((r["clients"].as_f64()?, r["pagetables_per_backend_kib"].as_f64()?)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
+    };
+    let lines =
+        PG_WAYS.iter().enumerate().map(|(i, (w, label))| (*label, line(w), COLORS[(i + 2) % COLORS.len()])).collect();
+    plot_lines(
+        path,
+        "PostgreSQL: page tables per backend (pgbench -S)",
+        ("clients (N)", false),
+        "PageTables growth per backend, KiB",
+        lines,
+    )
 }
 
 /// A figure as the tables print it: whole numbers without a fraction.
@@ -233,6 +266,7 @@ fn main() {
     let stage2 = read_json(&dir, "stage2.json");
     let dbtier = read_json(&dir, "dbtier.json");
     let dbtier_nested = read_json(&dir, "dbtier-nested.json");
+    let postgres = read_json(&dir, "postgres.json");
     let pt_rows: Vec<Value> = pagetables.as_ref().and_then(|p| p["rows"].as_array().cloned()).unwrap_or_default();
     let mut plots = Vec::new();
     if let Some(size) = pt_rows.iter().filter_map(|r| r["size_bytes"].as_u64()).max() {
@@ -279,6 +313,22 @@ fn main() {
         }
     }
 
+    if let Some(rows) = postgres.as_ref().and_then(|r| r["rows"].as_array()) {
+        match plot_postgres(&dir.join("postgres.png"), rows) {
+            Ok(()) => {
+                plots.push("postgres.png");
+                let shown = root.join("docs").join("bench-postgres.png");
+                if let Err(e) = std::fs::copy(dir.join("postgres.png"), &shown) {
+                    eprintln!(
+                        "bench-report: copying postgres.png to {} (docs/preload.md's plot): {e}",
+                        shown.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("bench-report: postgres.png: {e}"),
+        }
+    }
+
     let head = headline(&pt_rows);
     let section = |name: &str, what: &str| {
         read_text(&dir, name).map_or_else(
@@ -319,12 +369,14 @@ fn main() {
     );
     report +=
         "- The only published mshare benchmark (PostgreSQL, 16,000 clients): 50-70 s to connect with fork-shared \
-               memory against 6 s with msharefs, and 1.35-1.45x throughput. The closest figures here are the time per \
-               process to map and touch a region (connect.png) and the database tier's connect storm (N processes \
-               opening LMDB at once; its section's anchors).\n\n";
+               memory against 6 s with msharefs, and 1.35-1.45x throughput. The same database, unmodified, four ways, is \
+               the PostgreSQL section (its table beside ours); the time per process to map and touch a region \
+               (connect.png) and the database tier's connect storm are the other figures near it.\n\n";
     report += &section("pagetables.md", "Page tables");
     report += "\n";
     report += &section("dbtier.md", "Database tier");
+    report += "\n";
+    report += &section("postgres.md", "PostgreSQL");
     report += "\n";
     report += &section("dbtier-nested.md", "Database tier under mshare-vmm (nested KVM host)");
     report += "\n";
@@ -339,6 +391,7 @@ fn main() {
         "pagetables": pagetables,
         "dbtier": dbtier,
         "dbtier_nested": dbtier_nested,
+        "postgres": postgres,
         "regions": regions,
         "stage2": stage2,
         "boot": boot,

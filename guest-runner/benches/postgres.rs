@@ -16,7 +16,7 @@
 //!
 //! `make bench-postgres`; BENCH_PG_CLIENTS ("16 64 256 400"), BENCH_PG_SECONDS (10),
 //! BENCH_PG_STORM_SECONDS (5), BENCH_PG_SHARED_BUFFERS ("1G"), BENCH_PG_SCALE (64),
-//! BENCH_PG_MEMORY_MIB (4096), BENCH_PG_RUNS (3) and BENCH_PG_WAYS (all four) change it.
+//! BENCH_PG_MEMORY_MIB (6144), BENCH_PG_RUNS (3) and BENCH_PG_WAYS (all four) change it.
 //! Writes target/bench/postgres.md and postgres.json.
 
 use guest_runner::console;
@@ -87,7 +87,7 @@ impl Params {
             storm_seconds: number("BENCH_PG_STORM_SECONDS", "5"),
             shared_buffers: env_or("BENCH_PG_SHARED_BUFFERS", "1G"),
             scale: number("BENCH_PG_SCALE", "64"),
-            memory_mib: number("BENCH_PG_MEMORY_MIB", "4096") as u32,
+            memory_mib: number("BENCH_PG_MEMORY_MIB", "6144") as u32,
             runs: number("BENCH_PG_RUNS", "3") as usize,
             ways,
         }
