@@ -238,14 +238,15 @@ pub fn pgbench(args: &[String]) -> Result<PgbenchReport, String> {
             .find_map(|l| l.trim().strip_prefix(prefix))
             .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
     };
-    let failed = value("number of failed transactions:").ok_or("pgbench printed no failed-transaction count")?;
+    let said = |what: &str| format!("pgbench {}: {what}; it printed:\n{}", args.join(" "), output.trim());
+    let failed = value("number of failed transactions:").ok_or_else(|| said("no failed-transaction count"))?;
     if failed != "0" {
-        return Err(format!("{failed} transactions failed"));
+        return Err(said(&format!("{failed} transactions failed")));
     }
     let transactions = value("number of transactions actually processed:")
         .and_then(|v| v.split('/').next()?.parse().ok())
-        .ok_or("pgbench printed no transaction count")?;
-    let tps = value("tps =").and_then(|v| v.parse().ok()).ok_or("pgbench printed no tps")?;
+        .ok_or_else(|| said("no transaction count"))?;
+    let tps = value("tps =").and_then(|v| v.parse().ok()).ok_or_else(|| said("no tps"))?;
     let connect_ms = value("initial connection time =").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     Ok(PgbenchReport { tps, transactions, connect_ms, output })
 }

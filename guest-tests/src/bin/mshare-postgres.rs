@@ -491,7 +491,11 @@ fn bench_way(memory: SharedMemory, options: &Options) -> Result<(), String> {
     );
     for &clients in &options.clients {
         let threads = clients.min(2).to_string();
-        let steady = ["-S", "-n", "-c", &clients.to_string(), "-j", &threads, "-T", &options.seconds.to_string()];
+        // pgbench's clock runs while its clients connect, tens of ms each under emulation:
+        // the run is longer by that, so that about `seconds` are left for transactions (its
+        // tps leaves the connecting out).
+        let duration = options.seconds + clients / 40;
+        let steady = ["-S", "-n", "-c", &clients.to_string(), "-j", &threads, "-T", &duration.to_string()];
         let (report, backends, faults, sample) = measured_run(&server, &others, &steady.map(str::to_owned))?;
         let storm =
             ["-S", "-n", "-C", "-c", &clients.to_string(), "-j", &threads, "-T", &options.storm_seconds.to_string()];
