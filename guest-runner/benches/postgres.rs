@@ -14,7 +14,7 @@
 //! this adds page tables (the growth of PageTables with N backends connected, per
 //! backend, and each backend's own VmPTE).
 //!
-//! `make bench-postgres`; BENCH_PG_CLIENTS ("16 64 256 400"), BENCH_PG_SECONDS (10),
+//! `make bench-postgres`; BENCH_PG_CLIENTS ("16 64 256 800"), BENCH_PG_SECONDS (10),
 //! BENCH_PG_STORM_SECONDS (5), BENCH_PG_SHARED_BUFFERS ("1G"), BENCH_PG_SCALE (64),
 //! BENCH_PG_MEMORY_MIB (6144), BENCH_PG_RUNS (3) and BENCH_PG_WAYS (all four) change it.
 //! Writes target/bench/postgres.md and postgres.json.
@@ -79,7 +79,7 @@ impl Params {
             );
         }
         Self {
-            clients: env_or("BENCH_PG_CLIENTS", "16 64 256 400")
+            clients: env_or("BENCH_PG_CLIENTS", "16 64 256 800")
                 .split_whitespace()
                 .map(|n| n.parse().unwrap_or_else(|_| panic!("BENCH_PG_CLIENTS: {n}: not a number")))
                 .collect(),
