@@ -97,9 +97,11 @@ bench-stage2: images
 bench-pagetables: images
 	cargo bench --locked -p guest-runner --bench pagetables
 
-# PostgreSQL, unmodified: mmap, huge_pages=on, mshare C and B side by side (docs/preload.md).
+# PostgreSQL, unmodified: mmap, huge_pages=on, mshare C and B side by side (docs/preload.md),
+# under QEMU TCG, then under mshare-vmm on the nested KVM host.
 bench-postgres: images
 	cargo bench --locked -p guest-runner --bench postgres
+	cargo bench --locked -p vmm --bench postgres_nested
 
 # The LMDB tier under QEMU TCG, then under mshare-vmm on the nested KVM host.
 bench-dbtier: images

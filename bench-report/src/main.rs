@@ -1,6 +1,6 @@
 //! `bench-report`: the last step of `make bench`. Reads what the benchmarks wrote in
 //! target/bench/ (pagetables.json, dbtier.json, dbtier-nested.json, postgres.json,
-//! regions.json, boot.json and their .md reports) and writes target/bench/report.md, report.json and PNG
+//! postgres-nested.json, regions.json, boot.json and their .md reports) and writes target/bench/report.md, report.json and PNG
 //! plots; the page-table and database-tier plots are also copied to docs/
 //! (bench-pagetables.png, bench-dbtier.png), which the README shows. A benchmark that did
 //! not run is said so in the report, not made up.
@@ -267,6 +267,7 @@ fn main() {
     let dbtier = read_json(&dir, "dbtier.json");
     let dbtier_nested = read_json(&dir, "dbtier-nested.json");
     let postgres = read_json(&dir, "postgres.json");
+    let postgres_nested = read_json(&dir, "postgres-nested.json");
     let pt_rows: Vec<Value> = pagetables.as_ref().and_then(|p| p["rows"].as_array().cloned()).unwrap_or_default();
     let mut plots = Vec::new();
     if let Some(size) = pt_rows.iter().filter_map(|r| r["size_bytes"].as_u64()).max() {
@@ -378,6 +379,8 @@ fn main() {
     report += "\n";
     report += &section("postgres.md", "PostgreSQL");
     report += "\n";
+    report += &section("postgres-nested.md", "PostgreSQL under mshare-vmm (nested KVM host)");
+    report += "\n";
     report += &section("dbtier-nested.md", "Database tier under mshare-vmm (nested KVM host)");
     report += "\n";
     report += &section("regions.md", "Shared regions across VMs");
@@ -392,6 +395,7 @@ fn main() {
         "dbtier": dbtier,
         "dbtier_nested": dbtier_nested,
         "postgres": postgres,
+        "postgres_nested": postgres_nested,
         "regions": regions,
         "stage2": stage2,
         "boot": boot,

@@ -56,6 +56,7 @@ pub mod calls {
         pointer(crate::anon::mmap(addr as usize, len, prot, flags, fd, offset))
     }
 
+    /// The C library's other name for `mmap` (the same call on 64-bit systems).
     #[cfg_attr(not(test), no_mangle)]
     pub extern "C" fn mmap64(
         addr: *mut c_void,
@@ -65,7 +66,7 @@ pub mod calls {
         fd: c_int,
         offset: off_t,
     ) -> *mut c_void {
-        pointer(crate::anon::mmap(addr as usize, len, prot, flags, fd, offset))
+        mmap(addr, len, prot, flags, fd, offset)
     }
 
     #[cfg_attr(not(test), no_mangle)]

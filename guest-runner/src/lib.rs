@@ -20,6 +20,7 @@ pub mod images;
 pub mod ktap;
 pub mod lmdb_tier;
 pub mod nested;
+pub mod postgres_bench;
 pub mod qemu;
 pub mod spread;
 

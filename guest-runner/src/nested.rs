@@ -99,6 +99,9 @@ pub struct NestedBoot {
     guest_initrd: PathBuf,
     host_files: Vec<Added>,
     guest_files: Vec<Added>,
+    /// Whether L2 boots another initramfs than the one L1's carries
+    /// ([`NestedBoot::guest_initrd`]).
+    guest_initrd_replaced: bool,
 }
 
 /// How a nested boot ended: L1's result line and each L2 console.
@@ -159,7 +162,15 @@ impl NestedBoot {
             guest_initrd: images.get("INITRAMFS")?.to_path_buf(),
             host_files: Vec::new(),
             guest_files: Vec::new(),
+            guest_initrd_replaced: false,
         })
+    }
+
+    /// L2 boots `initrd` (at [`L2_INITRD`]) instead of the guest initramfs, e.g. the
+    /// PostgreSQL image (`POSTGRES_INITRAMFS`).
+    pub fn guest_initrd(&mut self, initrd: &Path) {
+        self.guest_initrd = initrd.to_path_buf();
+        self.guest_initrd_replaced = true;
     }
 
     /// Adds a file to L1's initramfs at `path` (absolute).
@@ -279,7 +290,7 @@ impl NestedBoot {
                 )))
             }
         }
-        if !self.guest_files.is_empty() {
+        if !self.guest_files.is_empty() || self.guest_initrd_replaced {
             let mut guest = read(&self.guest_initrd)?;
             let mut added = Archive::new();
             add_all(&mut added, &self.guest_files);
