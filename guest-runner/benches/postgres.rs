@@ -18,18 +18,10 @@
 //! target/bench/postgres.md and postgres.json.
 
 use guest_runner::images::{repo_root, write_bench_report, ImagePaths};
-use guest_runner::postgres_bench::{self, Case, ANCHOR};
+use guest_runner::postgres_bench::{self, env_number, env_numbers, env_or, Case, ANCHOR};
 use guest_runner::qemu::{log_path, Boot};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn number(name: &str, default: &str) -> u64 {
-    env_or(name, default).trim().parse().unwrap_or_else(|_| panic!("{name}: not a number"))
-}
 
 /// Boots the PostgreSQL image once for run `run`; its output.
 fn measure(images: &ImagePaths, case: &Case, memory_mib: u32, run: usize, runs: usize) -> String {
@@ -50,17 +42,14 @@ fn measure(images: &ImagePaths, case: &Case, memory_mib: u32, run: usize, runs: 
 fn main() {
     let case = Case {
         ways: postgres_bench::ways(&env_or("BENCH_PG_WAYS", "mmap huge mshare-c mshare-b")),
-        clients: env_or("BENCH_PG_CLIENTS", "16 64 256 800")
-            .split_whitespace()
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("BENCH_PG_CLIENTS: {n}: not a number")))
-            .collect(),
-        seconds: number("BENCH_PG_SECONDS", "10"),
-        storm_seconds: number("BENCH_PG_STORM_SECONDS", "5"),
+        clients: env_numbers("BENCH_PG_CLIENTS", "16 64 256 800"),
+        seconds: env_number("BENCH_PG_SECONDS", "10"),
+        storm_seconds: env_number("BENCH_PG_STORM_SECONDS", "5"),
         shared_buffers: env_or("BENCH_PG_SHARED_BUFFERS", "1G"),
-        scale: number("BENCH_PG_SCALE", "64"),
+        scale: env_number("BENCH_PG_SCALE", "64"),
     };
-    let memory_mib = number("BENCH_PG_MEMORY_MIB", "6144") as u32;
-    let runs = number("BENCH_PG_RUNS", "3") as usize;
+    let memory_mib = env_number("BENCH_PG_MEMORY_MIB", "6144") as u32;
+    let runs = env_number("BENCH_PG_RUNS", "3") as usize;
     let started = Instant::now();
     // BENCH_PG_FROM_LOGS: the guest outputs of earlier runs (their ttyS1 logs, relative to
     // the repository), re-reported with the same settings; nothing is measured again.

@@ -71,6 +71,25 @@ impl Case {
     }
 }
 
+/// The environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The number in environment variable `name` (or `default`); panics naming it if it is not
+/// one.
+pub fn env_number(name: &str, default: &str) -> u64 {
+    env_or(name, default).trim().parse().unwrap_or_else(|_| panic!("{name}: not a number"))
+}
+
+/// The numbers in environment variable `name` (or `default`), blank-separated.
+pub fn env_numbers(name: &str, default: &str) -> Vec<u64> {
+    env_or(name, default)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("{name}: {n}: not a number")))
+        .collect()
+}
+
 /// Reads the ways named by BENCH_PG_WAYS-style `text`; panics naming a way that is not one.
 pub fn ways(text: &str) -> Vec<String> {
     let ways: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
@@ -129,6 +148,9 @@ pub fn report(case: &Case, outputs: &[String]) -> (String, Vec<Value>) {
             .iter()
             .filter_map(|&n| {
                 let (b, huge) = (spread("mshare-b", n, key)?, spread("huge", n, key)?);
+                if b.runs < 2 || huge.runs < 2 {
+                    return Some(format!("N={n} one run, no verdict ({} against {})", b.cell(), huge.cell()));
+                }
                 let better = if more_is_better { b.min > huge.max } else { b.max < huge.min };
                 let worse = if more_is_better { b.max < huge.min } else { b.min > huge.max };
                 let word = if better {
@@ -216,5 +238,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "mmap has no figures: no row");
         let (text, _) = report(&case(), &[run(100, 110), run(104, 120)]);
         assert!(text.contains("N=16 loses"), "{text}");
+        let (text, _) = report(&case(), &[run(100, 110)]);
+        assert!(text.contains("N=16 one run, no verdict (100 against 110)"), "{text}");
     }
 }

@@ -13,18 +13,10 @@
 
 use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::nested::NestedBoot;
-use guest_runner::postgres_bench::{self, Case};
+use guest_runner::postgres_bench::{self, env_number, env_numbers, env_or, Case};
 use guest_runner::qemu::log_path;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn number(name: &str, default: &str) -> u64 {
-    env_or(name, default).trim().parse().unwrap_or_else(|_| panic!("{name}: not a number"))
-}
 
 /// KVM's statistics of the run's VM, from the JSON the VMM wrote, which L1's script
 /// printed between STATS markers.
@@ -41,17 +33,14 @@ fn kvm_stats(console: &str, run: usize) -> Value {
 fn main() {
     let case = Case {
         ways: postgres_bench::ways(&env_or("BENCH_PG_WAYS", "mmap huge mshare-c mshare-b")),
-        clients: env_or("BENCH_PG_NESTED_CLIENTS", "16 64")
-            .split_whitespace()
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("BENCH_PG_NESTED_CLIENTS: {n}: not a number")))
-            .collect(),
-        seconds: number("BENCH_PG_NESTED_SECONDS", "5"),
-        storm_seconds: number("BENCH_PG_NESTED_SECONDS", "5"),
+        clients: env_numbers("BENCH_PG_NESTED_CLIENTS", "16 64"),
+        seconds: env_number("BENCH_PG_NESTED_SECONDS", "5"),
+        storm_seconds: env_number("BENCH_PG_NESTED_SECONDS", "5"),
         shared_buffers: env_or("BENCH_PG_NESTED_SHARED_BUFFERS", "512M"),
-        scale: number("BENCH_PG_NESTED_SCALE", "16"),
+        scale: env_number("BENCH_PG_NESTED_SCALE", "16"),
     };
-    let memory_mib = number("BENCH_PG_NESTED_MEMORY_MIB", "2560");
-    let runs = number("BENCH_PG_NESTED_RUNS", "3") as usize;
+    let memory_mib = env_number("BENCH_PG_NESTED_MEMORY_MIB", "2560");
+    let runs = env_number("BENCH_PG_NESTED_RUNS", "3") as usize;
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"));
     let mut boot = NestedBoot::new(&images).unwrap_or_else(|e| panic!("{e}"));
     boot.guest_initrd(images.get("POSTGRES_INITRAMFS").unwrap_or_else(|e| panic!("{e}")));
