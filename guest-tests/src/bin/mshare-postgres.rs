@@ -197,7 +197,29 @@ fn server(options: &Options) -> ExitCode {
     let clients = max_clients(options);
     let args =
         ["-S", "-n", "-c", &clients.to_string(), "-j", &clients.min(2).to_string(), "-T", &options.seconds.to_string()];
-    let bench = pgbench(&args.map(str::to_owned));
+    // A backend's mappings, read while pgbench runs (backends go with their clients).
+    let (bench, backend) = thread::scope(|scope| {
+        let bench = scope.spawn(|| pgbench(&args.map(str::to_owned)));
+        let mut backend = None;
+        while backend.is_none() && !bench.is_finished() {
+            backend = children_of(server.pid())
+                .into_iter()
+                .find(|pid| !processes.contains(pid))
+                .map(|pid| (pid, windows_of(pid)));
+            thread::sleep(Duration::from_millis(50));
+        }
+        (bench.join().unwrap_or_else(|_| Err("pgbench's thread panicked".to_owned())), backend)
+    });
+    t.check(
+        "a backend serving pgbench maps the same window",
+        match backend {
+            Some((pid, windows)) if !postmaster_windows.is_empty() => {
+                eq(windows, postmaster_windows.clone()).map_err(|e| format!("backend {pid}: {e}"))
+            }
+            Some(_) => Err("the postmaster has no window to share".to_owned()),
+            None => Err("no backend seen while pgbench ran".to_owned()),
+        },
+    );
     server.wait_for_children(processes.len());
     let backends = log_lines("connection authorized:").len() - connections;
     let backend_faults = reaped_children_faults(server.pid()).saturating_sub(faults);
