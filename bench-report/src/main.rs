@@ -214,6 +214,15 @@ fn plot_postgres(path: &Path, rows: &[Value]) -> Result<(), String> {
     )
 }
 
+/// Copies plot `name` from `dir` to the repository's docs/ as `bench-NAME`, where `shown_as`
+/// shows it; a copy that fails is said, not fatal.
+fn show_in_docs(dir: &Path, root: &Path, name: &str, shown_as: &str) {
+    let shown = root.join("docs").join(format!("bench-{name}"));
+    if let Err(e) = std::fs::copy(dir.join(name), &shown) {
+        eprintln!("bench-report: copying {name} to {} ({shown_as}): {e}", shown.display());
+    }
+}
+
 /// A figure as the tables print it: whole numbers without a fraction.
 fn number(value: &Value) -> String {
     match value.as_f64() {
@@ -288,10 +297,7 @@ fn main() {
             }
         }
         if plots.contains(&"pagetables.png") {
-            let shown = root.join("docs").join("bench-pagetables.png");
-            if let Err(e) = std::fs::copy(dir.join("pagetables.png"), &shown) {
-                eprintln!("bench-report: copying pagetables.png to {} (the README's plot): {e}", shown.display());
-            }
+            show_in_docs(&dir, &root, "pagetables.png", "the README's plot");
         }
     }
     if let Some(rows) = regions.as_ref().and_then(|r| r["rows"].as_array()) {
@@ -305,10 +311,7 @@ fn main() {
         match plot_dbtier(&dir.join("dbtier.png"), rows) {
             Ok(()) => {
                 plots.push("dbtier.png");
-                let shown = root.join("docs").join("bench-dbtier.png");
-                if let Err(e) = std::fs::copy(dir.join("dbtier.png"), &shown) {
-                    eprintln!("bench-report: copying dbtier.png to {} (the README's plot): {e}", shown.display());
-                }
+                show_in_docs(&dir, &root, "dbtier.png", "the README's plot");
             }
             Err(e) => eprintln!("bench-report: dbtier.png: {e}"),
         }
@@ -318,13 +321,7 @@ fn main() {
         match plot_postgres(&dir.join("postgres.png"), rows) {
             Ok(()) => {
                 plots.push("postgres.png");
-                let shown = root.join("docs").join("bench-postgres.png");
-                if let Err(e) = std::fs::copy(dir.join("postgres.png"), &shown) {
-                    eprintln!(
-                        "bench-report: copying postgres.png to {} (docs/preload.md's plot): {e}",
-                        shown.display()
-                    );
-                }
+                show_in_docs(&dir, &root, "postgres.png", "docs/preload.md's plot");
             }
             Err(e) => eprintln!("bench-report: postgres.png: {e}"),
         }

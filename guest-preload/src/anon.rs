@@ -65,7 +65,7 @@ fn move_mapping(addr: usize, len: usize, prot: c_int, flags: c_int) -> Result<(u
     let mapped = region.map(addr, window, prot, flags & KEPT_FLAGS);
     region.unlink();
     let start = mapped?;
-    windows::record(Moved { start, asked: len, mapped: window, sysv: None });
+    windows::record(Moved { start, asked: len, mapped: window, sysv_shadow: None });
     Ok((start, name))
 }
 

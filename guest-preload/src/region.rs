@@ -16,7 +16,7 @@ pub(crate) enum MoveError {
     NoMsharefs,
     #[error("{0}")]
     Settings(&'static BadSetting),
-    #[error("MSHARE_MODE={wanted}, but the module is in mode {module} (boot the guest with mshare_params=shared_tables={} or unset MSHARE_MODE)", u8::from(*wanted == Mode::B))]
+    #[error("MSHARE_MODE={wanted}, but the module is in mode {module} (boot the guest with mshare_params=shared_tables={} or unset MSHARE_MODE)", wanted.shared_tables())]
     ModeMismatch { wanted: Mode, module: String },
     #[error("{MOUNT}/mshare_stats: {0}")]
     Stats(io::Error),
@@ -41,12 +41,12 @@ impl MoveError {
 /// Whether memory may move here: msharefs mounted, in the mode asked for (if any). Gives
 /// whether the module shares page tables (mode B).
 pub(crate) fn check_module(wanted: Option<Mode>) -> Result<bool, MoveError> {
-    if fs::metadata(format!("{MOUNT}/mshare_info")).is_err() {
-        return Err(MoveError::NoMsharefs);
-    }
-    let stats = SystemStats::read().map_err(MoveError::Stats)?;
+    let stats = SystemStats::read().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => MoveError::NoMsharefs,
+        _ => MoveError::Stats(e),
+    })?;
     match wanted {
-        Some(wanted) if stats.mode != wanted.to_string() => Err(MoveError::ModeMismatch { wanted, module: stats.mode }),
+        Some(wanted) if !stats.is_mode(wanted) => Err(MoveError::ModeMismatch { wanted, module: stats.mode }),
         _ => Ok(stats.shares_tables()),
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::raw::{self, Errno};
 use crate::region::{self, MoveError, MovedRegion};
-use crate::windows::{self, Moved, SysvAttachment};
+use crate::windows::{self, Moved};
 use crate::{report, settings};
 use libc::{c_int, c_void, key_t, shmid_ds};
 use mshare_uapi::msharefs::SystemStats;
@@ -110,7 +110,7 @@ pub(crate) fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> Result<usiz
             return Err(error.errno());
         }
     };
-    windows::record(Moved { start, asked: window, mapped: window, sysv: Some(SysvAttachment { shmid: id, shadow }) });
+    windows::record(Moved { start, asked: window, mapped: window, sysv_shadow: Some(shadow) });
     Ok(start)
 }
 
@@ -118,8 +118,8 @@ pub(crate) fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> Result<usiz
 pub(crate) fn shmdt(addr: *const c_void) -> Result<(), Errno> {
     let Some(moved) = windows::take_attachment(addr as usize) else { return raw::shmdt(addr) };
     raw::munmap(moved.start, moved.mapped)?;
-    if let Some(sysv) = moved.sysv {
-        raw::shmdt(sysv.shadow as *const c_void)?;
+    if let Some(shadow) = moved.sysv_shadow {
+        raw::shmdt(shadow as *const c_void)?;
     }
     Ok(())
 }

@@ -15,19 +15,12 @@ pub(crate) struct Moved {
     pub(crate) start: usize,
     /// What the program asked for.
     pub(crate) asked: usize,
-    /// What is mapped: `asked` rounded up to whole granules.
+    /// What is mapped: `asked` rounded up to whole granules (whole GiBs in mode B).
     pub(crate) mapped: usize,
-    /// For an attachment of a System V segment: the segment, and where the segment itself
-    /// is attached too (never touched; it keeps the kernel's count of attachments, which
-    /// programs read with IPC_STAT, true).
-    pub(crate) sysv: Option<SysvAttachment>,
-}
-
-/// The System V side of a moved attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SysvAttachment {
-    pub(crate) shmid: i32,
-    pub(crate) shadow: usize,
+    /// For an attachment of a System V segment: where the segment itself is attached too
+    /// (never touched; it keeps the kernel's count of attachments, which programs read
+    /// with IPC_STAT, true).
+    pub(crate) sysv_shadow: Option<usize>,
 }
 
 impl Moved {
@@ -65,8 +58,8 @@ pub(crate) fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
     raw::munmap(addr, end - addr)?;
     // An attachment's shadow goes with it, as shmdt would take it.
     for gone in table.iter().filter(|m| m.start >= addr && m.end() <= end) {
-        if let Some(sysv) = gone.sysv {
-            let _ = raw::shmdt(sysv.shadow as *const libc::c_void);
+        if let Some(shadow) = gone.sysv_shadow {
+            let _ = raw::shmdt(shadow as *const libc::c_void);
         }
     }
     table.retain(|m| m.start < addr || m.end() > end);
@@ -80,7 +73,7 @@ pub(crate) fn take_attachment(addr: usize) -> Option<Moved> {
         return None;
     }
     let mut table = table();
-    let index = table.iter().position(|m| m.start == addr && m.sysv.is_some())?;
+    let index = table.iter().position(|m| m.start == addr && m.sysv_shadow.is_some())?;
     let moved = table.swap_remove(index);
     COUNT.store(table.len(), Ordering::Release);
     Some(moved)

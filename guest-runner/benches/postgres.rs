@@ -18,7 +18,7 @@
 //! target/bench/postgres.md and postgres.json.
 
 use guest_runner::images::{repo_root, write_bench_report, ImagePaths};
-use guest_runner::postgres_bench::{self, env_number, env_numbers, env_or, Case, ANCHOR};
+use guest_runner::postgres_bench::{self, env_number, Case, ANCHOR};
 use guest_runner::qemu::{log_path, Boot};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -40,14 +40,17 @@ fn measure(images: &ImagePaths, case: &Case, memory_mib: u32, run: usize, runs: 
 }
 
 fn main() {
-    let case = Case {
-        ways: postgres_bench::ways(&env_or("BENCH_PG_WAYS", "mmap huge mshare-c mshare-b")),
-        clients: env_numbers("BENCH_PG_CLIENTS", "16 64 256 800"),
-        seconds: env_number("BENCH_PG_SECONDS", "10"),
-        storm_seconds: env_number("BENCH_PG_STORM_SECONDS", "5"),
-        shared_buffers: env_or("BENCH_PG_SHARED_BUFFERS", "1G"),
-        scale: env_number("BENCH_PG_SCALE", "64"),
-    };
+    let case = Case::from_env(
+        "BENCH_PG",
+        &Case {
+            ways: postgres_bench::ways("mmap huge mshare-c mshare-b"),
+            clients: vec![16, 64, 256, 800],
+            seconds: 10,
+            storm_seconds: 5,
+            shared_buffers: "1G".to_owned(),
+            scale: 64,
+        },
+    );
     let memory_mib = env_number("BENCH_PG_MEMORY_MIB", "6144") as u32;
     let runs = env_number("BENCH_PG_RUNS", "3") as usize;
     let started = Instant::now();

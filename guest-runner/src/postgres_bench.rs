@@ -43,6 +43,24 @@ pub struct Case {
 }
 
 impl Case {
+    /// `default`, with what the environment gives: `{prefix}_CLIENTS` (blank-separated),
+    /// `{prefix}_SECONDS`, `{prefix}_STORM_SECONDS`, `{prefix}_SHARED_BUFFERS`,
+    /// `{prefix}_SCALE`, and the ways from BENCH_PG_WAYS (both halves alike).
+    pub fn from_env(prefix: &str, default: &Case) -> Case {
+        let name = |what: &str| format!("{prefix}_{what}");
+        let text = |what: &str, default: String| env_or(&name(what), &default);
+        let number = |what: &str, default: u64| env_number(&name(what), &default.to_string());
+        let clients: Vec<String> = default.clients.iter().map(u64::to_string).collect();
+        Case {
+            ways: ways(&env_or("BENCH_PG_WAYS", &default.ways.join(" "))),
+            clients: env_numbers(&name("CLIENTS"), &clients.join(" ")),
+            seconds: number("SECONDS", default.seconds),
+            storm_seconds: number("STORM_SECONDS", default.storm_seconds),
+            shared_buffers: text("SHARED_BUFFERS", default.shared_buffers.clone()),
+            scale: number("SCALE", default.scale),
+        }
+    }
+
     /// The guest command of run `run`: the ways rotated by it, so that no way always goes
     /// first (on a freshly filled database) or last.
     pub fn command(&self, run: usize) -> Vec<String> {

@@ -176,6 +176,11 @@ impl SystemStats {
     pub fn shares_tables(&self) -> bool {
         self.mode == "B"
     }
+
+    /// Whether the module is in `mode`.
+    pub fn is_mode(&self, mode: crate::preload::Mode) -> bool {
+        self.mode == mode.to_string()
+    }
 }
 
 /// `MSHAREFS_GET_STATS`.

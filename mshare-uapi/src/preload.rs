@@ -48,6 +48,13 @@ impl Mode {
     }
 }
 
+impl Mode {
+    /// The value of mshare.ko's `shared_tables` parameter that loads it in this mode.
+    pub fn shared_tables(self) -> u8 {
+        u8::from(self == Self::B)
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -169,6 +176,12 @@ mod tests {
     fn from(pairs: &[(&str, &str)]) -> Result<Settings, BadSetting> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn the_image_installs_the_library_where_mshare_run_loads_it() {
+        let script = include_str!("../../images/scripts/postgres.sh");
+        assert!(script.lines().any(|l| l == format!("PRELOAD_LIBRARY={LIBRARY_PATH}")), "images/scripts/postgres.sh");
     }
 
     #[test]

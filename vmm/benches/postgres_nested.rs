@@ -6,14 +6,15 @@
 //! statistics of the VM (its stage-2 leaves) come from the VMM's `--stats-json` when the
 //! VM stops. The clock is still the emulator's, twice over.
 //!
-//! BENCH_PG_NESTED_CLIENTS ("16 64"), BENCH_PG_NESTED_SECONDS (5), BENCH_PG_NESTED_SHARED_BUFFERS
-//! ("512M"), BENCH_PG_NESTED_SCALE (16), BENCH_PG_NESTED_MEMORY_MIB (2560) and
-//! BENCH_PG_NESTED_RUNS (3: a VM each, in one boot of the nested host) change it. Writes
+//! BENCH_PG_NESTED_CLIENTS ("16 64"), BENCH_PG_NESTED_SECONDS (5),
+//! BENCH_PG_NESTED_STORM_SECONDS (5), BENCH_PG_NESTED_SHARED_BUFFERS ("512M"),
+//! BENCH_PG_NESTED_SCALE (16), BENCH_PG_NESTED_MEMORY_MIB (2560), BENCH_PG_NESTED_RUNS (3:
+//! a VM each, in one boot of the nested host) and BENCH_PG_WAYS (all four) change it. Writes
 //! target/bench/postgres-nested.md and .json.
 
 use guest_runner::images::{write_bench_report, ImagePaths};
 use guest_runner::nested::NestedBoot;
-use guest_runner::postgres_bench::{self, env_number, env_numbers, env_or, Case};
+use guest_runner::postgres_bench::{self, env_number, Case};
 use guest_runner::qemu::log_path;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -31,14 +32,17 @@ fn kvm_stats(console: &str, run: usize) -> Value {
 }
 
 fn main() {
-    let case = Case {
-        ways: postgres_bench::ways(&env_or("BENCH_PG_WAYS", "mmap huge mshare-c mshare-b")),
-        clients: env_numbers("BENCH_PG_NESTED_CLIENTS", "16 64"),
-        seconds: env_number("BENCH_PG_NESTED_SECONDS", "5"),
-        storm_seconds: env_number("BENCH_PG_NESTED_SECONDS", "5"),
-        shared_buffers: env_or("BENCH_PG_NESTED_SHARED_BUFFERS", "512M"),
-        scale: env_number("BENCH_PG_NESTED_SCALE", "16"),
-    };
+    let case = Case::from_env(
+        "BENCH_PG_NESTED",
+        &Case {
+            ways: postgres_bench::ways("mmap huge mshare-c mshare-b"),
+            clients: vec![16, 64],
+            seconds: 5,
+            storm_seconds: 5,
+            shared_buffers: "512M".to_owned(),
+            scale: 16,
+        },
+    );
     let memory_mib = env_number("BENCH_PG_NESTED_MEMORY_MIB", "2560");
     let runs = env_number("BENCH_PG_NESTED_RUNS", "3") as usize;
     let images = ImagePaths::discover().unwrap_or_else(|e| panic!("guest images: {e}"));

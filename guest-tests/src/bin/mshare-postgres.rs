@@ -36,8 +36,8 @@
 
 use guest_tests::msharefs::SystemStats;
 use guest_tests::postgres::{
-    children_of, log_lines, pgbench, pgbench_init, print_log, psql, reaped_children_faults, span, windows_of, Server,
-    SharedMemory, DATA, PG_BIN,
+    children_of, log_lines, pgbench, pgbench_init, print_log, psql, reaped_children_faults, span, windows_of,
+    PgbenchReport, Server, SharedMemory, DATA, PG_BIN,
 };
 use guest_tests::suite::{eq, Suite};
 use guest_tests::{meminfo_kib, settled_pagetables_kib};
@@ -45,7 +45,6 @@ use mshare_uapi::formats::parse_size;
 use mshare_uapi::preload::Mode;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -192,27 +191,13 @@ fn server(options: &Options) -> ExitCode {
         },
     );
     let stats = SystemStats::read().unwrap_or_default();
-    let connections = log_lines("connection authorized:").len();
-    let faults = reaped_children_faults(server.pid());
     let clients = max_clients(options);
     let args =
         ["-S", "-n", "-c", &clients.to_string(), "-j", &clients.min(2).to_string(), "-T", &options.seconds.to_string()];
-    // A backend's mappings, read while pgbench runs (backends go with their clients).
-    let (bench, backend) = thread::scope(|scope| {
-        let bench = scope.spawn(|| pgbench(&args.map(str::to_owned)));
-        let mut backend = None;
-        while backend.is_none() && !bench.is_finished() {
-            backend = children_of(server.pid())
-                .into_iter()
-                .find(|pid| !processes.contains(pid))
-                .map(|pid| (pid, windows_of(pid)));
-            thread::sleep(Duration::from_millis(50));
-        }
-        (bench.join().unwrap_or_else(|_| Err("pgbench's thread panicked".to_owned())), backend)
-    });
+    let run = measured_run(&server, &processes, &args.map(str::to_owned));
     t.check(
         "a backend serving pgbench maps the same window",
-        match backend {
+        match run.sample.first_backend {
             Some((pid, windows)) if !postmaster_windows.is_empty() => {
                 eq(windows, postmaster_windows.clone()).map_err(|e| format!("backend {pid}: {e}"))
             }
@@ -220,9 +205,7 @@ fn server(options: &Options) -> ExitCode {
             None => Err("no backend seen while pgbench ran".to_owned()),
         },
     );
-    server.wait_for_children(processes.len());
-    let backends = log_lines("connection authorized:").len() - connections;
-    let backend_faults = reaped_children_faults(server.pid()).saturating_sub(faults);
+    let (bench, backends, backend_faults) = (run.report, run.backends, run.faults);
     let after = SystemStats::read().unwrap_or_default();
     if let Ok(report) = &bench {
         for line in report.output.lines() {
@@ -238,7 +221,7 @@ fn server(options: &Options) -> ExitCode {
     }
     println!(
         "{PROGRAM}: figure backends={backends} minor_faults_per_backend={}",
-        backend_faults.checked_div(backends as u64).unwrap_or(0)
+        backend_faults.checked_div(backends).unwrap_or(0)
     );
     let links = after.pmd_table_links - stats.pmd_table_links;
     let pte_links = after.table_links - stats.table_links;
@@ -253,7 +236,7 @@ fn server(options: &Options) -> ExitCode {
             &format!(
                 "mode B: each of the {backends} backends linked the pool's shared PMD table once, and no PTE table"
             ),
-            eq((links, pte_links), (backends as u64, 0)),
+            eq((links, pte_links), (backends, 0)),
         );
     } else {
         t.check(
@@ -399,18 +382,18 @@ fn sh(program: &str, args: &[&str]) -> Result<(), String> {
 /// Loads mshare.ko in `mode` (unloading it first if it is in the other), msharefs mounted
 /// as /init mounts it.
 fn load_module(mode: Mode) -> Result<(), String> {
-    if SystemStats::read().is_ok_and(|stats| stats.mode == mode.to_string()) {
+    if SystemStats::read().is_ok_and(|stats| stats.is_mode(mode)) {
         return Ok(());
     }
     if SystemStats::read().is_ok() {
         sh("umount", &["/sys/fs/mshare"])?;
         sh("rmmod", &["mshare"])?;
     }
-    sh("insmod", &["/lib/modules/mshare.ko", &format!("shared_tables={}", u8::from(mode == Mode::B))])?;
+    sh("insmod", &["/lib/modules/mshare.ko", &format!("shared_tables={}", mode.shared_tables())])?;
     sh("mount", &["-t", "msharefs", "msharefs", "/sys/fs/mshare"])?;
     sh("chmod", &["0666", "/dev/mshare"])?;
     match SystemStats::read() {
-        Ok(stats) if stats.mode == mode.to_string() => Ok(()),
+        Ok(stats) if stats.is_mode(mode) => Ok(()),
         Ok(stats) => Err(format!("mshare.ko loaded in mode {}, not {mode}", stats.mode)),
         Err(e) => Err(format!("mshare.ko: {e}")),
     }
@@ -444,49 +427,64 @@ fn server_huge_pages(settings: &[String]) -> Result<u64, String> {
     })
 }
 
-/// What is sampled while pgbench runs: the most page tables the guest had, and each
-/// backend's own (VmPTE) when the most backends were there.
-#[derive(Debug, Default, Clone, Copy)]
+/// What is sampled while pgbench runs: the most page tables the guest had, each
+/// backend's own (VmPTE) when the most backends were there, and the windows of the first
+/// backend seen.
+#[derive(Debug, Default)]
 struct Sample {
     pagetables_peak_kib: u64,
     backends: u64,
     vmpte_kib: u64,
+    first_backend: Option<(u32, Vec<String>)>,
 }
 
-fn sample_while(running: Arc<AtomicBool>, postmaster: u32, others: Vec<u32>) -> thread::JoinHandle<Sample> {
-    thread::spawn(move || {
-        let mut sample = Sample::default();
-        while running.load(Ordering::Relaxed) {
-            sample.pagetables_peak_kib = sample.pagetables_peak_kib.max(meminfo_kib("PageTables:"));
-            let backends: Vec<u32> = children_of(postmaster).into_iter().filter(|pid| !others.contains(pid)).collect();
-            if backends.len() as u64 > sample.backends {
-                sample.backends = backends.len() as u64;
-                sample.vmpte_kib = backends.iter().map(|&pid| guest_tests::status_kib_of(pid, "VmPTE:")).sum();
-            }
-            thread::sleep(Duration::from_millis(200));
+/// Samples the postmaster's backends (its children but `others`) until `running` is false.
+fn sample_while(running: &AtomicBool, postmaster: u32, others: &[u32]) -> Sample {
+    let mut sample = Sample::default();
+    while running.load(Ordering::Relaxed) {
+        sample.pagetables_peak_kib = sample.pagetables_peak_kib.max(meminfo_kib("PageTables:"));
+        let backends: Vec<u32> = children_of(postmaster).into_iter().filter(|pid| !others.contains(pid)).collect();
+        if sample.first_backend.is_none() {
+            sample.first_backend = backends.first().map(|&pid| (pid, windows_of(pid)));
         }
-        sample
-    })
+        if backends.len() as u64 > sample.backends {
+            sample.backends = backends.len() as u64;
+            sample.vmpte_kib = backends.iter().map(|&pid| guest_tests::status_kib_of(pid, "VmPTE:")).sum();
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    sample
 }
 
-/// One pgbench run against the server and what the server took for it: the report, the
-/// backends it started (from the log), their minor faults, the page-table sample.
-fn measured_run(
-    server: &Server,
-    others: &[u32],
-    args: &[String],
-) -> Result<(guest_tests::postgres::PgbenchReport, u64, u64, Sample), String> {
+/// One pgbench run against the server and what the server took for it.
+struct Measured {
+    report: Result<PgbenchReport, String>,
+    /// The backends it started (from the log).
+    backends: u64,
+    /// Their minor faults.
+    faults: u64,
+    sample: Sample,
+}
+
+/// Runs pgbench with `args` against the server, whose processes besides the backends are
+/// `others`, and measures it.
+fn measured_run(server: &Server, others: &[u32], args: &[String]) -> Measured {
     let connections = log_lines("connection authorized:").len();
     let faults = reaped_children_faults(server.pid());
-    let running = Arc::new(AtomicBool::new(true));
-    let sampler = sample_while(Arc::clone(&running), server.pid(), others.to_vec());
-    let report = pgbench(args);
-    running.store(false, Ordering::Relaxed);
-    let sample = sampler.join().unwrap_or_default();
+    let running = AtomicBool::new(true);
+    let (report, sample) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_while(&running, server.pid(), others));
+        let report = pgbench(args);
+        running.store(false, Ordering::Relaxed);
+        (report, sampler.join().unwrap_or_default())
+    });
     server.wait_for_children(others.len());
-    let backends = (log_lines("connection authorized:").len() - connections) as u64;
-    let faults = reaped_children_faults(server.pid()).saturating_sub(faults);
-    Ok((report?, backends, faults, sample))
+    Measured {
+        report,
+        backends: (log_lines("connection authorized:").len() - connections) as u64,
+        faults: reaped_children_faults(server.pid()).saturating_sub(faults),
+        sample,
+    }
 }
 
 /// One way of the benchmark: the server made that way, prewarmed, then each N.
@@ -518,10 +516,12 @@ fn bench_way(memory: SharedMemory, options: &Options) -> Result<(), String> {
         // tps leaves the connecting out).
         let duration = options.seconds + clients / 40;
         let steady = ["-S", "-n", "-c", &clients.to_string(), "-j", &threads, "-T", &duration.to_string()];
-        let (report, backends, faults, sample) = measured_run(&server, &others, &steady.map(str::to_owned))?;
+        let run = measured_run(&server, &others, &steady.map(str::to_owned));
+        let (report, backends, faults, sample) = (run.report?, run.backends, run.faults, run.sample);
         let storm =
             ["-S", "-n", "-C", "-c", &clients.to_string(), "-j", &threads, "-T", &options.storm_seconds.to_string()];
-        let (storm, connections, storm_faults, _) = measured_run(&server, &others, &storm.map(str::to_owned))?;
+        let storm_run = measured_run(&server, &others, &storm.map(str::to_owned));
+        let (storm, connections, storm_faults) = (storm_run.report?, storm_run.backends, storm_run.faults);
         let per = |total: u64, n: u64| total as f64 / n.max(1) as f64;
         println!(
             "BENCH way={} clients={clients} tps={:.1} connect_ms={:.1} storm_tps={:.1} backends={backends} \

@@ -336,11 +336,11 @@ fn run(args: &[&str]) -> ExitCode {
                     "run: {MOUNT}: {e} (is mshare.ko loaded?); --fallback runs the program on ordinary memory"
                 ))
             }
-            (Ok(stats), Some(mode)) if stats.mode != mode.to_string() => {
+            (Ok(stats), Some(mode)) if !stats.is_mode(mode) => {
                 return fail(format!(
                     "run: --mode {mode}, but the module is in mode {} (boot with mshare_params=shared_tables={})",
                     stats.mode,
-                    u8::from(mode == Mode::B)
+                    mode.shared_tables()
                 ))
             }
             _ => {}
