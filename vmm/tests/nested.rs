@@ -556,6 +556,7 @@ fn shared_stage2_tables_are_linked_by_every_vm_and_freed_with_the_last() {
          printf '\\001' | dd of=/tmp/s2-region bs=1 seek=4 conv=notrunc 2>/dev/null\n\
          wait $pid; status=$?\n\
          echo \"S2 status=$status secpagetables_before_kib=$before secpagetables_during_kib=$during secpagetables_after_kib=$(sec)\"\n\
+         echo \"S2-REGION first bytes in L1's page cache: $(od -An -tx1 -N8 /tmp/s2-region) (0: a's 5a, then 01 from its second touch; 1: b's a5; 2: a's 5b; 4: L1's 01)\"\n\
          echo \"S2-STATS $(tr -d '\\n ' < /tmp/s2.json)\"\n\
          exit $status\n",
     );
