@@ -266,12 +266,14 @@ pub fn pgbench_init(scale: u32) -> Result<(), String> {
 
 /// The lines of `/proc/PID/maps` for msharefs windows.
 pub fn windows_of(pid: u32) -> Vec<String> {
-    fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(" /sys/fs/mshare/"))
-        .map(str::to_owned)
-        .collect()
+    live_windows(pid).unwrap_or_default()
+}
+
+/// [`windows_of`] a live process; `None` for one that maps nothing: gone, or exited and
+/// not yet reaped (a backend whose client just left), whose maps are empty.
+pub fn live_windows(pid: u32) -> Option<Vec<String>> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok().filter(|maps| !maps.is_empty())?;
+    Some(maps.lines().filter(|line| line.contains(" /sys/fs/mshare/")).map(str::to_owned).collect())
 }
 
 /// What `pid` has touched of its largest shared mapping of at least `min_bytes` (the

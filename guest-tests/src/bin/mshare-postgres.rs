@@ -36,8 +36,8 @@
 
 use guest_tests::msharefs::SystemStats;
 use guest_tests::postgres::{
-    children_of, log_lines, pgbench, pgbench_init, print_log, psql, reaped_children_faults, span, windows_of,
-    PgbenchReport, Server, SharedMemory, DATA, PG_BIN,
+    children_of, live_windows, log_lines, pgbench, pgbench_init, print_log, psql, reaped_children_faults, span,
+    windows_of, PgbenchReport, Server, SharedMemory, DATA, PG_BIN,
 };
 use guest_tests::suite::{eq, Suite};
 use guest_tests::{meminfo_kib, settled_pagetables_kib};
@@ -445,7 +445,7 @@ fn sample_while(running: &AtomicBool, postmaster: u32, others: &[u32]) -> Sample
         sample.pagetables_peak_kib = sample.pagetables_peak_kib.max(meminfo_kib("PageTables:"));
         let backends: Vec<u32> = children_of(postmaster).into_iter().filter(|pid| !others.contains(pid)).collect();
         if sample.first_backend.is_none() {
-            sample.first_backend = backends.first().map(|&pid| (pid, windows_of(pid)));
+            sample.first_backend = backends.iter().find_map(|&pid| live_windows(pid).map(|windows| (pid, windows)));
         }
         if backends.len() as u64 > sample.backends {
             sample.backends = backends.len() as u64;
